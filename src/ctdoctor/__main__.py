@@ -1,0 +1,3 @@
+from ctdoctor.cli import main
+
+raise SystemExit(main())

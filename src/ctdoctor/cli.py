@@ -1,0 +1,117 @@
+"""Command line. Kept import-light: ``ctdoctor --help`` must stay fast.
+
+Global options are accepted before or after the command name
+(``ctdoctor --netns all status`` = ``ctdoctor status --netns all``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ctdoctor import __version__
+
+# command -> (module with add_arguments(p) and run(args) -> int, one-line help)
+COMMANDS = {
+    "doctor": ("ctdoctor.commands.doctor", "run every check: findings with evidence, explanation and fix commands"),
+    "status": ("ctdoctor.commands.status", "count / max / buckets per netns, fill, stats and rates, modules, drift"),
+    "top": ("ctdoctor.commands.top", "who fills the table: group entries by src, dst, port, state, ..."),
+    "checks": ("ctdoctor.commands.explain", "the catalogue of checks"),
+    "explain": ("ctdoctor.commands.explain", "one check's page: what it detects, why it matters, how to fix"),
+    "collect": ("ctdoctor.commands.collect", "capture a host image (tar.gz) for offline use with --root"),
+    "lab": ("ctdoctor.commands.lab", "reproduce conntrack incidents on the real kernel in a throwaway netns"),
+}
+DEFAULT_COMMAND = "doctor"
+
+
+def _available() -> dict:
+    """Only commands whose module is shipped are offered."""
+    import importlib.util
+
+    return {k: v for k, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
+
+
+def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
+    d = argparse.SUPPRESS if suppress else None
+    p.add_argument("--root", metavar="PATH", default=d,
+                   help="read a host image (directory, .tar[.gz|.xz], sosreport) instead of this host")
+    p.add_argument("--netns", metavar="NAME|all", default=d,
+                   help="network namespace: init (default), a name, pid:N, an inode, or all")
+    p.add_argument("--format", choices=("text", "json", "nagios", "csv"), default=d if suppress else "text",
+                   help="output format (default text)")
+
+
+def build_parser(commands: dict) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ctdoctor",
+        description="See, explain, fix and guard Linux netfilter connection tracking (nf_conntrack).",
+        epilog="Without a command, runs `%s`. Exit codes of doctor: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; "
+               "other commands: 0 success, 1 failure, 2 bad usage or input." % DEFAULT_COMMAND,
+    )
+    p.add_argument("--version", action="version", version=f"ctdoctor {__version__}")
+    _global_options(p, suppress=False)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (mod, help_) in commands.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        _global_options(sp, suppress=True)
+        sp.set_defaults(_module=mod)
+        sp._ctd_module = mod  # type: ignore[attr-defined]
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ctdoctor.errors import CtdError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = _available()
+    parser = build_parser(commands)
+    # Attach each command's own flags only for the command actually used (lazy import).
+    chosen = next((a for a in argv if a in commands), None)
+    if chosen is None and not any(a in ("-h", "--help", "--version") for a in argv):
+        chosen = DEFAULT_COMMAND if DEFAULT_COMMAND in commands else "status"
+        argv = _insert_command(argv, chosen)
+    if chosen is not None:
+        mod = importlib.import_module(commands[chosen][0])
+        sp = parser._subparsers._group_actions[0].choices[chosen]  # type: ignore[union-attr]
+        mod.add_arguments(sp)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed a one-line usage error
+        return 2 if e.code not in (0, None) else 0
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    mod = importlib.import_module(args._module)
+    try:
+        return int(mod.run(args) or 0)
+    except CtdError as e:
+        print(f"ctdoctor: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout.close()
+        except Exception:  # noqa: BLE001
+            pass
+        return 0
+
+
+def _insert_command(argv: list[str], cmd: str) -> list[str]:
+    """Put the default command after leading global options that take a value."""
+    out, i = [], 0
+    takes_value = {"--root", "--netns", "--format"}
+    while i < len(argv):
+        a = argv[i]
+        if a in takes_value and i + 1 < len(argv):
+            out += [a, argv[i + 1]]
+            i += 2
+            continue
+        if any(a.startswith(t + "=") for t in takes_value):
+            out.append(a)
+            i += 1
+            continue
+        break
+    return out + [cmd] + argv[i:]

@@ -1,0 +1,44 @@
+"""ctdoctor collect -o FILE.tar.gz."""
+
+from __future__ import annotations
+
+from ctdoctor.commands.common import require_live, require_root_user
+from ctdoctor.errors import UsageError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("-o", "--output", required=True, metavar="FILE.tar.gz", help="where to write the bundle")
+    p.add_argument("--no-entries", action="store_true", help="do not include the entry listings")
+    p.add_argument("--anonymize", action="store_true",
+                   help="replace addresses consistently (same input address -> same output address)")
+
+
+def run(args) -> int:
+    require_live(args, "collect")
+    require_root_user("collect")
+    if getattr(args, "netns", None) not in (None, "all"):
+        raise UsageError("collect always captures every network namespace; drop --netns")
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from ctdoctor.export.collect import collect
+
+    err = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  console=err, transient=True) as prog:
+        task = None
+
+        def tick(msg):
+            nonlocal task
+            if isinstance(msg, tuple):
+                task = prog.add_task("collecting", total=msg[1])
+            else:
+                prog.update(task, advance=1, description=f"collecting: {msg}")
+
+        meta = collect(args.output, entries=not args.no_entries, anonymize=args.anonymize, progress=tick)
+    names = ", ".join(n["name"] for n in meta["namespaces"])
+    err.print(f"wrote {args.output}: {len(meta['namespaces'])} network namespace(s) ({names})"
+              + ("; addresses anonymized" if args.anonymize else "")
+              + ("; without entries" if args.no_entries else ""))
+    err.print(f"read it with: ctdoctor --root {args.output} status")
+    return 0

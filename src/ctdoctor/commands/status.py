@@ -1,0 +1,69 @@
+"""ctdoctor status."""
+
+from __future__ import annotations
+
+from ctdoctor.commands.common import check_format, open_root
+from ctdoctor.errors import UsageError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--interval", type=float, default=None, metavar="S",
+                   help="seconds between the two stats samples for rates (live default 1; 0 = no rates)")
+    p.add_argument("--watch", type=float, default=None, metavar="N",
+                   help="redraw every N seconds until Ctrl-C (text, live only)")
+
+
+def _doc(root, args, interval):
+    from ctdoctor import snapshot
+    from ctdoctor.status import status_report
+
+    snap = snapshot.build(root, getattr(args, "netns", None), interval=interval, with_rules=False)
+    return status_report(snap)
+
+
+def run(args) -> int:
+    fmt = check_format(args, ("text", "json"))
+    root = open_root(args)
+    interval = args.interval
+    if interval is None:
+        interval = 1.0 if root.is_live else None
+    if interval is not None and interval < 0:
+        raise UsageError("--interval must be >= 0")
+    if args.watch is not None:
+        if args.watch <= 0:
+            raise UsageError("--watch needs a positive number of seconds")
+        if fmt != "text":
+            raise UsageError("--watch works with --format text only")
+        return _watch(root, args)
+    doc = _doc(root, args, interval or None)
+    if fmt == "json":
+        from ctdoctor.render.jsonout import emit
+
+        emit(doc)
+    else:
+        from ctdoctor.render.status_text import print_status
+
+        print_status(doc)
+    return 0
+
+
+def _watch(root, args) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from ctdoctor.render.status_text import render
+
+    console = Console()
+    with Live(console=console, auto_refresh=False, screen=False) as live:
+        try:
+            while True:
+                # The sampling interval doubles as the redraw period: rates cover the last N seconds.
+                doc = _doc(root, args, args.watch if root.is_live else None)
+                live.update(render(doc), refresh=True)
+                if not root.is_live:
+                    import time
+
+                    time.sleep(args.watch)
+        except KeyboardInterrupt:
+            pass
+    return 0

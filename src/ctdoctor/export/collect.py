@@ -1,0 +1,370 @@
+"""Capture a host image: the files and command outputs ctdoctor reads, in DESIGN §4 layout.
+
+Like a sos plugin, the collector *declares* what it copies (``COPY``) and which
+commands it captures (``COMMANDS``); offline reading (HostRoot, Snapshot) uses
+the very same paths, so a bundle read with ``--root`` gives what the live host
+gave. Non-initial namespaces go under ``ctdoctor/netns/<name>/`` (their own
+``proc/...`` files and ``sos_commands/``), and ip-netns-named ones are also
+written under the names sosreport uses (``ip_netns_exec_<ns>_<cmd>``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from ctdoctor import __version__
+from ctdoctor.errors import Failure, InputError
+from ctdoctor.sources import netns as nsmod
+from ctdoctor.sources.hostroot import mangle_command, run_command
+from ctdoctor.sources.modules import CONNTRACK_MODULES
+
+# Files copied whole from the host (globs are expanded with os.listdir, one level).
+COPY = [
+    "proc/sys/kernel/osrelease", "proc/sys/kernel/hostname", "proc/meminfo", "proc/cpuinfo",
+    "proc/slabinfo", "proc/modules", "sys/devices/system/cpu/possible",
+    "etc/os-release", "etc/hostname", "etc/sysctl.conf", "etc/modules",
+    "etc/sysconfig/iptables-config", "etc/sysconfig/ip6tables-config",
+    "etc/sysconfig/iptables", "etc/sysconfig/ip6tables",
+]
+COPY_DIRS = [
+    "etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d", "usr/lib/sysctl.d", "lib/sysctl.d",
+    "etc/modprobe.d", "run/modprobe.d", "usr/local/lib/modprobe.d", "usr/lib/modprobe.d", "lib/modprobe.d",
+    "etc/modules-load.d", "run/modules-load.d", "usr/local/lib/modules-load.d", "usr/lib/modules-load.d",
+    "lib/modules-load.d", "etc/udev/rules.d",
+]
+LOG_FILES = ["var/log/messages", "var/log/kern.log"]
+LOG_TAIL_BYTES = 16 << 20
+# Per netns: copied from inside the netns.
+NETNS_FILES = ["proc/net/stat/nf_conntrack", "proc/net/nf_conntrack_expect"]
+NETNS_DIRS = ["proc/sys/net/netfilter"]
+LISTING = "proc/net/nf_conntrack"
+# (sos plugin, command) captured in the initial netns.
+COMMANDS = [
+    ("kernel", "sysctl -a"), ("kernel", "lsmod"), ("kernel", "dmesg"), ("kernel", "uname -a"),
+    ("conntrack", "conntrack -S"),
+    ("nftables", "nft -j list ruleset"), ("firewall_tables", "nft -a list ruleset"),
+    ("firewall_tables", "iptables-save"), ("firewall_tables", "ip6tables-save"),
+    ("networking", "ss -tanH state established"),
+]
+NETNS_COMMANDS = [
+    ("networking", "sysctl -a"), ("conntrack", "conntrack -S"), ("nftables", "nft -j list ruleset"),
+    ("firewall_tables", "iptables-save"), ("firewall_tables", "ip6tables-save"),
+]
+STATS_INTERVAL = 1.0
+
+
+@dataclass
+class Bundle:
+    """Members to write: name -> bytes (small) or a path of a spooled temp file (listings)."""
+
+    top: str
+    members: dict[str, bytes] = field(default_factory=dict)
+    spooled: dict[str, str] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+
+    def add(self, rel: str, data: bytes | str) -> None:
+        self.members[rel] = data.encode() if isinstance(data, str) else data
+
+
+def _read(path: str, limit: int | None = None) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            if limit is None:
+                chunks = []
+                while True:
+                    c = f.read(1 << 20)
+                    if not c:
+                        break
+                    chunks.append(c)
+                return b"".join(chunks)
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                f.seek(size - limit)
+            return f.read(limit)
+    except OSError:
+        return None
+
+
+def _read_netns_files(files: list[str], dirs: list[str]) -> dict[str, bytes]:
+    """Runs inside the target netns."""
+    out = {}
+    for rel in files:
+        d = _read("/" + rel)
+        if d is not None:
+            out[rel] = d
+    for d in dirs:
+        try:
+            names = sorted(os.listdir("/" + d))
+        except OSError:
+            continue
+        for n in names:
+            v = _read(f"/{d}/{n}")
+            if v is not None:
+                out[f"{d}/{n}"] = v
+    return out
+
+
+class Anonymizer:
+    """Maps addresses consistently: the same input address gives the same output address.
+
+    Loopback, unspecified and broadcast addresses are kept (they say nothing
+    about the customer); IPv4 goes to 10.0.0.0/8 and IPv6 to fd00::/8 in
+    order of first appearance; the printed form (full or compressed IPv6) is kept.
+    """
+
+    def __init__(self):
+        import re
+
+        self.v4: dict[str, str] = {}
+        self.v6: dict[str, str] = {}
+        self._re4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
+        self._re6 = re.compile(r"(?<![\w:.])(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}(?![\w:])")
+
+    def _map4(self, m):
+        import ipaddress
+
+        a = m.group(0)
+        try:
+            ip = ipaddress.IPv4Address(a)
+        except ValueError:
+            return a
+        if ip.is_loopback or ip.is_unspecified or a == "255.255.255.255" or ip.is_multicast:
+            return a
+        if a not in self.v4:
+            n = len(self.v4) + 1
+            self.v4[a] = str(ipaddress.IPv4Address(0x0A000000 + n))
+        return self.v4[a]
+
+    def _map6(self, m):
+        import ipaddress
+
+        a = m.group(0)
+        try:
+            ip = ipaddress.IPv6Address(a)
+        except ValueError:
+            return a
+        if ip.is_loopback or ip.is_unspecified or ip.is_multicast or ip.is_link_local:
+            return a
+        key = ip.compressed
+        if key not in self.v6:
+            n = len(self.v6) + 1
+            self.v6[key] = str(ipaddress.IPv6Address((0xFD00 << 112) + n))
+        out = ipaddress.IPv6Address(self.v6[key])
+        return out.exploded if len(a) == 39 else out.compressed
+
+    def text(self, s: str) -> str:
+        return self._re4.sub(self._map4, self._re6.sub(self._map6, s))
+
+    def data(self, b: bytes) -> bytes:
+        return self.text(b.decode("utf-8", "replace")).encode()
+
+
+def collect(output: str, *, entries: bool = True, anonymize: bool = False, progress=None) -> dict:
+    """Write the bundle to ``output`` (a .tar.gz) atomically. Returns meta."""
+    if not output.endswith((".tar.gz", ".tgz")):
+        raise InputError(f"-o {output}: the bundle is a .tar.gz file; give a name ending in .tar.gz")
+    out_dir = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(out_dir):
+        raise InputError(f"-o {output}: directory {out_dir} does not exist")
+    if not os.access(out_dir, os.W_OK):
+        raise InputError(f"-o {output}: cannot write to {out_dir} (permission denied)")
+    anon = Anonymizer() if anonymize else None
+    hostname = (_read("/proc/sys/kernel/hostname") or b"host").decode().strip()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    shown_host = "anonymized" if anon else hostname
+    b = Bundle(top=f"ctdoctor-{shown_host}-{stamp}")
+    refs = nsmod.discover()
+    steps = 3 + len(refs) * (3 if entries else 2)
+    tick = progress or (lambda msg: None)
+    tick(("start", steps))
+
+    # 1. first stats sample of every netns, so the second lands one interval later
+    t0 = time.monotonic()
+    first: dict[str, dict[str, bytes]] = {}
+    for ref in refs:
+        first[ref.name] = nsmod.call_in(ref, _read_netns_files, NETNS_FILES, NETNS_DIRS)
+    tick("stats sample 1")
+
+    # 2. host files and commands (init netns)
+    for rel in COPY:
+        d = _read("/" + rel)
+        if d is not None:
+            b.add(rel, d)
+    for d in COPY_DIRS:
+        try:
+            names = sorted(os.listdir("/" + d))
+        except OSError:
+            continue
+        for n in names:
+            if d.endswith("udev/rules.d"):
+                v = _read(f"/{d}/{n}")
+                if v is None or b"nf_conntrack" not in v and b"sysctl" not in v:
+                    continue
+            else:
+                v = _read(f"/{d}/{n}")
+            if v is not None:
+                b.add(f"{d}/{n}", v)
+    for rel in LOG_FILES:
+        v = _read("/" + rel, LOG_TAIL_BYTES)
+        if v is not None:
+            b.add(rel, v)
+    release = (_read("/proc/sys/kernel/osrelease") or b"").decode().strip()
+    for rel in (f"lib/modules/{release}/modules.builtin",):
+        v = _read("/" + rel)
+        if v is not None:
+            b.add(rel, v)
+    for mod in CONNTRACK_MODULES:
+        base = f"sys/module/{mod}"
+        if not os.path.isdir("/" + base):
+            continue
+        for sub in ("refcnt", "initstate"):
+            v = _read(f"/{base}/{sub}")
+            if v is not None:
+                b.add(f"{base}/{sub}", v)
+        try:
+            for p in sorted(os.listdir(f"/{base}/parameters")):
+                v = _read(f"/{base}/parameters/{p}")
+                if v is not None:
+                    b.add(f"{base}/parameters/{p}", v)
+        except OSError:
+            pass
+        try:
+            for h in sorted(os.listdir(f"/{base}/holders")):
+                b.add(f"{base}/holders/{h}", b"")
+        except OSError:
+            pass
+    tick("host files")
+    for plugin, cmd in COMMANDS:
+        cap = run_command(cmd, timeout=60)
+        if cap is not None:
+            b.add(f"sos_commands/{plugin}/{mangle_command(cmd)}", cap.text)
+    tick("commands")
+
+    # 3. per netns: files, commands, entries
+    metas = []
+    for ref in refs:
+        init = ref.is_init
+        prefix = "" if init else f"ctdoctor/netns/{ref.name}/"
+        sos_name = ref.name if ref.owner == "ip netns" else None
+        for rel, data in first[ref.name].items():
+            b.add(prefix + rel, data)
+        if not init:
+            pre = nsmod.preexec_for(ref)
+            for plugin, cmd in NETNS_COMMANDS:
+                cap = run_command(cmd, timeout=60, preexec_fn=pre)
+                if cap is None:
+                    continue
+                b.add(f"{prefix}sos_commands/{plugin}/{mangle_command(cmd)}", cap.text)
+                if sos_name:
+                    name = mangle_command(f"ip netns exec {sos_name} {cmd}")
+                    where = (f"sos_commands/networking/namespaces/{sos_name}/{name}" if plugin == "networking"
+                             else f"sos_commands/{plugin}/{name}")
+                    b.add(where, cap.text)
+        tick(f"netns {ref.name}")
+        if entries:
+            _spool_listing(b, ref, prefix + LISTING, anon)
+            tick(f"entries {ref.name}")
+        metas.append({"name": ref.name, "inode": ref.inode, "owner": ref.owner, "sos_name": sos_name})
+
+    # 4. second stats sample
+    wait = STATS_INTERVAL - (time.monotonic() - t0)
+    if wait > 0:
+        time.sleep(wait)
+    interval = time.monotonic() - t0
+    for ref in refs:
+        later = nsmod.call_in(ref, _read_netns_files, ["proc/net/stat/nf_conntrack"], [])
+        if "proc/net/stat/nf_conntrack" in later:
+            b.add(f"ctdoctor/samples/{ref.name}/nf_conntrack.stat", later["proc/net/stat/nf_conntrack"])
+    tick("stats sample 2")
+
+    meta = {
+        "format": "ctdoctor-bundle", "format_version": 1, "ctdoctor": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anonymized": anonymize, "entries": entries,
+        "stats_interval": round(interval, 3), "namespaces": metas,
+    }
+    b.add("ctdoctor/meta.json", json.dumps(meta, indent=2))
+    if anon:
+        for rel in list(b.members):
+            if rel.startswith(("proc/sys/", "sys/", "ctdoctor/meta.json")) or "/proc/sys/" in rel:
+                continue
+            b.members[rel] = anon.data(b.members[rel])
+        for rel in ("proc/sys/kernel/hostname", "etc/hostname"):
+            if rel in b.members:
+                b.members[rel] = b"anonymized\n"
+    _write_tar(b, output)
+    return meta
+
+
+def _spool_listing(b: Bundle, ref, rel: str, anon) -> None:
+    """Stream the netns's entry listing into a temp file (never all in memory)."""
+    fd, tmp = tempfile.mkstemp(prefix="ctdoctor-listing-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            try:
+                src = nsmod.stream_in(ref, "/" + LISTING)
+            except OSError:
+                os.unlink(tmp)
+                return
+            with src:
+                rest = b""
+                while True:
+                    chunk = src.read(1 << 20)
+                    if not chunk:
+                        break
+                    if anon:
+                        chunk = rest + chunk
+                        cut = chunk.rfind(b"\n") + 1
+                        chunk, rest = chunk[:cut], chunk[cut:]
+                        chunk = anon.data(chunk)
+                    out.write(chunk)
+                if rest:
+                    out.write(anon.data(rest) if anon else rest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    b.spooled[rel] = tmp
+
+
+def _write_tar(b: Bundle, output: str) -> None:
+    """Write to a temp file next to the output and rename: never a half-written bundle."""
+    out_dir = os.path.dirname(os.path.abspath(output))
+    fd, tmp = tempfile.mkstemp(prefix=".ctdoctor-bundle-", suffix=".tmp", dir=out_dir)
+    now = time.time()
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tf:
+            dirs = set()
+            for rel in sorted(set(b.members) | set(b.spooled)):
+                parts = rel.split("/")[:-1]
+                for i in range(1, len(parts) + 1):
+                    d = "/".join(parts[:i])
+                    if d not in dirs:
+                        dirs.add(d)
+                        ti = tarfile.TarInfo(f"{b.top}/{d}")
+                        ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, now
+                        tf.addfile(ti)
+                if rel in b.members:
+                    data = b.members[rel]
+                    ti = tarfile.TarInfo(f"{b.top}/{rel}")
+                    ti.size, ti.mode, ti.mtime = len(data), 0o644, now
+                    tf.addfile(ti, io.BytesIO(data))
+                else:
+                    tf.add(b.spooled[rel], arcname=f"{b.top}/{rel}", recursive=False)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.chmod(tmp, 0o600)  # may hold addresses: readable by the owner only
+        os.replace(tmp, output)
+    except OSError as e:
+        raise Failure(f"writing {output} failed: {e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        for p in b.spooled.values():
+            if os.path.exists(p):
+                os.unlink(p)

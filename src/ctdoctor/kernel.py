@@ -1,0 +1,109 @@
+"""What differs between kernel generations, in one place.
+
+Sizing defaults follow ``nf_conntrack_init_start`` (net/netfilter/nf_conntrack_core.c):
+
+- buckets = RAM / 16384 / sizeof(hlist_head); on 64-bit kernels > 4 GiB RAM
+  gives 262144 buckets from 5.15 on (65536 before), > 1 GiB gives 65536
+  (16384 before); at least 1024 (32 before 5.15).
+- max = buckets × max_factor, where max_factor is 1 from 5.15 on and 4
+  before — unless ``hashsize=`` was given, then it is 8.
+"""
+
+from __future__ import annotations
+
+GiB = 1 << 30
+Version = tuple[int, int, int]
+
+# Defaults read from this generation's nf_conntrack_*_timeout tables (6.x, seconds).
+DEFAULT_SETTINGS_6X = {
+    "nf_conntrack_tcp_timeout_syn_sent": 120,
+    "nf_conntrack_tcp_timeout_syn_recv": 60,
+    "nf_conntrack_tcp_timeout_established": 432000,
+    "nf_conntrack_tcp_timeout_fin_wait": 120,
+    "nf_conntrack_tcp_timeout_close_wait": 60,
+    "nf_conntrack_tcp_timeout_last_ack": 30,
+    "nf_conntrack_tcp_timeout_time_wait": 120,
+    "nf_conntrack_tcp_timeout_close": 10,
+    "nf_conntrack_tcp_timeout_max_retrans": 300,
+    "nf_conntrack_tcp_timeout_unacknowledged": 300,
+    "nf_conntrack_tcp_loose": 1,
+    "nf_conntrack_tcp_be_liberal": 0,
+    "nf_conntrack_tcp_max_retrans": 3,
+    "nf_conntrack_udp_timeout": 30,
+    "nf_conntrack_udp_timeout_stream": 120,
+    "nf_conntrack_icmp_timeout": 30,
+    "nf_conntrack_icmpv6_timeout": 30,
+    "nf_conntrack_generic_timeout": 600,
+    "nf_conntrack_checksum": 1,
+    "nf_conntrack_acct": 0,
+    "nf_conntrack_timestamp": 0,
+    "nf_conntrack_log_invalid": 0,
+    "nf_conntrack_expect_max": None,  # buckets / 256, computed
+}
+# Defaults that did not change from 4.x to 6.x; others are only judged on 6.x.
+STABLE_SINCE_4 = {
+    "nf_conntrack_tcp_timeout_established", "nf_conntrack_tcp_timeout_time_wait",
+    "nf_conntrack_tcp_timeout_close_wait", "nf_conntrack_tcp_timeout_fin_wait",
+    "nf_conntrack_tcp_timeout_syn_sent", "nf_conntrack_tcp_timeout_syn_recv",
+    "nf_conntrack_tcp_timeout_last_ack", "nf_conntrack_tcp_timeout_close",
+    "nf_conntrack_tcp_loose", "nf_conntrack_tcp_be_liberal", "nf_conntrack_udp_timeout",
+    "nf_conntrack_icmp_timeout", "nf_conntrack_generic_timeout", "nf_conntrack_checksum",
+    "nf_conntrack_acct", "nf_conntrack_timestamp", "nf_conntrack_log_invalid",
+}
+
+
+def default_sizing(ram_bytes: int, version: Version | None, hashsize: int | None = None,
+                   page_size: int = 4096, bits: int = 64) -> tuple[int, int]:
+    """(buckets, max) the kernel picks by itself for this RAM and version."""
+    modern = version is None or version >= (5, 15, 0)
+    if hashsize:
+        return hashsize, 8 * hashsize
+    ptr = bits // 8
+    buckets = ram_bytes // 16384 // ptr
+    if modern:
+        if bits >= 64 and ram_bytes > 4 * GiB:
+            buckets = 262144
+        elif ram_bytes > GiB:
+            buckets = 65536
+        buckets = max(buckets, 1024)
+        return buckets, buckets
+    if ram_bytes > 4 * GiB:
+        buckets = 65536
+    elif ram_bytes > GiB:
+        buckets = 16384
+    buckets = max(buckets, 32)
+    return buckets, 4 * buckets
+
+
+def default_setting(name: str, version: Version | None, buckets: int | None) -> int | None:
+    """The kernel's default for a net.netfilter setting, when we know it for this version."""
+    short = name.rsplit(".", 1)[-1]
+    if short not in DEFAULT_SETTINGS_6X:
+        return None
+    if version is not None and version < (6, 0, 0) and short not in STABLE_SINCE_4:
+        return None
+    if short == "nf_conntrack_expect_max":
+        if buckets is None:
+            return None
+        return max(buckets // 256, 1) * 4  # nf_ct_expect_max = 4 × expect hash size
+    return DEFAULT_SETTINGS_6X[short]
+
+
+def has_per_l3_modules(version: Version | None) -> bool:
+    """nf_conntrack_ipv4/ipv6 existed as separate modules before 4.19."""
+    return version is not None and version < (4, 19, 0)
+
+
+def has_unconfirmed_list(version: Version | None) -> bool:
+    """The per-CPU unconfirmed and dying lists were removed in 5.19."""
+    return version is not None and version < (5, 19, 0)
+
+
+def logs_netns_inode(version: Version | None) -> bool:
+    """From 6.18 the table-full message names the non-initial netns by inode."""
+    return version is not None and version >= (6, 18, 0)
+
+
+def estimated_entry_size(version: Version | None) -> int:
+    """sizeof(struct nf_conn) rounded to its slab, when /proc/slabinfo is unreadable."""
+    return 320 if version is None or version >= (5, 0, 0) else 312

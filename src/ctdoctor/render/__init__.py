@@ -1,0 +1,1 @@
+"""Renderers: findings, tables and series to text (rich), JSON, Nagios or Prometheus."""

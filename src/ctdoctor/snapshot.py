@@ -1,0 +1,524 @@
+"""Snapshot: everything ctdoctor knows about a host, as plain data.
+
+Built the same way from the live host, a ctdoctor bundle or a sosreport: a
+``NetnsView`` answers "read this file / this captured command inside that
+netns" for each kind of root, and one function turns its answers into a
+``NetnsState``. Every fact records the file (or command) it came from in
+``sources``. Entries are never loaded here: ``EntrySource.open()`` streams.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from ctdoctor import kernel
+from ctdoctor.errors import InputError
+from ctdoctor.sources import modules as modmod
+from ctdoctor.sources import netns as nsmod
+from ctdoctor.sources.firewall import (
+    RulesParseError, RulesSummary, parse_iptables_list, parse_iptables_save, parse_nft_json, parse_nft_text)
+from ctdoctor.sources.hostroot import BUNDLE, LIVE, SOSREPORT, Captured, HostRoot, mangle_command, run_command
+from ctdoctor.sources.kernlog import KernelLogEvent, parse_kernel_log
+from ctdoctor.sources.persisted import Persisted, read_persisted
+from ctdoctor.sources.stats import CpuStats, StatsParseError, parse_conntrack_S, parse_proc_stat
+from ctdoctor.sources.sysctl import NF, parse_int, parse_sysctl_a
+from ctdoctor.sources.system import (
+    conntrack_slab, count_cpus, parse_kernel_release, parse_meminfo, parse_slabinfo)
+
+STAT = "proc/net/stat/nf_conntrack"
+LISTING = "proc/net/nf_conntrack"
+NF_DIR = "proc/sys/net/netfilter"
+META = "ctdoctor/meta.json"
+
+
+# ---- views: one per kind of root ------------------------------------------------
+
+
+class NetnsView:
+    """Reads one netns's files and command outputs."""
+
+    name: str
+
+    def read_many(self, rels: list[str]) -> dict[str, tuple[str, str]]:
+        """{rel: (text, source)} for those that exist."""
+        raise NotImplementedError
+
+    def listdir(self, rel: str) -> list[str]:
+        raise NotImplementedError
+
+    def capture(self, plugin: str, cmd: str) -> Captured | None:
+        raise NotImplementedError
+
+    def open_listing(self):
+        """(binary stream, source, tailed) of the entry listing, or None."""
+        raise NotImplementedError
+
+
+def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict, dict]:
+    """Runs inside the target netns (forked child): read files and list dirs."""
+    import os
+
+    files, dirs = {}, {}
+    for rel in rels:
+        try:
+            with open("/" + rel, "rb") as f:
+                files[rel] = f.read(1 << 20).decode("utf-8", "replace")
+        except OSError:
+            pass
+    for d in listdirs:
+        try:
+            names = sorted(os.listdir("/" + d))
+        except OSError:
+            continue
+        dirs[d] = names
+        for n in names:
+            rel = f"{d}/{n}"
+            try:
+                with open("/" + rel, "rb") as f:
+                    files[rel] = f.read(4096).decode("utf-8", "replace")
+            except OSError:
+                pass
+    return files, dirs
+
+
+class LiveNetnsView(NetnsView):
+    def __init__(self, ref: nsmod.NetnsRef):
+        self.ref = ref
+        self.name = ref.name
+        self._files: dict[str, str] = {}
+        self._dirs: dict[str, list[str]] = {}
+
+    def prefetch(self, rels: list[str], dirs: list[str]) -> None:
+        files, listed = nsmod.call_in(self.ref, _read_files_here, rels, dirs)
+        self._files.update(files)
+        self._dirs.update(listed)
+
+    def read_many(self, rels):
+        missing = [r for r in rels if r not in self._files]
+        if missing:
+            files, _ = nsmod.call_in(self.ref, _read_files_here, missing, [])
+            self._files.update(files)
+        return {r: (self._files[r], "/" + r) for r in rels if r in self._files}
+
+    def listdir(self, rel):
+        if rel not in self._dirs:
+            self.prefetch([], [rel])
+        return self._dirs.get(rel, [])
+
+    def capture(self, plugin, cmd):
+        out = run_command(cmd, preexec_fn=nsmod.preexec_for(self.ref))
+        if out and not self.ref.is_init:
+            out.source = f"ip netns exec {self.name} {cmd}" if self.ref.owner == "ip netns" else \
+                f"{cmd} (in netns {self.name})"
+        return out
+
+    def open_listing(self):
+        try:
+            return nsmod.stream_in(self.ref, "/" + LISTING), "/" + LISTING, False
+        except OSError:
+            return None
+
+
+class ImageNetnsView(NetnsView):
+    """A netns inside a host image: files under ``prefix`` and sos-named captures."""
+
+    def __init__(self, root: HostRoot, name: str, prefix: str = "", sos_name: str | None = None):
+        self.root, self.name, self.prefix = root, name, prefix
+        self.sos_name = sos_name  # the ip-netns name sos used in file names; None for init
+
+    def read_many(self, rels):
+        out = {}
+        for r in rels:
+            t = self.root.read_text(self.prefix + r)
+            if t is not None:
+                out[r] = (t, "/" + self.prefix + r if self.prefix else "/" + r)
+        return out
+
+    def listdir(self, rel):
+        return self.root.listdir(self.prefix + rel)
+
+    def capture(self, plugin, cmd):
+        if not self.prefix:
+            return self.root.capture(plugin, cmd)
+        # A non-initial netns: ctdoctor's own per-netns captures, then sosreport's names.
+        rel = f"{self.prefix}sos_commands/{plugin}/{mangle_command(cmd)}"
+        text = self.root.read_text(rel)
+        if text is not None:
+            return Captured(text, rel)
+        if self.sos_name:
+            return self.root.capture(plugin, cmd, netns=self.sos_name)
+        return None
+
+    def open_listing(self):
+        f = self.root.open_binary(self.prefix + LISTING)
+        if f is not None:
+            return f, "/" + self.prefix + LISTING, False
+        for plugin, cmd in (("conntrack", "conntrack -L -o extended"), ("conntrack", "conntrack -L")):
+            if self.prefix and not self.sos_name:
+                break
+            full = f"ip netns exec {self.sos_name} {cmd}" if self.sos_name else cmd
+            rel = f"sos_commands/{plugin}/{mangle_command(full)}"
+            p = self.root.resolve(rel)
+            if p is not None and p.is_file():
+                import os
+
+                tailed = os.path.islink(self.root.path / rel)
+                return open(p, "rb"), "/" + rel, tailed
+        return None
+
+
+# ---- the snapshot ---------------------------------------------------------------
+
+
+@dataclass
+class NetnsState:
+    name: str
+    inode: int | None
+    owner: str = ""
+    count: int | None = None
+    max: int | None = None
+    buckets: int | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # net.netfilter.* in this netns
+    stats: CpuStats | None = None
+    stats_later: CpuStats | None = None  # second sample, for rates
+    interval: float | None = None  # seconds between the two samples
+    rules: RulesSummary = field(default_factory=RulesSummary)
+    sources: dict[str, str] = field(default_factory=dict)
+    view: NetnsView | None = None
+
+    @property
+    def fill(self) -> float | None:
+        if self.count is None or not self.max:
+            return None
+        return self.count / self.max
+
+    def rates(self) -> dict[str, float] | None:
+        if not self.stats or not self.stats_later or not self.interval:
+            return None
+        a, b = self.stats.sums, self.stats_later.sums
+        return {k: round(max(b.get(k, 0) - v, 0) / self.interval, 3) for k, v in a.items()}
+
+    def open_entries(self):
+        return self.view.open_listing() if self.view else None
+
+
+@dataclass
+class Snapshot:
+    source: str  # live | bundle | sosreport
+    root_label: str
+    hostname: str = ""
+    release: str = ""
+    version: tuple[int, int, int] | None = None
+    cpus: int | None = None
+    mem_total: int | None = None
+    entry_size: int | None = None  # slab objsize of nf_conntrack
+    entry_size_source: str = ""
+    settings: dict[str, str] = field(default_factory=dict)  # init netns, all net.netfilter + aliases
+    namespaces: list[NetnsState] = field(default_factory=list)
+    modules: dict[str, modmod.ModuleInfo] = field(default_factory=dict)
+    modules_source: str = ""
+    persisted: Persisted = field(default_factory=Persisted)
+    kernel_log: list[KernelLogEvent] = field(default_factory=list)
+    kernel_log_sources: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what could not be read, and why
+    taken_at: float = field(default_factory=time.time)
+
+    @property
+    def init(self) -> NetnsState | None:
+        return self.namespaces[0] if self.namespaces and self.namespaces[0].name == nsmod.INIT else None
+
+
+# ---- building ---------------------------------------------------------------------
+
+
+def _views(root: HostRoot, wanted: str | None) -> list[tuple[NetnsView, int | None, str]]:
+    """(view, inode, owner) for the namespaces ``--netns`` selects."""
+    if root.kind == LIVE:
+        refs = nsmod.select(nsmod.discover(), wanted)
+        return [(LiveNetnsView(r), r.inode, r.owner) for r in refs]
+    meta = _read_meta(root)
+    items: list[tuple[NetnsView, int | None, str]] = []
+    if meta is not None:
+        for ns in meta.get("namespaces", []):
+            prefix = "" if ns["name"] == nsmod.INIT else f"ctdoctor/netns/{ns['name']}/"
+            sos = None if ns["name"] == nsmod.INIT else ns.get("sos_name")
+            items.append((ImageNetnsView(root, ns["name"], prefix, sos), ns.get("inode"), ns.get("owner", "")))
+    if not items:
+        items.append((ImageNetnsView(root, nsmod.INIT), None, ""))
+        if root.kind == SOSREPORT:
+            for name in root.listdir("sos_commands/networking/namespaces"):
+                items.append((ImageNetnsView(root, name, f"ctdoctor/netns/{name}/", name), None, "ip netns"))
+    if not wanted or wanted == nsmod.INIT:
+        return items[:1]
+    if wanted == "all":
+        return items
+    sel = [it for it in items if wanted in (it[0].name, str(it[1]))]
+    if not sel:
+        known = ", ".join(it[0].name for it in items)
+        raise InputError(f"--netns {wanted}: no such network namespace in this image (known: {known})")
+    return sel
+
+
+def _read_meta(root: HostRoot) -> dict | None:
+    text = root.read_text(META)
+    if text is None:
+        return None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError:
+        raise InputError(f"{root.label}: {META} is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{root.label}: {META} is not a JSON object")
+    return meta
+
+
+NF_KEYS = ("nf_conntrack_count", "nf_conntrack_max", "nf_conntrack_buckets")
+
+
+def read_netns(view: NetnsView, inode: int | None, owner: str, interval: float | None,
+               notes: list[str], with_rules: bool = True) -> NetnsState:
+    st = NetnsState(view.name, inode, owner, view=view)
+    if isinstance(view, LiveNetnsView):
+        view.prefetch([STAT], [NF_DIR])
+    # Settings: the /proc/sys tree when present, else `sysctl -a` output.
+    names = view.listdir(NF_DIR)
+    files = view.read_many([f"{NF_DIR}/{n}" for n in names] + [STAT])
+    for n in names:
+        got = files.get(f"{NF_DIR}/{n}")
+        if got:
+            st.settings[NF + n] = got[0].strip()
+            st.sources[NF + n] = got[1]
+    if not st.settings:
+        cap = view.capture("kernel", "sysctl -a") if view.name == nsmod.INIT else view.capture("networking", "sysctl -a")
+        if cap:
+            for k, v in parse_sysctl_a(cap.text).items():
+                if k.startswith(NF) or k == "net.nf_conntrack_max":
+                    st.settings[k] = v
+                    st.sources[k] = cap.source
+    for key, attr in (("nf_conntrack_count", "count"), ("nf_conntrack_max", "max"), ("nf_conntrack_buckets", "buckets")):
+        v = parse_int(st.settings.get(NF + key))
+        if v is not None:
+            setattr(st, attr, v)
+            st.sources[attr] = st.sources[NF + key]
+    # Stats: the proc file, else `conntrack -S`.
+    if STAT in files:
+        text, src = files[STAT]
+        try:
+            st.stats = parse_proc_stat(text, src)
+            st.sources["stats"] = src
+        except StatsParseError as e:
+            notes.append(str(e))
+    if st.stats is None:
+        cap = view.capture("conntrack", "conntrack -S")
+        if cap and "cpu=" in cap.text:
+            try:
+                st.stats = parse_conntrack_S(cap.text, cap.source)
+                st.sources["stats"] = cap.source
+            except StatsParseError as e:
+                notes.append(str(e))
+    if st.count is None and st.stats is not None and st.stats.entries is not None:
+        st.count = st.stats.entries
+        st.sources["count"] = st.stats.source + " (entries column)"
+    if isinstance(view, ImageNetnsView):
+        later = view.root.read_text(f"ctdoctor/samples/{view.name}/nf_conntrack.stat")
+        meta = _read_meta(view.root) or {}
+        if later and meta.get("stats_interval"):
+            try:
+                st.stats_later = parse_proc_stat(later, f"ctdoctor/samples/{view.name}/nf_conntrack.stat")
+                st.interval = float(meta["stats_interval"])
+            except StatsParseError as e:
+                notes.append(str(e))
+    if with_rules:
+        st.rules = read_rules(view, notes)
+    return st
+
+
+def _sample_again(states: list[NetnsState], interval: float) -> None:
+    """Second stats sample of every live netns, one interval after the first."""
+    time.sleep(interval)
+    for st in states:
+        if st.stats is None or not isinstance(st.view, LiveNetnsView):
+            continue
+        files, _ = nsmod.call_in(st.view.ref, _read_files_here, [STAT], [])
+        if STAT in files:
+            try:
+                st.stats_later = parse_proc_stat(files[STAT], "/" + STAT)
+                st.interval = interval
+            except StatsParseError:
+                pass
+
+
+def read_rules(view: NetnsView, notes: list[str]) -> RulesSummary:
+    s = RulesSummary()
+    cap = view.capture("nftables", "nft -j list ruleset")
+    if cap and cap.text.lstrip().startswith("{"):
+        try:
+            s.merge(parse_nft_json(cap.text, cap.source))
+        except RulesParseError as e:
+            notes.append(str(e))
+    else:
+        for cmd in ("nft -a list ruleset", "nft list ruleset"):
+            cap = view.capture("firewall_tables", cmd) or view.capture("nftables", cmd)
+            if cap:
+                s.merge(parse_nft_text(cap.text, cap.source))
+                break
+    for cmd in ("iptables-save", "ip6tables-save"):
+        cap = view.capture("firewall_tables", cmd)
+        if cap and "*" in cap.text:
+            s.merge(parse_iptables_save(cap.text, cap.source))
+    if isinstance(view, ImageNetnsView) and not s.seen:
+        for t in ("nat", "raw", "filter", "mangle"):
+            cap = view.capture("firewall_tables", f"iptables -t {t} -nvL")
+            if cap:
+                s.merge(parse_iptables_list(cap.text, cap.source))
+    if isinstance(view, ImageNetnsView) and view.name == nsmod.INIT:
+        for rel in ("etc/sysconfig/iptables", "etc/sysconfig/ip6tables"):
+            text = view.root.read_text(rel)
+            if text:
+                s.merge(parse_iptables_save(text, "/" + rel))
+    return s
+
+
+def read_modules(root: HostRoot, snap: Snapshot) -> None:
+    text = root.read_text("proc/modules")
+    mods: dict[str, modmod.ModuleInfo] = {}
+    if text is not None:
+        mods = modmod.parse_proc_modules(text)
+        snap.modules_source = "/proc/modules"
+    else:
+        cap = root.capture("kernel", "lsmod") if not root.is_live else None
+        if cap:
+            mods = modmod.parse_lsmod(cap.text, cap.source)
+            snap.modules_source = cap.source
+    have_list = bool(snap.modules_source)
+    builtin_list = set()
+    if snap.release:
+        bl = root.read_text(f"lib/modules/{snap.release}/modules.builtin") or \
+            root.read_text(f"usr/lib/modules/{snap.release}/modules.builtin")
+        if bl:
+            builtin_list = {ln.rsplit("/", 1)[-1].removesuffix(".ko") for ln in bl.split()}
+    for name in modmod.CONNTRACK_MODULES:
+        info = mods.get(name) or modmod.ModuleInfo(name)
+        sysdir = f"sys/module/{name}"
+        if root.is_dir(sysdir):
+            for p in root.listdir(f"{sysdir}/parameters"):
+                v = root.read_text(f"{sysdir}/parameters/{p}")
+                if v is not None:
+                    info.parameters[p] = v.strip()
+            if info.state != modmod.LOADED:
+                refcnt = root.read_text(f"{sysdir}/refcnt")
+                if refcnt is not None:
+                    info.state = modmod.LOADED
+                    info.refcount = parse_int(refcnt)
+                    info.holders = root.listdir(f"{sysdir}/holders")
+                    info.source = f"/{sysdir}"
+                else:
+                    info.state = modmod.BUILTIN
+                    info.source = f"/{sysdir} (no refcnt: built in)"
+        if info.state == modmod.UNKNOWN:
+            if name in builtin_list:
+                info.state, info.source = modmod.BUILTIN, "modules.builtin"
+            elif have_list:
+                info.state, info.source = modmod.ABSENT, f"not in {snap.modules_source}"
+            elif name == "nf_conntrack" and snap.settings.get(NF + "nf_conntrack_max") is not None:
+                info.state, info.source = modmod.BUILTIN, "no module list; conntrack sysctls present"
+        mods[name] = info
+    snap.modules = mods
+
+
+def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
+    if root.is_live:
+        cap = run_command("dmesg")
+        if cap and not cap.text.startswith("dmesg: read kernel buffer failed"):
+            snap.kernel_log.extend(parse_kernel_log(cap.text, "dmesg"))
+            snap.kernel_log_sources.append("dmesg")
+        elif cap:
+            snap.notes.append("dmesg: " + cap.text.strip().splitlines()[0])
+        return
+    cap = root.capture("kernel", "dmesg")
+    if cap:
+        snap.kernel_log.extend(parse_kernel_log(cap.text, cap.source))
+        snap.kernel_log_sources.append(cap.source)
+    for rel in ("var/log/messages", "var/log/kern.log", "var/log/syslog"):
+        text = root.read_text(rel)
+        if text:
+            snap.kernel_log.extend(parse_kernel_log(text, "/" + rel))
+            snap.kernel_log_sources.append("/" + rel)
+    cap = root.capture("logs", "journalctl --no-pager --catalog --boot -1") or root.capture("logs", "journalctl -k")
+    if cap:
+        snap.kernel_log.extend(parse_kernel_log(cap.text, cap.source))
+        snap.kernel_log_sources.append(cap.source)
+
+
+def build(root: HostRoot, netns: str | None = None, interval: float | None = None,
+          with_rules: bool = True, with_log: bool = True) -> Snapshot:
+    snap = Snapshot(source=root.kind, root_label=root.label)
+    hn = root.read_text("proc/sys/kernel/hostname") or root.read_text("etc/hostname")
+    if hn is None and not root.is_live:
+        cap = root.capture("general", "hostname") or root.capture("host", "hostname")
+        hn = cap.text if cap else None
+    snap.hostname = (hn or "").strip()
+    rel = root.read_text("proc/sys/kernel/osrelease")
+    if rel is None and not root.is_live:
+        cap = root.capture("kernel", "uname -a")
+        if cap:
+            parts = cap.text.split()
+            rel = parts[2] if len(parts) > 2 else None
+            snap.sources["release"] = cap.source
+    else:
+        snap.sources["release"] = "/proc/sys/kernel/osrelease"
+    snap.release = (rel or "").strip()
+    snap.version = parse_kernel_release(snap.release)
+    mi = root.read_text("proc/meminfo")
+    if mi:
+        snap.mem_total = parse_meminfo(mi).get("MemTotal")
+        snap.sources["mem_total"] = "/proc/meminfo"
+    snap.cpus = count_cpus(root.read_text("proc/cpuinfo"), root.read_text("sys/devices/system/cpu/possible"))
+    slab = root.read_text("proc/slabinfo")
+    if slab:
+        s = conntrack_slab(parse_slabinfo(slab))
+        if s:
+            snap.entry_size, snap.entry_size_source = s.objsize, f"/proc/slabinfo ({s.name} objsize)"
+
+    views = _views(root, netns)
+    for view, inode, owner in views:
+        snap.namespaces.append(read_netns(view, inode, owner, interval, snap.notes, with_rules))
+    if interval and root.is_live:
+        _sample_again(snap.namespaces, interval)
+    if snap.namespaces and snap.namespaces[0].name == nsmod.INIT:
+        snap.settings = dict(snap.namespaces[0].settings)
+    else:
+        init_view = _views(root, None)[0][0]
+        snap.settings = read_netns(init_view, None, "", None, snap.notes, with_rules=False).settings
+    # max is global: a netns that could not read it has the init value.
+    gmax = parse_int(snap.settings.get(NF + "nf_conntrack_max"))
+    for st in snap.namespaces:
+        if st.max is None and gmax is not None:
+            st.max = gmax
+            st.sources["max"] = "global nf_conntrack_max"
+    read_modules(root, snap)
+    snap.persisted = read_persisted(root)
+    if with_log:
+        read_kernel_log(root, snap)
+    if root.denied:
+        snap.notes.append("permission denied reading: " + ", ".join(sorted(set(root.denied))[:5]) +
+                          " (run as root)")
+    return snap
+
+
+def entry_memory(snap: Snapshot, count: int | None) -> dict | None:
+    """Bytes the entries take: slab objsize × count, else an estimate that says so."""
+    if count is None:
+        return None
+    if snap.entry_size:
+        return {"bytes": snap.entry_size * count, "entry_size": snap.entry_size,
+                "estimated": False, "source": snap.entry_size_source}
+    size = kernel.estimated_entry_size(snap.version)
+    return {"bytes": size * count, "entry_size": size, "estimated": True,
+            "source": "estimate: /proc/slabinfo not readable"}
+
+
+__all__ = ["Snapshot", "NetnsState", "build", "entry_memory", "BUNDLE", "SOSREPORT", "LIVE"]

@@ -1,0 +1,431 @@
+"""Conntrack entry listings: ``/proc/net/nf_conntrack`` and ``conntrack -L``.
+
+One line is one entry. The kernel prints it in ``ct_seq_show``
+(net/netfilter/nf_conntrack_standalone.c)::
+
+    "%-8s %u %-8s %u " l3 name, l3num, l4 name, protonum
+    "%ld "             timeout (absent when [OFFLOAD]ed)
+    "%s "              TCP/SCTP/DCCP state (l4proto->print_conntrack)
+    tuple              src= dst= and sport= dport= | type= code= id= | srckey= dstkey=
+    zone-orig=, packets= bytes=, [UNREPLIED], reply tuple, zone-reply=,
+    packets= bytes=, [HW_OFFLOAD]|[OFFLOAD]|[ASSURED], mark=, secctx=,
+    zone=, delta-time=, use=
+
+``conntrack -L`` prints the same without the l3 columns, ``-o extended``
+with them; ``-o id`` appends ``id=``. IPv6 addresses in /proc are in full
+form; they are normalised to RFC 5952 here so both sources compare equal.
+
+Lines are parsed by their ``key=value`` tokens, never by column position.
+"""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import IO, Iterable, Iterator
+
+from ctdoctor.errors import InputError
+
+L3_NAMES = {"ipv4": 2, "ipv6": 10, "unknown": 0}
+PROTO_NUMBERS = {
+    "icmp": 1, "tcp": 6, "udp": 17, "dccp": 33, "gre": 47, "icmpv6": 58,
+    "sctp": 132, "udplite": 136,
+}
+PORT_PROTOS = {"tcp", "udp", "udplite", "dccp", "sctp"}
+ICMP_PROTOS = {"icmp", "icmpv6"}
+TUPLE_KEYS = {"dst", "sport", "dport", "type", "code", "id", "srckey", "dstkey", "packets", "bytes",
+              "zone-orig", "zone-reply"}
+TAIL_KEYS = {"mark", "use", "secctx", "zone", "delta-time", "helper", "labels", "timeout", "stream_timeout"}
+
+# stderr that conntrack-tools and sysctl write, merged into sosreport captures.
+NOISE_RE = re.compile(
+    r"conntrack v[\d.]+ \(conntrack-tools\): \d+ (?:flow|expectation) entries have been shown\.|"
+    r"nfct_labelmap_new: [^\n]*$"
+)
+
+
+class EntryParseError(ValueError):
+    pass
+
+
+@dataclass(slots=True)
+class Tuple:
+    src: str
+    dst: str
+    sport: int | None = None
+    dport: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    icmp_id: int | None = None
+    srckey: int | None = None
+    dstkey: int | None = None
+    packets: int | None = None
+    bytes: int | None = None
+    zone: int | None = None  # zone-orig= / zone-reply=
+
+
+@dataclass(slots=True)
+class Entry:
+    l3: str
+    proto: str
+    protonum: int
+    timeout: int | None
+    state: str | None
+    orig: Tuple
+    reply: Tuple
+    unreplied: bool = False
+    assured: bool = False
+    offload: str | None = None  # "OFFLOAD" or "HW_OFFLOAD"
+    mark: int | None = None
+    zone: int | None = None
+    secctx: str | None = None
+    delta_time: int | None = None
+    use: int | None = None
+    id: int | None = None
+    labels: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+_v6_cache: dict[str, str] = {}
+
+
+def norm_addr(a: str) -> str:
+    """IPv4 unchanged; IPv6 compressed (RFC 5952), as ``conntrack`` prints it."""
+    if ":" not in a:
+        return a
+    c = _v6_cache.get(a)
+    if c is None:
+        try:
+            c = ipaddress.IPv6Address(a).compressed
+        except ValueError:
+            raise EntryParseError(f"bad IPv6 address {a!r}") from None
+        if len(_v6_cache) > 200_000:
+            _v6_cache.clear()
+        _v6_cache[a] = c
+    return c
+
+
+def _int(key: str, v: str) -> int:
+    try:
+        return int(v, 0) if v.startswith("0x") else int(v)
+    except ValueError:
+        raise EntryParseError(f"{key}={v!r} is not a number") from None
+
+
+def parse_line(line: str) -> Entry:
+    """Parse one entry line of /proc/net/nf_conntrack or conntrack -L [-o extended]."""
+    toks = line.split()
+    n = len(toks)
+    if n < 4:
+        raise EntryParseError("too few fields for a conntrack entry")
+    i = 0
+    l3 = ""
+    if toks[0] in L3_NAMES and toks[1].isdigit():
+        l3 = toks[0]
+        i = 2
+    proto = toks[i]
+    if "=" in proto or proto.startswith("[") or not proto.isalnum():
+        raise EntryParseError(f"expected a protocol name, found {proto!r}")
+    if i + 1 >= n or not toks[i + 1].isdigit():
+        raise EntryParseError(f"expected a protocol number after {proto!r}")
+    protonum = int(toks[i + 1])
+    i += 2
+    timeout = None
+    if i < n and toks[i].isdigit():
+        timeout = int(toks[i])
+        i += 1
+    state = None
+    if i < n and "=" not in toks[i] and not toks[i].startswith("["):
+        state = toks[i]
+        i += 1
+    tuples: list[dict] = []
+    cur: dict | None = None
+    tail = False
+    e_kw: dict = {}
+    extra: dict = {}
+    unreplied = assured = False
+    offload = None
+    for tok in toks[i:]:
+        if tok[0] == "[":
+            if tok == "[UNREPLIED]":
+                unreplied = True
+                continue
+            tail = True
+            if tok == "[ASSURED]":
+                assured = True
+            elif tok == "[OFFLOAD]":
+                offload = "OFFLOAD"
+            elif tok == "[HW_OFFLOAD]":
+                offload = "HW_OFFLOAD"
+            else:
+                extra.setdefault("flags", []).append(tok.strip("[]"))
+            continue
+        k, eq, v = tok.partition("=")
+        if not eq:
+            raise EntryParseError(f"unexpected token {tok!r}")
+        if k == "src" and not tail:
+            if len(tuples) == 2:
+                raise EntryParseError("more than two tuples")
+            cur = {"src": v}
+            tuples.append(cur)
+        elif not tail and cur is not None and k in TUPLE_KEYS:
+            cur[k] = v
+        elif k in TAIL_KEYS or tail or k == "id":
+            tail = True
+            if k == "timeout" or k == "stream_timeout":  # old GRE print_conntrack
+                extra[k] = v.rstrip(",")
+            else:
+                e_kw[k] = v
+        else:
+            extra[k] = v
+    if len(tuples) != 2:
+        raise EntryParseError("entry does not have an original and a reply tuple")
+    orig, reply = (_mk_tuple(t) for t in tuples)
+    if not l3:
+        l3 = "ipv6" if ":" in orig.src else "ipv4"
+    e = Entry(l3, proto, protonum, timeout, state, orig, reply, unreplied, assured, offload)
+    for k, v in e_kw.items():
+        if k == "mark":
+            e.mark = _int(k, v)
+        elif k == "zone":
+            e.zone = _int(k, v)
+        elif k == "use":
+            e.use = _int(k, v)
+        elif k == "id":
+            e.id = _int(k, v)
+        elif k == "delta-time":
+            e.delta_time = _int(k, v)
+        elif k == "secctx":
+            e.secctx = v
+        elif k == "labels":
+            e.labels = v
+        else:
+            extra[k] = v
+    if extra:
+        e.extra = extra
+    return e
+
+
+def _mk_tuple(t: dict) -> Tuple:
+    if "dst" not in t:
+        raise EntryParseError("tuple without dst=")
+    tu = Tuple(norm_addr(t["src"]), norm_addr(t["dst"]))
+    for k, v in t.items():
+        if k in ("src", "dst"):
+            continue
+        attr = {"type": "icmp_type", "code": "icmp_code", "id": "icmp_id",
+                "zone-orig": "zone", "zone-reply": "zone"}.get(k, k)
+        setattr(tu, attr, _int(k, v))
+    return tu
+
+
+# ---- -o save ----------------------------------------------------------------
+
+_SAVE_ADDR = {"-s": ("orig", "src"), "-d": ("orig", "dst"), "-r": ("reply", "src"), "-q": ("reply", "dst")}
+_SAVE_INT = {
+    "--sport": ("orig", "sport"), "--dport": ("orig", "dport"),
+    "--reply-port-src": ("reply", "sport"), "--reply-port-dst": ("reply", "dport"),
+    "--icmp-type": ("orig", "icmp_type"), "--icmp-code": ("orig", "icmp_code"), "--icmp-id": ("orig", "icmp_id"),
+    "--orig-zone": ("orig", "zone"), "--reply-zone": ("reply", "zone"),
+}
+
+
+def parse_save_line(line: str) -> Entry:
+    """Parse a ``conntrack -L -o save`` line (``-A -t 29 -u SEEN_REPLY,ASSURED -s ...``)."""
+    toks = line.split()
+    if not toks or toks[0] not in ("-A", "-I"):
+        raise EntryParseError("not a conntrack -o save line")
+    vals: dict = {"orig": {}, "reply": {}}
+    top: dict = {}
+    it = iter(toks[1:])
+    for opt in it:
+        try:
+            arg = next(it)
+        except StopIteration:
+            raise EntryParseError(f"option {opt} without a value") from None
+        if opt in _SAVE_ADDR:
+            d, k = _SAVE_ADDR[opt]
+            vals[d][k] = norm_addr(arg)
+        elif opt in _SAVE_INT:
+            d, k = _SAVE_INT[opt]
+            vals[d][k] = _int(opt, arg)
+        elif opt in ("-t", "--timeout"):
+            top["timeout"] = _int(opt, arg)
+        elif opt in ("-u", "--status"):
+            top["status"] = set(arg.split(","))
+        elif opt in ("-p", "--proto"):
+            top["proto"] = arg
+        elif opt == "--state":
+            top["state"] = arg
+        elif opt in ("-m", "--mark"):
+            top["mark"] = _int(opt, arg)
+        elif opt in ("-w", "--zone"):
+            top["zone"] = _int(opt, arg)
+        elif opt in ("-l", "--label"):
+            top["labels"] = arg
+    if "src" not in vals["orig"] or "proto" not in top:
+        raise EntryParseError("save line without -s or -p")
+    proto = top["proto"]
+    status = top.get("status", set())
+    o, r = vals["orig"], vals["reply"]
+    r.setdefault("src", o.get("dst"))
+    r.setdefault("dst", o["src"])
+    if proto in ICMP_PROTOS:  # the reply of an echo request is an echo reply
+        for k in ("icmp_id", "icmp_code"):
+            if k in o:
+                r.setdefault(k, o[k])
+        if "icmp_type" in o:
+            r.setdefault("icmp_type", {8: 0, 128: 129, 13: 14, 15: 16, 17: 18}.get(o["icmp_type"], o["icmp_type"]))
+    orig = Tuple(**o)
+    reply = Tuple(**r)
+    return Entry(
+        l3="ipv6" if ":" in orig.src else "ipv4",
+        proto=proto, protonum=PROTO_NUMBERS.get(proto, 0),
+        timeout=top.get("timeout"), state=top.get("state"),
+        orig=orig, reply=reply,
+        unreplied="SEEN_REPLY" not in status,
+        assured="ASSURED" in status,
+        offload="OFFLOAD" if "OFFLOAD" in status else None,
+        mark=top.get("mark"), zone=top.get("zone"), labels=top.get("labels"),
+    )
+
+
+# ---- rendering (the inverse of parse_line; used by tests, anonymize and lab) --
+
+
+def _full_v6(a: str) -> str:
+    return ipaddress.IPv6Address(a).exploded if ":" in a else a
+
+
+def _fmt_tuple(e: Entry, t: Tuple, proc: bool) -> str:
+    addr = _full_v6 if proc else (lambda a: a)
+    s = f"src={addr(t.src)} dst={addr(t.dst)} "
+    if e.proto in PORT_PROTOS:
+        s += f"sport={t.sport} dport={t.dport} "
+    elif e.proto in ICMP_PROTOS:
+        s += f"type={t.icmp_type} code={t.icmp_code} id={t.icmp_id} "
+    elif e.proto == "gre":
+        s += f"srckey=0x{t.srckey:x} dstkey=0x{t.dstkey:x} "
+    return s
+
+
+def format_entry(e: Entry, style: str = "proc") -> str:
+    """Render an entry as /proc/net/nf_conntrack (``proc``) or ``conntrack -L`` (``default``/``extended``)."""
+    proc = style == "proc"
+    if proc:
+        s = f"{e.l3:<8} {L3_NAMES[e.l3]} {e.proto:<8} {e.protonum} "
+    elif style == "extended":
+        s = f"{e.l3:<8} {L3_NAMES[e.l3]} {e.proto:<8} {e.protonum} "
+    else:
+        s = f"{e.proto:<8} {e.protonum} "
+    if e.timeout is not None:
+        s += f"{e.timeout} "
+    if e.state:
+        s += f"{e.state} "
+    s += _fmt_tuple(e, e.orig, proc)
+    if e.orig.zone is not None:
+        s += f"zone-orig={e.orig.zone} "
+    if e.orig.packets is not None:
+        s += f"packets={e.orig.packets} bytes={e.orig.bytes} "
+    if e.unreplied:
+        s += "[UNREPLIED] "
+    s += _fmt_tuple(e, e.reply, proc)
+    if e.reply.zone is not None:
+        s += f"zone-reply={e.reply.zone} "
+    if e.reply.packets is not None:
+        s += f"packets={e.reply.packets} bytes={e.reply.bytes} "
+    if e.offload:
+        s += f"[{e.offload}] "
+    elif e.assured:
+        s += "[ASSURED] "
+    if e.mark is not None:
+        s += f"mark={e.mark} "
+    if e.secctx is not None:
+        s += f"secctx={e.secctx} "
+    if e.zone is not None:
+        s += f"zone={e.zone} "
+    if e.delta_time is not None:
+        s += f"delta-time={e.delta_time} "
+    s += f"use={e.use if e.use is not None else 1}"
+    if e.id is not None and not proc:
+        s += f" id={e.id}"
+    return s
+
+
+# ---- streaming ----------------------------------------------------------------
+
+
+def open_listing(path: str) -> IO[bytes]:
+    """Open a saved listing (plain or gzip, ``-`` for stdin) for streaming."""
+    import sys
+
+    if path == "-":
+        f = sys.stdin.buffer
+    else:
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file") from None
+        except PermissionError:
+            raise InputError(f"{path}: permission denied") from None
+        except IsADirectoryError:
+            raise InputError(f"{path}: is a directory, not a listing") from None
+    head = f.peek(2)[:2] if hasattr(f, "peek") else b""
+    if head == b"\x1f\x8b":
+        return gzip.open(f, "rb")  # type: ignore[return-value]
+    return f
+
+
+def iter_lines(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[str]:
+    """Decoded lines from a binary stream, read in chunks (memory stays flat)."""
+    rest = b""
+    while True:
+        try:
+            data = f.read(chunk)
+        except (OSError, EOFError) as e:
+            raise InputError(f"listing is truncated or corrupt ({e})") from None
+        if not data:
+            break
+        data = rest + data
+        lines = data.split(b"\n")
+        rest = lines.pop()
+        for ln in lines:
+            yield ln.decode("utf-8", "replace")
+    if rest:
+        yield rest.decode("utf-8", "replace")
+
+
+def clean_lines(lines: Iterable[str]) -> Iterator[str]:
+    """Drop blank lines and rejoin entries that merged stderr split in two (sosreport)."""
+    carry = ""
+    for ln in lines:
+        if "(conntrack-tools)" in ln or "nfct_labelmap_new" in ln:
+            cleaned = NOISE_RE.sub("", ln)
+            if cleaned.strip():
+                # The noise sat in the middle of an entry: the rest of it is on the next line.
+                carry = cleaned
+            continue
+        if carry:
+            ln = carry + ln
+            carry = ""
+        if ln.strip():
+            yield ln
+    if carry.strip():
+        yield carry
+
+
+def iter_entries(lines: Iterable[str], *, skip_first_partial: bool = False) -> Iterator[Entry]:
+    """Entries from listing lines; a bad line raises InputError naming its number."""
+    for n, ln in enumerate(clean_lines(lines), 1):
+        if ln.startswith("-A ") or ln.startswith("-I "):
+            parse = parse_save_line
+        else:
+            parse = parse_line
+        try:
+            yield parse(ln)
+        except EntryParseError as e:
+            if n == 1 and skip_first_partial:
+                continue
+            raise InputError(f"line {n}: not a conntrack entry ({e}): {ln[:80]!r}") from None

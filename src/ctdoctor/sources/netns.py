@@ -1,0 +1,223 @@
+"""Network namespaces on the live host: find them, name them, read inside them.
+
+``nf_conntrack_max`` is global but every netns has its own count, stats and
+table, and ``/proc/net/nf_conntrack`` lists only the reader's netns. We find
+namespaces from ``/run/netns/*`` (ip-netns names) and ``/proc/*/ns/net``
+(processes, containers), and read a netns's files from a forked child that
+has ``setns()``-ed into it: ``/proc/self/net`` and ``/proc/sys/net`` follow
+the reading task's netns.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import re
+from dataclasses import dataclass
+
+from ctdoctor.errors import Failure, InputError
+
+CLONE_NEWNET = 0x40000000
+INIT = "init"
+
+
+@dataclass
+class NetnsRef:
+    name: str
+    inode: int
+    path: str  # a file whose open fd can be passed to setns()
+    owner: str = ""  # "ip netns", or "pid 1234 (comm)"
+    is_init: bool = False
+
+
+def _inode_of(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def _self_inode() -> int | None:
+    return _inode_of("/proc/self/ns/net")
+
+
+def discover(proc: str = "/proc", run_netns: str = "/run/netns") -> list[NetnsRef]:
+    """Every netns on the host: init first, then ip-netns names, then process-owned ones."""
+    found: dict[int, NetnsRef] = {}
+    init_ino = _inode_of(f"{proc}/1/ns/net") or _self_inode()
+    if init_ino is not None:
+        found[init_ino] = NetnsRef(INIT, init_ino, f"{proc}/1/ns/net", "pid 1", True)
+    try:
+        names = sorted(os.listdir(run_netns))
+    except OSError:
+        names = []
+    for name in names:
+        p = f"{run_netns}/{name}"
+        ino = _inode_of(p)
+        if ino is not None and ino not in found:
+            found[ino] = NetnsRef(name, ino, p, "ip netns")
+    try:
+        pids = sorted((int(d) for d in os.listdir(proc) if d.isdigit()))
+    except OSError:
+        pids = []
+    for pid in pids:
+        p = f"{proc}/{pid}/ns/net"
+        try:
+            link = os.readlink(p)
+        except OSError:
+            continue
+        m = re.match(r"net:\[(\d+)\]", link)
+        if not m:
+            continue
+        ino = int(m.group(1))
+        if ino in found:
+            continue
+        comm = _read(f"{proc}/{pid}/comm").strip() or "?"
+        cid = _container_id(_read(f"{proc}/{pid}/cgroup"))
+        label = f"{comm}:{pid}" + (f" container {cid}" if cid else "")
+        found[ino] = NetnsRef(f"pid:{pid}", ino, p, label)
+    return list(found.values())
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _container_id(cgroup: str) -> str:
+    m = re.search(r"([0-9a-f]{64})", cgroup)
+    return m.group(1)[:12] if m else ""
+
+
+def select(refs: list[NetnsRef], wanted: str | None) -> list[NetnsRef]:
+    """``--netns``: None -> init only; ``all``; a name, ``pid:N`` or an inode number."""
+    if not wanted or wanted == INIT:
+        return [r for r in refs if r.is_init] or refs[:1]
+    if wanted == "all":
+        return refs
+    for r in refs:
+        if wanted in (r.name, str(r.inode)):
+            return [r]
+    if wanted.startswith("pid:") and wanted[4:].isdigit():
+        p = f"/proc/{wanted[4:]}/ns/net"
+        ino = _inode_of(p)
+        if ino is not None:
+            for r in refs:
+                if r.inode == ino:
+                    return [r]
+    known = ", ".join(r.name for r in refs)
+    raise InputError(f"--netns {wanted}: no such network namespace (known: {known})")
+
+
+# ---- entering a netns ------------------------------------------------------------
+
+_libc = None
+
+
+def setns(path: str) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
+
+
+def is_current(ref: NetnsRef) -> bool:
+    return _self_inode() == ref.inode
+
+
+def call_in(ref: NetnsRef, fn, *args):
+    """Run ``fn(*args)`` inside the netns (in a forked child) and return its result."""
+    if is_current(ref):
+        return fn(*args)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        try:
+            setns(ref.path)
+            payload = (True, fn(*args))
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            payload = (False, f"{type(e).__name__}: {e}")
+        try:
+            data = pickle.dumps(payload)
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    if not data:
+        raise Failure(f"could not read inside netns {ref.name}")
+    ok, val = pickle.loads(data)
+    if not ok:
+        if "PermissionError" in val or "Operation not permitted" in val:
+            raise Failure(f"entering netns {ref.name} needs root (CAP_SYS_ADMIN): {val}")
+        raise Failure(f"reading inside netns {ref.name} failed: {val}")
+    return val
+
+
+def stream_in(ref: NetnsRef, path: str):
+    """An open binary stream of a file as read inside the netns (for big listings)."""
+    if is_current(ref):
+        return open(path, "rb")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 0
+        try:
+            setns(ref.path)
+            with open(path, "rb") as src, os.fdopen(w, "wb") as dst:
+                while True:
+                    chunk = src.read(1 << 20)
+                    if not chunk:
+                        break
+                    dst.write(chunk)
+        except BaseException:  # noqa: BLE001
+            code = 1
+        os._exit(code)
+    os.close(w)
+    return _ChildStream(os.fdopen(r, "rb"), pid)
+
+
+class _ChildStream:
+    def __init__(self, f, pid):
+        self._f, self._pid = f, pid
+
+    def read(self, n=-1):
+        return self._f.read(n)
+
+    def peek(self, n=0):
+        return self._f.peek(n)
+
+    def close(self):
+        self._f.close()
+        try:
+            os.waitpid(self._pid, 0)
+        except ChildProcessError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+def preexec_for(ref: NetnsRef):
+    """A preexec_fn that moves a subprocess into the netns."""
+    if is_current(ref):
+        return None
+    return lambda: setns(ref.path)
