@@ -91,12 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("", file=sys.stderr)
         return 130
+    except PermissionError as e:
+        print(f"ctdoctor: error: permission denied: {e.filename or e} (run as root?)", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         try:
             sys.stdout.close()
         except Exception:  # noqa: BLE001
             pass
         return 0
+    except Exception as e:  # noqa: BLE001 - never a traceback for the operator
+        import os
+
+        if os.environ.get("CTDOCTOR_DEBUG"):
+            raise
+        print(f"ctdoctor: internal error: {type(e).__name__}: {e} (set CTDOCTOR_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1
 
 
 def _insert_command(argv: list[str], cmd: str) -> list[str]:

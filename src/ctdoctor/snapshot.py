@@ -424,7 +424,7 @@ def read_modules(root: HostRoot, snap: Snapshot) -> None:
             elif have_list:
                 info.state, info.source = modmod.ABSENT, f"not in {snap.modules_source}"
             elif name == "nf_conntrack" and snap.settings.get(NF + "nf_conntrack_max") is not None:
-                info.state, info.source = modmod.BUILTIN, "no module list; conntrack sysctls present"
+                info.state, info.source = modmod.PRESENT, "conntrack sysctls present; no module list to tell loaded from built in"
         mods[name] = info
     snap.modules = mods
 

@@ -63,8 +63,10 @@ def render(doc: dict, console=None):
     if ini and ini.get("buckets") and ini.get("max"):
         parts.append(f"[bold]hash[/] {ini['buckets']} buckets for max {ini['max']} "
                      f"(max/buckets {ini['max'] / ini['buckets']:.2f}; buckets and max are global, counts per netns)")
+    key = {"nf_conntrack", "nf_nat"}
     mods = [f"{m['name']}: {m['state']}" + (f" (refcnt {m['refcount']}, held by {','.join(m['holders']) or '-'})"
-                                          if m["state"] == "loaded" else "") for m in doc["modules"]]
+                                          if m["state"] == "loaded" and m["name"] in key else "")
+            for m in doc["modules"] if m["state"] != "absent" or m["name"] in key]
     parts.append("[bold]modules[/] " + ("; ".join(mods) if mods else "not enough data"))
     s = doc["settings"]
     if s["non_default"]:

@@ -40,7 +40,14 @@ def _norm_member(name: str) -> str:
     return norm
 
 
-def _check_members(members: list[tarfile.TarInfo]) -> None:
+def _check_members(members: list[tarfile.TarInfo]) -> list[tarfile.TarInfo]:
+    """The members safe to unpack; raises InputError for a hostile archive.
+
+    Absolute symlink targets (``etc/localtime -> /usr/share/...`` in hand-made
+    tarballs) are left out rather than refused: they would point outside the
+    image, and links that leave the image are never followed anyway.
+    """
+    keep = []
     if len(members) > MAX_MEMBERS:
         raise InputError(f"archive has {len(members)} members, more than the limit {MAX_MEMBERS}")
     total = 0
@@ -58,11 +65,15 @@ def _check_members(members: list[tarfile.TarInfo]) -> None:
         if m.issym() or m.islnk():
             target = m.linkname
             if target.startswith("/"):
+                if m.issym():
+                    continue
                 raise InputError(f"archive link {m.name!r} points to absolute path {target!r}; refusing to unpack")
             base = posixpath.dirname(name) if m.issym() else ""
             resolved = posixpath.normpath(posixpath.join(base, target))
             if resolved == ".." or resolved.startswith("../"):
                 raise InputError(f"archive link {m.name!r} -> {target!r} points outside the archive; refusing to unpack")
+        keep.append(m)
+    return keep
 
 
 def unpack(path: str) -> str:
@@ -84,7 +95,7 @@ def unpack(path: str) -> str:
                 members = tf.getmembers()
             except (tarfile.TarError, EOFError, OSError) as e:
                 raise InputError(f"{path}: archive is truncated or corrupt ({e})") from None
-            _check_members(members)
+            members = _check_members(members)
             try:
                 # The 'data' filter is a second line of defence behind our own checks.
                 tf.extractall(dest, members=members, filter="data")

@@ -122,7 +122,8 @@ def parse_line(line: str) -> Entry:
         raise EntryParseError("too few fields for a conntrack entry")
     i = 0
     l3 = ""
-    if toks[0] in L3_NAMES and toks[1].isdigit():
+    # "ipv4 2 tcp 6 ..." has the l3 columns; "unknown 2 590 src=..." is the l4 name "unknown".
+    if toks[0] in L3_NAMES and toks[1].isdigit() and toks[2].isalnum() and not toks[2].isdigit():
         l3 = toks[0]
         i = 2
     proto = toks[i]
@@ -165,7 +166,9 @@ def parse_line(line: str) -> Entry:
         k, eq, v = tok.partition("=")
         if not eq:
             raise EntryParseError(f"unexpected token {tok!r}")
-        if k == "src" and not tail:
+        if k in ("timeout", "stream_timeout") and not tuples:  # old GRE print_conntrack
+            extra[k] = v.rstrip(",")
+        elif k == "src" and not tail:
             if len(tuples) == 2:
                 raise EntryParseError("more than two tuples")
             cur = {"src": v}
@@ -174,10 +177,7 @@ def parse_line(line: str) -> Entry:
             cur[k] = v
         elif k in TAIL_KEYS or tail or k == "id":
             tail = True
-            if k == "timeout" or k == "stream_timeout":  # old GRE print_conntrack
-                extra[k] = v.rstrip(",")
-            else:
-                e_kw[k] = v
+            e_kw[k] = v
         else:
             extra[k] = v
     if len(tuples) != 2:
@@ -288,7 +288,8 @@ def parse_save_line(line: str) -> Entry:
         unreplied="SEEN_REPLY" not in status,
         assured="ASSURED" in status,
         offload="OFFLOAD" if "OFFLOAD" in status else None,
-        mark=top.get("mark"), zone=top.get("zone"), labels=top.get("labels"),
+        mark=top.get("mark", 0),  # -o save prints --mark only when it is not 0
+        zone=top.get("zone"), labels=top.get("labels"),
     )
 
 
@@ -397,10 +398,11 @@ def iter_lines(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[str]:
         yield rest.decode("utf-8", "replace")
 
 
-def clean_lines(lines: Iterable[str]) -> Iterator[str]:
-    """Drop blank lines and rejoin entries that merged stderr split in two (sosreport)."""
+def numbered_lines(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
+    """(line number in the file, line): blank lines dropped, entries that merged
+    stderr split in two (sosreport) rejoined."""
     carry = ""
-    for ln in lines:
+    for n, ln in enumerate(lines, 1):
         if "(conntrack-tools)" in ln or "nfct_labelmap_new" in ln:
             cleaned = NOISE_RE.sub("", ln)
             if cleaned.strip():
@@ -411,21 +413,32 @@ def clean_lines(lines: Iterable[str]) -> Iterator[str]:
             ln = carry + ln
             carry = ""
         if ln.strip():
-            yield ln
+            yield n, ln
     if carry.strip():
-        yield carry
+        yield n, carry
+
+
+def clean_lines(lines: Iterable[str]) -> Iterator[str]:
+    for _, ln in numbered_lines(lines):
+        yield ln
 
 
 def iter_entries(lines: Iterable[str], *, skip_first_partial: bool = False) -> Iterator[Entry]:
     """Entries from listing lines; a bad line raises InputError naming its number."""
-    for n, ln in enumerate(clean_lines(lines), 1):
+    first = True
+    for n, ln in numbered_lines(lines):
         if ln.startswith("-A ") or ln.startswith("-I "):
             parse = parse_save_line
         else:
             parse = parse_line
         try:
-            yield parse(ln)
-        except EntryParseError as e:
-            if n == 1 and skip_first_partial:
+            e = parse(ln)
+        except EntryParseError as err:
+            if first and skip_first_partial:
+                first = False
                 continue
-            raise InputError(f"line {n}: not a conntrack entry ({e}): {ln[:80]!r}") from None
+            e = err
+        if isinstance(e, EntryParseError):
+            raise InputError(f"line {n}: not a conntrack entry ({e}): {ln[:80]!r}")
+        first = False
+        yield e

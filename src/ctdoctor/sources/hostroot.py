@@ -63,8 +63,12 @@ class HostRoot:
         from ctdoctor.sources import archive
 
         p = Path(spec)
-        if not p.exists():
-            raise InputError(f"--root {spec}: no such file or directory")
+        try:
+            p.stat()
+        except PermissionError:
+            raise InputError(f"--root {spec}: permission denied") from None
+        except OSError:
+            raise InputError(f"--root {spec}: no such file or directory") from None
         if p.is_file():
             if not archive.is_archive(spec):
                 raise InputError(
@@ -77,7 +81,10 @@ class HostRoot:
             top = p
         else:
             raise InputError(f"--root {spec}: not a regular file or directory")
-        top = _descend_single_folder(top)
+        try:
+            top = _descend_single_folder(top)
+        except PermissionError:
+            raise InputError(f"--root {spec}: permission denied") from None
         kind = SOSREPORT if _looks_like_sosreport(top) else BUNDLE
         if kind == BUNDLE and not _looks_like_host_image(top):
             raise InputError(

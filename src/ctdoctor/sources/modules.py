@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 BUILTIN, LOADED, ABSENT, UNKNOWN = "builtin", "loaded", "absent", "unknown"
+PRESENT = "present"  # loaded or built in; no module list says which
 
 CONNTRACK_MODULES = (
     "nf_conntrack", "nf_conntrack_ipv4", "nf_conntrack_ipv6", "nf_defrag_ipv4", "nf_defrag_ipv6",

@@ -111,7 +111,8 @@ def parse_modprobe_conf(text: str, file: str) -> list[ModprobeDirective]:
         verb, mod = parts[0], parts[1].replace("-", "_")
         if verb not in ("options", "install", "remove", "blacklist", "alias", "softdep"):
             continue
-        out.append(ModprobeDirective(verb, mod, parts[2] if len(parts) > 2 else "", file, n))
+        args = " ".join(parts[2].split()) if len(parts) > 2 else ""
+        out.append(ModprobeDirective(verb, mod, args, file, n))
     return out
 
 

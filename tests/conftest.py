@@ -1,0 +1,113 @@
+"""Shared fixtures: running the CLI, host images, and throwaway network namespaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+IMAGES = HERE / "images"
+DATA = HERE / "data"
+NETNS_PREFIX = "ctdt-"
+
+
+def run_cli(*args: str, input: bytes | None = None, env: dict | None = None, timeout: float = 120,
+            as_nobody: bool = False):
+    """Run ``python -m ctdoctor ARGS`` and return (rc, stdout, stderr)."""
+    e = {**os.environ, "COLUMNS": "200", **(env or {})}
+    prefix = []
+    if as_nobody and os.geteuid() == 0:
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    r = subprocess.run([*prefix, sys.executable, "-m", "ctdoctor", *args], input=input, capture_output=True,
+                       env=e, timeout=timeout)
+    return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+
+def run_json(*args: str, **kw):
+    rc, out, err = run_cli(*args, "--format", "json", **kw)
+    assert out.strip(), f"no output (rc={rc}): {err}"
+    return rc, json.loads(out)
+
+
+def assert_one_line_error(rc: int, err: str, *, code: int = 2, contains: str = "") -> None:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert rc == code, f"exit {rc}, expected {code}: {err}"
+    assert len(lines) == 1, f"expected a one-line error, got: {err!r}"
+    assert "Traceback" not in err
+    assert lines[0].startswith("ctdoctor: error:") or lines[0].startswith("usage:") or "error:" in lines[0]
+    if contains:
+        assert contains in lines[0], lines[0]
+
+
+def kernel_lab_available() -> str | None:
+    """Why real-kernel tests cannot run here, or None when they can."""
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("ip", "nft", "conntrack"):
+        if shutil.which(tool) is None:
+            return f"needs the '{tool}' command"
+    if not os.path.exists("/proc/sys/net/netfilter/nf_conntrack_max"):
+        return "kernel without conntrack"
+    return None
+
+
+needs_kernel = pytest.mark.skipif(kernel_lab_available() is not None, reason=str(kernel_lab_available()))
+
+
+def sh(*cmd: str, ns: str | None = None, check: bool = True, input: bytes | None = None):
+    argv = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    return subprocess.run(argv, check=check, capture_output=True, input=input)
+
+
+class Netns:
+    """A throwaway netns with lo up and an nft rule that makes conntrack track it."""
+
+    def __init__(self, tag: str = ""):
+        self.name = f"{NETNS_PREFIX}{tag}{uuid.uuid4().hex[:6]}"
+
+    def __enter__(self):
+        sh("ip", "netns", "add", self.name)
+        try:
+            sh("ip", "link", "set", "lo", "up", ns=self.name)
+            sh("nft", "add table inet ctdt; add chain inet ctdt out { type filter hook output priority 0; };"
+                      " add rule inet ctdt out ct state new accept", ns=self.name)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+    def run(self, *cmd, **kw):
+        return sh(*cmd, ns=self.name, **kw)
+
+    def load_established(self, n: int, dport: int = 80, src: str = "127.0.0.1", dst: str = "127.0.0.2") -> None:
+        """Load n ASSURED ESTABLISHED TCP entries over ctnetlink (conntrack -R)."""
+        lines = "".join(
+            f"-A -t 431999 -u SEEN_REPLY,ASSURED -s {src} -d {dst} -r {dst} -q {src} -p tcp "
+            f"--sport {1024 + i % 60000} --dport {dport + i // 60000} --reply-port-src {dport + i // 60000} "
+            f"--reply-port-dst {1024 + i % 60000} --state ESTABLISHED\n" for i in range(n))
+        path = f"/tmp/{self.name}.ct"
+        with open(path, "w") as f:
+            f.write(lines)
+        try:
+            self.run("conntrack", "-R", path)
+        finally:
+            os.unlink(path)
+
+    def count(self) -> int:
+        return int(self.run("sysctl", "-n", "net.netfilter.nf_conntrack_count").stdout)
+
+
+@pytest.fixture
+def netns():
+    with Netns() as ns:
+        yield ns
