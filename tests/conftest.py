@@ -111,3 +111,49 @@ class Netns:
 def netns():
     with Netns() as ns:
         yield ns
+
+
+@pytest.fixture
+def lab():
+    """Start lab scenarios as fixtures: ``run = lab("table-full")``; all are removed afterwards."""
+    from ctdoctor.lab import run_scenario
+
+    active = []
+
+    def start(name, scale=None):
+        cm = run_scenario(name, scale)
+        run = cm.__enter__()
+        active.append(cm)
+        return run
+
+    yield start
+    for cm in reversed(active):
+        cm.__exit__(None, None, None)
+
+
+# ---- host state guard: tests must leave the host as they found it -------------------
+
+
+def host_state() -> dict:
+    state = {}
+    base = "/proc/sys/net/netfilter"
+    if os.path.isdir(base):
+        for n in sorted(os.listdir(base)):
+            if n == "nf_conntrack_count":
+                continue
+            try:
+                with open(f"{base}/{n}") as f:
+                    state[n] = f.read().strip()
+            except OSError:
+                pass
+    if shutil.which("nft") and os.geteuid() == 0:
+        state["nft ruleset"] = subprocess.run(["nft", "list", "ruleset"], capture_output=True).stdout.decode()
+    if shutil.which("ip"):
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True).stdout.decode()
+        state["netns"] = sorted(ln.split()[0] for ln in out.splitlines()
+                                if ln.startswith((NETNS_PREFIX, "ctdlab-")))
+    return state
+
+
+def pytest_configure(config):
+    config._ctd_host_state = host_state()

@@ -42,6 +42,12 @@ def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
                    help="output format (default text)")
 
 
+def global_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Global options on a nested sub-command parser (``lab run X --format json``)."""
+    _global_options(p, suppress=True)
+    return p
+
+
 def build_parser(commands: dict) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ctdoctor",

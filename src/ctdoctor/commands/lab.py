@@ -1,0 +1,93 @@
+"""ctdoctor lab list | run SCENARIO [--keep] [--scale N] | clean."""
+
+from __future__ import annotations
+
+from ctdoctor.commands.common import check_format, require_live
+from ctdoctor.errors import UsageError
+
+
+def add_arguments(p) -> None:
+    from ctdoctor.cli import global_options
+
+    sub = p.add_subparsers(dest="lab_command", metavar="list|run|clean")
+    global_options(sub.add_parser("list", help="the scenarios, and whether this machine can run them"))
+    r = sub.add_parser("run", help="build a scenario, show what a user observes, remove it")
+    global_options(r)
+    r.add_argument("scenario")
+    r.add_argument("--keep", action="store_true", help="leave the netns in place (remove with: ctdoctor lab clean)")
+    r.add_argument("--scale", type=int, default=None, metavar="N", help="size of the scenario (see lab list)")
+    global_options(sub.add_parser("clean", help="remove lab namespaces left behind (found by the ctdlab- prefix)"))
+
+
+def run(args) -> int:
+    fmt = check_format(args, ("text", "json"))
+    require_live(args, "lab")
+    cmd = getattr(args, "lab_command", None)
+    if cmd is None:
+        raise UsageError("lab needs a subcommand: list, run SCENARIO or clean")
+    if cmd == "list":
+        return _list(fmt)
+    if cmd == "clean":
+        from ctdoctor import lab
+
+        missing = lab.missing_requirements()
+        if missing:
+            raise UsageError("the lab needs " + "; ".join(missing))
+        removed = lab.clean()
+        print(f"removed {len(removed)} lab namespace(s)" + (": " + ", ".join(removed) if removed else ""))
+        return 0
+    return _run(args, fmt)
+
+
+def _list(fmt: str) -> int:
+    from ctdoctor.lab import missing_requirements
+    from ctdoctor.lab.scenarios import SCENARIOS
+
+    missing = missing_requirements()
+    rows = []
+    for s in SCENARIOS.values():
+        why = "; ".join(missing) if missing else s.unavailable()
+        rows.append({"name": s.name, "summary": s.summary, "scale": f"{s.default_scale} {s.scale_meaning}",
+                     "available": why is None, "why_not": why})
+    if fmt == "json":
+        from ctdoctor.render.jsonout import emit
+
+        emit({"schema": 1, "scenarios": rows})
+        return 0
+    for r in rows:
+        print(f"{r['name']:<18} {r['summary']}")
+        print(f"{'':<18} --scale default: {r['scale']}" + ("" if r["available"] else f"; cannot run here: {r['why_not']}"))
+    return 0
+
+
+def _run(args, fmt: str) -> int:
+    from ctdoctor.lab import run_scenario
+
+    with run_scenario(args.scenario, args.scale, keep=args.keep) as result:
+        doc = {"scenario": result.scenario, "netns": result.netns.name, "inode": result.netns.inode,
+               "built": result.built, "observed": result.observed, "explanation": result.explanation,
+               "kept": args.keep}
+    if fmt == "json":
+        from ctdoctor.render.jsonout import emit
+
+        emit(doc)
+        return 0
+    from rich.console import Console
+
+    c = Console()
+    c.print(f"[bold]lab {doc['scenario']}[/] in netns {doc['netns']}")
+    c.print("[bold]built[/]")
+    for ln in doc["built"]:
+        c.print(f"  - {ln}")
+    c.print("[bold]observed[/]")
+    for k, v in doc["observed"].items():
+        if isinstance(v, list) and v and isinstance(v[0], str):
+            c.print(f"  {k}:")
+            for item in v[:10]:
+                c.print(f"    {item}", markup=False, highlight=False)
+        else:
+            c.print(f"  {k}: {v}", markup=False, highlight=False)
+    c.print("[bold]why[/]")
+    c.print(f"  {doc['explanation']}")
+    c.print(f"netns {doc['netns']} " + ("kept; remove it with: ctdoctor lab clean" if args.keep else "removed"))
+    return 0

@@ -1,0 +1,261 @@
+"""The lab: reproduce conntrack incidents on the real kernel inside throwaway network namespaces.
+
+Every scenario builds a netns named ``ctdlab-<scenario>-<hex>``, uses loopback
+addresses only, never changes a host-wide setting (``nf_conntrack_max`` is
+global, so tables are filled *up to* it with entries loaded over ctnetlink),
+and removes everything when it ends — also after Ctrl-C or SIGTERM; ``lab
+clean`` removes what a SIGKILL left behind, found by the prefix.
+
+Scenario runs are context managers, so tests use them as fixtures::
+
+    with run_scenario("table-full") as run:
+        ... run.netns.name, run.observed["drop_delta"] ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from ctdoctor.errors import Failure, UsageError
+
+PREFIX = "ctdlab-"
+TOOLS = {"ip": "iproute2", "nft": "nftables", "conntrack": "conntrack", "ss": "iproute2"}
+
+
+class LabError(Failure):
+    pass
+
+
+def missing_requirements() -> list[str]:
+    """What this machine lacks to run the lab (empty when it can)."""
+    out = []
+    if os.geteuid() != 0:
+        out.append("root (the lab creates network namespaces and nft tables)")
+    for tool, pkg in TOOLS.items():
+        if shutil.which(tool) is None:
+            out.append(f"the '{tool}' command (Debian package {pkg})")
+    if not os.path.exists("/proc/sys/net/netfilter/nf_conntrack_max"):
+        out.append("a kernel with nf_conntrack")
+    return out
+
+
+def _run(argv, *, check=True, input=None, timeout=60) -> subprocess.CompletedProcess:
+    r = subprocess.run(argv, capture_output=True, input=input, timeout=timeout)
+    if check and r.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed: {r.stderr.decode(errors='replace').strip()[:300]}")
+    return r
+
+
+class LabNetns:
+    """A throwaway netns with lo up and an nft rule that makes conntrack track its traffic."""
+
+    def __init__(self, scenario: str):
+        self.name = f"{PREFIX}{scenario}-{uuid.uuid4().hex[:4]}"
+        self.procs: list[subprocess.Popen] = []
+        self.inode: int | None = None
+
+    def create(self) -> "LabNetns":
+        _run(["ip", "netns", "add", self.name])
+        self.inode = os.stat(f"/run/netns/{self.name}").st_ino
+        self.exec("ip", "link", "set", "lo", "up")
+        # A fresh netns tracks nothing until a rule uses conntrack.
+        self.nft("add table inet ctdlab; add chain inet ctdlab out { type filter hook output priority 0; };"
+                 " add rule inet ctdlab out ct state new accept")
+        return self
+
+    def exec(self, *argv, check=True, input=None, timeout=60) -> subprocess.CompletedProcess:
+        return _run(["ip", "netns", "exec", self.name, *argv], check=check, input=input, timeout=timeout)
+
+    def nft(self, script: str) -> None:
+        self.exec("nft", script)
+
+    def traffic(self, *args, timeout=60) -> dict:
+        r = self.exec(sys.executable, "-m", "ctdoctor.lab.traffic", *map(str, args), timeout=timeout)
+        return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
+    def spawn(self, *args) -> subprocess.Popen:
+        """A long-running traffic helper; its first output line is read (it says it is ready)."""
+        p = subprocess.Popen(["ip", "netns", "exec", self.name, sys.executable, "-m", "ctdoctor.lab.traffic",
+                              *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.procs.append(p)
+        line = p.stdout.readline()
+        if not line:
+            raise LabError(f"traffic helper {args[0]} did not start: {p.stderr.read()[:300]}")
+        p.ready = json.loads(line)  # type: ignore[attr-defined]
+        return p
+
+    @staticmethod
+    def ask(p: subprocess.Popen, command: str, timeout: float = 30) -> dict:
+        p.stdin.write(command + "\n")
+        p.stdin.flush()
+        import select
+
+        r, _, _ = select.select([p.stdout], [], [], timeout)
+        if not r:
+            raise LabError(f"traffic helper did not answer '{command}'")
+        return json.loads(p.stdout.readline())
+
+    # ---- reading the netns ---------------------------------------------------
+
+    def sysctl(self, key: str) -> int:
+        return int(self.exec("cat", "/proc/sys/" + key.replace(".", "/")).stdout)
+
+    def count(self) -> int:
+        return self.sysctl("net.netfilter.nf_conntrack_count")
+
+    def stats(self) -> dict[str, int]:
+        from ctdoctor.sources.stats import parse_proc_stat
+
+        return parse_proc_stat(self.exec("cat", "/proc/net/stat/nf_conntrack").stdout.decode()).sums
+
+    def entries(self) -> list:
+        from ctdoctor.sources.entries import iter_entries
+
+        text = self.exec("cat", "/proc/net/nf_conntrack", timeout=120).stdout.decode()
+        return list(iter_entries(text.splitlines()))
+
+    def listed(self) -> int:
+        return self.exec("cat", "/proc/net/nf_conntrack", timeout=120).stdout.count(b"\n")
+
+    def sockets(self, state: str = "established") -> list[str]:
+        out = self.exec("ss", "-tanH", "state", state).stdout.decode()
+        return [ln for ln in out.splitlines() if ln.strip()]
+
+    def load(self, lines: str) -> None:
+        """Load entries over ctnetlink (conntrack -R reads `-o save` lines)."""
+        fd, path = tempfile.mkstemp(prefix="ctdlab-", suffix=".ct")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(lines)
+            self.exec("conntrack", "-R", path, timeout=300)
+        finally:
+            os.unlink(path)
+
+    # ---- teardown ---------------------------------------------------------------
+
+    def destroy(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(Exception):
+                p.stdin.close()
+            with contextlib.suppress(Exception):
+                p.terminate()
+                p.wait(timeout=3)
+            with contextlib.suppress(Exception):
+                p.kill()
+        destroy_netns(self.name)
+
+
+def destroy_netns(name: str) -> None:
+    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def leftovers() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True).stdout.decode()
+    return [ln.split()[0] for ln in out.splitlines() if ln.startswith(PREFIX)]
+
+
+def clean() -> list[str]:
+    names = leftovers()
+    for n in names:
+        destroy_netns(n)
+    return names
+
+
+# ---- dmesg -------------------------------------------------------------------------
+
+
+def kernel_log_lines() -> list[str]:
+    r = subprocess.run(["dmesg"], capture_output=True)
+    return r.stdout.decode(errors="replace").splitlines() if r.returncode == 0 else []
+
+
+def new_kernel_log(before: list[str]) -> list[str]:
+    after = kernel_log_lines()
+    # dmesg is a ring: match on the last line we had seen.
+    if before and before[-1] in after:
+        idx = len(after) - 1 - after[::-1].index(before[-1])
+        return after[idx + 1:]
+    return after if not before else [ln for ln in after if ln not in set(before)]
+
+
+# ---- scenario runs --------------------------------------------------------------------
+
+
+@dataclass
+class LabRun:
+    scenario: str
+    netns: LabNetns
+    built: list[str] = field(default_factory=list)  # what the scenario built, in words
+    observed: dict = field(default_factory=dict)  # numbers and lines a user would see
+    explanation: str = ""
+
+    def say(self, line: str) -> None:
+        self.built.append(line)
+
+
+class _Terminated(BaseException):
+    pass
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+@contextlib.contextmanager
+def run_scenario(name: str, scale: int | None = None, keep: bool = False):
+    from ctdoctor.lab.scenarios import SCENARIOS
+
+    if name not in SCENARIOS:
+        raise UsageError(f"no lab scenario {name!r} (see: ctdoctor lab list)")
+    sc = SCENARIOS[name]
+    missing = missing_requirements()
+    if missing:
+        raise UsageError("the lab needs " + "; ".join(missing))
+    why = sc.unavailable()
+    if why:
+        raise UsageError(f"scenario {name} cannot run on this kernel: {why}")
+    if scale is not None and scale <= 0:
+        raise UsageError("--scale must be a positive number")
+    old = {}
+    if threading_main():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            old[sig] = signal.signal(sig, _raise_terminated)
+    ns = LabNetns(name)
+    try:
+        ns.create()
+        run = LabRun(name, ns)
+        run.say(f"netns {ns.name} (inode {ns.inode}), lo up, nft rule 'ct state new accept' on output")
+        sc.build(run, scale or sc.default_scale)
+        run.explanation = sc.explanation
+        yield run
+    except _Terminated:
+        raise Failure(f"lab {name} terminated; netns {ns.name} removed") from None
+    finally:
+        if not keep:
+            ns.destroy()
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+__all__ = ["run_scenario", "LabRun", "LabNetns", "clean", "leftovers", "missing_requirements", "PREFIX"]

@@ -1,0 +1,301 @@
+"""The lab's scenarios: each builds an incident and records what a user would observe."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ctdoctor.lab import LabRun, kernel_log_lines, new_kernel_log
+
+SERVICE_PORT = 8080
+
+
+def _tcp_lines(n: int, *, dport: int = 80, timeout: int = 431999) -> str:
+    """n distinct ASSURED ESTABLISHED TCP entries on loopback, as `conntrack -o save` lines."""
+    out = []
+    for i in range(n):
+        dst = f"127.{1 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
+        out.append(f"-A -t {timeout} -u SEEN_REPLY,ASSURED -s 127.0.0.1 -d {dst} -r {dst} -q 127.0.0.1 "
+                   f"-p tcp --sport 40000 --dport {dport} --reply-port-src {dport} --reply-port-dst 40000 "
+                   f"--state ESTABLISHED\n")
+    return "".join(out)
+
+
+def _udp_unreplied_lines(n: int, *, timeout: int = 600) -> str:
+    out = []
+    for i in range(n):
+        dst = f"127.{1 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
+        out.append(f"-A -t {timeout} -u UNSET -s 127.0.0.1 -d {dst} -r {dst} -q 127.0.0.1 -p udp "
+                   f"--sport 40000 --dport 53 --reply-port-src 53 --reply-port-dst 40000\n")
+    return "".join(out)
+
+
+def _global_max() -> int:
+    with open("/proc/sys/net/netfilter/nf_conntrack_max") as f:
+        return int(f.read())
+
+
+def _state_mix(entries) -> dict[str, int]:
+    mix: dict[str, int] = {}
+    for e in entries:
+        k = e.state or e.proto.upper()
+        if e.unreplied:
+            k += " [UNREPLIED]"
+        mix[k] = mix.get(k, 0) + 1
+    return dict(sorted(mix.items(), key=lambda kv: -kv[1]))
+
+
+class Scenario:
+    name = ""
+    summary = ""
+    scale_meaning = ""
+    default_scale = 1
+    explanation = ""
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def build(self, run: LabRun, scale: int) -> None:
+        raise NotImplementedError
+
+
+class TableFull(Scenario):
+    name = "table-full"
+    summary = "netns filled to nf_conntrack_max with ASSURED entries: new connections fail, old ones live"
+    scale_meaning = "new connection attempts after the fill"
+    default_scale = 3
+    explanation = (
+        "Every netns counts its own entries against the one global nf_conntrack_max. When the count reaches "
+        "it, the kernel first tries early drop, which may only evict entries that are not ASSURED; with only "
+        "ASSURED entries it has nothing to evict, so it drops the new packet (the `drop` counter) and logs "
+        "'table full'. Packets of connections that already have an entry still match it, so established "
+        "sockets keep working while every new connection's SYN is dropped and times out.")
+
+    def build(self, run: LabRun, scale: int) -> None:
+        ns = run.netns
+        sess = ns.spawn("session", SERVICE_PORT)
+        run.say(f"echo server on 127.0.0.1:{SERVICE_PORT} and one held client connection")
+        log_before = kernel_log_lines()
+        before = ns.stats()
+        gmax = _global_max()
+        need = gmax - ns.count()
+        t0 = time.monotonic()
+        ns.load(_tcp_lines(need))
+        run.say(f"loaded {need} ASSURED ESTABLISHED entries over ctnetlink (conntrack -R) "
+                f"in {time.monotonic() - t0:.1f}s; global nf_conntrack_max {gmax} unchanged")
+        attempts = [ns.ask(sess, "connect 1") for _ in range(scale)]
+        held = ns.ask(sess, "echo 3")
+        after = ns.stats()
+        time.sleep(0.2)
+        log = [ln for ln in new_kernel_log(log_before) if "table full" in ln]
+        run.observed.update({
+            "count": ns.count(), "max": gmax,
+            "new_connections": attempts,
+            "new_connections_failed": sum(1 for a in attempts if not a["ok"]),
+            "held_connection_still_works": held["ok"],
+            "established_sockets": ns.sockets(),
+            "drop_delta": after.get("drop", 0) - before.get("drop", 0),
+            "early_drop_delta": after.get("early_drop", 0) - before.get("early_drop", 0),
+            "kernel_log": log,
+            "kernel_log_names_netns": any(f"in netns {ns.inode}" in ln for ln in log),
+        })
+
+
+class EarlyDrop(Scenario):
+    name = "early-drop"
+    summary = "table full of unreplied UDP flows: new flows evict them (early_drop rises, drop stays 0)"
+    scale_meaning = "new UDP flows sent once the table is full"
+    default_scale = 500
+    explanation = (
+        "At nf_conntrack_max the kernel looks a few hash buckets around the new flow for an entry that is not "
+        "ASSURED and evicts it (early_drop) to make room. Unreplied UDP flows are never ASSURED, so each new "
+        "flow silently pushes an old one out: nothing is dropped, but flows that were waiting for an answer "
+        "lose their state. Only when every nearby entry is ASSURED does the kernel drop the packet instead.")
+
+    def build(self, run: LabRun, scale: int) -> None:
+        ns = run.netns
+        gmax = _global_max()
+        need = gmax - ns.count()
+        ns.load(_udp_unreplied_lines(need))
+        run.say(f"loaded {need} unreplied (not ASSURED) UDP entries; count {ns.count()} / max {gmax}")
+        before = ns.stats()
+        sent = ns.traffic("udp", 9, scale)["sent"]
+        after = ns.stats()
+        run.say(f"sent {sent} new UDP flows to 127.0.0.1:9")
+        run.observed.update({
+            "count": ns.count(), "max": gmax, "new_flows": sent,
+            "early_drop_delta": after.get("early_drop", 0) - before.get("early_drop", 0),
+            "drop_delta": after.get("drop", 0) - before.get("drop", 0),
+        })
+
+
+class TimeWaitPileup(Scenario):
+    name = "time-wait-pileup"
+    summary = "many short TCP connections: TIME_WAIT entries dominate the table for 120 s"
+    scale_meaning = "short connections"
+    default_scale = 2000
+    explanation = (
+        "A closed TCP connection keeps its conntrack entry in TIME_WAIT for nf_conntrack_tcp_timeout_time_wait "
+        "(120 s), independent of the sockets' own TIME_WAIT (60 s). A service that opens many short "
+        "connections (health checks, HTTP/1.0 clients, DNS over TCP) fills the table with entries of "
+        "connections that no longer exist.")
+
+    def build(self, run: LabRun, scale: int) -> None:
+        ns = run.netns
+        res = ns.traffic("short", SERVICE_PORT, scale, timeout=120)
+        run.say(f"{res['connections']} short connections to 127.0.0.1:{SERVICE_PORT}, closed by the client")
+        es = ns.entries()
+        mix = _state_mix(es)
+        tw = [e for e in es if e.state == "TIME_WAIT"]
+        run.observed.update({
+            "count": ns.count(), "state_mix": mix, "time_wait": len(tw),
+            "time_wait_share": round(len(tw) / max(len(es), 1), 4),
+            "time_wait_timeout": ns.sysctl("net.netfilter.nf_conntrack_tcp_timeout_time_wait"),
+            "max_remaining_timeout": max((e.timeout or 0) for e in tw) if tw else None,
+            "socket_time_wait": len(ns.sockets("time-wait")),
+        })
+
+
+class SynUnreplied(Scenario):
+    name = "syn-unreplied"
+    summary = "SYNs that get no answer: SYN_SENT [UNREPLIED] entries pile up for 120 s"
+    scale_meaning = "connection attempts"
+    default_scale = 500
+    explanation = (
+        "A SYN creates an entry in SYN_SENT that stays for nf_conntrack_tcp_timeout_syn_sent (120 s) when no "
+        "SYN-ACK comes back: a dead backend, a firewall dropping the answer, or a SYN flood or port scan. "
+        "These entries are not ASSURED, so at the max they are the first evicted by early drop.")
+
+    def build(self, run: LabRun, scale: int) -> None:
+        ns = run.netns
+        ns.nft("add chain inet ctdlab in { type filter hook input priority 0; };"
+               " add rule inet ctdlab in tcp dport 9999 tcp flags syn drop")
+        run.say("nft rule dropping SYNs to 127.0.0.1:9999 on input (the answer never comes)")
+        res = ns.traffic("syn", 9999, scale, 0.5)
+        es = ns.entries()
+        syn = [e for e in es if e.state == "SYN_SENT" and e.unreplied]
+        run.say(f"{res['attempts']} non-blocking connects to 127.0.0.1:9999")
+        run.observed.update({
+            "count": ns.count(), "syn_sent_unreplied": len(syn), "state_mix": _state_mix(es),
+            "syn_sent_timeout": ns.sysctl("net.netfilter.nf_conntrack_tcp_timeout_syn_sent"),
+        })
+
+
+class NatLoopback(Scenario):
+    name = "nat-loopback"
+    summary = "output-hook DNAT on loopback: entries whose reply tuple is not the inverted original"
+    scale_meaning = "connections through the DNAT"
+    default_scale = 20
+    explanation = (
+        "NAT is recorded in the entry: the original tuple is what the client sent (127.0.0.1:8080), the reply "
+        "tuple is what the server answers from (127.0.0.1:9090). Tools that group by the original destination "
+        "see the service address; the reply source shows the real backend. Without conntrack there is no NAT: "
+        "unloading it (or a full table) breaks translated traffic first.")
+
+    def build(self, run: LabRun, scale: int) -> None:
+        ns = run.netns
+        ns.nft("add table ip ctdlab_nat; add chain ip ctdlab_nat out { type nat hook output priority -100; };"
+               " add rule ip ctdlab_nat out ip daddr 127.0.0.1 tcp dport 8080 dnat to 127.0.0.1:9090")
+        run.say("nft nat table: output hook, tcp dport 8080 dnat to 127.0.0.1:9090")
+        p = ns.spawn("connect-many", 8080, scale, 30, 9090)
+        res = p.ready
+        es = ns.entries()
+        natted = [e for e in es if e.proto == "tcp" and e.orig.dport == 8080 and e.reply.sport == 9090]
+        run.say(f"{res['ok']}/{res['attempts']} connections to 127.0.0.1:8080 answered by the server on 9090")
+        run.observed.update({
+            "count": ns.count(), "connections_ok": res["ok"], "natted_entries": len(natted),
+            "example": {"orig": f"{natted[0].orig.src}:{natted[0].orig.sport} -> {natted[0].orig.dst}:"
+                                f"{natted[0].orig.dport}",
+                        "reply": f"{natted[0].reply.src}:{natted[0].reply.sport} -> {natted[0].reply.dst}:"
+                                 f"{natted[0].reply.dport}"} if natted else None,
+        })
+
+
+class Untracked(Scenario):
+    name = "untracked"
+    summary = "raw-priority notrack for one port: ESTABLISHED sockets with no conntrack entry"
+    scale_meaning = "connections to the untracked port"
+    default_scale = 5
+    explanation = (
+        "NOTRACK (nft `notrack` in a raw-priority chain) keeps a port's packets out of conntrack: no entry, no "
+        "table pressure. But their ct state is 'untracked', which is neither new nor established: a stateful "
+        "filter that accepts only `ct state established,related` drops them, so the rule set needs "
+        "`ct state untracked accept` (iptables: `-m conntrack --ctstate UNTRACKED -j ACCEPT`). `ss` shows such "
+        "connections ESTABLISHED while `conntrack -L` has nothing for them.")
+
+    def build(self, run: LabRun, scale: int) -> None:
+        ns = run.netns
+        port = 7070
+        ns.nft("add table inet ctdlab_raw; add chain inet ctdlab_raw out { type filter hook output priority raw; };"
+               f" add rule inet ctdlab_raw out tcp dport {port} notrack;"
+               f" add rule inet ctdlab_raw out tcp sport {port} notrack;"
+               " add chain inet ctdlab in { type filter hook input priority 0; policy drop; };"
+               " add rule inet ctdlab in ct state established,related accept;"
+               f" add rule inet ctdlab in tcp dport {SERVICE_PORT} accept")
+        run.say(f"notrack for tcp port {port} (raw priority, both directions); input policy drop with "
+                "'ct state established,related accept' only")
+        ns.spawn("connect-many", port, 0, 60, port)  # a server on the port, no clients yet
+        without = ns.traffic("connect", port, 1.0)
+        run.say(f"connect to 127.0.0.1:{port} without an untracked accept rule: "
+                f"{'ok' if without['ok'] else 'fails (' + without.get('error', '') + ')'}")
+        ns.nft("add rule inet ctdlab in ct state untracked accept")
+        run.say("added 'ct state untracked accept' to the input chain")
+        held = ns.spawn("connect-many", port, scale, 60)
+        es = ns.entries()
+        on_port = [e for e in es if e.proto == "tcp" and port in (e.orig.sport, e.orig.dport)]
+        socks = [s for s in ns.sockets() if f":{port}" in s]
+        run.observed.update({
+            "connect_without_untracked_accept": without["ok"],
+            "connections_ok": held.ready["ok"],
+            "entries_for_port": len(on_port),
+            "established_sockets_for_port": len(socks),
+            "count": ns.count(),
+        })
+
+
+class CountMismatch(Scenario):
+    name = "count-mismatch"
+    summary = "nf_conntrack_count far above the listed entries: destroy events nobody reads"
+    scale_meaning = "entries deleted while the event listener is stuck"
+    default_scale = 2000
+    explanation = (
+        "nf_conntrack_count counts every allocated entry, /proc/net/nf_conntrack lists only those in the hash. "
+        "When a ctnetlink listener asks for reliable delivery (NETLINK_BROADCAST_ERROR, as conntrackd does) and "
+        "stops reading, destroy events cannot be delivered: deleted entries leave the hash but stay allocated "
+        "and counted, waiting for redelivery (since 5.19 on the per-netns ecache dying list; before 5.19 on "
+        "the per-CPU dying list, where unconfirmed entries also waited). They still count against "
+        "nf_conntrack_max. Once the listener reads or exits, they are freed.")
+
+    def unavailable(self) -> str | None:
+        try:
+            with open("/proc/sys/net/netfilter/nf_conntrack_events") as f:
+                if f.read().strip() == "0":
+                    return "nf_conntrack_events is 0: no events, so no undelivered ones"
+        except OSError:
+            return "no nf_conntrack_events sysctl (kernel without conntrack events)"
+        return None
+
+    def build(self, run: LabRun, scale: int) -> None:
+        ns = run.netns
+        listener = ns.spawn("listen-events", 120)
+        run.say("ctnetlink destroy-event listener with NETLINK_BROADCAST_ERROR and a 1-byte buffer, never reading")
+        ns.load(_tcp_lines(scale))
+        loaded = ns.count()
+        ns.exec("conntrack", "-F")
+        run.say(f"loaded {loaded} entries, then deleted them all (conntrack -F)")
+        time.sleep(0.3)
+        count, listed = ns.count(), ns.listed()
+        listener.stdin.close()
+        listener.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while ns.count() > 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        run.say("stopped the listener")
+        run.observed.update({
+            "loaded": loaded, "count_while_stuck": count, "listed_while_stuck": listed,
+            "count_after_listener_exit": ns.count(),
+        })
+
+
+SCENARIOS = {s.name: s for s in (TableFull(), EarlyDrop(), TimeWaitPileup(), SynUnreplied(), NatLoopback(),
+                                 Untracked(), CountMismatch())}

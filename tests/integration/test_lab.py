@@ -1,0 +1,141 @@
+"""The lab's scenarios on the real kernel: what a user observes in each incident."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ctdoctor import lab as labmod
+from tests.conftest import assert_one_line_error, needs_kernel, run_cli, run_json
+
+pytestmark = [needs_kernel, pytest.mark.kernel]
+
+
+def _max():
+    return int(open("/proc/sys/net/netfilter/nf_conntrack_max").read())
+
+
+def test_table_full(lab):
+    run = lab("table-full")
+    o = run.observed
+    assert o["count"] == o["max"] == _max()
+    assert o["new_connections_failed"] == 3, o["new_connections"]
+    assert all(a.get("error") == "TimeoutError" for a in o["new_connections"])
+    assert o["held_connection_still_works"] is True
+    assert len(o["established_sockets"]) == 2, "both ends of the held connection are still ESTABLISHED"
+    assert o["drop_delta"] >= 3 and o["early_drop_delta"] == 0
+    assert o["kernel_log"], "the kernel logs table full"
+    if os.uname().release.split(".")[:2] >= ["6", "18"] or int(os.uname().release.split(".")[0]) > 6:
+        assert o["kernel_log_names_netns"], o["kernel_log"]
+        assert all(f"table full in netns {run.netns.inode}, dropping packet" in ln for ln in o["kernel_log"])
+
+
+def test_early_drop(lab):
+    o = lab("early-drop", 300).observed
+    assert o["max"] - 10 <= o["count"] <= o["max"]  # evictions and inserts race by an entry or two
+    assert o["early_drop_delta"] >= 0.9 * 300 and o["drop_delta"] == 0
+
+
+def test_time_wait_pileup(lab):
+    o = lab("time-wait-pileup", 500).observed
+    assert o["time_wait"] == 500 and o["time_wait_share"] > 0.99
+    assert o["time_wait_timeout"] == 120 and 100 < o["max_remaining_timeout"] <= 120
+
+
+def test_syn_unreplied(lab):
+    o = lab("syn-unreplied", 200).observed
+    assert o["syn_sent_unreplied"] == 200 and o["state_mix"] == {"SYN_SENT [UNREPLIED]": 200}
+
+
+def test_nat_loopback(lab):
+    o = lab("nat-loopback", 10).observed
+    assert o["connections_ok"] == 10 and o["natted_entries"] == 10
+    assert o["example"]["orig"].endswith("-> 127.0.0.1:8080") and o["example"]["reply"].startswith("127.0.0.1:9090")
+
+
+def test_untracked(lab):
+    o = lab("untracked", 4).observed
+    assert o["connect_without_untracked_accept"] is False, "a stateful filter drops untracked packets"
+    assert o["connections_ok"] == 4
+    assert o["entries_for_port"] == 0 and o["established_sockets_for_port"] == 8
+
+
+def test_count_mismatch(lab):
+    o = lab("count-mismatch", 1000).observed
+    assert o["loaded"] == 1000 and o["listed_while_stuck"] == 0
+    assert o["count_while_stuck"] >= 990, "deleted entries stay counted while their events are undelivered"
+    assert o["count_after_listener_exit"] == 0
+
+
+def test_lab_cli_run_and_list():
+    rc, doc = run_json("lab", "run", "syn-unreplied", "--scale", "20")
+    assert rc == 0 and doc["observed"]["syn_sent_unreplied"] == 20 and doc["kept"] is False
+    rc, out, err = run_cli("lab", "list")
+    assert rc == 0
+    for name in ("table-full", "early-drop", "time-wait-pileup", "syn-unreplied", "nat-loopback", "untracked",
+                 "count-mismatch"):
+        assert name in out
+    rc, out, err = run_cli("lab", "run", "nope")
+    assert_one_line_error(rc, err, code=2, contains="no lab scenario")
+    rc, out, err = run_cli("lab", "run", "syn-unreplied", "--scale", "0")
+    assert_one_line_error(rc, err, code=2, contains="--scale")
+
+
+def test_keep_then_clean():
+    rc, doc = run_json("lab", "run", "nat-loopback", "--scale", "2", "--keep")
+    assert rc == 0 and doc["netns"] in labmod.leftovers()
+    rc, out, err = run_cli("lab", "clean")
+    assert rc == 0 and doc["netns"] in out and not labmod.leftovers()
+
+
+def _start_long_run():
+    p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "lab", "run", "time-wait-pileup", "--scale", "200000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not labmod.leftovers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert labmod.leftovers(), "the scenario's netns never appeared"
+    time.sleep(0.5)
+    return p
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_run_removes_its_netns(sig):
+    p = _start_long_run()
+    p.send_signal(sig)
+    p.wait(timeout=30)
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr.read().decode()
+    assert not labmod.leftovers()
+
+
+def test_killed_run_is_cleaned_by_lab_clean():
+    p = _start_long_run()
+    p.kill()
+    p.wait(timeout=10)
+    left = labmod.leftovers()
+    assert left
+    rc, out, err = run_cli("lab", "clean")
+    assert rc == 0 and not labmod.leftovers()
+
+
+def test_lab_without_root_says_so():
+    rc, out, err = run_cli("lab", "run", "table-full", as_nobody=True)
+    assert_one_line_error(rc, err, code=2, contains="root")
+
+
+def test_lab_without_conntrack_tool_says_which(tmp_path):
+    for tool in ("ip", "nft", "ss"):
+        os.symlink(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip(), tmp_path / tool)
+    rc, out, err = run_cli("lab", "run", "table-full", env={"PATH": str(tmp_path)})
+    assert_one_line_error(rc, err, code=2, contains="'conntrack' command (Debian package conntrack)")
+    rc, out, err = run_cli("lab", "list", env={"PATH": str(tmp_path)})
+    assert rc == 0 and "cannot run here" in out
+
+
+def test_lab_refuses_a_host_image(tmp_path):
+    rc, out, err = run_cli("--root", str(tmp_path), "lab", "list")
+    assert rc == 2
