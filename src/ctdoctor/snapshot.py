@@ -509,6 +509,13 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
     return snap
 
 
+def netns_states(root: HostRoot, netns: str | None = None) -> tuple[list[NetnsState], list[str]]:
+    """Just the namespaces' counts, max and listing sources (what `top` and `flush` need)."""
+    notes: list[str] = []
+    states = [read_netns(v, ino, owner, None, notes, with_rules=False) for v, ino, owner in _views(root, netns)]
+    return states, notes
+
+
 def entry_memory(snap: Snapshot, count: int | None) -> dict | None:
     """Bytes the entries take: slab objsize × count, else an estimate that says so."""
     if count is None:

@@ -1,0 +1,10 @@
+"""Build hook for the optional C accelerator (ctdoctor._fastscan).
+
+optional=True: if there is no compiler, ctdoctor installs without it and
+`top` uses its pure-Python aggregator, which gives identical results.
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("ctdoctor._fastscan", ["src/ctdoctor/_fastscan.c"], optional=True,
+                             extra_compile_args=["-O2"])])

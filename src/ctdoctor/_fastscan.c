@@ -1,0 +1,672 @@
+/*
+ * _fastscan: optional accelerator for `ctdoctor top`.
+ *
+ * Scans conntrack listing text (/proc/net/nf_conntrack, conntrack -L
+ * [-o extended]) and aggregates entries by a key made of selected fields,
+ * keeping per (key, state label) the count and the accounting sums. It must
+ * give exactly what ctdoctor.top.PyAggregator gives (tests compare both);
+ * ctdoctor works without it.
+ *
+ * Aggregator(fields, states, protos, port, src_nets, dst_nets)
+ *   fields:   tuple of field ids (see FIELD_* below) forming the key
+ *   states:   tuple of bytes labels to keep, or None
+ *   protos:   tuple of bytes protocol names to keep, or None
+ *   port:     orig sport or dport to match, or -1
+ *   src_nets, dst_nets: tuple of (family, packed address, prefix) or None
+ * .feed(buf, skip_first_bad) -> (lines, bad_line_or_0)
+ * .result() -> {(key bytes, label bytes): [count, opk, ob, rpk, rb]}
+ * .matched, .total
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC, F_RDST, F_L3, NFIELDS };
+
+typedef struct { const char *p; Py_ssize_t n; } span;
+
+typedef struct {
+    span l3, proto, state, src, dst, sport, dport, rsrc, rdst, mark, zone;
+    int unreplied, assured, offload, hw_offload;
+    long long opk, ob, rpk, rb;
+    int acct;
+} entry;
+
+typedef struct {
+    char *key;          /* key bytes, then label bytes */
+    uint32_t klen, llen;
+    uint64_t hash;      /* of key and label */
+    uint64_t khash;     /* of the key alone */
+    long long count, opk, ob, rpk, rb;
+} slot;
+
+typedef struct {
+    PyObject_HEAD
+    int fields[NFIELDS];
+    int nfields;
+    PyObject *states;   /* tuple of bytes or NULL */
+    PyObject *protos;
+    long port;
+    int nsrc, ndst;
+    struct net { int family; unsigned char addr[16]; int prefix; } src_nets[64], dst_nets[64];
+    slot *slots;
+    size_t cap, used;
+    char **blocks;      /* arena for key bytes: freed all at once */
+    size_t nblocks, bused, bcap;
+    long long matched, total;
+} Aggregator;
+
+#define BLOCK (1 << 20)
+
+static char *arena_alloc(void *ap, size_t n);
+
+static uint64_t fnv(const char *p, size_t n, uint64_t h) {
+    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)p[i]; h *= 1099511628211ULL; }
+    return h;
+}
+
+static int span_eq(span s, const char *lit) {
+    size_t n = strlen(lit);
+    return (size_t)s.n == n && memcmp(s.p, lit, n) == 0;
+}
+
+static int all_digits(const char *p, Py_ssize_t n) {
+    if (n <= 0) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) if (p[i] < '0' || p[i] > '9') return 0;
+    return 1;
+}
+
+static int is_alnum_tok(const char *p, Py_ssize_t n) {
+    if (n <= 0) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) return 0;
+    }
+    return 1;
+}
+
+static long long to_ll(span s) {
+    long long v = 0;
+    for (Py_ssize_t i = 0; i < s.n; i++) v = v * 10 + (s.p[i] - '0');
+    return v;
+}
+
+/* IPv6 addresses must parse (the Python parser checks them too); IPv4 is taken as printed. */
+static int valid_addr(span a) {
+    char tmp[64];
+    unsigned char bin[16];
+    if (!memchr(a.p, ':', a.n)) return a.n > 0;
+    if (a.n >= (Py_ssize_t)sizeof(tmp)) return 0;
+    memcpy(tmp, a.p, a.n); tmp[a.n] = 0;
+    return inet_pton(AF_INET6, tmp, bin) == 1;
+}
+
+/* Parse one line into e; 0 on success, -1 if it is not an entry line. */
+static int parse_line(const char *p, const char *end, entry *e) {
+    span tok[8];
+    int ntok = 0;
+    const char *q = p;
+    memset(e, 0, sizeof(*e));
+    e->opk = e->ob = e->rpk = e->rb = 0;
+    /* the first up to 6 tokens decide the head of the line */
+    while (q < end && ntok < 6) {
+        while (q < end && *q == ' ') q++;
+        if (q >= end) break;
+        const char *s = q;
+        while (q < end && *q != ' ') q++;
+        tok[ntok].p = s; tok[ntok].n = q - s; ntok++;
+    }
+    if (ntok < 4) return -1;
+    int i = 0;
+    if ((span_eq(tok[0], "ipv4") || span_eq(tok[0], "ipv6") || span_eq(tok[0], "unknown")) &&
+        all_digits(tok[1].p, tok[1].n) && ntok > 2 && is_alnum_tok(tok[2].p, tok[2].n) &&
+        !all_digits(tok[2].p, tok[2].n)) {
+        e->l3 = tok[0];
+        i = 2;
+    }
+    if (i + 1 >= ntok) return -1;
+    if (!is_alnum_tok(tok[i].p, tok[i].n)) return -1;
+    e->proto = tok[i];
+    if (!all_digits(tok[i + 1].p, tok[i + 1].n)) return -1;
+    i += 2;
+    if (i < ntok && all_digits(tok[i].p, tok[i].n)) i++;
+    if (i < ntok && !memchr(tok[i].p, '=', tok[i].n) && tok[i].p[0] != '[') { e->state = tok[i]; i++; }
+    /* the rest: key=value tokens and [FLAGS], from tok[i] on */
+    q = (i < ntok) ? tok[i].p : q;
+    int tuple = -1, tail = 0;
+    while (q < end) {
+        while (q < end && *q == ' ') q++;
+        if (q >= end) break;
+        const char *s = q;
+        while (q < end && *q != ' ') q++;
+        Py_ssize_t n = q - s;
+        if (s[0] == '[') {
+            if (n == 11 && memcmp(s, "[UNREPLIED]", 11) == 0) { e->unreplied = 1; continue; }
+            tail = 1;
+            if (n == 9 && memcmp(s, "[ASSURED]", 9) == 0) e->assured = 1;
+            else if (n == 9 && memcmp(s, "[OFFLOAD]", 9) == 0) e->offload = 1;
+            else if (n == 12 && memcmp(s, "[HW_OFFLOAD]", 12) == 0) e->hw_offload = 1;
+            continue;
+        }
+        const char *eq = memchr(s, '=', n);
+        if (!eq) return -1;
+        Py_ssize_t kl = eq - s;
+        span v = { eq + 1, n - kl - 1 };
+        if (kl == 3 && memcmp(s, "src", 3) == 0 && !tail) {
+            if (tuple >= 1) return -1;
+            tuple++;
+            if (tuple == 0) e->src = v; else e->rsrc = v;
+        } else if (!tail && tuple >= 0 && kl == 3 && memcmp(s, "dst", 3) == 0) {
+            if (tuple == 0) e->dst = v; else e->rdst = v;
+        } else if (!tail && tuple == 0 && kl == 5 && memcmp(s, "sport", 5) == 0) {
+            if (!all_digits(v.p, v.n)) return -1;
+            e->sport = v;
+        } else if (!tail && tuple == 0 && kl == 5 && memcmp(s, "dport", 5) == 0) {
+            if (!all_digits(v.p, v.n)) return -1;
+            e->dport = v;
+        } else if (!tail && tuple >= 0 && kl == 7 && memcmp(s, "packets", 7) == 0) {
+            if (!all_digits(v.p, v.n)) return -1;
+            e->acct = 1;
+            if (tuple == 0) e->opk = to_ll(v); else e->rpk = to_ll(v);
+        } else if (!tail && tuple >= 0 && kl == 5 && memcmp(s, "bytes", 5) == 0) {
+            if (!all_digits(v.p, v.n)) return -1;
+            if (tuple == 0) e->ob = to_ll(v); else e->rb = to_ll(v);
+        } else if (kl == 4 && memcmp(s, "mark", 4) == 0) {
+            if (!all_digits(v.p, v.n)) return -1;
+            tail = 1; e->mark = v;
+        } else if (kl == 4 && memcmp(s, "zone", 4) == 0) {
+            if (!all_digits(v.p, v.n)) return -1;
+            tail = 1; e->zone = v;
+        } else if ((kl == 3 && memcmp(s, "use", 3) == 0) || (kl == 10 && memcmp(s, "delta-time", 10) == 0) ||
+                   (tail && kl == 2 && memcmp(s, "id", 2) == 0)) {
+            if (!all_digits(v.p, v.n)) return -1;
+            tail = 1;
+        } else if (!tail && tuple >= 1 && ((kl == 5 && memcmp(s, "sport", 5) == 0) ||
+                   (kl == 5 && memcmp(s, "dport", 5) == 0))) {
+            if (!all_digits(v.p, v.n)) return -1;
+        } else if (!tail && tuple >= 0 && ((kl == 4 && memcmp(s, "type", 4) == 0) ||
+                   (kl == 4 && memcmp(s, "code", 4) == 0) || (kl == 2 && memcmp(s, "id", 2) == 0) ||
+                   (kl == 6 && memcmp(s, "srckey", 6) == 0) || (kl == 6 && memcmp(s, "dstkey", 6) == 0) ||
+                   (kl == 9 && memcmp(s, "zone-orig", 9) == 0) || (kl == 10 && memcmp(s, "zone-reply", 10) == 0) ||
+                   (kl == 5 && memcmp(s, "sport", 5) == 0) || (kl == 5 && memcmp(s, "dport", 5) == 0))) {
+            /* tuple detail not used for keys */
+        } else if (tuple < 0 && ((kl == 7 && memcmp(s, "timeout", 7) == 0) ||
+                                 (kl == 14 && memcmp(s, "stream_timeout", 14) == 0))) {
+            /* old GRE print_conntrack */
+        } else if ((kl == 6 && memcmp(s, "secctx", 6) == 0) || (kl == 6 && memcmp(s, "helper", 6) == 0) ||
+                   (kl == 6 && memcmp(s, "labels", 6) == 0) || (kl == 2 && memcmp(s, "id", 2) == 0) ||
+                   (kl == 7 && memcmp(s, "timeout", 7) == 0) || (kl == 14 && memcmp(s, "stream_timeout", 14) == 0)) {
+            tail = 1;
+        }
+        /* other keys: kept aside by the Python parser, ignored here */
+    }
+    if (tuple != 1 || e->dst.n == 0 || e->rdst.n == 0) return -1;
+    if (!valid_addr(e->src) || !valid_addr(e->dst) || !valid_addr(e->rsrc) || !valid_addr(e->rdst)) return -1;
+    return 0;
+}
+
+/* IPv6 as conntrack prints it (inet_ntop); IPv4 unchanged. Returns the length written. */
+static Py_ssize_t norm_addr(span a, char *out) {
+    if (!memchr(a.p, ':', a.n)) { memcpy(out, a.p, a.n); return a.n; }
+    char tmp[64];
+    unsigned char bin[16];
+    if (a.n >= (Py_ssize_t)sizeof(tmp)) { memcpy(out, a.p, a.n); return a.n; }
+    memcpy(tmp, a.p, a.n); tmp[a.n] = 0;
+    if (inet_pton(AF_INET6, tmp, bin) != 1) { memcpy(out, a.p, a.n); return a.n; }
+    inet_ntop(AF_INET6, bin, out, 46);
+    return (Py_ssize_t)strlen(out);
+}
+
+static int in_nets(span a, struct net *nets, int n) {
+    char tmp[64];
+    unsigned char bin[16];
+    int fam;
+    if (a.n >= (Py_ssize_t)sizeof(tmp)) return 0;
+    memcpy(tmp, a.p, a.n); tmp[a.n] = 0;
+    fam = memchr(a.p, ':', a.n) ? AF_INET6 : AF_INET;
+    if (inet_pton(fam, tmp, bin) != 1) return 0;
+    for (int i = 0; i < n; i++) {
+        if (nets[i].family != fam) continue;
+        int bits = nets[i].prefix, full = bits / 8, rem = bits % 8;
+        if (memcmp(bin, nets[i].addr, full) != 0) continue;
+        if (rem && ((bin[full] ^ nets[i].addr[full]) & (0xff << (8 - rem)) & 0xff)) continue;
+        return 1;
+    }
+    return 0;
+}
+
+static span label_of(entry *e) {
+    span s;
+    if (e->state.n) return e->state;
+    if (e->hw_offload) { s.p = "HW_OFFLOAD"; s.n = 10; }
+    else if (e->offload) { s.p = "OFFLOAD"; s.n = 7; }
+    else if (e->unreplied) { s.p = "UNREPLIED"; s.n = 9; }
+    else if (e->assured) { s.p = "ASSURED"; s.n = 7; }
+    else { s.p = "REPLIED"; s.n = 7; }
+    return s;
+}
+
+static int tuple_has(PyObject *tup, span s) {
+    Py_ssize_t n = PyTuple_GET_SIZE(tup);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = PyTuple_GET_ITEM(tup, i);
+        if (PyBytes_GET_SIZE(b) == s.n && memcmp(PyBytes_AS_STRING(b), s.p, s.n) == 0) return 1;
+    }
+    return 0;
+}
+
+static char *arena_alloc(void *ap, size_t n) {
+    Aggregator *a = ap;
+    if (n > BLOCK / 4) {  /* a huge key: its own block */
+        char **nb = realloc(a->blocks, (a->nblocks + 1) * sizeof(char *));
+        if (!nb) return NULL;
+        a->blocks = nb;
+        char *p = malloc(n);
+        if (!p) return NULL;
+        /* keep the current block last */
+        if (a->nblocks) { a->blocks[a->nblocks] = a->blocks[a->nblocks - 1]; a->blocks[a->nblocks - 1] = p; }
+        else { a->blocks[0] = p; a->bused = a->bcap = 0; }
+        a->nblocks++;
+        return p;
+    }
+    if (!a->nblocks || a->bused + n > a->bcap) {
+        char **nb = realloc(a->blocks, (a->nblocks + 1) * sizeof(char *));
+        if (!nb) return NULL;
+        a->blocks = nb;
+        char *p = malloc(BLOCK);
+        if (!p) return NULL;
+        a->blocks[a->nblocks++] = p;
+        a->bused = 0; a->bcap = BLOCK;
+    }
+    char *p = a->blocks[a->nblocks - 1] + a->bused;
+    a->bused += n;
+    return p;
+}
+
+static int grow(Aggregator *a) {
+    size_t ncap = a->cap ? a->cap * 2 : 4096;
+    slot *ns = calloc(ncap, sizeof(slot));
+    if (!ns) return -1;
+    for (size_t i = 0; i < a->cap; i++) {
+        if (!a->slots[i].key) continue;
+        size_t j = a->slots[i].hash & (ncap - 1);
+        while (ns[j].key) j = (j + 1) & (ncap - 1);
+        ns[j] = a->slots[i];
+    }
+    free(a->slots);
+    a->slots = ns;
+    a->cap = ncap;
+    return 0;
+}
+
+#define FNV0 1469598103934665603ULL
+
+static int add_counts(Aggregator *a, const char *pre, size_t plen, const char *key, size_t klen, span label,
+                      long long cnt, long long opk, long long ob, long long rpk, long long rb) {
+    if ((a->used + 1) * 10 >= a->cap * 7 && grow(a) < 0) return -1;
+    uint64_t kh = fnv(key, klen, fnv(pre, plen, FNV0));
+    uint64_t h = fnv(label.p, label.n, kh);
+    size_t tl = plen + klen;
+    size_t j = h & (a->cap - 1);
+    while (a->slots[j].key) {
+        slot *s = &a->slots[j];
+        if (s->hash == h && s->klen == tl && s->llen == (uint32_t)label.n && memcmp(s->key, pre, plen) == 0 &&
+            memcmp(s->key + plen, key, klen) == 0 && memcmp(s->key + tl, label.p, label.n) == 0) {
+            s->count += cnt; s->opk += opk; s->ob += ob; s->rpk += rpk; s->rb += rb;
+            return 0;
+        }
+        j = (j + 1) & (a->cap - 1);
+    }
+    slot *s = &a->slots[j];
+    s->key = arena_alloc(a, tl + label.n + 1);
+    if (!s->key) return -1;
+    memcpy(s->key, pre, plen);
+    memcpy(s->key + plen, key, klen);
+    memcpy(s->key + tl, label.p, label.n);
+    s->klen = (uint32_t)tl; s->llen = (uint32_t)label.n; s->hash = h; s->khash = kh;
+    s->count = cnt; s->opk = opk; s->ob = ob; s->rpk = rpk; s->rb = rb;
+    a->used++;
+    return 0;
+}
+
+static int add(Aggregator *a, const char *key, size_t klen, span label, entry *e) {
+    if ((a->used + 1) * 10 >= a->cap * 7 && grow(a) < 0) return -1;
+    uint64_t kh = fnv(key, klen, FNV0);
+    uint64_t h = fnv(label.p, label.n, kh);
+    size_t j = h & (a->cap - 1);
+    while (a->slots[j].key) {
+        slot *s = &a->slots[j];
+        if (s->hash == h && s->klen == klen && s->llen == (uint32_t)label.n &&
+            memcmp(s->key, key, klen) == 0 && memcmp(s->key + klen, label.p, label.n) == 0) {
+            s->count++; s->opk += e->opk; s->ob += e->ob; s->rpk += e->rpk; s->rb += e->rb;
+            return 0;
+        }
+        j = (j + 1) & (a->cap - 1);
+    }
+    slot *s = &a->slots[j];
+    s->key = arena_alloc(a, klen + label.n + 1);
+    if (!s->key) return -1;
+    memcpy(s->key, key, klen);
+    memcpy(s->key + klen, label.p, label.n);
+    s->klen = (uint32_t)klen; s->llen = (uint32_t)label.n; s->hash = h; s->khash = kh;
+    s->count = 1; s->opk = e->opk; s->ob = e->ob; s->rpk = e->rpk; s->rb = e->rb;
+    a->used++;
+    return 0;
+}
+
+static int take(Aggregator *a, entry *e) {
+    char key[1024];
+    size_t k = 0;
+    span label = label_of(e);
+    a->total++;
+    if (a->protos && !tuple_has(a->protos, e->proto)) return 0;
+    if (a->states) {
+        int ok = tuple_has(a->states, label);
+        if (!ok && e->unreplied) { span u = {"UNREPLIED", 9}; ok = tuple_has(a->states, u); }
+        if (!ok && e->assured) { span u = {"ASSURED", 7}; ok = tuple_has(a->states, u); }
+        if (!ok) return 0;
+    }
+    if (a->port >= 0) {
+        if (!((e->sport.n && to_ll(e->sport) == a->port) || (e->dport.n && to_ll(e->dport) == a->port))) return 0;
+    }
+    if (a->nsrc && !in_nets(e->src, a->src_nets, a->nsrc)) return 0;
+    if (a->ndst && !in_nets(e->dst, a->dst_nets, a->ndst)) return 0;
+    a->matched++;
+    for (int f = 0; f < a->nfields; f++) {
+        if (f) key[k++] = '\x1f';
+        span v;
+        switch (a->fields[f]) {
+        case F_SRC: k += norm_addr(e->src, key + k); continue;
+        case F_DST: k += norm_addr(e->dst, key + k); continue;
+        case F_RSRC: k += norm_addr(e->rsrc, key + k); continue;
+        case F_RDST: k += norm_addr(e->rdst, key + k); continue;
+        case F_SPORT: v = e->sport; break;
+        case F_DPORT: v = e->dport; break;
+        case F_STATE: v = label; break;
+        case F_PROTO: v = e->proto; break;
+        case F_ZONE: v = e->zone; if (!v.n) { v.p = "0"; v.n = 1; } break;
+        case F_MARK: v = e->mark; if (!v.n) { v.p = "0"; v.n = 1; } break;
+        case F_L3:
+            v = e->l3;
+            if (!v.n) { if (memchr(e->src.p, ':', e->src.n)) { v.p = "ipv6"; v.n = 4; } else { v.p = "ipv4"; v.n = 4; } }
+            break;
+        default: v.p = ""; v.n = 0;
+        }
+        if (k + v.n > sizeof(key) - 64) return -2;
+        memcpy(key + k, v.p, v.n);
+        k += v.n;
+    }
+    return add(a, key, k, label, e);
+}
+
+static PyObject *agg_feed(Aggregator *a, PyObject *args) {
+    Py_buffer buf;
+    int skip_first_bad = 0;
+    if (!PyArg_ParseTuple(args, "y*|p", &buf, &skip_first_bad)) return NULL;
+    const char *p = buf.buf, *end = p + buf.len;
+    long long lines = 0, bad = 0;
+    int first = 1;
+    entry e;
+    Py_BEGIN_ALLOW_THREADS
+    while (p < end) {
+        const char *nl = memchr(p, '\n', end - p);
+        const char *le = nl ? nl : end;
+        lines++;
+        const char *s = p;
+        while (s < le && (*s == ' ' || *s == '\r')) s++;
+        const char *te = le;
+        while (te > s && (te[-1] == ' ' || te[-1] == '\r')) te--;
+        if (s < te) {
+            if (parse_line(s, te, &e) < 0) {
+                if (!(first && skip_first_bad)) { bad = lines; break; }
+            } else {
+                int r = take(a, &e);
+                if (r < 0) { bad = -lines; break; }
+            }
+            first = 0;
+        }
+        p = nl ? nl + 1 : end;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    if (bad < 0) return PyErr_NoMemory();
+    return Py_BuildValue("(LL)", lines, bad);
+}
+
+static PyObject *agg_result(Aggregator *a, PyObject *noargs) {
+    PyObject *d = PyDict_New();
+    if (!d) return NULL;
+    for (size_t i = 0; i < a->cap; i++) {
+        slot *s = &a->slots[i];
+        if (!s->key) continue;
+        PyObject *k = Py_BuildValue("(y#y#)", s->key, (Py_ssize_t)s->klen, s->key + s->klen, (Py_ssize_t)s->llen);
+        PyObject *v = Py_BuildValue("[LLLLL]", s->count, s->opk, s->ob, s->rpk, s->rb);
+        if (!k || !v || PyDict_SetItem(d, k, v) < 0) { Py_XDECREF(k); Py_XDECREF(v); Py_DECREF(d); return NULL; }
+        Py_DECREF(k); Py_DECREF(v);
+    }
+    return d;
+}
+
+static PyTypeObject AggregatorType;
+
+static PyObject *agg_merge(Aggregator *a, PyObject *args) {
+    PyObject *o;
+    const char *pre = "";
+    Py_ssize_t plen = 0;
+    if (!PyArg_ParseTuple(args, "O!|y#", &AggregatorType, &o, &pre, &plen)) return NULL;
+    Aggregator *b = (Aggregator *)o;
+    for (size_t i = 0; i < b->cap; i++) {
+        slot *s = &b->slots[i];
+        if (!s->key) continue;
+        span lab = { s->key + s->klen, s->llen };
+        if (add_counts(a, pre, plen, s->key, s->klen, lab, s->count, s->opk, s->ob, s->rpk, s->rb) < 0)
+            return PyErr_NoMemory();
+    }
+    a->matched += b->matched;
+    a->total += b->total;
+    Py_RETURN_NONE;
+}
+
+typedef struct { size_t first; long long count, opk, ob, rpk, rb; long rank; } group;
+
+static Aggregator *sort_ctx;
+static group *sort_groups;
+
+static int cmp_group(const void *x, const void *y) {
+    const group *g = &sort_groups[*(const size_t *)x], *h = &sort_groups[*(const size_t *)y];
+    if (g->count != h->count) return g->count > h->count ? -1 : 1;
+    slot *a = &sort_ctx->slots[g->first], *b = &sort_ctx->slots[h->first];
+    size_t n = a->klen < b->klen ? a->klen : b->klen;
+    int c = memcmp(a->key, b->key, n);
+    if (c) return c;
+    return a->klen < b->klen ? -1 : (a->klen > b->klen ? 1 : 0);
+}
+
+static size_t find_group(Aggregator *a, group *gs, size_t *tab, size_t tcap, slot *s, int create, size_t *ng) {
+    size_t j = s->khash & (tcap - 1);
+    while (tab[j] != (size_t)-1) {
+        slot *f = &a->slots[gs[tab[j]].first];
+        if (f->khash == s->khash && f->klen == s->klen && memcmp(f->key, s->key, s->klen) == 0) return tab[j];
+        j = (j + 1) & (tcap - 1);
+    }
+    if (!create) return (size_t)-1;
+    tab[j] = (*ng)++;
+    return tab[j];
+}
+
+/* top(limit) -> (groups, [(key, count, opk, ob, rpk, rb, {label: count})]) sorted by count, then key bytes */
+static PyObject *agg_top(Aggregator *a, PyObject *args) {
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "n", &limit)) return NULL;
+    size_t tcap = 16;
+    while (tcap < a->used * 2 + 2) tcap <<= 1;
+    size_t *tab = malloc(tcap * sizeof(size_t));
+    group *gs = calloc(a->used + 1, sizeof(group));
+    size_t ng = 0;
+    if (!tab || !gs) { free(tab); free(gs); return PyErr_NoMemory(); }
+    memset(tab, 0xff, tcap * sizeof(size_t));
+    for (size_t i = 0; i < a->cap; i++) {
+        slot *s = &a->slots[i];
+        if (!s->key) continue;
+        size_t before = ng;
+        size_t g = find_group(a, gs, tab, tcap, s, 0, &ng);
+        if (g == (size_t)-1) {
+            gs[ng].first = i;
+            g = find_group(a, gs, tab, tcap, s, 1, &ng);
+            gs[g].rank = -1;
+        }
+        (void)before;
+        gs[g].count += s->count; gs[g].opk += s->opk; gs[g].ob += s->ob; gs[g].rpk += s->rpk; gs[g].rb += s->rb;
+    }
+    size_t *order = malloc((ng + 1) * sizeof(size_t));
+    if (!order) { free(tab); free(gs); return PyErr_NoMemory(); }
+    sort_ctx = a; sort_groups = gs;
+    size_t n = (limit > 0 && (size_t)limit < ng) ? (size_t)limit : ng;
+    if (n == ng) {
+        for (size_t i = 0; i < ng; i++) order[i] = i;
+        qsort(order, ng, sizeof(size_t), cmp_group);
+    } else {
+        /* keep the n best in a heap whose root is the worst of them */
+        size_t hn = 0;
+        for (size_t i = 0; i < ng; i++) {
+            if (hn < n) {
+                size_t c = hn++;
+                order[c] = i;
+                while (c > 0) {
+                    size_t p = (c - 1) / 2;
+                    if (cmp_group(&order[c], &order[p]) <= 0) break;
+                    size_t t = order[c]; order[c] = order[p]; order[p] = t; c = p;
+                }
+            } else if (cmp_group(&i, &order[0]) < 0) {
+                order[0] = i;
+                size_t c = 0;
+                for (;;) {
+                    size_t l = 2 * c + 1, r = l + 1, m = c;
+                    if (l < hn && cmp_group(&order[l], &order[m]) > 0) m = l;
+                    if (r < hn && cmp_group(&order[r], &order[m]) > 0) m = r;
+                    if (m == c) break;
+                    size_t t = order[c]; order[c] = order[m]; order[m] = t; c = m;
+                }
+            }
+        }
+        qsort(order, n, sizeof(size_t), cmp_group);
+    }
+    PyObject *rows = PyList_New(n);
+    PyObject **labels = calloc(n + 1, sizeof(PyObject *));
+    if (!rows || !labels) { free(tab); free(gs); free(order); Py_XDECREF(rows); free(labels); return PyErr_NoMemory(); }
+    for (size_t r = 0; r < n; r++) { gs[order[r]].rank = (long)r; labels[r] = PyDict_New(); }
+    for (size_t i = 0; i < a->cap; i++) {
+        slot *s = &a->slots[i];
+        if (!s->key) continue;
+        size_t g = find_group(a, gs, tab, tcap, s, 0, &ng);
+        if (gs[g].rank < 0) continue;
+        PyObject *k = PyBytes_FromStringAndSize(s->key + s->klen, s->llen);
+        PyObject *v = PyLong_FromLongLong(s->count);
+        PyDict_SetItem(labels[gs[g].rank], k, v);
+        Py_DECREF(k); Py_DECREF(v);
+    }
+    for (size_t r = 0; r < n; r++) {
+        group *g = &gs[order[r]];
+        slot *f = &a->slots[g->first];
+        PyObject *row = Py_BuildValue("(y#LLLLLN)", f->key, (Py_ssize_t)f->klen, g->count, g->opk, g->ob, g->rpk,
+                                      g->rb, labels[r]);
+        PyList_SET_ITEM(rows, r, row);
+    }
+    free(labels); free(tab); free(order);
+    PyObject *res = Py_BuildValue("(nN)", (Py_ssize_t)ng, rows);
+    free(gs);
+    return res;
+}
+
+static int parse_nets(PyObject *obj, struct net *nets, int *n) {
+    *n = 0;
+    if (obj == Py_None) return 0;
+    if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) > 64) {
+        PyErr_SetString(PyExc_ValueError, "nets must be a tuple of at most 64 (family, packed, prefix)");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(obj); i++) {
+        int fam, prefix;
+        const char *addr;
+        Py_ssize_t alen;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(obj, i), "iy#i", &fam, &addr, &alen, &prefix)) return -1;
+        if (alen > 16 || prefix < 0 || prefix > alen * 8) { PyErr_SetString(PyExc_ValueError, "bad net"); return -1; }
+        nets[i].family = fam == 6 ? AF_INET6 : AF_INET;
+        memset(nets[i].addr, 0, 16);
+        memcpy(nets[i].addr, addr, alen);
+        nets[i].prefix = prefix;
+        (*n)++;
+    }
+    return 0;
+}
+
+static int agg_init(Aggregator *a, PyObject *args, PyObject *kw) {
+    PyObject *fields, *states, *protos, *src, *dst;
+    long port;
+    if (!PyArg_ParseTuple(args, "O!OOlOO", &PyTuple_Type, &fields, &states, &protos, &port, &src, &dst)) return -1;
+    a->nfields = (int)PyTuple_GET_SIZE(fields);
+    if (a->nfields > NFIELDS) { PyErr_SetString(PyExc_ValueError, "too many fields"); return -1; }
+    for (int i = 0; i < a->nfields; i++) {
+        long f = PyLong_AsLong(PyTuple_GET_ITEM(fields, i));
+        if (f < 0 || f >= NFIELDS) { if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad field"); return -1; }
+        a->fields[i] = (int)f;
+    }
+    a->states = states == Py_None ? NULL : states;
+    a->protos = protos == Py_None ? NULL : protos;
+    Py_XINCREF(a->states);
+    Py_XINCREF(a->protos);
+    a->port = port;
+    if (parse_nets(src, a->src_nets, &a->nsrc) < 0 || parse_nets(dst, a->dst_nets, &a->ndst) < 0) return -1;
+    return 0;
+}
+
+static void agg_dealloc(Aggregator *a) {
+    for (size_t i = 0; i < a->nblocks; i++) free(a->blocks[i]);
+    free(a->blocks);
+    free(a->slots);
+    Py_XDECREF(a->states);
+    Py_XDECREF(a->protos);
+    Py_TYPE(a)->tp_free((PyObject *)a);
+}
+
+static PyObject *agg_get_matched(Aggregator *a, void *c) { return PyLong_FromLongLong(a->matched); }
+static PyObject *agg_get_total(Aggregator *a, void *c) { return PyLong_FromLongLong(a->total); }
+
+static PyMethodDef agg_methods[] = {
+    {"feed", (PyCFunction)agg_feed, METH_VARARGS, "feed(buf, skip_first_bad=False) -> (lines, bad_line)"},
+    {"result", (PyCFunction)agg_result, METH_NOARGS, "{(key, label): [count, opk, ob, rpk, rb]}"},
+    {"merge", (PyCFunction)agg_merge, METH_VARARGS, "merge(other, prefix=b'') adds other's counts, keys prefixed"},
+    {"top", (PyCFunction)agg_top, METH_VARARGS, "top(limit) -> (groups, rows)"},
+    {NULL}
+};
+
+static PyGetSetDef agg_getset[] = {
+    {"matched", (getter)agg_get_matched, NULL, "entries that passed the filters", NULL},
+    {"total", (getter)agg_get_total, NULL, "entries read", NULL},
+    {NULL}
+};
+
+static PyTypeObject AggregatorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ctdoctor._fastscan.Aggregator",
+    .tp_basicsize = sizeof(Aggregator),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)agg_init,
+    .tp_dealloc = (destructor)agg_dealloc,
+    .tp_methods = agg_methods,
+    .tp_getset = agg_getset,
+};
+
+static struct PyModuleDef mod = { PyModuleDef_HEAD_INIT, "_fastscan", "conntrack listing aggregator", -1, NULL };
+
+PyMODINIT_FUNC PyInit__fastscan(void) {
+    if (PyType_Ready(&AggregatorType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&mod);
+    if (!m) return NULL;
+    Py_INCREF(&AggregatorType);
+    PyModule_AddObject(m, "Aggregator", (PyObject *)&AggregatorType);
+    return m;
+}

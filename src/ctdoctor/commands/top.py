@@ -1,0 +1,208 @@
+"""ctdoctor top: who fills the table."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ctdoctor.commands.common import check_format, open_root
+from ctdoctor.errors import InputError, UsageError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--by", default="src", metavar="KEY[,KEY...]",
+                   help="group by: src, dst, sport, dport, pair, state, proto, zone, mark, netns, reply-src, "
+                        "reply-dst, l3 (default src)")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="rows to show (default 20; 0 = all)")
+    p.add_argument("--state", metavar="S[,S]", help="only entries in these states (TCP states, UNREPLIED, ASSURED, "
+                                                     "REPLIED, OFFLOAD)")
+    p.add_argument("--proto", metavar="P[,P]", help="only these protocols (tcp, udp, icmp, ...)")
+    p.add_argument("--src", metavar="CIDR[,CIDR]", help="only entries whose original source is in these networks")
+    p.add_argument("--dst", metavar="CIDR[,CIDR]", help="only entries whose original destination is in these networks")
+    p.add_argument("--port", type=int, metavar="N", help="only entries whose original sport or dport is N")
+    p.add_argument("--file", metavar="PATH|-", help="read a saved /proc/net/nf_conntrack or conntrack -L "
+                                                    "[-o extended|save] listing (plain or gzip; - for stdin)")
+    p.add_argument("--watch", type=float, metavar="N", help="redraw every N seconds (q or Ctrl-C to quit)")
+
+
+class Source:
+    def __init__(self, name, label, opener, state=None, tailed=False):
+        self.name, self.label, self.opener, self.state, self.tailed = name, label, opener, state, tailed
+
+
+def _sources(args):
+    if args.file:
+        if getattr(args, "root", None):
+            raise UsageError("--file and --root cannot be used together")
+        if getattr(args, "netns", None):
+            raise UsageError("--file and --netns cannot be used together (a saved listing has one netns)")
+        return [Source("file", "stdin" if args.file == "-" else args.file, None)], None
+    from ctdoctor import snapshot
+
+    root = open_root(args)
+    states, _ = snapshot.netns_states(root, getattr(args, "netns", None))
+    out = []
+    for st in states:
+        out.append(Source(st.name, None, st.open_entries, st))
+    return out, root
+
+
+def tally_all(args, query):
+    from ctdoctor.sources.entries import open_listing
+    from ctdoctor.top import SEP, Tally, tally_file, tally_stream
+
+    srcs, root = _sources(args)
+    combined = Tally(query)
+    header = []
+    for s in srcs:
+        if s.opener is None:  # --file
+            if s.label != "stdin" and os.path.isfile(s.label) and not _is_gzip(s.label):
+                t = tally_file(s.label, query)
+            else:
+                with open_listing(args.file) as f:
+                    t = tally_stream(f, query)
+            header.append({"netns": None, "source": s.label, "listed": t.total, "count": None, "max": None})
+        else:
+            got = s.opener()
+            if got is None:
+                if root is not None and root.is_live:
+                    got = _netlink_source(s)
+                if got is None:
+                    raise InputError(f"no entry listing for netns {s.name} in {root.label if root else '?'}"
+                                     " (collected with --no-entries, or a sosreport without the conntrack plugin)")
+            stream, label, tailed = got
+            with stream:
+                t = tally_stream(stream, query, skip_first_partial=tailed)
+            header.append({"netns": s.name, "source": label, "listed": t.total, "count": s.state.count,
+                           "max": s.state.max, "sample": bool(tailed) or (s.state.count is not None
+                                                                        and t.total < s.state.count * 0.5
+                                                                        and root is not None and not root.is_live)})
+        combined.merge(t, prefix=(s.name.encode() + SEP) if "netns" in query.by else b"")
+    return combined, header
+
+
+def _netlink_source(s):
+    try:
+        from ctdoctor.sources import ctnetlink
+    except ImportError:
+        return None
+    return ctnetlink.listing_source(s.state)
+
+
+def _is_gzip(path):
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def build_doc(args, query):
+    from ctdoctor.top import rows
+
+    tally, header = tally_all(args, query)
+    limit = args.limit if args.limit and args.limit > 0 else None
+    groups, top_rows = rows(tally, query, limit)
+    doc = {
+        "schema": 1,
+        "source": header[0]["source"] if len(header) == 1 else [h["source"] for h in header],
+        "netns": header[0]["netns"] if len(header) == 1 else "all",
+        "by": query.by,
+        "total": tally.total,
+        "matched": tally.matched,
+        "count": header[0]["count"] if len(header) == 1 else sum(h["count"] or 0 for h in header),
+        "max": header[0]["max"] if header else None,
+        "accounting": tally.accounting,
+        "namespaces": header,
+        "groups": groups,
+        "rows": top_rows,
+    }
+    return doc
+
+
+def run(args) -> int:
+    fmt = check_format(args, ("text", "json", "csv"))
+    from ctdoctor.top import parse_query
+
+    query = parse_query(args.by, args.state, args.proto, args.port, args.src, args.dst)
+    if args.limit is not None and args.limit < 0:
+        raise UsageError("--limit must be >= 0")
+    if args.watch is not None:
+        if args.watch <= 0:
+            raise UsageError("--watch needs a positive number of seconds")
+        if fmt != "text":
+            raise UsageError("--watch works with --format text only")
+        if args.file:
+            raise UsageError("--watch needs a live table, not --file")
+        return _watch(args, query)
+    doc = build_doc(args, query)
+    if fmt == "json":
+        from ctdoctor.render.jsonout import emit
+
+        emit(doc)
+    elif fmt == "csv":
+        from ctdoctor.render.top_text import write_csv
+
+        write_csv(doc, sys.stdout)
+    else:
+        from rich.console import Console
+
+        from ctdoctor.render.top_text import render
+
+        Console().print(render(doc))
+    return 0
+
+
+def _watch(args, query) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from ctdoctor.render.top_text import render
+
+    console = Console()
+    prev = None
+    with _Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
+        try:
+            while True:
+                doc = build_doc(args, query)
+                live.update(render(doc, prev), refresh=True)
+                prev = {tuple(r["key"].items()): r["count"] for r in doc["rows"]}
+                if keys.wait_for_quit(args.watch):
+                    break
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+class _Keys:
+    """Reads 'q' from a terminal without waiting for Enter; a no-op when stdin is not a tty."""
+
+    def __enter__(self):
+        self.old = None
+        if sys.stdin.isatty():
+            import termios
+            import tty
+
+            self.fd = sys.stdin.fileno()
+            self.old = termios.tcgetattr(self.fd)
+            tty.setcbreak(self.fd)
+        return self
+
+    def wait_for_quit(self, seconds: float) -> bool:
+        import select
+
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if self.old is None:
+                time.sleep(left)
+                return False
+            r, _, _ = select.select([sys.stdin], [], [], left)
+            if r and sys.stdin.read(1) in ("q", "Q"):
+                return True
+
+    def __exit__(self, *a):
+        if self.old is not None:
+            import termios
+
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.old)

@@ -1,0 +1,530 @@
+"""Who fills the table: stream a listing, aggregate by keys, never hold one object per entry.
+
+Two aggregators with one interface and identical results: the C one
+(``ctdoctor._fastscan``, built when a compiler is there) and ``PyAggregator``
+(pure Python, on ``entries.parse_line``). ``CTDOCTOR_NO_ACCEL=1`` forces the
+pure-Python one. Big files are split at line boundaries across processes;
+streams (live /proc through a netns pipe, stdin, gzip) are read in a thread
+while the C scanner, which releases the GIL, parses the previous chunk.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from ctdoctor.errors import InputError, UsageError
+from ctdoctor.sources.entries import EntryParseError, NOISE_RE, parse_line, parse_save_line
+
+# field ids shared with _fastscan.c
+F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC, F_RDST, F_L3 = range(11)
+KEYS = {
+    "src": (F_SRC,), "dst": (F_DST,), "sport": (F_SPORT,), "dport": (F_DPORT,), "pair": (F_SRC, F_DST, F_DPORT),
+    "state": (F_STATE,), "proto": (F_PROTO,), "zone": (F_ZONE,), "mark": (F_MARK,),
+    "reply-src": (F_RSRC,), "reply-dst": (F_RDST,), "l3": (F_L3,), "netns": (),
+}
+CHUNK = 4 << 20
+SEP = b"\x1f"
+
+
+def label(e) -> str:
+    """The state shown in a row's mix: the protocol state, else what the flags say."""
+    if e.state:
+        return e.state
+    if e.offload:
+        return e.offload
+    if e.unreplied:
+        return "UNREPLIED"
+    if e.assured:
+        return "ASSURED"
+    return "REPLIED"
+
+
+class PyAggregator:
+    """Pure-Python twin of ``_fastscan.Aggregator``."""
+
+    def __init__(self, fields, states, protos, port, src_nets, dst_nets):
+        self.fields = fields
+        self.states = set(states) if states is not None else None
+        self.protos = set(protos) if protos is not None else None
+        self.port = port
+        self.src_nets = [_net(n) for n in src_nets] if src_nets else None
+        self.dst_nets = [_net(n) for n in dst_nets] if dst_nets else None
+        self.acc: dict = {}
+        self.matched = self.total = 0
+
+    def _value(self, e, f, lab):
+        if f == F_SRC:
+            return e.orig.src
+        if f == F_DST:
+            return e.orig.dst
+        if f == F_RSRC:
+            return e.reply.src
+        if f == F_RDST:
+            return e.reply.dst
+        if f == F_SPORT:
+            return "" if e.orig.sport is None else str(e.orig.sport)
+        if f == F_DPORT:
+            return "" if e.orig.dport is None else str(e.orig.dport)
+        if f == F_STATE:
+            return lab
+        if f == F_PROTO:
+            return e.proto
+        if f == F_ZONE:
+            return str(e.zone if e.zone is not None else 0)
+        if f == F_MARK:
+            return str(e.mark if e.mark is not None else 0)
+        if f == F_L3:
+            return e.l3
+        return ""
+
+    def feed(self, buf: bytes, skip_first_bad: bool = False):
+        lines = buf.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        first = True
+        n = 0
+        for n, raw in enumerate(lines, 1):
+            ln = raw.decode("utf-8", "replace").strip()
+            if not ln:
+                continue
+            try:
+                e = parse_save_line(ln) if ln.startswith(("-A ", "-I ")) else parse_line(ln)
+            except EntryParseError:
+                if first and skip_first_bad:
+                    first = False
+                    continue
+                return n, n
+            first = False
+            self._take(e)
+        return n, 0
+
+    def _take(self, e) -> None:
+        self.total += 1
+        lab = label(e)
+        if self.protos is not None and e.proto.encode() not in self.protos:
+            return
+        if self.states is not None:
+            if not (lab.encode() in self.states or (e.unreplied and b"UNREPLIED" in self.states)
+                    or (e.assured and b"ASSURED" in self.states)):
+                return
+        if self.port >= 0 and self.port not in (e.orig.sport, e.orig.dport):
+            return
+        if self.src_nets is not None and not _in(e.orig.src, self.src_nets):
+            return
+        if self.dst_nets is not None and not _in(e.orig.dst, self.dst_nets):
+            return
+        self.matched += 1
+        key = SEP.join(self._value(e, f, lab).encode() for f in self.fields)
+        k = (key, lab.encode())
+        v = self.acc.get(k)
+        o, r = e.orig, e.reply
+        if v is None:
+            self.acc[k] = [1, o.packets or 0, o.bytes or 0, r.packets or 0, r.bytes or 0]
+        else:
+            v[0] += 1
+            v[1] += o.packets or 0
+            v[2] += o.bytes or 0
+            v[3] += r.packets or 0
+            v[4] += r.bytes or 0
+
+    def result(self):
+        return self.acc
+
+    def merge(self, other, prefix: bytes = b"") -> None:
+        for (k, lab), v in other.result().items():
+            key = (prefix + k, lab)
+            cur = self.acc.get(key)
+            if cur is None:
+                self.acc[key] = list(v)
+            else:
+                for i in range(5):
+                    cur[i] += v[i]
+        self.matched += other.matched
+        self.total += other.total
+
+    def top(self, limit: int):
+        """(groups, [(key, count, opk, ob, rpk, rb, {label: count})]) by count, then key bytes."""
+        groups: dict[bytes, list] = {}
+        for (k, lab), (cnt, opk, ob, rpk, rb) in self.acc.items():
+            g = groups.get(k)
+            if g is None:
+                g = groups[k] = [0, 0, 0, 0, 0, {}]
+            g[0] += cnt
+            g[1] += opk
+            g[2] += ob
+            g[3] += rpk
+            g[4] += rb
+            g[5][lab] = g[5].get(lab, 0) + cnt
+        order = sorted(groups.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        if limit > 0:
+            order = order[:limit]
+        return len(groups), [(k, *g) for k, g in order]
+
+
+def _net(t):
+    fam, packed, prefix = t
+    return ipaddress.ip_network((packed, prefix)) if fam == 4 else ipaddress.ip_network((packed, prefix))
+
+
+def _in(addr: str, nets) -> bool:
+    try:
+        a = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(a.version == n.version and a in n for n in nets)
+
+
+def accelerated() -> bool:
+    if os.environ.get("CTDOCTOR_NO_ACCEL"):
+        return False
+    try:
+        from ctdoctor import _fastscan  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---- the query ----------------------------------------------------------------------
+
+
+@dataclass
+class Query:
+    by: list[str]
+    states: list[str] | None = None
+    protos: list[str] | None = None
+    port: int = -1
+    src: list[str] | None = None
+    dst: list[str] | None = None
+
+    def fields(self) -> tuple[int, ...]:
+        out: list[int] = []
+        for k in self.by:
+            out.extend(KEYS[k])
+        return tuple(out)
+
+    def args(self):
+        def nets(cidrs):
+            if not cidrs:
+                return None
+            out = []
+            for c in cidrs:
+                n = ipaddress.ip_network(c, strict=False)
+                out.append((n.version, n.network_address.packed, n.prefixlen))
+            return tuple(out)
+
+        return (self.fields(),
+                tuple(s.encode() for s in self.states) if self.states else None,
+                tuple(p.encode() for p in self.protos) if self.protos else None,
+                self.port, nets(self.src), nets(self.dst))
+
+    def aggregator(self, force_python: bool = False):
+        if not force_python and accelerated():
+            from ctdoctor._fastscan import Aggregator
+
+            return Aggregator(*self.args())
+        return PyAggregator(*self.args())
+
+
+def parse_query(by: str, state: str | None, proto: str | None, port: int | None, src: str | None,
+                dst: str | None) -> Query:
+    keys = [k.strip() for k in by.split(",") if k.strip()]
+    if not keys:
+        raise UsageError("--by needs at least one key")
+    for k in keys:
+        if k not in KEYS:
+            raise UsageError(f"--by {k}: unknown key (use: {', '.join(KEYS)})")
+    if len(keys) != len(set(keys)):
+        raise UsageError("--by: a key is given twice")
+    q = Query(keys)
+    if state:
+        q.states = [s.strip().upper() for s in state.split(",") if s.strip()]
+    if proto:
+        q.protos = [p.strip().lower() for p in proto.split(",") if p.strip()]
+    if port is not None:
+        if not 0 <= port <= 65535:
+            raise UsageError("--port must be 0..65535")
+        q.port = port
+    for name, val in (("src", src), ("dst", dst)):
+        if val:
+            cidrs = [c.strip() for c in val.split(",") if c.strip()]
+            for c in cidrs:
+                try:
+                    ipaddress.ip_network(c, strict=False)
+                except ValueError:
+                    raise UsageError(f"--{name} {c}: not an address or CIDR") from None
+            setattr(q, name, cidrs)
+    return q
+
+
+# ---- feeding ------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What one or more listings gave: an aggregator plus line and accounting facts."""
+
+    query: Query
+    agg: object = None
+    lines: int = 0
+    accounting: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.agg.total if self.agg is not None else 0
+
+    @property
+    def matched(self) -> int:
+        return self.agg.matched if self.agg is not None else 0
+
+    def merge(self, other: "Tally", prefix: bytes = b"") -> None:
+        if other.agg is None:
+            return
+        py = isinstance(other.agg, PyAggregator) or isinstance(self.agg, PyAggregator)
+        if self.agg is None and not prefix:
+            self.agg = other.agg  # adopt it: no copy
+            self.lines += other.lines
+            self.accounting = other.accounting
+            return
+        if self.agg is None:
+            self.agg = self.query.aggregator(force_python=py)
+        elif py and not isinstance(self.agg, PyAggregator):
+            # one listing needed the Python parser (save format): continue in Python
+            converted = self.query.aggregator(force_python=True)
+            converted.merge(self.agg)
+            self.agg = converted
+        self.agg.merge(other.agg, prefix)
+        self.lines += other.lines
+        self.accounting = self.accounting or other.accounting
+
+
+class _Noise:
+    """Removes conntrack-tools/sysctl stderr lines that sosreport merged into a listing,
+    rejoining an entry split by them; keeps line numbers (a removed line becomes empty)."""
+
+    def __init__(self):
+        self.carry = b""
+
+    def clean(self, chunk: bytes) -> bytes:
+        if self.carry:
+            nl = chunk.find(b"\n")
+            head = chunk if nl < 0 else chunk[:nl]
+            chunk = self.carry + head + b"\n" + (b"" if nl < 0 else chunk[nl:])
+            self.carry = b""
+        if b"(conntrack-tools)" not in chunk and b"nfct_labelmap" not in chunk:
+            return chunk
+        out = []
+        lines = chunk.split(b"\n")
+        i = 0
+        while i < len(lines):
+            ln = lines[i]
+            if b"(conntrack-tools)" in ln or b"nfct_labelmap" in ln:
+                cleaned = NOISE_RE.sub("", ln.decode("utf-8", "replace")).encode()
+                if cleaned.strip():
+                    if i + 1 < len(lines):
+                        out.append(cleaned + lines[i + 1])
+                        out.append(b"")
+                        i += 2
+                        continue
+                    self.carry = cleaned  # the continuation is in the next chunk
+                    i += 1
+                    continue
+                out.append(b"")
+            else:
+                out.append(ln)
+            i += 1
+        return b"\n".join(out)
+
+
+def _chunks(f, size=CHUNK):
+    rest = b""
+    while True:
+        try:
+            data = f.read(size)
+        except (OSError, EOFError) as e:
+            raise InputError(f"listing is truncated or corrupt ({e})") from None
+        if not data:
+            break
+        data = rest + data
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            rest = data
+            if len(rest) > 64 << 20:
+                raise InputError("listing has a line longer than 64 MiB: not a conntrack listing")
+            continue
+        yield data[:cut]
+        rest = data[cut:]
+    if rest:
+        yield rest + b"\n"
+
+
+def _check_text(chunk: bytes, first_line_no: int) -> None:
+    if b"\x00" in chunk:
+        n = first_line_no + chunk[: chunk.index(b"\x00")].count(b"\n")
+        raise InputError(f"line {n}: binary data, not a conntrack listing")
+
+
+def tally_stream(f, query: Query, *, skip_first_partial: bool = False, force_python: bool = False) -> Tally:
+    """Aggregate a binary stream; a reader thread keeps the next chunk coming while this one is parsed."""
+    agg = query.aggregator(force_python)
+    q: queue.Queue = queue.Queue(maxsize=4)
+    err: list = []
+
+    def reader():
+        try:
+            for c in _chunks(f):
+                q.put(c)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            err.append(e)
+        q.put(None)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    noise = _Noise()
+    line_base = 0
+    first = True
+    save_format = None
+    acct = False
+    while True:
+        c = q.get()
+        if c is None:
+            break
+        _check_text(c, line_base + 1)
+        c = noise.clean(c)
+        if save_format is None:
+            head = c.lstrip()[:3]
+            save_format = head in (b"-A ", b"-I ")
+            if save_format and not isinstance(agg, PyAggregator):
+                agg = query.aggregator(force_python=True)
+        if not acct and b"packets=" in c:
+            acct = True
+        lines, bad = agg.feed(c, first and skip_first_partial)
+        first = False
+        if bad:
+            ln = c.split(b"\n")[bad - 1].decode("utf-8", "replace").strip()
+            raise InputError(f"line {line_base + bad}: not a conntrack entry: {ln[:80]!r}")
+        line_base += lines
+    t.join()
+    if err:
+        e = err[0]
+        if isinstance(e, InputError):
+            raise e
+        raise InputError(f"reading the listing failed: {e}")
+    return Tally(query, agg, line_base, acct)
+
+
+def _tally_range(path: str, start: int, end: int, query: Query, force_python: bool):
+    """Aggregate the lines that start in [start, end) of a file. Returns (tally, bad line, kind)."""
+    agg = query.aggregator(force_python)
+    with open(path, "rb") as f:
+        if start:
+            f.seek(start - 1)
+            if f.read(1) != b"\n":
+                f.readline()
+        pos = f.tell()
+        lines = 0
+        acct = False
+        while pos < end:
+            data = f.read(min(CHUNK, end - pos))
+            if not data:
+                break
+            pos += len(data)
+            if not data.endswith(b"\n"):
+                data += f.readline()  # finish the line that started inside the range
+                pos = f.tell()
+            if b"\x00" in data:
+                return Tally(query, None, lines), lines + data[: data.index(b"\x00")].count(b"\n") + 1, "binary"
+            if b"(conntrack-tools)" in data or b"nfct_labelmap" in data:
+                return Tally(query, None, lines), 0, "noise"
+            acct = acct or b"packets=" in data
+            n, bad = agg.feed(data, False)
+            if bad:
+                return Tally(query, None, lines), lines + bad, "bad"
+            lines += n
+    return Tally(query, agg, lines, acct), 0, None
+
+
+def tally_file(path: str, query: Query, *, workers: int | None = None, force_python: bool = False) -> Tally:
+    """Aggregate a plain file: ranges split at line boundaries, one thread each
+    (the C scanner and file reads release the GIL, so they run in parallel)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    workers = workers or min(os.cpu_count() or 1, 8)
+    if head.lstrip()[:3] in (b"-A ", b"-I ") or size < (8 << 20) or workers < 2 or \
+            force_python or not accelerated():
+        with open(path, "rb") as f:
+            return tally_stream(f, query, force_python=force_python or head.lstrip()[:3] in (b"-A ", b"-I "))
+    bounds = [size * i // workers for i in range(workers + 1)]
+    parts: list = [None] * workers
+
+    def work(i):
+        parts[i] = _tally_range(path, bounds[i], bounds[i + 1], query, force_python)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total = Tally(query)
+    base = 0
+    for tally, bad_line, kind in parts:
+        if kind == "noise":
+            with open(path, "rb") as f:
+                return tally_stream(f, query, force_python=force_python)
+        if kind == "binary":
+            raise InputError(f"line {base + bad_line}: binary data, not a conntrack listing")
+        if kind == "bad":
+            with open(path, "rb") as f:
+                for _ in range(base + bad_line - 1):
+                    f.readline()
+                ln = f.readline().decode("utf-8", "replace").strip()
+            raise InputError(f"line {base + bad_line}: not a conntrack entry: {ln[:80]!r}")
+        total.merge(tally)
+        base += tally.lines
+    return total
+
+
+# ---- rows ----------------------------------------------------------------------------------
+
+
+def rows(tally: Tally, query: Query, limit: int | None) -> tuple[int, list[dict]]:
+    """(number of groups, rows): key, count, share of the listed total, state mix, packets/bytes."""
+    if tally.agg is None:
+        return 0, []
+    groups, top = tally.agg.top(limit or 0)
+    total = tally.total or 1
+    out = []
+    for k, cnt, opk, ob, rpk, rb, labels in top:
+        ns = None
+        if "netns" in query.by:  # merged with the netns name in front
+            ns_b, _, k = k.partition(SEP)
+            ns = ns_b.decode()
+        vals = [v.decode("utf-8", "replace") for v in k.split(SEP)] if query.fields() else []
+        row = {"key": _key_dict(query, vals, ns), "count": cnt, "share": round(cnt / total, 6),
+               "states": {lab.decode(): n for lab, n in sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))}}
+        if tally.accounting:
+            row["packets"], row["bytes"] = opk + rpk, ob + rb
+        out.append(row)
+    return groups, out
+
+
+def _key_dict(query: Query, vals: list[str], ns: str | None = None) -> dict:
+    key: dict = {}
+    i = 0
+    for k in query.by:
+        n = len(KEYS[k])
+        part = vals[i:i + n]
+        i += n
+        if k == "pair":
+            key["pair"] = f"{part[0]}→{part[1]}" + (f":{part[2]}" if part[2] else "")
+        elif k == "netns":
+            key["netns"] = ns
+        elif k in ("sport", "dport", "zone", "mark"):
+            key[k] = int(part[0]) if part[0] else None
+        else:
+            key[k] = part[0]
+    return key
