@@ -22,6 +22,10 @@
 #include <arpa/inet.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <errno.h>
+#include <sys/socket.h>
 
 enum { F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC, F_RDST, F_L3, NFIELDS };
 
@@ -30,7 +34,7 @@ typedef struct { const char *p; Py_ssize_t n; } span;
 typedef struct {
     span l3, proto, state, src, dst, sport, dport, rsrc, rdst, mark, zone;
     int unreplied, assured, offload, hw_offload;
-    long long opk, ob, rpk, rb;
+    unsigned long long opk, ob, rpk, rb;
     int acct;
 } entry;
 
@@ -39,7 +43,8 @@ typedef struct {
     uint32_t klen, llen;
     uint64_t hash;      /* of key and label */
     uint64_t khash;     /* of the key alone */
-    long long count, opk, ob, rpk, rb;
+    long long count;
+    unsigned long long opk, ob, rpk, rb;
 } slot;
 
 typedef struct {
@@ -51,8 +56,10 @@ typedef struct {
     long port;
     int nsrc, ndst;
     struct net { int family; unsigned char addr[16]; int prefix; } src_nets[64], dst_nets[64];
-    slot *slots;
-    size_t cap, used;
+    slot *slots;        /* records, dense: used of rcap */
+    size_t rcap, used;
+    uint32_t *index;    /* open addressing: record number + 1, 0 = empty; cap entries */
+    size_t cap;
     char **blocks;      /* arena for key bytes: freed all at once */
     size_t nblocks, bused, bcap;
     long long matched, total;
@@ -87,8 +94,8 @@ static int is_alnum_tok(const char *p, Py_ssize_t n) {
     return 1;
 }
 
-static long long to_ll(span s) {
-    long long v = 0;
+static unsigned long long to_ll(span s) {
+    unsigned long long v = 0;
     for (Py_ssize_t i = 0; i < s.n; i++) v = v * 10 + (s.p[i] - '0');
     return v;
 }
@@ -140,7 +147,8 @@ static int parse_line(const char *p, const char *end, entry *e) {
         while (q < end && *q == ' ') q++;
         if (q >= end) break;
         const char *s = q;
-        while (q < end && *q != ' ') q++;
+        const char *sp = memchr(q, ' ', end - q);  /* SIMD scan: faster than a byte loop here */
+        q = sp ? sp : end;
         Py_ssize_t n = q - s;
         if (s[0] == '[') {
             if (n == 11 && memcmp(s, "[UNREPLIED]", 11) == 0) { e->unreplied = 1; continue; }
@@ -202,8 +210,10 @@ static int parse_line(const char *p, const char *end, entry *e) {
         }
         /* other keys: kept aside by the Python parser, ignored here */
     }
-    if (tuple != 1 || e->dst.n == 0 || e->rdst.n == 0) return -1;
-    if (!valid_addr(e->src) || !valid_addr(e->dst) || !valid_addr(e->rsrc) || !valid_addr(e->rdst)) return -1;
+    if (tuple != 1 || e->dst.n == 0 || e->rdst.n == 0 || e->src.n == 0 || e->rsrc.n == 0) return -1;
+    /* IPv6 addresses must parse; an "ipv4" line has none, so skip the look */
+    if (!(e->l3.n == 4 && memcmp(e->l3.p, "ipv4", 4) == 0) &&
+        (!valid_addr(e->src) || !valid_addr(e->dst) || !valid_addr(e->rsrc) || !valid_addr(e->rdst))) return -1;
     return 0;
 }
 
@@ -287,31 +297,44 @@ static char *arena_alloc(void *ap, size_t n) {
 
 static int grow(Aggregator *a) {
     size_t ncap = a->cap ? a->cap * 2 : 4096;
-    slot *ns = calloc(ncap, sizeof(slot));
-    if (!ns) return -1;
-    for (size_t i = 0; i < a->cap; i++) {
-        if (!a->slots[i].key) continue;
+    uint32_t *ni = calloc(ncap, sizeof(uint32_t));
+    if (!ni) return -1;
+    for (size_t i = 0; i < a->used; i++) {
         size_t j = a->slots[i].hash & (ncap - 1);
-        while (ns[j].key) j = (j + 1) & (ncap - 1);
-        ns[j] = a->slots[i];
+        while (ni[j]) j = (j + 1) & (ncap - 1);
+        ni[j] = (uint32_t)(i + 1);
     }
-    free(a->slots);
-    a->slots = ns;
+    free(a->index);
+    a->index = ni;
     a->cap = ncap;
     return 0;
+}
+
+/* a new record at the end of the dense array; returns NULL on no memory */
+static slot *new_record(Aggregator *a, size_t j) {
+    if (a->used == a->rcap) {
+        size_t nr = a->rcap ? a->rcap + a->rcap / 2 : 4096;
+        slot *ns = realloc(a->slots, nr * sizeof(slot));
+        if (!ns) return NULL;
+        a->slots = ns;
+        a->rcap = nr;
+    }
+    a->index[j] = (uint32_t)(a->used + 1);
+    return &a->slots[a->used++];
 }
 
 #define FNV0 1469598103934665603ULL
 
 static int add_counts(Aggregator *a, const char *pre, size_t plen, const char *key, size_t klen, span label,
-                      long long cnt, long long opk, long long ob, long long rpk, long long rb) {
+                      long long cnt, unsigned long long opk, unsigned long long ob, unsigned long long rpk,
+                      unsigned long long rb) {
     if ((a->used + 1) * 10 >= a->cap * 7 && grow(a) < 0) return -1;
     uint64_t kh = fnv(key, klen, fnv(pre, plen, FNV0));
     uint64_t h = fnv(label.p, label.n, kh);
     size_t tl = plen + klen;
     size_t j = h & (a->cap - 1);
-    while (a->slots[j].key) {
-        slot *s = &a->slots[j];
+    while (a->index[j]) {
+        slot *s = &a->slots[a->index[j] - 1];
         if (s->hash == h && s->klen == tl && s->llen == (uint32_t)label.n && memcmp(s->key, pre, plen) == 0 &&
             memcmp(s->key + plen, key, klen) == 0 && memcmp(s->key + tl, label.p, label.n) == 0) {
             s->count += cnt; s->opk += opk; s->ob += ob; s->rpk += rpk; s->rb += rb;
@@ -319,7 +342,8 @@ static int add_counts(Aggregator *a, const char *pre, size_t plen, const char *k
         }
         j = (j + 1) & (a->cap - 1);
     }
-    slot *s = &a->slots[j];
+    slot *s = new_record(a, j);
+    if (!s) return -1;
     s->key = arena_alloc(a, tl + label.n + 1);
     if (!s->key) return -1;
     memcpy(s->key, pre, plen);
@@ -327,7 +351,6 @@ static int add_counts(Aggregator *a, const char *pre, size_t plen, const char *k
     memcpy(s->key + tl, label.p, label.n);
     s->klen = (uint32_t)tl; s->llen = (uint32_t)label.n; s->hash = h; s->khash = kh;
     s->count = cnt; s->opk = opk; s->ob = ob; s->rpk = rpk; s->rb = rb;
-    a->used++;
     return 0;
 }
 
@@ -336,8 +359,8 @@ static int add(Aggregator *a, const char *key, size_t klen, span label, entry *e
     uint64_t kh = fnv(key, klen, FNV0);
     uint64_t h = fnv(label.p, label.n, kh);
     size_t j = h & (a->cap - 1);
-    while (a->slots[j].key) {
-        slot *s = &a->slots[j];
+    while (a->index[j]) {
+        slot *s = &a->slots[a->index[j] - 1];
         if (s->hash == h && s->klen == klen && s->llen == (uint32_t)label.n &&
             memcmp(s->key, key, klen) == 0 && memcmp(s->key + klen, label.p, label.n) == 0) {
             s->count++; s->opk += e->opk; s->ob += e->ob; s->rpk += e->rpk; s->rb += e->rb;
@@ -345,14 +368,14 @@ static int add(Aggregator *a, const char *key, size_t klen, span label, entry *e
         }
         j = (j + 1) & (a->cap - 1);
     }
-    slot *s = &a->slots[j];
+    slot *s = new_record(a, j);
+    if (!s) return -1;
     s->key = arena_alloc(a, klen + label.n + 1);
     if (!s->key) return -1;
     memcpy(s->key, key, klen);
     memcpy(s->key + klen, label.p, label.n);
     s->klen = (uint32_t)klen; s->llen = (uint32_t)label.n; s->hash = h; s->khash = kh;
     s->count = 1; s->opk = e->opk; s->ob = e->ob; s->rpk = e->rpk; s->rb = e->rb;
-    a->used++;
     return 0;
 }
 
@@ -438,11 +461,10 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args) {
 static PyObject *agg_result(Aggregator *a, PyObject *noargs) {
     PyObject *d = PyDict_New();
     if (!d) return NULL;
-    for (size_t i = 0; i < a->cap; i++) {
+    for (size_t i = 0; i < a->used; i++) {
         slot *s = &a->slots[i];
-        if (!s->key) continue;
         PyObject *k = Py_BuildValue("(y#y#)", s->key, (Py_ssize_t)s->klen, s->key + s->klen, (Py_ssize_t)s->llen);
-        PyObject *v = Py_BuildValue("[LLLLL]", s->count, s->opk, s->ob, s->rpk, s->rb);
+        PyObject *v = Py_BuildValue("[LKKKK]", s->count, s->opk, s->ob, s->rpk, s->rb);
         if (!k || !v || PyDict_SetItem(d, k, v) < 0) { Py_XDECREF(k); Py_XDECREF(v); Py_DECREF(d); return NULL; }
         Py_DECREF(k); Py_DECREF(v);
     }
@@ -457,9 +479,8 @@ static PyObject *agg_merge(Aggregator *a, PyObject *args) {
     Py_ssize_t plen = 0;
     if (!PyArg_ParseTuple(args, "O!|y#", &AggregatorType, &o, &pre, &plen)) return NULL;
     Aggregator *b = (Aggregator *)o;
-    for (size_t i = 0; i < b->cap; i++) {
+    for (size_t i = 0; i < b->used; i++) {
         slot *s = &b->slots[i];
-        if (!s->key) continue;
         span lab = { s->key + s->klen, s->llen };
         if (add_counts(a, pre, plen, s->key, s->klen, lab, s->count, s->opk, s->ob, s->rpk, s->rb) < 0)
             return PyErr_NoMemory();
@@ -469,7 +490,7 @@ static PyObject *agg_merge(Aggregator *a, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-typedef struct { size_t first; long long count, opk, ob, rpk, rb; long rank; } group;
+typedef struct { size_t first; long long count; unsigned long long opk, ob, rpk, rb; long rank; } group;
 
 static Aggregator *sort_ctx;
 static group *sort_groups;
@@ -507,9 +528,8 @@ static PyObject *agg_top(Aggregator *a, PyObject *args) {
     size_t ng = 0;
     if (!tab || !gs) { free(tab); free(gs); return PyErr_NoMemory(); }
     memset(tab, 0xff, tcap * sizeof(size_t));
-    for (size_t i = 0; i < a->cap; i++) {
+    for (size_t i = 0; i < a->used; i++) {
         slot *s = &a->slots[i];
-        if (!s->key) continue;
         size_t before = ng;
         size_t g = find_group(a, gs, tab, tcap, s, 0, &ng);
         if (g == (size_t)-1) {
@@ -557,9 +577,8 @@ static PyObject *agg_top(Aggregator *a, PyObject *args) {
     PyObject **labels = calloc(n + 1, sizeof(PyObject *));
     if (!rows || !labels) { free(tab); free(gs); free(order); Py_XDECREF(rows); free(labels); return PyErr_NoMemory(); }
     for (size_t r = 0; r < n; r++) { gs[order[r]].rank = (long)r; labels[r] = PyDict_New(); }
-    for (size_t i = 0; i < a->cap; i++) {
+    for (size_t i = 0; i < a->used; i++) {
         slot *s = &a->slots[i];
-        if (!s->key) continue;
         size_t g = find_group(a, gs, tab, tcap, s, 0, &ng);
         if (gs[g].rank < 0) continue;
         PyObject *k = PyBytes_FromStringAndSize(s->key + s->klen, s->llen);
@@ -570,7 +589,7 @@ static PyObject *agg_top(Aggregator *a, PyObject *args) {
     for (size_t r = 0; r < n; r++) {
         group *g = &gs[order[r]];
         slot *f = &a->slots[g->first];
-        PyObject *row = Py_BuildValue("(y#LLLLLN)", f->key, (Py_ssize_t)f->klen, g->count, g->opk, g->ob, g->rpk,
+        PyObject *row = Py_BuildValue("(y#LKKKKN)", f->key, (Py_ssize_t)f->klen, g->count, g->opk, g->ob, g->rpk,
                                       g->rb, labels[r]);
         PyList_SET_ITEM(rows, r, row);
     }
@@ -626,6 +645,7 @@ static void agg_dealloc(Aggregator *a) {
     for (size_t i = 0; i < a->nblocks; i++) free(a->blocks[i]);
     free(a->blocks);
     free(a->slots);
+    free(a->index);
     Py_XDECREF(a->states);
     Py_XDECREF(a->protos);
     Py_TYPE(a)->tp_free((PyObject *)a);
@@ -660,7 +680,185 @@ static PyTypeObject AggregatorType = {
     .tp_getset = agg_getset,
 };
 
-static struct PyModuleDef mod = { PyModuleDef_HEAD_INIT, "_fastscan", "conntrack listing aggregator", -1, NULL };
+/* ---- ctnetlink dump -> listing lines (as ctnetlink.decode_entry + entries.format_entry "extended") ---- */
+
+typedef struct { const unsigned char *p; int n; } nla;
+
+static void nla_parse(const unsigned char *p, int len, nla *out, int max) {
+    for (int i = 0; i < max; i++) { out[i].p = NULL; out[i].n = 0; }
+    int off = 0;
+    while (off + 4 <= len) {
+        uint16_t l, t;
+        memcpy(&l, p + off, 2); memcpy(&t, p + off + 2, 2);
+        if (l < 4 || off + l > len) break;
+        t &= 0x3fff;
+        if (t < max) { out[t].p = p + off + 4; out[t].n = l - 4; }
+        off += (l + 3) & ~3;
+    }
+}
+
+static unsigned be16(const unsigned char *p) { return (p[0] << 8) | p[1]; }
+static unsigned long be32(const unsigned char *p) {
+    return ((unsigned long)p[0] << 24) | ((unsigned long)p[1] << 16) | ((unsigned long)p[2] << 8) | p[3];
+}
+static unsigned long long be64(const unsigned char *p) {
+    return ((unsigned long long)be32(p) << 32) | be32(p + 4);
+}
+
+typedef struct { char buf[512]; size_t n; } sbuf;
+static void sb_add(sbuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(b->buf + b->n, sizeof(b->buf) - b->n, fmt, ap);
+    va_end(ap);
+    if (w > 0) b->n += (size_t)w < sizeof(b->buf) - b->n ? (size_t)w : sizeof(b->buf) - b->n - 1;
+}
+
+static const char *TCPS[] = {"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
+                             "TIME_WAIT", "CLOSE", "SYN_SENT2"};
+static const char *SCTPS[] = {"NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
+                              "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED"};
+static const char *DCCPS[] = {"NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT",
+                              "IGNORE", "INVALID"};
+
+static const char *proto_name(int n) {
+    switch (n) {
+    case 1: return "icmp"; case 6: return "tcp"; case 17: return "udp"; case 33: return "dccp";
+    case 47: return "gre"; case 58: return "icmpv6"; case 132: return "sctp"; case 136: return "udplite";
+    }
+    return "unknown";
+}
+
+/* one tuple: "src=.. dst=.. " + ports/icmp/gre; returns protonum or -1 */
+static int put_tuple(sbuf *b, nla t, int *zone) {
+    nla a[8], ip[8], pr[16];
+    nla_parse(t.p, t.n, a, 8);
+    *zone = -1;
+    if (!a[1].p) return -1;
+    nla_parse(a[1].p, a[1].n, ip, 8);
+    char s[64], d[64];
+    if (ip[1].p && ip[2].p && ip[1].n == 4 && ip[2].n == 4) {
+        inet_ntop(AF_INET, ip[1].p, s, sizeof s); inet_ntop(AF_INET, ip[2].p, d, sizeof d);
+    } else if (ip[3].p && ip[4].p && ip[3].n == 16 && ip[4].n == 16) {
+        inet_ntop(AF_INET6, ip[3].p, s, sizeof s); inet_ntop(AF_INET6, ip[4].p, d, sizeof d);
+    } else return -1;
+    sb_add(b, "src=%s dst=%s ", s, d);
+    int proto = 0;
+    if (a[2].p) {
+        nla_parse(a[2].p, a[2].n, pr, 16);
+        if (pr[1].p) proto = pr[1].p[0];
+        if (proto == 6 || proto == 17 || proto == 136 || proto == 33 || proto == 132) {
+            if (pr[2].p && pr[3].p) sb_add(b, "sport=%u dport=%u ", be16(pr[2].p), be16(pr[3].p));
+        } else if (proto == 47) {
+            if (pr[2].p && pr[3].p) sb_add(b, "srckey=0x%x dstkey=0x%x ", be16(pr[2].p), be16(pr[3].p));
+        } else if (proto == 1 && pr[5].p) {
+            sb_add(b, "type=%u code=%u id=%u ", pr[5].p[0], pr[6].p ? pr[6].p[0] : 0, pr[4].p ? be16(pr[4].p) : 0);
+        } else if (proto == 58 && pr[8].p) {
+            sb_add(b, "type=%u code=%u id=%u ", pr[8].p[0], pr[9].p ? pr[9].p[0] : 0, pr[7].p ? be16(pr[7].p) : 0);
+        }
+    }
+    if (a[3].p && a[3].n >= 2) *zone = (int)be16(a[3].p);
+    return proto;
+}
+
+static void put_counters(sbuf *b, nla c) {
+    nla k[4];
+    if (!c.p) return;
+    nla_parse(c.p, c.n, k, 4);
+    if (k[1].p && k[2].p) sb_add(b, "packets=%llu bytes=%llu ", be64(k[1].p), be64(k[2].p));
+}
+
+/* netlink_lines(buf) -> (lines bytes, done bool) */
+static PyObject *netlink_lines(PyObject *self, PyObject *args) {
+    Py_buffer pb;
+    if (!PyArg_ParseTuple(args, "y*", &pb)) return NULL;
+    const unsigned char *p = pb.buf;
+    Py_ssize_t n = pb.len, off = 0;
+    size_t cap = (size_t)n * 2 + 1024, used = 0;
+    char *out = malloc(cap);
+    int done = 0, err = 0;
+    if (!out) { PyBuffer_Release(&pb); return PyErr_NoMemory(); }
+    while (off + 16 <= n) {
+        uint32_t len; uint16_t type;
+        memcpy(&len, p + off, 4); memcpy(&type, p + off + 4, 2);
+        if (len < 16 || off + len > n) break;
+        if (type == 3) { done = 1; break; }
+        if (type == 2) { int32_t e; memcpy(&e, p + off + 16, 4); if (e) { err = -e; break; } }
+        if ((type & 0xff00) == (1 << 8) && len >= 20) {
+            int family = p[off + 16];
+            nla a[32];
+            nla_parse(p + off + 20, (int)len - 20, a, 32);
+            sbuf b; b.n = 0;
+            sbuf t1, t2; t1.n = t2.n = 0;
+            int zo, zr;
+            int proto = a[1].p ? put_tuple(&t1, a[1], &zo) : -1;
+            int proto2 = a[2].p ? put_tuple(&t2, a[2], &zr) : -1;
+            if (proto >= 0 && proto2 >= 0) {
+                unsigned long status = a[3].p ? be32(a[3].p) : 0;
+                int offl = (status & (1 << 15)) ? 2 : (status & (1 << 14)) ? 1 : 0;
+                const char *l3 = family == AF_INET ? "ipv4" : "ipv6";
+                sb_add(&b, "%-8s %d %-8s %d ", l3, family == AF_INET ? 2 : 10, proto_name(proto), proto);
+                if (!offl && a[7].p) sb_add(&b, "%lu ", be32(a[7].p));
+                if (a[4].p) {
+                    nla pi[4], st[4];
+                    nla_parse(a[4].p, a[4].n, pi, 4);
+                    const char **names = NULL; int nn = 0, k = 0;
+                    if (pi[1].p) { names = TCPS; nn = 10; k = 1; }
+                    else if (pi[3].p) { names = SCTPS; nn = 10; k = 3; }
+                    else if (pi[2].p) { names = DCCPS; nn = 10; k = 2; }
+                    if (names) {
+                        nla_parse(pi[k].p, pi[k].n, st, 4);
+                        if (st[1].p) {
+                            int i = st[1].p[0];
+                            if (i < nn) sb_add(&b, "%s ", names[i]); else sb_add(&b, "%d ", i);
+                        }
+                    }
+                }
+                sb_add(&b, "%.*s", (int)t1.n, t1.buf);
+                if (zo >= 0) sb_add(&b, "zone-orig=%d ", zo);
+                put_counters(&b, a[9]);
+                if (!(status & (1 << 1))) sb_add(&b, "[UNREPLIED] ");
+                sb_add(&b, "%.*s", (int)t2.n, t2.buf);
+                if (zr >= 0) sb_add(&b, "zone-reply=%d ", zr);
+                put_counters(&b, a[10]);
+                if (offl == 2) sb_add(&b, "[HW_OFFLOAD] ");
+                else if (offl == 1) sb_add(&b, "[OFFLOAD] ");
+                else if (status & (1 << 2)) sb_add(&b, "[ASSURED] ");
+                if (a[8].p) sb_add(&b, "mark=%lu ", be32(a[8].p));
+                if (a[19].p) {
+                    nla sc[4];
+                    nla_parse(a[19].p, a[19].n, sc, 4);
+                    if (sc[1].p) sb_add(&b, "secctx=%.*s ", (int)strnlen((const char *)sc[1].p, sc[1].n), sc[1].p);
+                }
+                if (a[18].p) sb_add(&b, "zone=%u ", be16(a[18].p));
+                sb_add(&b, "use=%lu", a[11].p ? be32(a[11].p) : 1UL);
+                if (a[12].p) sb_add(&b, " id=%lu", be32(a[12].p));
+                sb_add(&b, "\n");
+                if (used + b.n > cap) {
+                    cap = (used + b.n) * 2;
+                    char *no = realloc(out, cap);
+                    if (!no) { free(out); PyBuffer_Release(&pb); return PyErr_NoMemory(); }
+                    out = no;
+                }
+                memcpy(out + used, b.buf, b.n);
+                used += b.n;
+            }
+        }
+        off += (len + 3) & ~3;
+    }
+    PyBuffer_Release(&pb);
+    if (err) { free(out); errno = err; return PyErr_SetFromErrno(PyExc_OSError); }
+    PyObject *r = Py_BuildValue("(y#O)", out, (Py_ssize_t)used, done ? Py_True : Py_False);
+    free(out);
+    return r;
+}
+
+static PyMethodDef mod_methods[] = {
+    {"netlink_lines", netlink_lines, METH_VARARGS, "netlink_lines(buf) -> (listing lines, done)"},
+    {NULL}
+};
+
+static struct PyModuleDef mod = { PyModuleDef_HEAD_INIT, "_fastscan", "conntrack listing aggregator", -1, mod_methods };
 
 PyMODINIT_FUNC PyInit__fastscan(void) {
     if (PyType_Ready(&AggregatorType) < 0) return NULL;

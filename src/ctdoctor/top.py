@@ -10,7 +10,6 @@ while the C scanner, which releases the GIL, parses the previous chunk.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import queue
 import threading
@@ -26,7 +25,7 @@ KEYS = {
     "state": (F_STATE,), "proto": (F_PROTO,), "zone": (F_ZONE,), "mark": (F_MARK,),
     "reply-src": (F_RSRC,), "reply-dst": (F_RDST,), "l3": (F_L3,), "netns": (),
 }
-CHUNK = 4 << 20
+CHUNK = 1 << 20
 SEP = b"\x1f"
 
 
@@ -166,11 +165,15 @@ class PyAggregator:
 
 
 def _net(t):
+    import ipaddress
+
     fam, packed, prefix = t
     return ipaddress.ip_network((packed, prefix)) if fam == 4 else ipaddress.ip_network((packed, prefix))
 
 
 def _in(addr: str, nets) -> bool:
+    import ipaddress
+
     try:
         a = ipaddress.ip_address(addr)
     except ValueError:
@@ -207,6 +210,8 @@ class Query:
         return tuple(out)
 
     def args(self):
+        import ipaddress
+
         def nets(cidrs):
             if not cidrs:
                 return None
@@ -231,6 +236,8 @@ class Query:
 
 def parse_query(by: str, state: str | None, proto: str | None, port: int | None, src: str | None,
                 dst: str | None) -> Query:
+    import ipaddress
+
     keys = [k.strip() for k in by.split(",") if k.strip()]
     if not keys:
         raise UsageError("--by needs at least one key")
@@ -370,7 +377,7 @@ def _check_text(chunk: bytes, first_line_no: int) -> None:
 def tally_stream(f, query: Query, *, skip_first_partial: bool = False, force_python: bool = False) -> Tally:
     """Aggregate a binary stream; a reader thread keeps the next chunk coming while this one is parsed."""
     agg = query.aggregator(force_python)
-    q: queue.Queue = queue.Queue(maxsize=4)
+    q: queue.Queue = queue.Queue(maxsize=2)
     err: list = []
 
     def reader():

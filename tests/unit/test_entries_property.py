@@ -1,6 +1,7 @@
 """Generated entries survive rendering in /proc and conntrack -L -o extended format and parsing back."""
 
 import ipaddress
+import socket
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,8 @@ port = st.integers(0, 65535)
 u32 = st.integers(0, 2**32 - 1)
 counter = st.integers(0, 2**63)
 v4 = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
-v6 = st.integers(0, 2**128 - 1).map(lambda n: ipaddress.IPv6Address(n).compressed)
+v6 = st.integers(0, 2**128 - 1).map(
+    lambda n: socket.inet_ntop(socket.AF_INET6, ipaddress.IPv6Address(n).packed))  # as conntrack prints it
 
 
 @st.composite

@@ -23,6 +23,8 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=int, metavar="N", help="only entries whose original sport or dport is N")
     p.add_argument("--file", metavar="PATH|-", help="read a saved /proc/net/nf_conntrack or conntrack -L "
                                                     "[-o extended|save] listing (plain or gzip; - for stdin)")
+    p.add_argument("--via", choices=("auto", "proc", "netlink"), default="auto",
+                   help="live table source: /proc/net/nf_conntrack, a ctnetlink dump, or auto (proc, else netlink)")
     p.add_argument("--watch", type=float, metavar="N", help="redraw every N seconds (q or Ctrl-C to quit)")
 
 
@@ -64,7 +66,12 @@ def tally_all(args, query):
                     t = tally_stream(f, query)
             header.append({"netns": None, "source": s.label, "listed": t.total, "count": None, "max": None})
         else:
-            got = s.opener()
+            via = getattr(args, "via", "auto")
+            if via != "auto" and (root is None or not root.is_live):
+                raise UsageError("--via chooses between live sources; a host image has only its saved listing")
+            got = s.opener() if via in ("auto", "proc") else None
+            if got is None and via == "proc":
+                raise InputError(f"/proc/net/nf_conntrack is not readable in netns {s.name} (try --via netlink)")
             if got is None:
                 if root is not None and root.is_live:
                     got = _netlink_source(s)
@@ -83,10 +90,8 @@ def tally_all(args, query):
 
 
 def _netlink_source(s):
-    try:
-        from ctdoctor.sources import ctnetlink
-    except ImportError:
-        return None
+    from ctdoctor.sources import ctnetlink
+
     return ctnetlink.listing_source(s.state)
 
 

@@ -297,5 +297,31 @@ class CountMismatch(Scenario):
         })
 
 
+class MixedTraffic(Scenario):
+    name = "mixed-traffic"
+    summary = "a bit of everything: TCP/UDP/ICMP, IPv4/IPv6, NAT on loopback, two zones, several states"
+    scale_meaning = "(fixed size)"
+    default_scale = 1
+    explanation = ("A small table with every kind of entry, for checking that tools read all of them alike: "
+                   "TCP ESTABLISHED/TIME_WAIT/SYN_SENT, UDP replied and unreplied, ICMP echo, IPv6, DNAT on "
+                   "loopback (reply tuple differs), and UDP port 5000 tracked in conntrack zone 7.")
+
+    def build(self, run: LabRun, scale: int) -> None:
+        ns = run.netns
+        ns.exec("sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647")  # per-netns: ICMP echo sockets
+        ns.nft("add table ip ctdlab_nat; add chain ip ctdlab_nat out { type nat hook output priority -100; };"
+               " add rule ip ctdlab_nat out ip daddr 127.0.0.1 tcp dport 8080 dnat to 127.0.0.1:9090;"
+               " add table inet ctdlab_raw; add chain inet ctdlab_raw out { type filter hook output priority raw; };"
+               " add rule inet ctdlab_raw out udp dport 5000 ct zone set 7;"
+               " add chain inet ctdlab in { type filter hook input priority 0; };"
+               " add rule inet ctdlab in tcp dport 9999 tcp flags syn drop")
+        run.say("nat: tcp 8080 -> 127.0.0.1:9090; raw: udp dport 5000 in ct zone 7; input: drop SYN to 9999")
+        ns.spawn("mixed", 300)
+        es = ns.entries()
+        run.say(f"{len(es)} entries of mixed traffic, held open")
+        run.observed.update({"count": ns.count(), "state_mix": _state_mix(es),
+                             "protos": sorted({e.proto for e in es}), "zones": sorted({e.zone or 0 for e in es})})
+
+
 SCENARIOS = {s.name: s for s in (TableFull(), EarlyDrop(), TimeWaitPileup(), SynUnreplied(), NatLoopback(),
-                                 Untracked(), CountMismatch())}
+                                 Untracked(), CountMismatch(), MixedTraffic())}

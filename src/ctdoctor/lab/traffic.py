@@ -163,6 +163,81 @@ def connect_many(port: int, n: int, hold: float, server_port: int | None = None)
         c.close()
 
 
+def mixed(hold: float) -> None:
+    """A bit of everything, held open: TCP (v4, v6, several states), UDP replied and unreplied,
+    ICMP echo, traffic to the DNAT port 8080 (see the nat-loopback rule) and to the zoned UDP port 5000."""
+    srv4 = _echo_server(7001)
+    srv6 = socket.socket(socket.AF_INET6)
+    srv6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv6.bind(("::1", 7002))
+    srv6.listen(64)
+    threading.Thread(target=lambda: [threading.Thread(target=_echo, args=(srv6.accept()[0],), daemon=True).start()
+                                     for _ in iter(int, 1)], daemon=True).start()
+    _echo_server(9090)  # behind the DNAT of port 8080
+    held = []
+    for _ in range(5):
+        c = socket.create_connection((LOOP4, 7001), timeout=3)
+        c.sendall(b"x")
+        c.recv(1)
+        held.append(c)
+    for _ in range(3):
+        c = socket.create_connection(("::1", 7002), timeout=3)
+        c.sendall(b"x")
+        c.recv(1)
+        held.append(c)
+    for _ in range(4):  # TIME_WAIT
+        c = socket.create_connection((LOOP4, 7001), timeout=3)
+        c.sendall(b"x")
+        c.recv(1)
+        c.close()
+    for _ in range(3):  # through the DNAT
+        c = socket.create_connection((LOOP4, 8080), timeout=3)
+        c.sendall(b"x")
+        c.recv(1)
+        held.append(c)
+    us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # UDP echo: replied
+    us.bind((LOOP4, 7003))
+
+    def udp_echo():
+        while True:
+            d, a = us.recvfrom(100)
+            us.sendto(d, a)
+
+    threading.Thread(target=udp_echo, daemon=True).start()
+    for _ in range(3):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.sendto(b"x", (LOOP4, 7003))
+        u.settimeout(2)
+        u.recv(10)
+        held.append(u)
+    for port in (7004, 7005, 5000, 5000):  # unreplied (nobody listens; 5000 is in zone 7)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.sendto(b"x", (LOOP4, port))
+        held.append(u)
+    u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    u6.sendto(b"x", ("::1", 7006))
+    held.append(u6)
+    for i in range(2):  # ICMP echo (ping socket)
+        ic = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+        ic.sendto(b"\x08\x00\x00\x00\x00\x01\x00\x01", (LOOP4, 0))
+        held.append(ic)
+    for _ in range(3):  # SYN_SENT: dropped by the lab's input rule on 9999
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect((LOOP4, 9999))
+        except BlockingIOError:
+            pass
+        held.append(s)
+    time.sleep(0.3)
+    _out(ready=True)
+    end = time.monotonic() + hold
+    while time.monotonic() < end:
+        r, _, _ = select.select([sys.stdin], [], [], 0.2)
+        if r and not sys.stdin.readline():
+            break
+
+
 def listen_events(seconds: float) -> None:
     """A ctnetlink destroy-event listener that never reads: deliveries fail (NETLINK_BROADCAST_ERROR)."""
     NETLINK_NETFILTER, SOL_NETLINK, NETLINK_BROADCAST_ERROR = 12, 270, 4
@@ -194,6 +269,8 @@ def main(argv: list[str]) -> int:
         _out(**_try_connect(int(args[0]), float(args[1])))
     elif cmd == "connect-many":
         connect_many(int(args[0]), int(args[1]), float(args[2]), int(args[3]) if len(args) > 3 else None)
+    elif cmd == "mixed":
+        mixed(float(args[0]))
     elif cmd == "listen-events":
         listen_events(float(args[0]))
     else:

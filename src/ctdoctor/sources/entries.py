@@ -20,9 +20,8 @@ Lines are parsed by their ``key=value`` tokens, never by column position.
 
 from __future__ import annotations
 
-import gzip
-import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import IO, Iterable, Iterator
 
@@ -92,14 +91,15 @@ _v6_cache: dict[str, str] = {}
 
 
 def norm_addr(a: str) -> str:
-    """IPv4 unchanged; IPv6 compressed (RFC 5952), as ``conntrack`` prints it."""
+    """IPv4 unchanged; IPv6 compressed exactly as ``conntrack`` prints it (inet_ntop: RFC 5952,
+    with the IPv4-mapped/compatible forms in dotted notation)."""
     if ":" not in a:
         return a
     c = _v6_cache.get(a)
     if c is None:
         try:
-            c = ipaddress.IPv6Address(a).compressed
-        except ValueError:
+            c = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, a))
+        except (OSError, ValueError):
             raise EntryParseError(f"bad IPv6 address {a!r}") from None
         if len(_v6_cache) > 200_000:
             _v6_cache.clear()
@@ -297,6 +297,8 @@ def parse_save_line(line: str) -> Entry:
 
 
 def _full_v6(a: str) -> str:
+    import ipaddress
+
     return ipaddress.IPv6Address(a).exploded if ":" in a else a
 
 
@@ -375,6 +377,8 @@ def open_listing(path: str) -> IO[bytes]:
             raise InputError(f"{path}: is a directory, not a listing") from None
     head = f.peek(2)[:2] if hasattr(f, "peek") else b""
     if head == b"\x1f\x8b":
+        import gzip
+
         return gzip.open(f, "rb")  # type: ignore[return-value]
     return f
 

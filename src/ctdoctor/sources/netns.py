@@ -168,52 +168,82 @@ def call_in(ref: NetnsRef, fn, *args):
     return val
 
 
-def stream_in(ref: NetnsRef, path: str):
-    """An open binary stream of a file as read inside the netns (for big listings)."""
+def open_in(ref: NetnsRef, path: str, flags: int = os.O_RDONLY) -> int:
+    """Open a file as seen inside the netns and return the fd.
+
+    A child enters the netns, opens the file and hands the descriptor back
+    over a unix socket (SCM_RIGHTS). A /proc/net file keeps the netns it was
+    opened in, so the parent then reads the kernel's output directly, with no
+    copy through a pipe.
+    """
     if is_current(ref):
-        return open(path, "rb")
-    r, w = os.pipe()
+        return os.open(path, flags)
+    import socket
+
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
-        os.close(r)
-        code = 0
+        parent.close()
         try:
             setns(ref.path)
-            with open(path, "rb") as src, os.fdopen(w, "wb") as dst:
-                while True:
-                    chunk = src.read(1 << 20)
-                    if not chunk:
-                        break
-                    dst.write(chunk)
-        except BaseException:  # noqa: BLE001
-            code = 1
-        os._exit(code)
-    os.close(w)
-    return _ChildStream(os.fdopen(r, "rb"), pid)
+            fd = os.open(path, flags)
+            socket.send_fds(child, [b"ok"], [fd])
+        except BaseException as e:  # noqa: BLE001 - reported to the parent
+            try:
+                child.sendall(f"{type(e).__name__}: {e}".encode()[:500])
+            except OSError:
+                pass
+        os._exit(0)
+    child.close()
+    try:
+        msg, fds, _, _ = socket.recv_fds(parent, 600, 1)
+    finally:
+        parent.close()
+        os.waitpid(pid, 0)
+    if fds:
+        return fds[0]
+    text = msg.decode(errors="replace")
+    if "FileNotFoundError" in text:
+        raise FileNotFoundError(path)
+    if "PermissionError" in text or "Operation not permitted" in text:
+        raise PermissionError(f"{path} in netns {ref.name}: {text}")
+    raise OSError(f"opening {path} in netns {ref.name} failed: {text}")
 
 
-class _ChildStream:
-    def __init__(self, f, pid):
-        self._f, self._pid = f, pid
+def socket_in(ref: NetnsRef, family: int, type_: int, proto: int) -> int:
+    """A socket created inside the netns (netlink sockets belong to the netns they were made in)."""
+    import socket
 
-    def read(self, n=-1):
-        return self._f.read(n)
-
-    def peek(self, n=0):
-        return self._f.peek(n)
-
-    def close(self):
-        self._f.close()
+    if is_current(ref):
+        return socket.socket(family, type_, proto).detach()
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pid = os.fork()
+    if pid == 0:
+        parent.close()
         try:
-            os.waitpid(self._pid, 0)
-        except ChildProcessError:
-            pass
+            setns(ref.path)
+            s = socket.socket(family, type_, proto)
+            socket.send_fds(child, [b"ok"], [s.fileno()])
+        except BaseException as e:  # noqa: BLE001
+            try:
+                child.sendall(f"{type(e).__name__}: {e}".encode()[:500])
+            except OSError:
+                pass
+        os._exit(0)
+    child.close()
+    try:
+        msg, fds, _, _ = socket.recv_fds(parent, 600, 1)
+    finally:
+        parent.close()
+        os.waitpid(pid, 0)
+    if not fds:
+        raise OSError(msg.decode(errors="replace"))
+    return fds[0]
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *a):
-        self.close()
+def stream_in(ref: NetnsRef, path: str):
+    """An open binary stream of a file as read inside the netns (for big listings)."""
+    return os.fdopen(open_in(ref, path), "rb", buffering=1 << 20)
 
 
 def preexec_for(ref: NetnsRef):

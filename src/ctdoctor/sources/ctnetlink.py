@@ -1,0 +1,270 @@
+"""Our own ctnetlink dump decoder, for kernels without /proc/net/nf_conntrack.
+
+pyroute2's ``dump_entries`` builds a rich object per entry (about 4.4 k
+entries/s here), far too slow for a full table; this module sends one
+``IPCTNL_MSG_CT_GET`` dump request and decodes the replies with
+``struct.unpack_from`` straight into ``entries.Entry`` (or, for ``top``, into
+listing lines in conntrack's ``-o extended`` format for the aggregator).
+Attribute numbers are those of linux/netfilter/nfnetlink_conntrack.h.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from typing import Iterator
+
+from ctdoctor.errors import Failure
+from ctdoctor.sources.entries import Entry, Tuple, format_entry
+
+NETLINK_NETFILTER = 12
+NFNL_SUBSYS_CTNETLINK = 1
+IPCTNL_MSG_CT_GET = 1
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLA_F_NESTED = 0x8000
+NLA_TYPE_MASK = 0x3FFF
+
+CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO = 1, 2, 3, 4
+CTA_TIMEOUT, CTA_MARK, CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY, CTA_USE, CTA_ID = 7, 8, 9, 10, 11, 12
+CTA_ZONE, CTA_SECCTX, CTA_TIMESTAMP, CTA_LABELS = 18, 19, 20, 22
+CTA_TUPLE_IP, CTA_TUPLE_PROTO, CTA_TUPLE_ZONE = 1, 2, 3
+CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
+CTA_PROTO_NUM, CTA_PROTO_SRC_PORT, CTA_PROTO_DST_PORT = 1, 2, 3
+CTA_PROTO_ICMP_ID, CTA_PROTO_ICMP_TYPE, CTA_PROTO_ICMP_CODE = 4, 5, 6
+CTA_PROTO_ICMPV6_ID, CTA_PROTO_ICMPV6_TYPE, CTA_PROTO_ICMPV6_CODE = 7, 8, 9
+CTA_PROTOINFO_TCP, CTA_PROTOINFO_DCCP, CTA_PROTOINFO_SCTP = 1, 2, 3
+CTA_COUNTERS_PACKETS, CTA_COUNTERS_BYTES = 1, 2
+
+IPS_SEEN_REPLY, IPS_ASSURED, IPS_OFFLOAD, IPS_HW_OFFLOAD = 1 << 1, 1 << 2, 1 << 14, 1 << 15
+
+TCP_STATES = ["NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT",
+              "CLOSE", "SYN_SENT2"]
+SCTP_STATES = ["NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT", "SHUTDOWN_RECD",
+               "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED"]
+DCCP_STATES = ["NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT", "IGNORE",
+               "INVALID"]
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 58: "icmpv6", 132: "sctp", 136: "udplite"}
+
+_hdr = struct.Struct("=IHHII")
+_nla = struct.Struct("=HH")
+_u16be = struct.Struct(">H")
+_u32be = struct.Struct(">I")
+_u64be = struct.Struct(">Q")
+
+
+class CtnetlinkError(Failure):
+    pass
+
+
+def _attrs(buf: bytes, off: int, end: int) -> dict[int, tuple[int, int]]:
+    """{type: (start, end)} of the attributes in buf[off:end]."""
+    out = {}
+    unpack = _nla.unpack_from
+    while off + 4 <= end:
+        ln, typ = unpack(buf, off)
+        if ln < 4:
+            break
+        out[typ & NLA_TYPE_MASK] = (off + 4, off + ln)
+        off += (ln + 3) & ~3
+    return out
+
+
+def _tuple(buf: bytes, span: tuple[int, int]) -> tuple[Tuple, int, int | None]:
+    a = _attrs(buf, *span)
+    ip = _attrs(buf, *a[CTA_TUPLE_IP]) if CTA_TUPLE_IP in a else {}
+    if CTA_IP_V4_SRC in ip:
+        s, d, fam = ip[CTA_IP_V4_SRC], ip[CTA_IP_V4_DST], socket.AF_INET
+    else:
+        s, d, fam = ip[CTA_IP_V6_SRC], ip[CTA_IP_V6_DST], socket.AF_INET6
+    t = Tuple(socket.inet_ntop(fam, buf[s[0]:s[1]]), socket.inet_ntop(fam, buf[d[0]:d[1]]))
+    protonum = 0
+    if CTA_TUPLE_PROTO in a:
+        p = _attrs(buf, *a[CTA_TUPLE_PROTO])
+        protonum = buf[p[CTA_PROTO_NUM][0]]
+        if CTA_PROTO_SRC_PORT in p:
+            t.sport = _u16be.unpack_from(buf, p[CTA_PROTO_SRC_PORT][0])[0]
+            t.dport = _u16be.unpack_from(buf, p[CTA_PROTO_DST_PORT][0])[0]
+        for idk, tyk, cok in ((CTA_PROTO_ICMP_ID, CTA_PROTO_ICMP_TYPE, CTA_PROTO_ICMP_CODE),
+                              (CTA_PROTO_ICMPV6_ID, CTA_PROTO_ICMPV6_TYPE, CTA_PROTO_ICMPV6_CODE)):
+            if tyk in p:
+                t.icmp_type = buf[p[tyk][0]]
+                t.icmp_code = buf[p[cok][0]]
+                t.icmp_id = _u16be.unpack_from(buf, p[idk][0])[0]
+    if protonum == 47 and t.sport is not None:  # GRE keys travel in the port attributes
+        t.srckey, t.dstkey, t.sport, t.dport = t.sport, t.dport, None, None
+    zone = _u16be.unpack_from(buf, a[CTA_TUPLE_ZONE][0])[0] if CTA_TUPLE_ZONE in a else None
+    return t, protonum, zone
+
+
+def decode_entry(buf: bytes, off: int, end: int) -> Entry:
+    """One IPCTNL_MSG_CT_NEW message body (after nlmsghdr and nfgenmsg)."""
+    family = buf[off - 4]
+    a = _attrs(buf, off, end)
+    orig, protonum, zo = _tuple(buf, a[CTA_TUPLE_ORIG])
+    reply, _, zr = _tuple(buf, a[CTA_TUPLE_REPLY])
+    if zo is not None:
+        orig.zone = zo
+    if zr is not None:
+        reply.zone = zr
+    status = _u32be.unpack_from(buf, a[CTA_STATUS][0])[0] if CTA_STATUS in a else 0
+    state = None
+    if CTA_PROTOINFO in a:
+        pi = _attrs(buf, *a[CTA_PROTOINFO])
+        for key, names in ((CTA_PROTOINFO_TCP, TCP_STATES), (CTA_PROTOINFO_SCTP, SCTP_STATES),
+                           (CTA_PROTOINFO_DCCP, DCCP_STATES)):
+            if key in pi:
+                inner = _attrs(buf, *pi[key])
+                if 1 in inner:
+                    idx = buf[inner[1][0]]
+                    state = names[idx] if idx < len(names) else str(idx)
+    offload = "HW_OFFLOAD" if status & IPS_HW_OFFLOAD else "OFFLOAD" if status & IPS_OFFLOAD else None
+    e = Entry(
+        l3="ipv4" if family == socket.AF_INET else "ipv6",
+        proto=PROTO_NAMES.get(protonum, "unknown"), protonum=protonum,
+        timeout=None if offload else (_u32be.unpack_from(buf, a[CTA_TIMEOUT][0])[0] if CTA_TIMEOUT in a else None),
+        state=state, orig=orig, reply=reply,
+        unreplied=not status & IPS_SEEN_REPLY, assured=bool(status & IPS_ASSURED) and not offload, offload=offload,
+        mark=_u32be.unpack_from(buf, a[CTA_MARK][0])[0] if CTA_MARK in a else None,
+        zone=_u16be.unpack_from(buf, a[CTA_ZONE][0])[0] if CTA_ZONE in a else None,
+        use=_u32be.unpack_from(buf, a[CTA_USE][0])[0] if CTA_USE in a else None,
+        id=_u32be.unpack_from(buf, a[CTA_ID][0])[0] if CTA_ID in a else None,
+    )
+    for key, t in ((CTA_COUNTERS_ORIG, orig), (CTA_COUNTERS_REPLY, reply)):
+        if key in a:
+            c = _attrs(buf, *a[key])
+            t.packets = _u64be.unpack_from(buf, c[CTA_COUNTERS_PACKETS][0])[0]
+            t.bytes = _u64be.unpack_from(buf, c[CTA_COUNTERS_BYTES][0])[0]
+    if CTA_SECCTX in a:
+        sc = _attrs(buf, *a[CTA_SECCTX])
+        if 1 in sc:
+            e.secctx = buf[sc[1][0]:sc[1][1]].rstrip(b"\0").decode()
+    return e
+
+
+def _request(seq: int) -> bytes:
+    nfgen = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)
+    return _hdr.pack(16 + len(nfgen), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+                     NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + nfgen
+
+
+def dump_buffers(fd_socket: socket.socket | None = None) -> Iterator[bytes]:
+    """Raw receive buffers of a full conntrack dump of the current netns."""
+    s = fd_socket or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    try:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        except OSError:
+            pass
+        s.bind((0, 0))
+        seq = int.from_bytes(os.urandom(3), "little") or 1
+        s.send(_request(seq))
+        while True:
+            buf = s.recv(1 << 20)
+            if not buf:
+                return
+            yield buf
+            # stop after the message that says DONE (checked by the consumer too)
+            if _has_done(buf):
+                return
+    finally:
+        if fd_socket is None:
+            s.close()
+
+
+def _has_done(buf: bytes) -> bool:
+    off, n = 0, len(buf)
+    while off + 16 <= n:
+        ln, typ = struct.unpack_from("=IH", buf, off)
+        if typ == NLMSG_DONE:
+            return True
+        if typ == NLMSG_ERROR:
+            err = struct.unpack_from("=i", buf, off + 16)[0]
+            if err:
+                raise CtnetlinkError(f"ctnetlink dump failed: {os.strerror(-err)}")
+        if ln < 16:
+            break
+        off += (ln + 3) & ~3
+    return False
+
+
+def entries_from(buffers) -> Iterator[Entry]:
+    for buf in buffers:
+        off, n = 0, len(buf)
+        while off + 16 <= n:
+            ln, typ = struct.unpack_from("=IH", buf, off)
+            if ln < 16:
+                break
+            if typ == NLMSG_DONE:
+                return
+            if typ & 0xFF00 == NFNL_SUBSYS_CTNETLINK << 8:
+                yield decode_entry(buf, off + 20, off + ln)
+            off += (ln + 3) & ~3
+
+
+def dump_entries() -> Iterator[Entry]:
+    return entries_from(dump_buffers())
+
+
+def lines_from(buffers, force_python: bool = False) -> Iterator[bytes]:
+    """Listing lines (conntrack ``-o extended`` format) for each receive buffer of a dump."""
+    from ctdoctor.top import accelerated
+
+    if accelerated() and not force_python:
+        from ctdoctor._fastscan import netlink_lines
+
+        for buf in buffers:
+            text, done = netlink_lines(buf)
+            yield text
+            if done:
+                return
+        return
+    for buf in buffers:
+        yield "".join(format_entry(e, "extended") + "\n" for e in entries_from([buf])).encode()
+
+
+class _LinesStream:
+    """A read()-able byte stream of listing lines made from the dump, for the aggregator."""
+
+    def __init__(self, chunks: Iterator[bytes], sock: socket.socket):
+        self._it, self._sock = chunks, sock
+        self._pending = b""
+
+    def read(self, n: int = -1) -> bytes:
+        want = n if n > 0 else 1 << 22
+        parts, size = [self._pending], len(self._pending)
+        while size < want:
+            try:
+                c = next(self._it)
+            except StopIteration:
+                break
+            parts.append(c)
+            size += len(c)
+        self._pending = b""
+        return b"".join(parts)
+
+    def close(self):
+        self._sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+
+def listing_source(state):
+    """(stream, label, tailed) over a ctnetlink dump of the netns of ``state`` (a live NetnsState)."""
+    from ctdoctor.sources import netns as nsmod
+
+    ref = state.view.ref
+    try:
+        if nsmod.is_current(ref):
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        else:
+            fd = nsmod.socket_in(ref, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+            sock = socket.socket(fileno=fd)
+    except OSError as e:
+        raise CtnetlinkError(f"ctnetlink is not available ({e}): no /proc/net/nf_conntrack and no netlink dump")
+    return _LinesStream(lines_from(dump_buffers(sock)), sock), "ctnetlink dump", False
