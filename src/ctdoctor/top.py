@@ -376,7 +376,13 @@ def _check_text(chunk: bytes, first_line_no: int) -> None:
 
 def tally_stream(f, query: Query, *, skip_first_partial: bool = False, force_python: bool = False) -> Tally:
     """Aggregate a binary stream; a reader thread keeps the next chunk coming while this one is parsed."""
-    agg = query.aggregator(force_python)
+    return tally_stream_multi(f, [query], skip_first_partial=skip_first_partial, force_python=force_python)[0]
+
+
+def tally_stream_multi(f, queries: list[Query], *, skip_first_partial: bool = False,
+                       force_python: bool = False) -> list[Tally]:
+    """One read of the stream, several aggregations (the doctor's state mix and top keys)."""
+    aggs = [q.aggregator(force_python) for q in queries]
     q: queue.Queue = queue.Queue(maxsize=2)
     err: list = []
 
@@ -395,32 +401,40 @@ def tally_stream(f, query: Query, *, skip_first_partial: bool = False, force_pyt
     first = True
     save_format = None
     acct = False
-    while True:
-        c = q.get()
-        if c is None:
-            break
-        _check_text(c, line_base + 1)
-        c = noise.clean(c)
-        if save_format is None:
-            head = c.lstrip()[:3]
-            save_format = head in (b"-A ", b"-I ")
-            if save_format and not isinstance(agg, PyAggregator):
-                agg = query.aggregator(force_python=True)
-        if not acct and b"packets=" in c:
-            acct = True
-        lines, bad = agg.feed(c, first and skip_first_partial)
-        first = False
-        if bad:
-            ln = c.split(b"\n")[bad - 1].decode("utf-8", "replace").strip()
-            raise InputError(f"line {line_base + bad}: not a conntrack entry: {ln[:80]!r}")
-        line_base += lines
+    try:
+        while True:
+            c = q.get()
+            if c is None:
+                break
+            _check_text(c, line_base + 1)
+            c = noise.clean(c)
+            if save_format is None:
+                save_format = c.lstrip()[:3] in (b"-A ", b"-I ")
+                if save_format:
+                    aggs = [qq.aggregator(force_python=True) for qq in queries]
+            if not acct and b"packets=" in c:
+                acct = True
+            for agg in aggs:
+                lines, bad = agg.feed(c, first and skip_first_partial)
+                if bad:
+                    ln = c.split(b"\n")[bad - 1].decode("utf-8", "replace").strip()
+                    raise InputError(f"line {line_base + bad}: not a conntrack entry: {ln[:80]!r}")
+            first = False
+            line_base += lines
+    finally:
+        if t.is_alive():  # stop the reader: drain so it can finish
+            while t.is_alive():
+                try:
+                    q.get(timeout=0.1)
+                except queue.Empty:
+                    pass
     t.join()
     if err:
         e = err[0]
         if isinstance(e, InputError):
             raise e
         raise InputError(f"reading the listing failed: {e}")
-    return Tally(query, agg, line_base, acct)
+    return [Tally(qq, agg, line_base, acct) for qq, agg in zip(queries, aggs)]
 
 
 def _tally_range(path: str, start: int, end: int, query: Query, force_python: bool):

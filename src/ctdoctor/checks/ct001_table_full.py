@@ -1,0 +1,68 @@
+"""Table full or nearly full.
+
+What it detects
+    A network namespace whose conntrack count is at or near ``nf_conntrack_max``:
+    warning at 90 %, critical at 95 % or when it is at 90 % and packets are
+    being dropped. Every namespace is judged against the one global max.
+
+Why it matters
+    At the max the kernel can only make room by evicting entries that are not
+    ASSURED (early drop). When there are none near the new flow's hash bucket
+    it drops the packet and logs ``nf_conntrack: table full, dropping packet``
+    (from 6.18, ``table full in netns N``). New connections then time out while
+    established ones keep working, which looks like a flaky network, not a
+    full table.
+
+How to fix
+    Raise the max now with ``sysctl -w net.netfilter.nf_conntrack_max=N`` (in the
+    initial namespace; it is global and read-only inside others) and persist it
+    with ``ctdoctor apply --max N``, which also sizes the hash and makes the
+    setting survive module reloads. Then find who fills the table with
+    ``ctdoctor top --netns NAME`` and ``ctdoctor plan`` for a value sized to RAM.
+"""
+
+from ctdoctor.checks.base import CRITICAL, WARNING, Finding, Unknown, apply_hint, ev, fmt_pct, sysctl_fix
+
+CODE = "CT001"
+TITLE = "conntrack table full or nearly full"
+
+
+def recommended_max(count: int, mx: int) -> int:
+    # Double the current demand, rounded up to a multiple of 65536: room for growth, not a guess at RAM.
+    want = max(2 * count, 2 * mx)
+    return ((want + 65535) // 65536) * 65536
+
+
+def run(ctx):
+    for st in ctx.namespaces:
+        if st.count is None or not st.max:
+            yield Unknown(CODE, "not enough data: no nf_conntrack_count/max for this netns", st.name)
+            continue
+        fill = st.count / st.max
+        drops = (st.stats.sums.get("drop", 0) if st.stats else 0)
+        rates = st.rates() or {}
+        dropping = rates.get("drop", 0) > 0 or rates.get("insert_failed", 0) > 0
+        if fill >= 0.95 or (fill >= 0.90 and dropping):
+            sev = CRITICAL
+        elif fill >= 0.90:
+            sev = WARNING
+        else:
+            continue
+        new_max = recommended_max(st.count, st.max)
+        persisted = ctx.snap.persisted.sysctl.get("net.netfilter.nf_conntrack_max")
+        if persisted and persisted.value.isdigit() and int(persisted.value) > st.max:
+            new_max = int(persisted.value)  # the value someone already chose, lost to a reset (CT006)
+        yield Finding(
+            CODE, sev, TITLE, netns=st.name,
+            summary=f"netns {st.name}: {st.count} of {st.max} entries ({fmt_pct(fill)})"
+                    + (f", dropping {rates.get('drop', 0):g} packets/s" if dropping else ""),
+            evidence={"count": ev(st.count, st.sources.get("count")), "max": ev(st.max, st.sources.get("max")),
+                      "fill": round(fill, 4), "drop": ev(drops, st.sources.get("stats")),
+                      "drop_per_second": rates.get("drop")},
+            explanation=("The table is " + ("full" if fill >= 0.999 else "nearly full") + ". New flows need a free "
+                         "entry; the kernel evicts only entries that are not ASSURED and otherwise drops the packet. "
+                         "Established connections keep working, new ones time out."
+                         + ("" if st.name == "init" else " The max is global: raise it in the initial namespace.")),
+            fix=[sysctl_fix("nf_conntrack_max", new_max), apply_hint(f"--max {new_max}"),
+                 f"ctdoctor top --netns {st.name} --by src,state   # who fills it"],
+        )

@@ -1,0 +1,56 @@
+"""Hash table sizing.
+
+What it detects
+    The ratio of ``nf_conntrack_max`` to ``nf_conntrack_buckets`` (the average
+    chain length when the table is full; each entry is hashed twice, once per
+    direction) above 4 (info) or 8 (warning), and a rising ``chainlength``
+    counter (``chaintoolong`` in ``conntrack -S``, 5.15+), which counts inserts
+    refused because a bucket's chain was too long.
+
+Why it matters
+    Every packet walks one chain. Before 5.15 the kernel chose max = 4 ×
+    buckets; from 5.15 max = buckets; raising only the max (the usual fix for a
+    full table) makes chains long and lookups slow. From 5.15 a chain longer
+    than the limit makes the insert fail: the packet is dropped.
+
+How to fix
+    Set buckets with the max: ``sysctl -w net.netfilter.nf_conntrack_buckets=N``
+    (writable in the initial netns on current kernels), or ``options
+    nf_conntrack hashsize=N`` in modprobe.d for the next load. ``ctdoctor apply
+    --max M --buckets N`` does both.
+"""
+
+from ctdoctor.checks.base import INFO, WARNING, Finding, apply_hint, ev, sysctl_fix
+
+CODE = "CT009"
+TITLE = "hash sizing: max/buckets ratio and chains too long"
+
+
+def run(ctx):
+    mx, buckets = ctx.setting("nf_conntrack_max"), ctx.setting("nf_conntrack_buckets")
+    chain = sum((st.stats.sums.get("chainlength", 0) for st in ctx.namespaces if st.stats
+                 and "chainlength" in st.stats.columns), 0)
+    if mx and buckets:
+        ratio = mx / buckets
+        if ratio > 4:
+            want = 1 << max(0, (mx - 1).bit_length())
+            want = max(want // 1, 1024)
+            yield Finding(
+                CODE, WARNING if ratio > 8 else INFO, TITLE,
+                summary=f"nf_conntrack_max {mx} over {buckets} buckets: {ratio:.1f} entries per bucket when full",
+                evidence={"max": ev(mx, ctx.setting_source("nf_conntrack_max")),
+                          "buckets": ev(buckets, ctx.setting_source("nf_conntrack_buckets")), "ratio": round(ratio, 2)},
+                explanation="Each lookup walks a bucket's chain; a full table at this ratio makes chains long. "
+                            "Raising the max without the buckets is the usual cause.",
+                fix=[sysctl_fix("nf_conntrack_buckets", want), apply_hint(f"--max {mx} --buckets {want}")],
+            )
+    if chain:
+        yield Finding(
+            CODE, WARNING, "inserts refused: hash chains too long",
+            summary=f"chainlength/chaintoolong counter is {chain}: inserts failed because a chain was too long",
+            evidence={"chaintoolong": chain},
+            explanation="From 5.15 the kernel refuses an insert when a bucket's chain exceeds its limit; the packet "
+                        "is dropped. Too few buckets for the entries, or many entries hashing alike.",
+            fix=[sysctl_fix("nf_conntrack_buckets", max(buckets or 0, 1024) * 2) if buckets else
+                 "ctdoctor plan"],
+        )

@@ -1,0 +1,92 @@
+"""ctdoctor [doctor]: every check, with evidence, explanation and fix commands."""
+
+from __future__ import annotations
+
+from ctdoctor.commands.common import check_format, open_root
+from ctdoctor.errors import UsageError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--only", metavar="CODES", help="run only these checks (CT001,CT002,...)")
+    p.add_argument("--skip", metavar="CODES", help="skip these checks")
+    p.add_argument("--interval", type=float, default=None, metavar="S",
+                   help="seconds between two counter samples for rates (live default 1; 0 = no sampling)")
+    p.add_argument("--compare", metavar="IMAGE",
+                   help="a later host image of the same host: its counters give the rates (with --root)")
+
+
+def run(args) -> int:
+    fmt = check_format(args, ("text", "json", "nagios"))
+    from ctdoctor import doctor, snapshot
+    from ctdoctor.checks.base import Context
+
+    only, skip = doctor.parse_codes(args.only), doctor.parse_codes(args.skip)
+    root = open_root(args)
+    interval = args.interval
+    if interval is not None and interval < 0:
+        raise UsageError("--interval must be >= 0")
+    if interval is None:
+        interval = 1.0 if root.is_live else None
+    if args.compare and root.is_live:
+        raise UsageError("--compare takes a second host image and goes with --root")
+    snap = snapshot.build(root, getattr(args, "netns", None) or "all", interval=interval or None)
+    if args.compare:
+        _compare(snap, args)
+    ctx = Context(snap, root, live=root.is_live)
+    findings, unknown = doctor.run_checks(ctx, only or None, skip or None)
+    code = doctor.exit_code(findings, unknown)
+    doc = doctor.report(ctx, findings, unknown)
+    if fmt == "json":
+        from ctdoctor.render.jsonout import emit
+
+        emit(doc)
+    elif fmt == "nagios":
+        from ctdoctor.render.nagios import render
+
+        print(render(doc, code, snap.namespaces))
+    else:
+        from rich.console import Console
+
+        from ctdoctor.render.doctor_text import render
+
+        Console().print(render(doc))
+    return code
+
+
+def _compare(snap, args) -> None:
+    """Use a later image's counters as the second sample (rates over the time between the two)."""
+    from ctdoctor import snapshot
+    from ctdoctor.sources.hostroot import HostRoot
+
+    later = snapshot.build(HostRoot.open(args.compare), getattr(args, "netns", None) or "all", with_rules=False,
+                           with_log=False)
+    t0, t1 = _taken(snap), _taken(later)
+    span = (t1 - t0) if t0 and t1 and t1 > t0 else None
+    by = {st.name: st for st in later.namespaces}
+    for st in snap.namespaces:
+        other = by.get(st.name)
+        if other is None or other.stats is None or st.stats is None:
+            continue
+        st.stats_later = other.stats
+        st.interval = span or 1.0
+        if span is None:
+            snap.notes.append("--compare: the images carry no capture time; rates are per comparison, not per second")
+
+
+def _taken(snap) -> float | None:
+    import json
+    import time
+
+    from ctdoctor.sources.hostroot import HostRoot
+
+    try:
+        root = HostRoot.open(snap.root_label)
+    except Exception:  # noqa: BLE001
+        return None
+    text = root.read_text("ctdoctor/meta.json")
+    if text:
+        try:
+            return time.mktime(time.strptime(json.loads(text)["created"][:19], "%Y-%m-%dT%H:%M:%S"))
+        except (KeyError, ValueError):
+            return None
+    return None

@@ -1,0 +1,31 @@
+"""ctdoctor checks / ctdoctor explain CT0NN."""
+
+from __future__ import annotations
+
+import sys
+
+from ctdoctor.errors import UsageError
+
+
+def add_arguments(p) -> None:
+    if p.prog.endswith("explain"):
+        p.add_argument("code", metavar="CT0NN")
+
+
+def run(args) -> int:
+    from ctdoctor.checks import MODULES, load, page
+
+    if args.command == "checks":
+        if getattr(args, "format", None) == "json":
+            from ctdoctor.render.jsonout import emit
+
+            emit({"schema": 1, "checks": [{"id": c, "title": load(c).TITLE} for c in MODULES]})
+        else:
+            for c in MODULES:
+                print(f"{c}  {load(c).TITLE}")
+        return 0
+    code = args.code.upper()
+    if code not in MODULES:
+        raise UsageError(f"unknown check {args.code!r} (see: ctdoctor checks)")
+    sys.stdout.write(page(load(code)))
+    return 0

@@ -1,0 +1,67 @@
+"""Run the checks over a snapshot and turn their findings into the report (DESIGN §2, doctor JSON)."""
+
+from __future__ import annotations
+
+from ctdoctor.checks import MODULES, load
+from ctdoctor.checks.base import CRITICAL, INFO, SEVERITY_ORDER, WARNING, Context, Finding, Unknown
+from ctdoctor.errors import UsageError
+
+SCHEMA = 1
+OK, WARN, CRIT, UNKNOWN = 0, 1, 2, 3
+CORE = {"CT001"}  # without these the doctor cannot judge the host at all
+
+
+def parse_codes(text: str | None) -> set[str]:
+    if not text:
+        return set()
+    codes = {c.strip().upper() for c in text.split(",") if c.strip()}
+    bad = sorted(c for c in codes if c not in MODULES)
+    if bad:
+        raise UsageError(f"unknown check code(s): {', '.join(bad)} (see: ctdoctor checks)")
+    return codes
+
+
+def run_checks(ctx: Context, only: set[str] | None = None, skip: set[str] | None = None):
+    findings: list[Finding] = []
+    unknown: list[Unknown] = []
+    for code in MODULES:
+        if only and code not in only:
+            continue
+        if skip and code in skip:
+            continue
+        mod = load(code)
+        try:
+            for item in mod.run(ctx):
+                (unknown if isinstance(item, Unknown) else findings).append(item)
+        except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
+            unknown.append(Unknown(code, f"check failed: {type(e).__name__}: {e}"))
+    findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.id, f.netns or ""))
+    return findings, unknown
+
+
+def exit_code(findings, unknown) -> int:
+    sev = {f.severity for f in findings}
+    if CRITICAL in sev:
+        return CRIT
+    if WARNING in sev:
+        return WARN
+    if any(u.id in CORE for u in unknown):
+        return UNKNOWN
+    return OK
+
+
+def report(ctx: Context, findings, unknown) -> dict:
+    snap = ctx.snap
+    return {
+        "schema": SCHEMA,
+        "host": {"hostname": snap.hostname, "kernel": snap.release, "source": snap.source},
+        "namespaces": [{"name": st.name, "inode": st.inode, "count": st.count, "max": st.max}
+                       for st in snap.namespaces],
+        "findings": [f.as_dict() for f in findings],
+        "unknown": [u.as_dict() for u in unknown],
+        "summary": {"critical": sum(f.severity == CRITICAL for f in findings),
+                    "warning": sum(f.severity == WARNING for f in findings),
+                    "info": sum(f.severity == INFO for f in findings),
+                    "unknown": len(unknown)},
+        "notes": snap.notes,
+    }

@@ -1,0 +1,75 @@
+"""Text rendering of the doctor's report: grouped by severity, each finding with its numbers,
+evidence (value and file), explanation and fix commands."""
+
+from __future__ import annotations
+
+STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
+WORD = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
+
+
+def _ev(v) -> str:
+    if isinstance(v, dict) and "value" in v:
+        return f"{v['value']}" + (f"  [dim]({v['source']})[/]" if v.get("source") else "")
+    if isinstance(v, list):
+        if v and isinstance(v[0], dict):
+            return "; ".join(", ".join(f"{k}={x}" for k, x in item.items()) for item in v[:5])
+        return ", ".join(str(x) for x in v[:8])
+    return str(v)
+
+
+def render(doc: dict, verbose_info: bool = True):
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.text import Text
+
+    h = doc["host"]
+    parts = [Text.from_markup(f"[bold]ctdoctor[/] {escape(h['hostname'] or '?')}  kernel {escape(h['kernel'] or '?')}"
+                              f"  source {h['source']}")]
+    s = doc["summary"]
+    parts.append(Text.from_markup(f"[bold red]{s['critical']} critical[/], [bold yellow]{s['warning']} warning[/], "
+                                  f"[cyan]{s['info']} info[/], {s['unknown']} not checked"))
+    for sev in ("critical", "warning", "info"):
+        fs = [f for f in doc["findings"] if f["severity"] == sev]
+        if not fs:
+            continue
+        parts.append(Text(""))
+        for f in fs:
+            parts.append(Text.from_markup(f"[{STYLE[sev]}]{WORD[sev]}[/] [bold]{f['id']}[/] {escape(f['title'])}"
+                                          + (f" [dim](netns {escape(f['netns'])})[/]" if f.get("netns") else "")))
+            parts.append(Text.from_markup(f"  {escape(f['summary'])}"))
+            if sev != "info" or verbose_info:
+                if f["evidence"]:
+                    parts.append(Text.from_markup("  [bold]evidence[/]"))
+                    for k, v in f["evidence"].items():
+                        if v is None or v == [] or v == {}:
+                            continue
+                        parts.append(Text.from_markup(f"    {escape(k)}: " + _ev_escaped(v, escape)))
+                if f["explanation"]:
+                    parts.append(Text.from_markup("  [bold]why[/] " + escape(f["explanation"])))
+                if f["fix"]:
+                    parts.append(Text.from_markup("  [bold]fix[/]"))
+                    for c in f["fix"]:
+                        parts.append(Text("    $ " + c, style="green"))
+    if doc["unknown"]:
+        parts.append(Text(""))
+        parts.append(Text.from_markup("[bold]not checked[/] (not enough data)"))
+        for u in doc["unknown"]:
+            parts.append(Text.from_markup(f"  {u['id']}" + (f" [dim](netns {escape(u['netns'])})[/]" if u.get("netns")
+                                                            else "") + f": {escape(u['reason'])}"))
+    for n in doc.get("notes", []):
+        parts.append(Text.from_markup(f"[dim]note: {escape(n)}[/]"))
+    if not doc["findings"]:
+        parts.append(Text.from_markup("[green]no problems found[/]"))
+    return Group(*parts)
+
+
+def _ev_escaped(v, escape) -> str:
+    if isinstance(v, dict) and "value" in v:
+        return escape(str(v["value"])) + (f"  [dim]({escape(str(v['source']))})[/]" if v.get("source") else "")
+    if isinstance(v, list):
+        if v and isinstance(v[0], dict):
+            return escape("; ".join(", ".join(f"{k}={x}" for k, x in item.items()) for item in v[:5]))
+        return escape(", ".join(str(x) for x in v[:8]))
+    if isinstance(v, dict):
+        return escape(", ".join(f"{k}={x}" for k, x in v.items()))
+    return escape(str(v))

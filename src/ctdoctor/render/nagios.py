@@ -1,0 +1,39 @@
+"""Nagios plugin output: one status line, then perfdata per netns."""
+
+from __future__ import annotations
+
+LABEL = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+
+def _label(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def render(doc: dict, code: int, namespaces) -> str:
+    worst = [f for f in doc["findings"] if f["severity"] in ("critical", "warning")]
+    if worst:
+        msg = "; ".join(f"{f['id']} {f['summary']}" for f in worst[:3])
+        if len(worst) > 3:
+            msg += f" (+{len(worst) - 3} more)"
+    elif code == 3:
+        msg = "; ".join(f"{u['id']}: {u['reason']}" for u in doc["unknown"][:2]) or "not enough data"
+    else:
+        parts = [f"{st.name} {st.count}/{st.max}" for st in namespaces if st.count is not None]
+        msg = "conntrack OK" + (": " + ", ".join(parts[:4]) if parts else "")
+    perf = []
+    for st in namespaces:
+        n = _label(st.name)
+        sums = st.stats.sums if st.stats else {}
+        warn = int(st.max * 0.9) if st.max else ""
+        crit = int(st.max * 0.95) if st.max else ""
+        if st.count is not None:
+            perf.append(f"'count_{n}'={st.count};{warn};{crit};0;{st.max or ''}")
+        if st.max:
+            perf.append(f"'max_{n}'={st.max}")
+        if st.fill is not None:
+            perf.append(f"'fill_{n}'={st.fill * 100:.2f}%;90;95;0;100")
+        for k in ("drop", "insert_failed", "early_drop"):
+            if k in sums:
+                perf.append(f"'{k}_{n}'={sums[k]}c")
+    line = f"CONNTRACK {LABEL[code]} - {msg}".replace("|", "/")
+    return line + (" | " + " ".join(perf) if perf else "")
