@@ -46,6 +46,12 @@ def run(ctx):
                                    "setting to its default on the next load." if holders or m.refcount else
                                    "Nothing holds it: `modprobe -r nf_conntrack` would unload it and lose its "
                                    "settings."))
+    elif m.state == "present":
+        yield Finding(CODE, INFO, TITLE,
+                      summary="nf_conntrack is in the kernel (its sysctls exist); no module list says whether it is "
+                              "a loaded module or built in",
+                      evidence={"state": m.state, "source": m.source},
+                      explanation="Without lsmod or /proc/modules the holders and reference count are unknown.")
     elif m.state == "absent":
         yield Finding(CODE, INFO, TITLE, summary="nf_conntrack is not loaded",
                       evidence={"state": m.state, "source": m.source},

@@ -82,9 +82,7 @@ def tally_all(args, query):
             with stream:
                 t = tally_stream(stream, query, skip_first_partial=tailed)
             header.append({"netns": s.name, "source": label, "listed": t.total, "count": s.state.count,
-                           "max": s.state.max, "sample": bool(tailed) or (s.state.count is not None
-                                                                        and t.total < s.state.count * 0.5
-                                                                        and root is not None and not root.is_live)})
+                           "max": s.state.max, "sample": bool(tailed)})
         combined.merge(t, prefix=(s.name.encode() + SEP) if "netns" in query.by else b"")
     return combined, header
 

@@ -1,0 +1,106 @@
+"""The doctor on the real kernel: lab incidents come out as findings, the idle host gives none."""
+
+import json
+
+import jsonschema
+import pytest
+
+from tests.conftest import needs_kernel, run_cli
+
+pytestmark = [needs_kernel, pytest.mark.kernel]
+SCHEMA = json.loads(open("schemas/doctor.schema.json").read())
+
+
+def doctor(*args):
+    rc, out, err = run_cli("doctor", "--format", "json", *args, timeout=180)
+    doc = json.loads(out)
+    jsonschema.validate(doc, SCHEMA)
+    return rc, doc
+
+
+def by(doc, code, netns=None):
+    return [f for f in doc["findings"] if f["id"] == code and (netns is None or f["netns"] == netns)]
+
+
+def test_idle_host_has_no_warning_or_critical():
+    rc, doc = doctor("--interval", "0.5")
+    bad = [f for f in doc["findings"] if f["severity"] in ("critical", "warning")]
+    assert rc == 0 and not bad, bad
+    rc, out, err = run_cli("--format", "nagios")
+    assert rc == 0 and out.startswith("CONNTRACK OK")
+
+
+def test_table_full_gives_ct001_ct002_ct014_ct018_for_that_netns_by_name(lab):
+    run = lab("table-full")
+    name = run.netns.name
+    rc, doc = doctor("--netns", name, "--interval", "1")
+    assert rc == 2
+    (f1,) = by(doc, "CT001", name)
+    assert f1["severity"] == "critical" and f1["evidence"]["fill"] == 1.0
+    (f2,) = by(doc, "CT002", name)
+    assert f2["severity"] == "critical"
+    assert f2["evidence"]["kernel_log_lines"] >= 1 and f2["evidence"]["netns_inferred"] is False
+    assert all(f"in netns {run.netns.inode}" in x["line"] for x in f2["evidence"]["kernel_log"])
+    (f18,) = by(doc, "CT018", name)
+    assert f18["severity"] == "critical"
+    (f14,) = by(doc, "CT014", name)
+    assert f14["evidence"]["established_sockets"]["value"] == 2
+    assert not by(doc, "CT001", "init"), "the host's own table is not full"
+
+
+def test_early_drop_gives_ct003(lab):
+    run = lab("early-drop", 200)
+    rc, doc = doctor("--netns", run.netns.name, "--interval", "0")
+    (f,) = by(doc, "CT003", run.netns.name)
+    assert f["evidence"]["early_drop"]["value"] >= 180
+    assert not by(doc, "CT002", run.netns.name), "early drop is not a drop"
+
+
+def test_syn_unreplied_gives_ct012(lab):
+    run = lab("syn-unreplied", 300)
+    rc, doc = doctor("--netns", run.netns.name, "--interval", "0")
+    states = {f["evidence"]["state"] for f in by(doc, "CT012", run.netns.name)}
+    assert {"SYN_SENT", "UNREPLIED"} <= states and rc == 1
+
+
+def test_time_wait_pileup_gives_ct012_and_ct013(lab):
+    run = lab("time-wait-pileup", 1500)
+    rc, doc = doctor("--netns", run.netns.name, "--interval", "0")
+    assert "TIME_WAIT" in {f["evidence"]["state"] for f in by(doc, "CT012", run.netns.name)}
+    heavy = {f["evidence"]["key"]: f for f in by(doc, "CT013", run.netns.name)}
+    assert heavy["src"]["evidence"]["value"] == "127.0.0.1" and heavy["dport"]["evidence"]["value"] == "8080"
+
+
+def test_notrack_without_accept_gives_ct016_and_ct014(netns):
+    netns.run("nft", "add table inet raw; add chain inet raw out { type filter hook output priority raw; };"
+                     "add rule inet raw out tcp dport 7070 notrack; add rule inet raw out tcp sport 7070 notrack;"
+                     "add table inet filter; add chain inet filter in { type filter hook input priority 0; };"
+                     "add rule inet filter in ct state established,related accept")
+    rc, doc = doctor("--netns", netns.name, "--interval", "0")
+    (f,) = by(doc, "CT016", netns.name)
+    assert f["severity"] == "warning"
+    netns.run("nft", "add rule inet filter in ct state untracked accept")
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-m", "ctdoctor.lab.traffic",
+                               "connect-many", "7070", "25", "30", "7070"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(holder.stdout.readline())["ok"] == 25
+        rc, doc = doctor("--netns", netns.name, "--interval", "0")
+        assert not by(doc, "CT016", netns.name)
+        (f14,) = by(doc, "CT014", netns.name)
+        assert f14["title"] == "connections that conntrack does not track"
+        assert f14["evidence"]["established_sockets"]["value"] == 50
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+
+
+def test_exit_codes_follow_nagios(lab):
+    run = lab("syn-unreplied", 150)
+    rc, out, err = run_cli("doctor", "--netns", run.netns.name, "--interval", "0", "--only", "CT012")
+    assert rc == 1
+    rc, out, err = run_cli("doctor", "--netns", run.netns.name, "--interval", "0", "--only", "CT017")
+    assert rc == 0
