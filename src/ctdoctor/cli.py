@@ -20,6 +20,12 @@ COMMANDS = {
     "checks": ("ctdoctor.commands.explain", "the catalogue of checks"),
     "explain": ("ctdoctor.commands.explain", "one check's page: what it detects, why it matters, how to fix"),
     "collect": ("ctdoctor.commands.collect", "capture a host image (tar.gz) for offline use with --root"),
+    "plan": ("ctdoctor.commands.plan", "recommend max, buckets and timeouts from RAM, CPUs and the observed load"),
+    "apply": ("ctdoctor.commands.apply", "persist and apply settings (dry run with a diff unless --yes)"),
+    "recover": ("ctdoctor.commands.recover", "load conntrack and NAT again after an unload, re-apply settings, verify"),
+    "guard": ("ctdoctor.commands.guard", "keep live settings equal to the persisted ones (restore drift)"),
+    "flush": ("ctdoctor.commands.flush", "delete entries by state, address or port (never ESTABLISHED unless asked)"),
+    "notrack": ("ctdoctor.commands.notrack", "NOTRACK rules for a port, with the accept rules a stateful filter needs"),
     "lab": ("ctdoctor.commands.lab", "reproduce conntrack incidents on the real kernel in a throwaway netns"),
 }
 DEFAULT_COMMAND = "doctor"

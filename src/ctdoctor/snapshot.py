@@ -219,6 +219,7 @@ class Snapshot:
     namespaces: list[NetnsState] = field(default_factory=list)
     modules: dict[str, modmod.ModuleInfo] = field(default_factory=dict)
     modules_source: str = ""
+    module_support: bool | None = None  # False: the kernel cannot load modules (no /proc/modules)
     persisted: Persisted = field(default_factory=Persisted)
     kernel_log: list[KernelLogEvent] = field(default_factory=list)
     kernel_log_sources: list[str] = field(default_factory=list)
@@ -394,6 +395,10 @@ def read_modules(root: HostRoot, snap: Snapshot) -> None:
             mods = modmod.parse_lsmod(cap.text, cap.source)
             snap.modules_source = cap.source
     have_list = bool(snap.modules_source)
+    if have_list:
+        snap.module_support = True
+    elif root.is_live and root.is_dir("sys/module"):
+        snap.module_support = False  # CONFIG_MODULES=n: everything conntrack has is built in
     builtin_list = set()
     if snap.release:
         bl = root.read_text(f"lib/modules/{snap.release}/modules.builtin") or \

@@ -268,3 +268,76 @@ def listing_source(state):
     except OSError as e:
         raise CtnetlinkError(f"ctnetlink is not available ({e}): no /proc/net/nf_conntrack and no netlink dump")
     return _LinesStream(lines_from(dump_buffers(sock)), sock), "ctnetlink dump", False
+
+
+# ---- deleting entries (flush) --------------------------------------------------------------------
+
+IPCTNL_MSG_CT_DELETE = 2
+NLM_F_ACK = 0x4
+
+
+def _attr(typ: int, payload: bytes, nested: bool = False) -> bytes:
+    ln = 4 + len(payload)
+    return struct.pack("=HH", ln, typ | (NLA_F_NESTED if nested else 0)) + payload + b"\0" * ((4 - ln % 4) % 4)
+
+
+def _tuple_attr(e: Entry, t: Tuple) -> bytes:
+    fam = socket.AF_INET6 if e.l3 == "ipv6" else socket.AF_INET
+    if fam == socket.AF_INET:
+        ip = _attr(CTA_IP_V4_SRC, socket.inet_pton(fam, t.src)) + _attr(CTA_IP_V4_DST, socket.inet_pton(fam, t.dst))
+    else:
+        ip = _attr(CTA_IP_V6_SRC, socket.inet_pton(fam, t.src)) + _attr(CTA_IP_V6_DST, socket.inet_pton(fam, t.dst))
+    proto = _attr(CTA_PROTO_NUM, bytes([e.protonum]))
+    if t.sport is not None:
+        proto += _attr(CTA_PROTO_SRC_PORT, _u16be.pack(t.sport)) + _attr(CTA_PROTO_DST_PORT, _u16be.pack(t.dport))
+    elif t.srckey is not None:
+        proto += _attr(CTA_PROTO_SRC_PORT, _u16be.pack(t.srckey)) + _attr(CTA_PROTO_DST_PORT, _u16be.pack(t.dstkey))
+    elif t.icmp_type is not None:
+        six = e.proto == "icmpv6"
+        proto += _attr(CTA_PROTO_ICMPV6_ID if six else CTA_PROTO_ICMP_ID, _u16be.pack(t.icmp_id))
+        proto += _attr(CTA_PROTO_ICMPV6_TYPE if six else CTA_PROTO_ICMP_TYPE, bytes([t.icmp_type]))
+        proto += _attr(CTA_PROTO_ICMPV6_CODE if six else CTA_PROTO_ICMP_CODE, bytes([t.icmp_code]))
+    body = _attr(CTA_TUPLE_IP, ip, True) + _attr(CTA_TUPLE_PROTO, proto, True)
+    if t.zone is not None:
+        body += _attr(CTA_TUPLE_ZONE, _u16be.pack(t.zone))
+    return body
+
+
+def delete_message(e: Entry, seq: int) -> bytes:
+    fam = socket.AF_INET6 if e.l3 == "ipv6" else socket.AF_INET
+    body = struct.pack("=BBH", fam, 0, 0) + _attr(CTA_TUPLE_ORIG, _tuple_attr(e, e.orig), True)
+    if e.zone:
+        body += _attr(CTA_ZONE, _u16be.pack(e.zone))
+    return _hdr.pack(16 + len(body), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE,
+                     NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+
+
+def delete_entries(sock: socket.socket, entries: list[Entry], batch: int = 256) -> tuple[int, int]:
+    """Delete entries by their original tuple; returns (deleted, already gone)."""
+    try:
+        sock.bind((0, 0))
+    except OSError:
+        pass
+    deleted = gone = 0
+    for i in range(0, len(entries), batch):
+        part = entries[i:i + batch]
+        sock.send(b"".join(delete_message(e, i + j + 1) for j, e in enumerate(part)))
+        acks = 0
+        while acks < len(part):
+            buf = sock.recv(1 << 16)
+            off = 0
+            while off + 16 <= len(buf):
+                ln, typ = struct.unpack_from("=IH", buf, off)
+                if typ == NLMSG_ERROR:
+                    err = struct.unpack_from("=i", buf, off + 16)[0]
+                    acks += 1
+                    if err == 0:
+                        deleted += 1
+                    elif -err == 2:  # ENOENT: it expired or was deleted meanwhile
+                        gone += 1
+                    else:
+                        raise CtnetlinkError(f"deleting an entry failed: {os.strerror(-err)}")
+                if ln < 16:
+                    break
+                off += (ln + 3) & ~3
+    return deleted, gone

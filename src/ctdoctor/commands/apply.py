@@ -1,0 +1,99 @@
+"""ctdoctor apply: persist and apply settings; a dry run with a diff unless --yes."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from ctdoctor.commands.common import open_root
+from ctdoctor.errors import UsageError
+
+TIMEOUT_RE = re.compile(r"^(?:nf_conntrack_)?([a-z0-9_]+)=(\d+)$")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--max", type=int, metavar="N", help="nf_conntrack_max")
+    p.add_argument("--buckets", type=int, metavar="N", help="hash buckets (nf_conntrack_buckets / hashsize=)")
+    p.add_argument("--timeout", action="append", default=[], metavar="NAME=SECONDS",
+                   help="e.g. tcp_timeout_established=86400 (repeatable)")
+    p.add_argument("--from-plan", action="store_true", help="use what `ctdoctor plan` picks")
+    p.add_argument("--yes", action="store_true", help="write the files and apply live (default: show the diff)")
+
+
+def compute(args, root):
+    """(file changes, live settings to apply, module_builtin)."""
+    from ctdoctor import snapshot
+    from ctdoctor.sources.sysctl import NF
+    from ctdoctor.write import persist
+
+    max_, buckets = args.max, args.buckets
+    timeouts: dict[str, int] = {}
+    for t in args.timeout:
+        m = TIMEOUT_RE.match(t.strip())
+        if not m:
+            raise UsageError(f"--timeout {t}: use NAME=SECONDS, e.g. tcp_timeout_established=86400")
+        name = "nf_conntrack_" + m.group(1)
+        if "timeout" not in name:
+            raise UsageError(f"--timeout {t}: {name} is not a timeout")
+        timeouts[name] = int(m.group(2))
+    snap = snapshot.build(root, None, interval=None, with_rules=False, with_log=False)
+    for name in timeouts:
+        if snap.settings and NF + name not in snap.settings:
+            raise UsageError(f"--timeout: this kernel has no net.netfilter.{name}")
+    if args.from_plan:
+        from ctdoctor import plan
+        from ctdoctor.checks.base import Context
+
+        p = plan.make_plan(Context(snap, root, live=root.is_live))
+        max_ = max_ or p["pick"]["max"]
+        buckets = buckets or p["pick"]["buckets"]
+        for t in p["timeouts"]:
+            timeouts.setdefault(t["name"], t["suggested"])
+    for name, v in (("--max", max_), ("--buckets", buckets)):
+        if v is not None and not 1 <= v <= 1 << 31:
+            raise UsageError(f"{name} must be between 1 and 2^31")
+    if max_ is None and buckets is None and not timeouts and not persist.read_current(root, persist.SYSCTL_FILE):
+        raise UsageError("nothing to apply: give --max, --buckets, --timeout or --from-plan")
+    builtin = snap.modules.get("nf_conntrack") is not None and snap.modules["nf_conntrack"].state == "builtin"
+    changes = persist.compute(root, max_=max_, buckets=buckets, timeouts=timeouts, module_builtin=builtin)
+    wanted = persist.desired_settings(root, max_, buckets, timeouts)
+    live = []
+    for k, v in sorted(wanted.items()):
+        cur = snap.settings.get(k)
+        if cur is not None and cur.strip() != v:
+            live.append((k, cur.strip(), v))
+    return changes, live, builtin
+
+
+def run(args) -> int:
+    from ctdoctor.write.files import diff, write, write_sysctl
+
+    root = open_root(args)
+    if root.kind == "sosreport":
+        raise UsageError("apply writes into a live host or a ctdoctor image directory, not into a sosreport")
+    if not root.is_live and not root.path.is_dir():
+        raise UsageError("apply --root needs a directory")
+    changes, live, _ = compute(args, root)
+    d = diff(changes)
+    where = "" if root.is_live else f" (in {root.label})"
+    if not d and not live:
+        print(f"nothing to change{where}: files and live values already match")
+        return 0
+    if d:
+        sys.stdout.write(d)
+    for k, cur, v in live:
+        print(f"live: sysctl -w {k}={v}   # now {cur}")
+    if not args.yes:
+        print(f"dry run{where}: nothing written. Run again with --yes to write these files and apply the values.")
+        return 0
+    if root.is_live:
+        import os
+
+        if os.geteuid() != 0:
+            raise UsageError("apply --yes needs root")
+    written = write(root, changes)
+    for k, _, v in live:
+        write_sysctl(root, k, v)
+    print(f"wrote {len(written)} file(s){where}" + (": " + ", ".join(written) if written else "")
+          + f"; applied {len(live)} live value(s)")
+    return 0

@@ -1,0 +1,89 @@
+"""ctdoctor guard: keep the live net.netfilter settings equal to the persisted ones.
+
+Drift comes from a module reload (the module starts from its defaults), from
+boot order, or from another tool writing the sysctls. Each pass reads the
+persisted values (sysctl.d precedence, re-read every pass so files that
+disappear and come back are followed) and writes back any live value that
+differs, logging one journal-friendly line per change. ``--once`` does one
+pass (cron, a systemd timer); otherwise it loops every ``--interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ctdoctor.commands.common import open_root
+from ctdoctor.errors import UsageError
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--once", action="store_true", help="one pass, then exit (for cron or a systemd timer)")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between passes (default 1)")
+
+
+def log(msg: str) -> None:
+    # One line per event, no colour: journald / syslog friendly.
+    print(f"ctdoctor-guard: {msg}", flush=True)
+
+
+def one_pass(root, state: dict) -> int:
+    """Restore drift once; returns the number of values restored."""
+    from ctdoctor.sources.persisted import read_persisted
+    from ctdoctor.sources.sysctl import NF
+    from ctdoctor.write.files import write_sysctl
+
+    persisted = read_persisted(root)
+    wanted = {k: s for k, s in persisted.sysctl.items() if k.startswith(NF) and not k.endswith("_count")}
+    if not wanted:
+        if state.get("had_config", True):
+            log("no net.netfilter settings are persisted (sysctl.d, sysctl.conf): nothing to guard")
+        state["had_config"] = False
+        return 0
+    if not state.get("had_config", True):
+        log(f"persisted settings are back: guarding {len(wanted)} value(s)")
+    state["had_config"] = True
+    restored = 0
+    for key, s in sorted(wanted.items()):
+        live = root.read_text("proc/sys/" + key.replace(".", "/"))
+        if live is None:
+            if state.get(("missing", key)) is None:
+                log(f"{key} does not exist now (nf_conntrack not loaded?); will restore it when it appears")
+            state[("missing", key)] = True
+            continue
+        state.pop(("missing", key), None)
+        if " ".join(live.split()) == " ".join(s.value.split()):
+            continue
+        try:
+            write_sysctl(root, key, s.value)
+        except Exception as e:  # noqa: BLE001 - keep guarding the others
+            log(f"could not restore {key} to {s.value}: {e}")
+            continue
+        restored += 1
+        log(f"restored {key} {live.strip()} -> {s.value} (persisted in {s.file}:{s.lineno})")
+    return restored
+
+
+def run(args) -> int:
+    import os
+
+    root = open_root(args)
+    if root.kind == "sosreport":
+        raise UsageError("guard works on the live host (or a ctdoctor image directory for tests), not a sosreport")
+    if root.is_live and os.geteuid() != 0:
+        raise UsageError("guard needs root to write sysctls")
+    if args.interval <= 0:
+        raise UsageError("--interval must be positive")
+    state: dict = {}
+    if args.once:
+        one_pass(root, state)
+        return 0
+    log(f"guarding net.netfilter settings every {args.interval:g}s")
+    try:
+        while True:
+            one_pass(root, state)
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        log("stopped")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,198 @@
+"""ctdoctor notrack: raw-priority NOTRACK rules for a port, with the accept rules a stateful filter needs.
+
+Direction ``in`` is a service on this host (clients connect to P): untrack
+packets *to* P arriving (prerouting) and replies *from* P leaving (output).
+``out`` is this host as a client of P elsewhere: untrack packets to P leaving
+(output) and replies from P arriving (prerouting). Untracked packets have the
+ct state ``untracked``; a filter that accepts only established traffic drops
+them, so an accept for that state is emitted with them.
+
+``--apply`` installs the nft rules in their own table ``inet ctdoctor_notrack``
+(removed by ``--remove``) and inserts the accept into each stateful input and
+output base chain it finds, tagged with the comment ``ctdoctor-notrack``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+from ctdoctor.commands.common import require_live
+from ctdoctor.errors import Failure, UsageError
+
+TABLE = "ctdoctor_notrack"
+TAG = "ctdoctor-notrack"
+# Ports this host commonly uses as a *client*: untracking them outbound breaks its own lookups/fetches.
+CLIENT_PORTS = {53: "DNS", 123: "NTP", 80: "HTTP", 443: "HTTPS", 389: "LDAP", 636: "LDAPS", 88: "Kerberos"}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--port", metavar="P[,P]", help="port(s) to untrack")
+    p.add_argument("--proto", choices=("tcp", "udp"), default="udp")
+    p.add_argument("--direction", choices=("in", "out", "both"), default="in",
+                   help="in: a service on this host; out: this host as a client; both")
+    p.add_argument("--backend", choices=("nft", "iptables"), default="nft")
+    p.add_argument("--apply", action="store_true", help="install the rules (nft backend)")
+    p.add_argument("--remove", action="store_true", help="remove what --apply installed")
+
+
+def ports_of(text: str | None) -> list[int]:
+    if not text:
+        raise UsageError("--port is required (e.g. --port 53 or --port 53,5353)")
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or not 1 <= int(part) <= 65535:
+            raise UsageError(f"--port {part}: not a port number")
+        out.append(int(part))
+    return out
+
+
+def nft_rules(ports, proto, direction) -> tuple[list[str], list[str]]:
+    """(lines of the notrack table, accept statements to put in the stateful filter chains)."""
+    ps = ", ".join(map(str, ports))
+    pset = f"{{ {ps} }}" if len(ports) > 1 else ps
+    pre, out = [], []
+    if direction in ("in", "both"):
+        pre.append(f"{proto} dport {pset} notrack")
+        out.append(f"{proto} sport {pset} notrack")
+    if direction in ("out", "both"):
+        out.append(f"{proto} dport {pset} notrack")
+        pre.append(f"{proto} sport {pset} notrack")
+    table = [f"table inet {TABLE} {{",
+             "\tchain prerouting {", "\t\ttype filter hook prerouting priority raw; policy accept;",
+             *[f"\t\t{r}" for r in pre], "\t}",
+             "\tchain output {", "\t\ttype filter hook output priority raw; policy accept;",
+             *[f"\t\t{r}" for r in out], "\t}", "}"]
+    return table, [f'ct state untracked accept comment "{TAG}"']
+
+
+def iptables_rules(ports, proto, direction) -> list[str]:
+    cmd = []
+    ps = ",".join(map(str, ports))
+    match = f"-p {proto} -m multiport" if len(ports) > 1 else f"-p {proto}"
+    d, s = ("--dports", "--sports") if len(ports) > 1 else ("--dport", "--sport")
+    if direction in ("in", "both"):
+        cmd.append(f"iptables -t raw -A PREROUTING {match} {d} {ps} -j CT --notrack")
+        cmd.append(f"iptables -t raw -A OUTPUT {match} {s} {ps} -j CT --notrack")
+    if direction in ("out", "both"):
+        cmd.append(f"iptables -t raw -A OUTPUT {match} {d} {ps} -j CT --notrack")
+        cmd.append(f"iptables -t raw -A PREROUTING {match} {s} {ps} -j CT --notrack")
+    cmd.append("iptables -I INPUT -m conntrack --ctstate UNTRACKED -j ACCEPT")
+    cmd.append("iptables -I OUTPUT -m conntrack --ctstate UNTRACKED -j ACCEPT   # if OUTPUT's policy is DROP")
+    return cmd
+
+
+def warnings_for(ports, proto, direction) -> list[str]:
+    out = []
+    for p in ports:
+        if direction in ("out", "both") and p in CLIENT_PORTS:
+            out.append(f"port {p} ({CLIENT_PORTS[p]}) is one this host also uses as a client: untracking it "
+                       "outbound means the answers to the host's own queries arrive untracked too, and a filter "
+                       "without the untracked accept drops them (the classic `--dport 53 -j NOTRACK` in both "
+                       "chains breaks the host's own DNS)")
+        if direction in ("in", "both") and p in CLIENT_PORTS:
+            out.append(f"port {p} ({CLIENT_PORTS[p]}): only packets to a service on this host are untracked; the "
+                       "host's own outgoing queries stay tracked")
+    if proto == "tcp":
+        out.append("untracked TCP gets no NAT and no state checks; keep it for ports with no NAT in their path")
+    return out
+
+
+def _nft(ns_args, script: str | None = None, *args) -> subprocess.CompletedProcess:
+    cmd = ns_args + ["nft"] + (["-f", "-"] if script is not None else list(args))
+    return subprocess.run(cmd, input=script, capture_output=True, text=True)
+
+
+def stateful_chains(ns_args) -> list[tuple[str, str, str]]:
+    """(family, table, chain) of input/output base chains that match on ct state."""
+    r = _nft(ns_args, None, "-j", "list", "ruleset")
+    if r.returncode:
+        raise Failure("nft list ruleset failed: " + r.stderr.strip())
+    doc = json.loads(r.stdout or '{"nftables": []}')
+    base, uses_state = {}, set()
+    for obj in doc.get("nftables", []):
+        if "chain" in obj:
+            c = obj["chain"]
+            if c.get("hook") in ("input", "output") and c.get("type") == "filter" and c.get("table") != TABLE:
+                base[(c["family"], c["table"], c["name"])] = c
+        elif "rule" in obj:
+            r_ = obj["rule"]
+            if '"ct": {"key": "state"' in json.dumps(r_.get("expr", [])):
+                uses_state.add((r_["family"], r_["table"], r_["chain"]))
+    return sorted(k for k in base if k in uses_state)
+
+
+def run(args) -> int:
+    require_live(args, "notrack --apply") if (args.apply or args.remove) else None
+    ns = getattr(args, "netns", None)
+    ns_args = ["ip", "netns", "exec", ns] if ns and ns not in ("init",) else []
+    if ns == "all":
+        raise UsageError("notrack works on one netns at a time")
+    if args.remove:
+        return _remove(ns_args)
+    ports = ports_of(args.port)
+    warns = warnings_for(ports, args.proto, args.direction)
+    if args.backend == "iptables":
+        if args.apply:
+            raise UsageError("--apply installs nft rules; for iptables, run the printed commands")
+        for c in iptables_rules(ports, args.proto, args.direction):
+            print(c)
+        for w in warns:
+            print(f"# warning: {w}")
+        return 0
+    table, accepts = nft_rules(ports, args.proto, args.direction)
+    if not args.apply:
+        print("\n".join(table))
+        print(f"# and in your stateful filter's input (and output, if its policy drops), before any drop:")
+        for a in accepts:
+            print(f"#   nft insert rule inet filter input {a}")
+        for w in warns:
+            print(f"# warning: {w}")
+        print("# install with --apply (its own table; --remove deletes it)")
+        return 0
+    if os.geteuid() != 0:
+        raise UsageError("notrack --apply needs root")
+    if shutil.which("nft") is None:
+        raise UsageError("notrack --apply needs the nft command (Debian package nftables)")
+    chains = stateful_chains(ns_args)
+    _nft(ns_args, None, "delete", "table", "inet", TABLE)  # idempotent: replace what we installed before
+    r = _nft(ns_args, "\n".join(table) + "\n")
+    if r.returncode:
+        raise Failure("installing the notrack table failed: " + r.stderr.strip())
+    for fam, tab, chain in chains:
+        if _has_tag(ns_args, fam, tab, chain):
+            continue
+        r = _nft(ns_args, None, "insert", "rule", fam, tab, chain, "ct", "state", "untracked", "accept",
+                 "comment", f'"{TAG}"')
+        if r.returncode:
+            raise Failure(f"inserting the untracked accept into {fam} {tab} {chain} failed: {r.stderr.strip()}")
+        print(f"inserted 'ct state untracked accept' into {fam} {tab} {chain}")
+    print(f"installed table inet {TABLE}: {args.proto} port(s) {', '.join(map(str, ports))} untracked "
+          f"({args.direction})")
+    for w in warns:
+        print(f"warning: {w}")
+    return 0
+
+
+def _has_tag(ns_args, fam, tab, chain) -> bool:
+    r = _nft(ns_args, None, "-a", "list", "chain", fam, tab, chain)
+    return TAG in r.stdout
+
+
+def _remove(ns_args) -> int:
+    r = _nft(ns_args, None, "-j", "list", "ruleset")
+    removed = 0
+    if r.returncode == 0:
+        for obj in json.loads(r.stdout or '{"nftables": []}').get("nftables", []):
+            rule = obj.get("rule")
+            if rule and rule.get("comment") == TAG:
+                _nft(ns_args, None, "delete", "rule", rule["family"], rule["table"], rule["chain"], "handle",
+                     str(rule["handle"]))
+                removed += 1
+    t = _nft(ns_args, None, "delete", "table", "inet", TABLE)
+    print(("removed table inet " + TABLE if t.returncode == 0 else "no ctdoctor notrack table installed")
+          + (f"; removed {removed} untracked accept rule(s)" if removed else ""))
+    return 0

@@ -1,0 +1,125 @@
+"""`ctdoctor plan`: candidate sizes from each rule, side by side, then the pick and what it costs.
+
+Rules:
+- kernel default for this version and RAM (kernel.default_sizing);
+- kube-proxy's: max(32768 × CPUs, 131072), buckets = max / 4;
+- the observed peak: the largest count among the namespaces, and the kernel's
+  ``nf_conntrack version ... (B buckets, M max)`` boot line is ignored (it is a default);
+- Little's law: new flows per second × how long their entries live. The arrival
+  rate comes from the ``insert`` counter over the sampling interval when the
+  kernel counts it, else from the TIME_WAIT entries (each closed TCP connection
+  sits there for the time_wait timeout: rate = TIME_WAIT / timeout).
+The pick is the largest of the load-based candidates (peak, Little) × headroom,
+never below the kernel default or kube-proxy's floor, rounded up to a multiple
+of 65536, and capped by the memory budget.
+"""
+
+from __future__ import annotations
+
+from ctdoctor import kernel
+from ctdoctor.checks.base import Context
+from ctdoctor.errors import UsageError
+
+ROUND = 65536
+
+
+def parse_size(text: str, ram: int | None) -> int:
+    t = text.strip().upper()
+    if t.endswith("%"):
+        if not ram:
+            raise UsageError("--memory-budget in % needs MemTotal, which this host/image does not show")
+        return int(ram * float(t[:-1]) / 100)
+    mult = 1
+    for suffix, m in (("KIB", 1 << 10), ("MIB", 1 << 20), ("GIB", 1 << 30), ("K", 1 << 10), ("M", 1 << 20),
+                      ("G", 1 << 30), ("B", 1)):
+        if t.endswith(suffix):
+            t, mult = t[: -len(suffix)], m
+            break
+    try:
+        return int(float(t) * mult)
+    except ValueError:
+        raise UsageError(f"--memory-budget {text}: use a size like 512M, 2G or 10%") from None
+
+
+def _round_up(n: int) -> int:
+    return max(ROUND, ((n + ROUND - 1) // ROUND) * ROUND)
+
+
+def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) -> dict:
+    snap = ctx.snap
+    ram, cpus, ver = snap.mem_total, snap.cpus, snap.version
+    size, estimated = ctx.entry_size()
+    cands = []
+    if ram:
+        b, m = kernel.default_sizing(ram, ver)
+        cands.append({"rule": "kernel default", "max": m, "buckets": b,
+                      "reason": f"what this kernel ({snap.release or '?'}) picks by itself for {ram >> 20} MiB RAM"})
+    if cpus:
+        m = max(32768 * cpus, 131072)
+        cands.append({"rule": "kube-proxy", "max": m, "buckets": m // 4,
+                      "reason": f"max(32768 × {cpus} CPUs, 131072), buckets = max / 4"})
+    counts = [(st.count, st.name) for st in snap.namespaces if st.count is not None]
+    peak, peak_ns = max(counts) if counts else (None, None)
+    if peak is not None:
+        cands.append({"rule": "observed peak", "max": peak, "buckets": None,
+                      "reason": f"largest count now: {peak} in netns {peak_ns}"})
+    rate, rate_how = None, None
+    init = snap.namespaces[0] if snap.namespaces else None
+    if init is not None:
+        r = init.rates() or {}
+        if r.get("insert"):
+            rate, rate_how = r["insert"], f"insert counter over {init.interval:g} s"
+        else:
+            s = ctx.summary(init)
+            tw_timeout = ctx.setting("nf_conntrack_tcp_timeout_time_wait") or 120
+            if s is not None and s.states.get("TIME_WAIT"):
+                rate = s.states["TIME_WAIT"] / tw_timeout
+                rate_how = f"{s.states['TIME_WAIT']} TIME_WAIT entries / {tw_timeout} s time_wait timeout"
+    if rate is not None:
+        est = init.count or 0
+        life = (ctx.setting("nf_conntrack_tcp_timeout_time_wait") or 120) + 60
+        little = int(rate * life) + est
+        cands.append({"rule": "Little's law", "max": little, "buckets": None,
+                      "reason": f"{rate:.1f} new flows/s ({rate_how}) × {life} s lifetime after close + "
+                                f"{est} live entries"})
+    load = [c["max"] for c in cands if c["rule"] in ("observed peak", "Little's law")]
+    floor = [c["max"] for c in cands if c["rule"] in ("kernel default", "kube-proxy")]
+    pick = _round_up(int(max(load or [0]) * headroom))
+    pick = max([pick] + floor) if floor else pick
+    capped = False
+    if budget:
+        most = budget // (size + 8)
+        if pick > most:
+            pick, capped = max(ROUND, (most // ROUND) * ROUND), True
+    buckets = pick if ver is None or ver >= (5, 15, 0) else pick // 4
+    mem = pick * size + buckets * 8
+    timeouts = []
+    for st in snap.namespaces:
+        if st.fill is None or st.fill < 0.3:
+            continue
+        s = ctx.summary(st)
+        if not s or not s.listed:
+            continue
+        from ctdoctor.checks.ct011_timeouts import RULES
+
+        for label, (key, limit, suggest) in RULES.items():
+            share = s.states.get(label, 0) / s.listed
+            cur = ctx.setting(key, st)
+            if share >= 0.2 and cur and cur > limit and not any(t["name"] == key for t in timeouts):
+                timeouts.append({"name": key, "current": cur, "suggested": suggest,
+                                 "reason": f"{label} is {share * 100:.0f}% of netns {st.name}'s entries"})
+    return {
+        "schema": 1,
+        "host": {"kernel": snap.release, "mem_total": ram, "cpus": cpus},
+        "current": {"max": ctx.global_max(), "buckets": ctx.setting("nf_conntrack_buckets")},
+        "candidates": cands,
+        "headroom": headroom,
+        "pick": {"max": pick, "buckets": buckets, "capped_by_budget": capped, "budget": budget},
+        "timeouts": timeouts,
+        "memory": {"entry_size": size, "entry_size_estimated": estimated,
+                   "entry_size_source": snap.entry_size_source or "estimate (no /proc/slabinfo)",
+                   "entries_bytes": pick * size, "buckets_bytes": buckets * 8, "total_bytes": mem,
+                   "share_of_ram": round(mem / ram, 4) if ram else None},
+        "apply": f"ctdoctor apply --max {pick} --buckets {buckets}"
+                 + "".join(f" --timeout {t['name'].removeprefix('nf_conntrack_')}={t['suggested']}" for t in timeouts),
+    }

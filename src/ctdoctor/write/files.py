@@ -1,0 +1,110 @@
+"""Writing files safely: computed first, shown as a diff, then written atomically with a backup.
+
+A ``FileChange`` is plain data (path, old text, new text). ``diff()`` shows it;
+``write()`` writes a temporary file in the same directory, fsyncs it and
+renames it over the target, so a crash leaves either the old or the new file,
+never a partial one. The old file is kept as ``<file>.ctdoctor-bak`` (the
+first backup is never overwritten: it is the state before ctdoctor).
+Unchanged files are not touched, so a second run is a no-op.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import signal
+import tempfile
+from dataclasses import dataclass
+
+from ctdoctor.errors import Failure
+from ctdoctor.sources.hostroot import HostRoot
+
+BACKUP_SUFFIX = ".ctdoctor-bak"
+
+
+@dataclass
+class FileChange:
+    path: str  # host path, e.g. /etc/sysctl.d/90-ctdoctor.conf
+    old: str | None  # None: the file does not exist
+    new: str
+    mode: int = 0o644
+    why: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.old != self.new
+
+
+def read_current(root: HostRoot, path: str) -> str | None:
+    return root.read_text(path.lstrip("/"))
+
+
+def diff(changes: list[FileChange]) -> str:
+    out = []
+    for c in changes:
+        if not c.changed:
+            continue
+        a = (c.old or "").splitlines(keepends=True)
+        b = c.new.splitlines(keepends=True)
+        out.extend(difflib.unified_diff(a, b, fromfile=c.path if c.old is not None else "/dev/null",
+                                        tofile=c.path))
+        if out and not out[-1].endswith("\n"):
+            out[-1] += "\n"
+    return "".join(out)
+
+
+def _crash_point(name: str) -> None:
+    """Test hook: CTDOCTOR_CRASH_AT=<name> kills the process right there (a real crash, no cleanup)."""
+    if os.environ.get("CTDOCTOR_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write(root: HostRoot, changes: list[FileChange]) -> list[str]:
+    """Write the changed files under ``root``; returns the paths written."""
+    written = []
+    for c in changes:
+        if not c.changed:
+            continue
+        target = root.path / c.path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if c.old is not None:
+            bak = target.with_name(target.name + BACKUP_SUFFIX)
+            if not bak.exists():
+                _atomic(bak, c.old.encode(), os.stat(target).st_mode & 0o777)
+        _atomic(target, c.new.encode(), c.mode)
+        written.append(c.path)
+    return written
+
+
+def _atomic(target, data: bytes, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data[: len(data) // 2])
+            _crash_point("mid-write")
+            f.write(data[len(data) // 2:])
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        _crash_point("before-rename")
+        os.replace(tmp, target)
+        dfd = os.open(target.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as e:
+        raise Failure(f"writing {target} failed: {e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_sysctl(root: HostRoot, key: str, value: str) -> None:
+    """Set a live sysctl (or the image's proc/sys file) — the kernel does its own atomicity."""
+    path = root.path / ("proc/sys/" + key.replace(".", "/"))
+    try:
+        with open(path, "w") as f:
+            f.write(f"{value}\n")
+    except OSError as e:
+        raise Failure(f"setting {key}={value} failed: {e}") from None
