@@ -1,0 +1,101 @@
+"""flush and notrack on the real kernel, in lab namespaces; recover and apply dry runs on this host."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import assert_one_line_error, needs_kernel, run_cli
+
+pytestmark = [needs_kernel, pytest.mark.kernel]
+
+
+def _states(ns):
+    rc, out, err = run_cli("--netns", ns, "top", "--by", "state", "--limit", "0", "--format", "json")
+    return {r["key"]["state"]: r["count"] for r in json.loads(out)["rows"]}
+
+
+def test_flush_keeps_established_and_dry_run_matches(lab):
+    run = lab("mixed-traffic")
+    ns = run.netns.name
+    before = _states(ns)
+    assert before.get("ESTABLISHED", 0) >= 8 and before.get("TIME_WAIT", 0) >= 4
+    rc, out, err = run_cli("--netns", ns, "flush", "--state", "TIME_WAIT,UNREPLIED", "--dry-run", "--format", "json")
+    dry = json.loads(out)
+    assert dry["deleted"] == 0 and dry["after"] == dry["before"]
+    rc, out, err = run_cli("--netns", ns, "flush", "--state", "TIME_WAIT,UNREPLIED", "--format", "json")
+    done = json.loads(out)
+    assert done["matched"] == dry["matched"] and done["deleted"] + done["already_gone"] == dry["matched"]
+    after = _states(ns)
+    assert "TIME_WAIT" not in after and "UNREPLIED" not in after and "SYN_SENT" not in after
+    assert after["ESTABLISHED"] == before["ESTABLISHED"], "ESTABLISHED entries survive"
+    assert done["after"] == done["before"] - done["deleted"]
+
+
+def test_flush_refuses_established_without_the_flag(lab):
+    run = lab("nat-loopback", 5)
+    rc, out, err = run_cli("--netns", run.netns.name, "flush", "--state", "ESTABLISHED")
+    assert_one_line_error(rc, err, code=2, contains="--include-established")
+    rc, out, err = run_cli("--netns", run.netns.name, "flush", "--state", "ALL", "--format", "json")
+    doc = json.loads(out)
+    assert doc["protected_established"] == 5 and doc["deleted"] == 0
+    rc, out, err = run_cli("--netns", run.netns.name, "flush", "--state", "ESTABLISHED", "--include-established",
+                           "--port", "8080", "--format", "json")
+    assert json.loads(out)["deleted"] == 5
+
+
+def test_notrack_port_creates_no_entries_and_connects_with_the_emitted_accept(netns):
+    netns.run("nft", "add table inet filter; add chain inet filter input { type filter hook input priority 0; "
+                     "policy drop; }; add rule inet filter input ct state established,related accept")
+    rc, out, err = run_cli("--netns", netns.name, "notrack", "--port", "7070", "--proto", "tcp",
+                           "--direction", "both", "--apply")
+    assert rc == 0, err
+    helper = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-m", "ctdoctor.lab.traffic",
+                               "connect-many", "7070", "5", "20", "7070"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        got = json.loads(helper.stdout.readline())
+        assert got["ok"] == 5, "sockets connect: the emitted accept rule lets untracked packets in"
+        listing = netns.run("cat", "/proc/net/nf_conntrack").stdout.decode()
+        assert "7070" not in listing and netns.count() == 0, "no conntrack entries for the untracked port"
+        ss = netns.run("ss", "-tanH", "state", "established").stdout.decode()
+        assert ss.count(":7070") == 10
+    finally:
+        helper.stdin.close()
+        helper.wait(timeout=10)
+    rc, out, err = run_cli("--netns", netns.name, "notrack", "--remove")
+    assert rc == 0 and "removed table inet ctdoctor_notrack" in out
+    ruleset = netns.run("nft", "list", "ruleset").stdout.decode()
+    assert "ctdoctor" not in ruleset and "ct state established,related accept" in ruleset
+
+
+def test_without_the_accept_the_untracked_port_is_dropped(netns):
+    netns.run("nft", "add table inet filter; add chain inet filter input { type filter hook input priority 0; "
+                     "policy drop; }; add rule inet filter input ct state established,related accept;"
+                     "add table inet raw; add chain inet raw out { type filter hook output priority raw; };"
+                     "add rule inet raw out tcp dport 7071 notrack; add rule inet raw out tcp sport 7071 notrack")
+    helper = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-m", "ctdoctor.lab.traffic",
+                               "connect-many", "7071", "1", "5", "7071"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(helper.stdout.readline())["ok"] == 0
+    finally:
+        helper.stdin.close()
+        helper.wait(timeout=15)
+
+
+def test_recover_on_this_built_in_kernel_verifies():
+    rc, out, err = run_cli("recover")
+    assert rc == 0, out + err
+    assert "nothing to load" in out and "verified: a loopback connection in a test netns became 1 conntrack" in out
+
+
+def test_apply_dry_run_on_this_host_writes_nothing():
+    import os
+
+    before = os.path.exists("/etc/sysctl.d/90-ctdoctor.conf")
+    rc, out, err = run_cli("apply", "--max", "524288")
+    assert rc == 0 and "dry run" in out and "+net.netfilter.nf_conntrack_max = 524288" in out
+    assert os.path.exists("/etc/sysctl.d/90-ctdoctor.conf") == before
+    assert open("/proc/sys/net/netfilter/nf_conntrack_max").read().strip() != "524288"
