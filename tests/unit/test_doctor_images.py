@@ -232,6 +232,7 @@ def test_ct005_nat_rules_without_nf_nat(tmp_path):
     (f,) = find(doc, "CT005")
     assert f["severity"] == "critical" and f["evidence"]["missing_modules"] == ["nf_nat"]
     assert "nf_conntrack_ipv4" in f["fix"][0], "3.10 needs the per-family module"
+    assert f["fix"][2].startswith("systemctl restart iptables"), "a RHEL host (iptables-config) reloads this way"
 
 
 def test_ct005_negative():
@@ -466,3 +467,31 @@ def test_explain_and_checks():
             assert section in out, (code, section)
     rc, out, err = run_cli("explain", "CT020")
     assert_one_line_error(rc, err, code=2, contains="unknown check")
+
+
+def test_compare_two_images_gives_rates(tmp_path):
+    a = image(tmp_path, BASE, {"proc/net/stat/nf_conntrack": stat(count=5, drop=10)})
+    b = tmp_path / "later"
+    shutil.copytree(a, b)
+    (b / "proc/net/stat/nf_conntrack").write_text(stat(count=5, drop=40))
+    meta = json.loads((b / "ctdoctor/meta.json").read_text())
+    meta["created"] = "2026-11-21T22:08:27+0000"  # 60 s after the first image
+    (b / "ctdoctor/meta.json").write_text(json.dumps(meta))
+    (a / "ctdoctor/samples/init/nf_conntrack.stat").unlink()
+    rc, doc = doctor(a, "--compare", str(b))
+    (f,) = find(doc, "CT002")
+    assert f["severity"] == "critical" and f["evidence"]["drop_per_second"] == 1.0  # (80-20)/60
+    rc, out, err = run_cli("doctor", "--compare", str(b))
+    assert_one_line_error(rc, err, code=2, contains="--compare")
+
+
+def test_help_stays_light():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "ctdoctor", "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "doctor" in r.stdout
+    heavy = [m for m in ("rich", "ctdoctor.snapshot", "ctdoctor.top", "ipaddress", "pyroute2")
+             if f"| {m}\n" in r.stderr or f"|   {m}\n" in r.stderr or f" {m}\n" in r.stderr]
+    assert heavy == [], f"--help imported {heavy}"

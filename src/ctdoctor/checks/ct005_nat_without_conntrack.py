@@ -46,6 +46,9 @@ def run(ctx):
         return
     load = ["nf_defrag_ipv4", "nf_conntrack"] + (["nf_conntrack_ipv4"] if kernel.has_per_l3_modules(ctx.version)
                                                  else []) + ["nf_nat"]
+    reload = {"rhel": "systemctl restart iptables   # or firewalld: firewall-cmd --reload",
+              "debian": "netfilter-persistent reload   # or: systemctl restart nftables"}.get(
+        ctx.distro(), "reload the firewall rules (iptables-restore / nft -f)")
     yield Finding(
         CODE, CRITICAL, TITLE,
         summary=f"{len(nat)} NAT rule(s) but {', '.join(missing)} not loaded",
@@ -54,5 +57,5 @@ def run(ctx):
         explanation="NAT rules are evaluated only for connections conntrack tracks; with the module gone they do "
                     "nothing and translated traffic stops without any error.",
         fix=["ctdoctor recover   # loads " + ", ".join(load) + ", re-applies settings, verifies",
-             " && ".join(f"modprobe {m}" for m in load) + " && sysctl --system"],
+             " && ".join(f"modprobe {m}" for m in load) + " && sysctl --system", reload],
     )
