@@ -355,28 +355,7 @@ static int add_counts(Aggregator *a, const char *pre, size_t plen, const char *k
 }
 
 static int add(Aggregator *a, const char *key, size_t klen, span label, entry *e) {
-    if ((a->used + 1) * 10 >= a->cap * 7 && grow(a) < 0) return -1;
-    uint64_t kh = fnv(key, klen, FNV0);
-    uint64_t h = fnv(label.p, label.n, kh);
-    size_t j = h & (a->cap - 1);
-    while (a->index[j]) {
-        slot *s = &a->slots[a->index[j] - 1];
-        if (s->hash == h && s->klen == klen && s->llen == (uint32_t)label.n &&
-            memcmp(s->key, key, klen) == 0 && memcmp(s->key + klen, label.p, label.n) == 0) {
-            s->count++; s->opk += e->opk; s->ob += e->ob; s->rpk += e->rpk; s->rb += e->rb;
-            return 0;
-        }
-        j = (j + 1) & (a->cap - 1);
-    }
-    slot *s = new_record(a, j);
-    if (!s) return -1;
-    s->key = arena_alloc(a, klen + label.n + 1);
-    if (!s->key) return -1;
-    memcpy(s->key, key, klen);
-    memcpy(s->key + klen, label.p, label.n);
-    s->klen = (uint32_t)klen; s->llen = (uint32_t)label.n; s->hash = h; s->khash = kh;
-    s->count = 1; s->opk = e->opk; s->ob = e->ob; s->rpk = e->rpk; s->rb = e->rb;
-    return 0;
+    return add_counts(a, "", 0, key, klen, label, 1, e->opk, e->ob, e->rpk, e->rb);
 }
 
 static int take(Aggregator *a, entry *e) {

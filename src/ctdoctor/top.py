@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ctdoctor.errors import InputError, UsageError
-from ctdoctor.sources.entries import EntryParseError, NOISE_RE, parse_line, parse_save_line
+from ctdoctor.sources.entries import NOISE_RE, EntryParseError, parse_line, parse_save_line, read_chunks
 
 # field ids shared with _fastscan.c
 F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC, F_RDST, F_L3 = range(11)
@@ -347,25 +347,8 @@ class _Noise:
 
 
 def _chunks(f, size=CHUNK):
-    rest = b""
-    while True:
-        try:
-            data = f.read(size)
-        except (OSError, EOFError) as e:
-            raise InputError(f"listing is truncated or corrupt ({e})") from None
-        if not data:
-            break
-        data = rest + data
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            rest = data
-            if len(rest) > 64 << 20:
-                raise InputError("listing has a line longer than 64 MiB: not a conntrack listing")
-            continue
-        yield data[:cut]
-        rest = data[cut:]
-    if rest:
-        yield rest + b"\n"
+    for c in read_chunks(f, size):
+        yield c if c.endswith(b"\n") else c + b"\n"
 
 
 def _check_text(chunk: bytes, first_line_no: int) -> None:

@@ -383,23 +383,37 @@ def open_listing(path: str) -> IO[bytes]:
     return f
 
 
-def iter_lines(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[str]:
-    """Decoded lines from a binary stream, read in chunks (memory stays flat)."""
+def read_chunks(f: IO[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    """Chunks of whole lines from a binary stream (the last may lack its newline)."""
     rest = b""
     while True:
         try:
-            data = f.read(chunk)
+            data = f.read(size)
         except (OSError, EOFError) as e:
             raise InputError(f"listing is truncated or corrupt ({e})") from None
         if not data:
             break
         data = rest + data
-        lines = data.split(b"\n")
-        rest = lines.pop()
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            rest = data
+            if len(rest) > 64 << 20:
+                raise InputError("listing has a line longer than 64 MiB: not a conntrack listing")
+            continue
+        yield data[:cut]
+        rest = data[cut:]
+    if rest:
+        yield rest
+
+
+def iter_lines(f: IO[bytes], chunk: int = 1 << 20) -> Iterator[str]:
+    """Decoded lines from a binary stream, read in chunks (memory stays flat)."""
+    for data in read_chunks(f, chunk):
+        lines = data.split(b"\n")  # on \n only: line numbers are the file's
+        if lines[-1] == b"":
+            lines.pop()
         for ln in lines:
             yield ln.decode("utf-8", "replace")
-    if rest:
-        yield rest.decode("utf-8", "replace")
 
 
 def numbered_lines(lines: Iterable[str]) -> Iterator[tuple[int, str]]:

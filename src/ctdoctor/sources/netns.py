@@ -168,16 +168,8 @@ def call_in(ref: NetnsRef, fn, *args):
     return val
 
 
-def open_in(ref: NetnsRef, path: str, flags: int = os.O_RDONLY) -> int:
-    """Open a file as seen inside the netns and return the fd.
-
-    A child enters the netns, opens the file and hands the descriptor back
-    over a unix socket (SCM_RIGHTS). A /proc/net file keeps the netns it was
-    opened in, so the parent then reads the kernel's output directly, with no
-    copy through a pipe.
-    """
-    if is_current(ref):
-        return os.open(path, flags)
+def _fd_from_child(ref: NetnsRef, make_fd, what: str) -> int:
+    """Run ``make_fd()`` in a child that entered the netns; the fd comes back over SCM_RIGHTS."""
     import socket
 
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -186,8 +178,7 @@ def open_in(ref: NetnsRef, path: str, flags: int = os.O_RDONLY) -> int:
         parent.close()
         try:
             setns(ref.path)
-            fd = os.open(path, flags)
-            socket.send_fds(child, [b"ok"], [fd])
+            socket.send_fds(child, [b"ok"], [make_fd()])
         except BaseException as e:  # noqa: BLE001 - reported to the parent
             try:
                 child.sendall(f"{type(e).__name__}: {e}".encode()[:500])
@@ -204,10 +195,21 @@ def open_in(ref: NetnsRef, path: str, flags: int = os.O_RDONLY) -> int:
         return fds[0]
     text = msg.decode(errors="replace")
     if "FileNotFoundError" in text:
-        raise FileNotFoundError(path)
+        raise FileNotFoundError(what)
     if "PermissionError" in text or "Operation not permitted" in text:
-        raise PermissionError(f"{path} in netns {ref.name}: {text}")
-    raise OSError(f"opening {path} in netns {ref.name} failed: {text}")
+        raise PermissionError(f"{what} in netns {ref.name}: {text}")
+    raise OSError(f"{what} in netns {ref.name} failed: {text}")
+
+
+def open_in(ref: NetnsRef, path: str, flags: int = os.O_RDONLY) -> int:
+    """Open a file as seen inside the netns and return the fd.
+
+    A /proc/net file keeps the netns it was opened in, so the parent then reads
+    the kernel's output directly, with no copy through a pipe.
+    """
+    if is_current(ref):
+        return os.open(path, flags)
+    return _fd_from_child(ref, lambda: os.open(path, flags), path)
 
 
 def socket_in(ref: NetnsRef, family: int, type_: int, proto: int) -> int:
@@ -216,29 +218,7 @@ def socket_in(ref: NetnsRef, family: int, type_: int, proto: int) -> int:
 
     if is_current(ref):
         return socket.socket(family, type_, proto).detach()
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:
-        parent.close()
-        try:
-            setns(ref.path)
-            s = socket.socket(family, type_, proto)
-            socket.send_fds(child, [b"ok"], [s.fileno()])
-        except BaseException as e:  # noqa: BLE001
-            try:
-                child.sendall(f"{type(e).__name__}: {e}".encode()[:500])
-            except OSError:
-                pass
-        os._exit(0)
-    child.close()
-    try:
-        msg, fds, _, _ = socket.recv_fds(parent, 600, 1)
-    finally:
-        parent.close()
-        os.waitpid(pid, 0)
-    if not fds:
-        raise OSError(msg.decode(errors="replace"))
-    return fds[0]
+    return _fd_from_child(ref, lambda: socket.socket(family, type_, proto).detach(), "a netlink socket")
 
 
 def stream_in(ref: NetnsRef, path: str):
