@@ -92,8 +92,20 @@ def run(args) -> int:
         if os.geteuid() != 0:
             raise UsageError("apply --yes needs root")
     written = write(root, changes)
+    from ctdoctor.errors import Failure
+
     for k, _, v in live:
-        write_sysctl(root, k, v)
+        try:
+            write_sysctl(root, k, v)
+        except Failure:
+            if not k.endswith("nf_conntrack_buckets"):
+                raise
+            # Older kernels: the sysctl is read-only, the module parameter resizes the hash.
+            param = root.path / "sys/module/nf_conntrack/parameters/hashsize"
+            try:
+                param.write_text(f"{v}\n")
+            except OSError as e:
+                raise Failure(f"cannot resize the hash to {v}: nf_conntrack_buckets is read-only and {param}: {e}")
     print(f"wrote {len(written)} file(s){where}" + (": " + ", ".join(written) if written else "")
           + f"; applied {len(live)} live value(s)")
     return 0
