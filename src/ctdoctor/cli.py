@@ -68,7 +68,6 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         _global_options(sp, suppress=True)
         sp.set_defaults(_module=mod)
-        sp._ctd_module = mod  # type: ignore[attr-defined]
     return p
 
 

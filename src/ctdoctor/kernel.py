@@ -53,7 +53,7 @@ STABLE_SINCE_4 = {
 
 
 def default_sizing(ram_bytes: int, version: Version | None, hashsize: int | None = None,
-                   page_size: int = 4096, bits: int = 64) -> tuple[int, int]:
+                   bits: int = 64) -> tuple[int, int]:
     """(buckets, max) the kernel picks by itself for this RAM and version."""
     modern = version is None or version >= (5, 15, 0)
     if hashsize:

@@ -263,7 +263,18 @@ def _views(root: HostRoot, wanted: str | None) -> list[tuple[NetnsView, int | No
     return sel
 
 
+_meta_cache: dict[str, dict | None] = {}
+
+
 def _read_meta(root: HostRoot) -> dict | None:
+    """ctdoctor/meta.json of a bundle (read once per image: every netns view asks for it)."""
+    key = str(root.path)
+    if key not in _meta_cache:
+        _meta_cache[key] = _load_meta(root)
+    return _meta_cache[key]
+
+
+def _load_meta(root: HostRoot) -> dict | None:
     text = root.read_text(META)
     if text is None:
         return None
@@ -276,11 +287,8 @@ def _read_meta(root: HostRoot) -> dict | None:
     return meta
 
 
-NF_KEYS = ("nf_conntrack_count", "nf_conntrack_max", "nf_conntrack_buckets")
-
-
-def read_netns(view: NetnsView, inode: int | None, owner: str, interval: float | None,
-               notes: list[str], with_rules: bool = True) -> NetnsState:
+def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
+               with_rules: bool = True) -> NetnsState:
     st = NetnsState(view.name, inode, owner, view=view)
     if isinstance(view, LiveNetnsView):
         view.prefetch([STAT], [NF_DIR])
@@ -490,14 +498,14 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
 
     views = _views(root, netns)
     for view, inode, owner in views:
-        snap.namespaces.append(read_netns(view, inode, owner, interval, snap.notes, with_rules))
+        snap.namespaces.append(read_netns(view, inode, owner, snap.notes, with_rules))
     if interval and root.is_live:
         _sample_again(snap.namespaces, interval)
     if snap.namespaces and snap.namespaces[0].name == nsmod.INIT:
         snap.settings = dict(snap.namespaces[0].settings)
     else:
         init_view = _views(root, None)[0][0]
-        snap.settings = read_netns(init_view, None, "", None, snap.notes, with_rules=False).settings
+        snap.settings = read_netns(init_view, None, "", snap.notes, with_rules=False).settings
     # max is global: a netns that could not read it has the init value.
     gmax = parse_int(snap.settings.get(NF + "nf_conntrack_max"))
     for st in snap.namespaces:
@@ -517,7 +525,7 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
 def netns_states(root: HostRoot, netns: str | None = None) -> tuple[list[NetnsState], list[str]]:
     """Just the namespaces' counts, max and listing sources (what `top` and `flush` need)."""
     notes: list[str] = []
-    states = [read_netns(v, ino, owner, None, notes, with_rules=False) for v, ino, owner in _views(root, netns)]
+    states = [read_netns(v, ino, owner, notes, with_rules=False) for v, ino, owner in _views(root, netns)]
     return states, notes
 
 

@@ -24,10 +24,7 @@ def settings_report(snap: Snapshot) -> dict:
         if default is not None and live is not None and live != default:
             non_default.append({"key": key, "value": live, "default": default,
                                 "source": snap.namespaces[0].sources.get(key, "") if snap.namespaces else ""})
-    hashsize = None
-    nfc = snap.modules.get("nf_conntrack")
-    if nfc and nfc.parameters.get("hashsize", "").isdigit():
-        hashsize = None  # the parameter mirrors the live size; only modprobe.d says it was given
+    hashsize = None  # only modprobe.d says hashsize= was given; the module parameter mirrors the live size
     for d in snap.persisted.modprobe:
         if d.verb == "options" and d.module == "nf_conntrack":
             for opt in d.args.split():

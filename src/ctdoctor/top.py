@@ -168,7 +168,7 @@ def _net(t):
     import ipaddress
 
     fam, packed, prefix = t
-    return ipaddress.ip_network((packed, prefix)) if fam == 4 else ipaddress.ip_network((packed, prefix))
+    return ipaddress.ip_network((packed, prefix))
 
 
 def _in(addr: str, nets) -> bool:
@@ -368,11 +368,19 @@ def tally_stream_multi(f, queries: list[Query], *, skip_first_partial: bool = Fa
     aggs = [q.aggregator(force_python) for q in queries]
     q: queue.Queue = queue.Queue(maxsize=2)
     err: list = []
+    stop = threading.Event()
 
     def reader():
         try:
             for c in _chunks(f):
-                q.put(c)
+                while not stop.is_set():
+                    try:
+                        q.put(c, timeout=0.1)
+                        break
+                    except queue.Full:
+                        pass
+                if stop.is_set():
+                    return
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             err.append(e)
         q.put(None)
@@ -405,12 +413,7 @@ def tally_stream_multi(f, queries: list[Query], *, skip_first_partial: bool = Fa
             first = False
             line_base += lines
     finally:
-        if t.is_alive():  # stop the reader: drain so it can finish
-            while t.is_alive():
-                try:
-                    q.get(timeout=0.1)
-                except queue.Empty:
-                    pass
+        stop.set()  # the reader sees it within 0.1 s, also when the consumer raised
     t.join()
     if err:
         e = err[0]

@@ -24,10 +24,6 @@ def load(code: str):
     return importlib.import_module(f"ctdoctor.checks.{MODULES[code]}")
 
 
-def all_checks():
-    return [load(c) for c in MODULES]
-
-
 def page(mod) -> str:
     doc = (mod.__doc__ or "").strip()
     return f"{mod.CODE} {mod.TITLE}\n\n{doc}\n"

@@ -166,15 +166,6 @@ class Context:
         m = self.snap.modules.get(name)
         return m.state if m else "unknown"
 
-    def conntrack_present(self) -> bool | None:
-        """Is conntrack in the kernel right now (loaded or built in)?"""
-        st = self.module_state("nf_conntrack")
-        if st in ("loaded", "builtin", "present"):
-            return True
-        if st == "absent":
-            return False
-        return None
-
     def entry_size(self) -> tuple[int, bool]:
         if self.snap.entry_size:
             return self.snap.entry_size, False

@@ -23,6 +23,7 @@ How to fix
     single-request-reopen`` in resolv.conf) and NAT port collisions.
 """
 
+from ctdoctor import kernel
 from ctdoctor.checks.base import CRITICAL, INFO, WARNING, Finding, Unknown, ev
 from ctdoctor.sources.kernlog import TABLE_FULL
 
@@ -81,8 +82,11 @@ def run(ctx):
                          + ("The table is at its max: see CT001. " if st in at_max else
                             "The table is not full now: the drops happened earlier (counters are since boot) "
                             "or come from insert races. ")
-                         + ("Only 6.18+ kernels name the netns in the log line; this one was matched by which "
-                            "namespace is at the max." if inferred else "")),
+                         + (("The initial netns is never named in the log line, so this was matched by which "
+                             "namespace is at the max." if kernel.logs_netns_inode(ctx.version) else
+                             f"This kernel ({ctx.snap.release or 'unknown'}) does not name the netns in the log "
+                             "line (only 6.18+ does), so it was matched by which namespace is at the max.")
+                            if inferred else "")),
             fix=([f"ctdoctor top --netns {st.name} --by src,state"] if st in at_max else [])
             + ["ctdoctor status --netns all --interval 5   # are they still rising?"],
         )

@@ -33,8 +33,7 @@ def run(ctx):
     if mx and buckets:
         ratio = mx / buckets
         if ratio > 4:
-            want = 1 << max(0, (mx - 1).bit_length())
-            want = max(want // 1, 1024)
+            want = max(1 << max(0, (mx - 1).bit_length()), 1024)  # a power of two >= max
             yield Finding(
                 CODE, WARNING if ratio > 8 else INFO, TITLE,
                 summary=f"nf_conntrack_max {mx} over {buckets} buckets: {ratio:.1f} entries per bucket when full",

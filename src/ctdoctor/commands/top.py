@@ -29,8 +29,8 @@ def add_arguments(p) -> None:
 
 
 class Source:
-    def __init__(self, name, label, opener, state=None, tailed=False):
-        self.name, self.label, self.opener, self.state, self.tailed = name, label, opener, state, tailed
+    def __init__(self, name, label, opener, state=None):
+        self.name, self.label, self.opener, self.state = name, label, opener, state
 
 
 def _sources(args):

@@ -66,7 +66,6 @@ class Bundle:
     top: str
     members: dict[str, bytes] = field(default_factory=dict)
     spooled: dict[str, str] = field(default_factory=dict)
-    links: dict[str, str] = field(default_factory=dict)
 
     def add(self, rel: str, data: bytes | str) -> None:
         self.members[rel] = data.encode() if isinstance(data, str) else data

@@ -166,7 +166,7 @@ def connect_many(port: int, n: int, hold: float, server_port: int | None = None)
 def mixed(hold: float) -> None:
     """A bit of everything, held open: TCP (v4, v6, several states), UDP replied and unreplied,
     ICMP echo, traffic to the DNAT port 8080 (see the nat-loopback rule) and to the zoned UDP port 5000."""
-    srv4 = _echo_server(7001)
+    _echo_server(7001)
     srv6 = socket.socket(socket.AF_INET6)
     srv6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv6.bind(("::1", 7002))

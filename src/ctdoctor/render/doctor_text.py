@@ -7,16 +7,6 @@ STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 WORD = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
 
 
-def _ev(v) -> str:
-    if isinstance(v, dict) and "value" in v:
-        return f"{v['value']}" + (f"  [dim]({v['source']})[/]" if v.get("source") else "")
-    if isinstance(v, list):
-        if v and isinstance(v[0], dict):
-            return "; ".join(", ".join(f"{k}={x}" for k, x in item.items()) for item in v[:5])
-        return ", ".join(str(x) for x in v[:8])
-    return str(v)
-
-
 def render(doc: dict, verbose_info: bool = True):
     from rich.console import Group
     from rich.markup import escape

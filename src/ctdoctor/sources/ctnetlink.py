@@ -203,10 +203,6 @@ def entries_from(buffers) -> Iterator[Entry]:
             off += (ln + 3) & ~3
 
 
-def dump_entries() -> Iterator[Entry]:
-    return entries_from(dump_buffers())
-
-
 def lines_from(buffers, force_python: bool = False) -> Iterator[bytes]:
     """Listing lines (conntrack ``-o extended`` format) for each receive buffer of a dump."""
     from ctdoctor.top import accelerated
@@ -229,19 +225,15 @@ class _LinesStream:
 
     def __init__(self, chunks: Iterator[bytes], sock: socket.socket):
         self._it, self._sock = chunks, sock
-        self._pending = b""
 
     def read(self, n: int = -1) -> bytes:
         want = n if n > 0 else 1 << 22
-        parts, size = [self._pending], len(self._pending)
-        while size < want:
-            try:
-                c = next(self._it)
-            except StopIteration:
-                break
+        parts, size = [], 0
+        for c in self._it:  # whole dump buffers: each ends at a line boundary
             parts.append(c)
             size += len(c)
-        self._pending = b""
+            if size >= want:
+                break
         return b"".join(parts)
 
     def close(self):

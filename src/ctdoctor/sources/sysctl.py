@@ -38,11 +38,6 @@ def canonical(key: str) -> str:
     return key
 
 
-def to_path(key: str) -> str:
-    """proc/sys path of a dotted key."""
-    return "proc/sys/" + key.replace(".", "/")
-
-
 def parse_sysctl_a(text: str) -> dict[str, str]:
     """``sysctl -a`` output -> {key: value}. Tolerates merged stderr lines."""
     out: dict[str, str] = {}
