@@ -157,3 +157,11 @@ def host_state() -> dict:
 
 def pytest_configure(config):
     config._ctd_host_state = host_state()
+
+
+# Hypothesis: derandomised in CI (reproducible), fresh examples on a developer's machine.
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    _hyp_settings.load_profile("ci")

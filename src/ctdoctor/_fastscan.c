@@ -13,7 +13,7 @@
  *   protos:   tuple of bytes protocol names to keep, or None
  *   port:     orig sport or dport to match, or -1
  *   src_nets, dst_nets: tuple of (family, packed address, prefix) or None
- * .feed(buf, skip_first_bad) -> (lines, bad_line_or_0)
+ * .feed(buf, skip_first_bad) -> (lines, bad lines, first bad line or 0)
  * .result() -> {(key bytes, label bytes): [count, opk, ob, rpk, rb]}
  * .matched, .total
  */
@@ -31,11 +31,15 @@ enum { F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC,
 
 typedef struct { const char *p; Py_ssize_t n; } span;
 
+/* One entry's key fields, normalised and bounded (see ctdoctor/scan.py for the rules). */
 typedef struct {
-    span l3, proto, state, src, dst, sport, dport, rsrc, rdst, mark, zone;
+    span l3, proto, state;
+    char src[48], dst[48], rsrc[48], rdst[48];
+    unsigned char bsrc[16], bdst[16];
+    int fsrc, fdst;                        /* address families of src and dst */
+    char sport[8], dport[8], mark[12], zone[8];
     int unreplied, assured, offload, hw_offload;
     unsigned long long opk, ob, rpk, rb;
-    int acct;
 } entry;
 
 typedef struct {
@@ -66,12 +70,19 @@ typedef struct {
 } Aggregator;
 
 #define BLOCK (1 << 20)
+#define PROTO_MAX 32
+#define STATE_MAX 32
+#define U64MAX 18446744073709551615ULL
 
 static char *arena_alloc(void *ap, size_t n);
 
 static uint64_t fnv(const char *p, size_t n, uint64_t h) {
     for (size_t i = 0; i < n; i++) { h ^= (unsigned char)p[i]; h *= 1099511628211ULL; }
     return h;
+}
+
+static unsigned long long sat_add(unsigned long long a, unsigned long long b) {
+    return a > U64MAX - b ? U64MAX : a + b;
 }
 
 static int span_eq(span s, const char *lit) {
@@ -94,149 +105,165 @@ static int is_alnum_tok(const char *p, Py_ssize_t n) {
     return 1;
 }
 
-static unsigned long long to_ll(span s) {
+static int is_state_tok(const char *p, Py_ssize_t n) {
+    if (n <= 0 || n > STATE_MAX) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || c == '_')) return 0;
+    }
+    return 1;
+}
+
+/* A plain decimal of at most maxd digits and at most limit; -1 otherwise. Never wraps. */
+static int number(span s, int maxd, unsigned long long limit, unsigned long long *out) {
+    if (s.n <= 0 || s.n > maxd) return -1;
     unsigned long long v = 0;
-    for (Py_ssize_t i = 0; i < s.n; i++) v = v * 10 + (s.p[i] - '0');
-    return v;
+    for (Py_ssize_t i = 0; i < s.n; i++) {
+        unsigned d = (unsigned char)s.p[i] - '0';
+        if (d > 9) return -1;
+        if (v > (U64MAX - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    if (v > limit) return -1;
+    *out = v;
+    return 0;
 }
 
-/* IPv6 addresses must parse (the Python parser checks them too); IPv4 is taken as printed. */
-static int valid_addr(span a) {
+/* "n" as decimal into out (size >= 21); returns length */
+static int put_num(char *out, size_t size, unsigned long long v) {
+    int w = snprintf(out, size, "%llu", v);
+    return w < 0 ? 0 : w;
+}
+
+/* The key form of an address (inet_ntop for IPv6, as printed for IPv4), its binary form and
+   family; -1 when inet_pton rejects it. out has room for 48 bytes. */
+static int norm_addr(span a, char *out, unsigned char *bin, int *fam) {
     char tmp[64];
-    unsigned char bin[16];
-    if (!memchr(a.p, ':', a.n)) return a.n > 0;
-    if (a.n >= (Py_ssize_t)sizeof(tmp)) return 0;
+    if (a.n <= 0 || memchr(a.p, 0, a.n)) return -1;
+    if (memchr(a.p, ':', a.n)) {
+        if (a.n > 45) return -1;
+        memcpy(tmp, a.p, a.n); tmp[a.n] = 0;
+        if (inet_pton(AF_INET6, tmp, bin) != 1) return -1;
+        if (!inet_ntop(AF_INET6, bin, out, 48)) return -1;
+        *fam = AF_INET6;
+        return 0;
+    }
+    if (a.n > 15) return -1;
     memcpy(tmp, a.p, a.n); tmp[a.n] = 0;
-    return inet_pton(AF_INET6, tmp, bin) == 1;
+    if (inet_pton(AF_INET, tmp, bin) != 1) return -1;
+    memcpy(out, a.p, a.n); out[a.n] = 0;
+    *fam = AF_INET;
+    return 0;
 }
 
-/* Parse one line into e; 0 on success, -1 if it is not an entry line. */
+/* The next token: spaces separate; a "[" token runs to the next token ending in "]". */
+static int next_token(const char **qp, const char *end, span *t) {
+    const char *q = *qp;
+    while (q < end && *q == ' ') q++;
+    if (q >= end) { *qp = q; return 0; }
+    const char *s = q;
+    const char *sp = memchr(q, ' ', end - q);
+    q = sp ? sp : end;
+    if (*s == '[' && !(q - s > 1 && q[-1] == ']')) {
+        while (q < end) {
+            while (q < end && *q == ' ') q++;
+            if (q >= end) break;
+            sp = memchr(q, ' ', end - q);
+            q = sp ? sp : end;
+            if (q[-1] == ']') break;
+        }
+    }
+    t->p = s; t->n = q - s;
+    *qp = q;
+    return 1;
+}
+
+#define KEYIS(lit) (kl == (Py_ssize_t)sizeof(lit) - 1 && memcmp(s, lit, sizeof(lit) - 1) == 0)
+
+/* Parse one line into e; 0 on success, -1 if it is unreadable. The twin of scan.scan_line. */
 static int parse_line(const char *p, const char *end, entry *e) {
-    span tok[8];
+    span tok[6];
     int ntok = 0;
     const char *q = p;
+    span t;
     memset(e, 0, sizeof(*e));
-    e->opk = e->ob = e->rpk = e->rb = 0;
-    /* the first up to 6 tokens decide the head of the line */
-    while (q < end && ntok < 6) {
-        while (q < end && *q == ' ') q++;
-        if (q >= end) break;
-        const char *s = q;
-        while (q < end && *q != ' ') q++;
-        tok[ntok].p = s; tok[ntok].n = q - s; ntok++;
-    }
+    while (ntok < 6 && next_token(&q, end, &t)) tok[ntok++] = t;
     if (ntok < 4) return -1;
     int i = 0;
     if ((span_eq(tok[0], "ipv4") || span_eq(tok[0], "ipv6") || span_eq(tok[0], "unknown")) &&
-        all_digits(tok[1].p, tok[1].n) && ntok > 2 && is_alnum_tok(tok[2].p, tok[2].n) &&
-        !all_digits(tok[2].p, tok[2].n)) {
+        all_digits(tok[1].p, tok[1].n) && is_alnum_tok(tok[2].p, tok[2].n) && !all_digits(tok[2].p, tok[2].n)) {
         e->l3 = tok[0];
         i = 2;
     }
     if (i + 1 >= ntok) return -1;
-    if (!is_alnum_tok(tok[i].p, tok[i].n)) return -1;
+    if (tok[i].n > PROTO_MAX || !is_alnum_tok(tok[i].p, tok[i].n)) return -1;
     e->proto = tok[i];
-    if (!all_digits(tok[i + 1].p, tok[i + 1].n)) return -1;
+    unsigned long long v;
+    if (number(tok[i + 1], 3, 255, &v) < 0) return -1;
     i += 2;
     if (i < ntok && all_digits(tok[i].p, tok[i].n)) i++;
-    if (i < ntok && !memchr(tok[i].p, '=', tok[i].n) && tok[i].p[0] != '[') { e->state = tok[i]; i++; }
-    /* the rest: key=value tokens and [FLAGS], from tok[i] on */
+    if (i < ntok && is_state_tok(tok[i].p, tok[i].n)) { e->state = tok[i]; i++; }
     q = (i < ntok) ? tok[i].p : q;
-    int tuple = -1, tail = 0;
-    while (q < end) {
-        while (q < end && *q == ' ') q++;
-        if (q >= end) break;
-        const char *s = q;
-        const char *sp = memchr(q, ' ', end - q);  /* SIMD scan: faster than a byte loop here */
-        q = sp ? sp : end;
-        Py_ssize_t n = q - s;
+    int tup = -1, tail = 0;
+    span src = {0}, dst = {0}, rsrc = {0}, rdst = {0};
+    char zorig[8] = "", zrep[8] = "";
+    while (next_token(&q, end, &t)) {
+        const char *s = t.p;
+        Py_ssize_t n = t.n;
         if (s[0] == '[') {
-            if (n == 11 && memcmp(s, "[UNREPLIED]", 11) == 0) { e->unreplied = 1; continue; }
-            tail = 1;
-            if (n == 9 && memcmp(s, "[ASSURED]", 9) == 0) e->assured = 1;
-            else if (n == 9 && memcmp(s, "[OFFLOAD]", 9) == 0) e->offload = 1;
-            else if (n == 12 && memcmp(s, "[HW_OFFLOAD]", 12) == 0) e->hw_offload = 1;
+            if (n == 11 && memcmp(s, "[UNREPLIED]", 11) == 0) e->unreplied = 1;
+            else if (n == 9 && memcmp(s, "[ASSURED]", 9) == 0) { e->assured = 1; tail = 1; }
+            else if (n == 9 && memcmp(s, "[OFFLOAD]", 9) == 0) { e->offload = 1; tail = 1; }
+            else if (n == 12 && memcmp(s, "[HW_OFFLOAD]", 12) == 0) { e->hw_offload = 1; tail = 1; }
             continue;
         }
         const char *eq = memchr(s, '=', n);
-        if (!eq) return -1;
+        if (!eq) continue;  /* a bare word: vendor output */
         Py_ssize_t kl = eq - s;
-        span v = { eq + 1, n - kl - 1 };
-        if (kl == 3 && memcmp(s, "src", 3) == 0 && !tail) {
-            if (tuple >= 1) return -1;
-            tuple++;
-            if (tuple == 0) e->src = v; else e->rsrc = v;
-        } else if (!tail && tuple >= 0 && kl == 3 && memcmp(s, "dst", 3) == 0) {
-            if (tuple == 0) e->dst = v; else e->rdst = v;
-        } else if (!tail && tuple == 0 && kl == 5 && memcmp(s, "sport", 5) == 0) {
-            if (!all_digits(v.p, v.n)) return -1;
-            e->sport = v;
-        } else if (!tail && tuple == 0 && kl == 5 && memcmp(s, "dport", 5) == 0) {
-            if (!all_digits(v.p, v.n)) return -1;
-            e->dport = v;
-        } else if (!tail && tuple >= 0 && kl == 7 && memcmp(s, "packets", 7) == 0) {
-            if (!all_digits(v.p, v.n)) return -1;
-            e->acct = 1;
-            if (tuple == 0) e->opk = to_ll(v); else e->rpk = to_ll(v);
-        } else if (!tail && tuple >= 0 && kl == 5 && memcmp(s, "bytes", 5) == 0) {
-            if (!all_digits(v.p, v.n)) return -1;
-            if (tuple == 0) e->ob = to_ll(v); else e->rb = to_ll(v);
-        } else if (kl == 4 && memcmp(s, "mark", 4) == 0) {
-            if (!all_digits(v.p, v.n)) return -1;
-            tail = 1; e->mark = v;
-        } else if (kl == 4 && memcmp(s, "zone", 4) == 0) {
-            if (!all_digits(v.p, v.n)) return -1;
-            tail = 1; e->zone = v;
-        } else if ((kl == 3 && memcmp(s, "use", 3) == 0) || (kl == 10 && memcmp(s, "delta-time", 10) == 0) ||
-                   (tail && kl == 2 && memcmp(s, "id", 2) == 0)) {
-            if (!all_digits(v.p, v.n)) return -1;
+        span val = { eq + 1, n - kl - 1 };
+        if (KEYIS("src")) {
+            if (tail) continue;
+            if (tup == 1) return -1;
+            tup++;
+            if (tup == 0) src = val; else rsrc = val;
+        } else if (KEYIS("mark")) {
+            if (number(val, 10, 0xFFFFFFFFULL, &v) < 0) return -1;
+            put_num(e->mark, sizeof e->mark, v);
             tail = 1;
-        } else if (!tail && tuple >= 1 && ((kl == 5 && memcmp(s, "sport", 5) == 0) ||
-                   (kl == 5 && memcmp(s, "dport", 5) == 0))) {
-            if (!all_digits(v.p, v.n)) return -1;
-        } else if (!tail && tuple >= 0 && ((kl == 4 && memcmp(s, "type", 4) == 0) ||
-                   (kl == 4 && memcmp(s, "code", 4) == 0) || (kl == 2 && memcmp(s, "id", 2) == 0) ||
-                   (kl == 6 && memcmp(s, "srckey", 6) == 0) || (kl == 6 && memcmp(s, "dstkey", 6) == 0) ||
-                   (kl == 9 && memcmp(s, "zone-orig", 9) == 0) || (kl == 10 && memcmp(s, "zone-reply", 10) == 0) ||
-                   (kl == 5 && memcmp(s, "sport", 5) == 0) || (kl == 5 && memcmp(s, "dport", 5) == 0))) {
-            /* tuple detail not used for keys */
-        } else if (tuple < 0 && ((kl == 7 && memcmp(s, "timeout", 7) == 0) ||
-                                 (kl == 14 && memcmp(s, "stream_timeout", 14) == 0))) {
-            /* old GRE print_conntrack */
-        } else if ((kl == 6 && memcmp(s, "secctx", 6) == 0) || (kl == 6 && memcmp(s, "helper", 6) == 0) ||
-                   (kl == 6 && memcmp(s, "labels", 6) == 0) || (kl == 2 && memcmp(s, "id", 2) == 0) ||
-                   (kl == 7 && memcmp(s, "timeout", 7) == 0) || (kl == 14 && memcmp(s, "stream_timeout", 14) == 0)) {
+        } else if (KEYIS("zone")) {
+            if (number(val, 5, 65535, &v) < 0) return -1;
+            put_num(e->zone, sizeof e->zone, v);
             tail = 1;
+        } else if (KEYIS("use") || KEYIS("secctx") || KEYIS("labels") || KEYIS("helper") || KEYIS("delta-time")) {
+            tail = 1;
+        } else if (tail || tup < 0) {
+            continue;
+        } else if (KEYIS("dst")) {
+            if (tup == 0) dst = val; else rdst = val;
+        } else if (KEYIS("sport") || KEYIS("dport")) {
+            if (number(val, 5, 65535, &v) < 0) return -1;
+            if (tup == 0) put_num(s[0] == 's' ? e->sport : e->dport, 8, v);
+        } else if (KEYIS("packets") || KEYIS("bytes")) {
+            if (number(val, 20, U64MAX, &v) < 0) return -1;
+            int b = s[0] == 'b';
+            if (tup == 0) { if (b) e->ob = v; else e->opk = v; }
+            else { if (b) e->rb = v; else e->rpk = v; }
+        } else if (KEYIS("zone-orig") || KEYIS("zone-reply")) {
+            if (number(val, 5, 65535, &v) < 0) return -1;
+            put_num(kl == 9 ? zorig : zrep, 8, v);
         }
-        /* other keys: kept aside by the Python parser, ignored here */
     }
-    if (tuple != 1 || e->dst.n == 0 || e->rdst.n == 0 || e->src.n == 0 || e->rsrc.n == 0) return -1;
-    /* IPv6 addresses must parse; an "ipv4" line has none, so skip the look */
-    if (!(e->l3.n == 4 && memcmp(e->l3.p, "ipv4", 4) == 0) &&
-        (!valid_addr(e->src) || !valid_addr(e->dst) || !valid_addr(e->rsrc) || !valid_addr(e->rdst))) return -1;
+    if (tup != 1 || src.n <= 0 || dst.n <= 0 || rsrc.n <= 0 || rdst.n <= 0) return -1;
+    unsigned char rb[16];
+    int rf;
+    if (norm_addr(src, e->src, e->bsrc, &e->fsrc) < 0 || norm_addr(dst, e->dst, e->bdst, &e->fdst) < 0 ||
+        norm_addr(rsrc, e->rsrc, rb, &rf) < 0 || norm_addr(rdst, e->rdst, rb, &rf) < 0) return -1;
+    if (!e->mark[0]) strcpy(e->mark, "0");
+    if (!e->zone[0]) strcpy(e->zone, zorig[0] ? zorig : zrep[0] ? zrep : "0");
     return 0;
 }
 
-/* IPv6 as conntrack prints it (inet_ntop); IPv4 unchanged. Returns the length written. */
-static Py_ssize_t norm_addr(span a, char *out) {
-    if (!memchr(a.p, ':', a.n)) { memcpy(out, a.p, a.n); return a.n; }
-    char tmp[64];
-    unsigned char bin[16];
-    if (a.n >= (Py_ssize_t)sizeof(tmp)) { memcpy(out, a.p, a.n); return a.n; }
-    memcpy(tmp, a.p, a.n); tmp[a.n] = 0;
-    if (inet_pton(AF_INET6, tmp, bin) != 1) { memcpy(out, a.p, a.n); return a.n; }
-    inet_ntop(AF_INET6, bin, out, 46);
-    return (Py_ssize_t)strlen(out);
-}
-
-static int in_nets(span a, struct net *nets, int n) {
-    char tmp[64];
-    unsigned char bin[16];
-    int fam;
-    if (a.n >= (Py_ssize_t)sizeof(tmp)) return 0;
-    memcpy(tmp, a.p, a.n); tmp[a.n] = 0;
-    fam = memchr(a.p, ':', a.n) ? AF_INET6 : AF_INET;
-    if (inet_pton(fam, tmp, bin) != 1) return 0;
+static int in_nets(const unsigned char *bin, int fam, struct net *nets, int n) {
     for (int i = 0; i < n; i++) {
         if (nets[i].family != fam) continue;
         int bits = nets[i].prefix, full = bits / 8, rem = bits % 8;
@@ -297,6 +324,7 @@ static char *arena_alloc(void *ap, size_t n) {
 
 static int grow(Aggregator *a) {
     size_t ncap = a->cap ? a->cap * 2 : 4096;
+    if (ncap > 0xFFFFFFFFULL) return -1;  /* record numbers are 32-bit */
     uint32_t *ni = calloc(ncap, sizeof(uint32_t));
     if (!ni) return -1;
     for (size_t i = 0; i < a->used; i++) {
@@ -337,7 +365,9 @@ static int add_counts(Aggregator *a, const char *pre, size_t plen, const char *k
         slot *s = &a->slots[a->index[j] - 1];
         if (s->hash == h && s->klen == tl && s->llen == (uint32_t)label.n && memcmp(s->key, pre, plen) == 0 &&
             memcmp(s->key + plen, key, klen) == 0 && memcmp(s->key + tl, label.p, label.n) == 0) {
-            s->count += cnt; s->opk += opk; s->ob += ob; s->rpk += rpk; s->rb += rb;
+            s->count += cnt;
+            s->opk = sat_add(s->opk, opk); s->ob = sat_add(s->ob, ob);
+            s->rpk = sat_add(s->rpk, rpk); s->rb = sat_add(s->rb, rb);
             return 0;
         }
         j = (j + 1) & (a->cap - 1);
@@ -354,10 +384,13 @@ static int add_counts(Aggregator *a, const char *pre, size_t plen, const char *k
     return 0;
 }
 
-static int add(Aggregator *a, const char *key, size_t klen, span label, entry *e) {
-    return add_counts(a, "", 0, key, klen, label, 1, e->opk, e->ob, e->rpk, e->rb);
+static void key_put(char *key, size_t *k, size_t cap, const char *p, size_t n) {
+    if (*k + n > cap) n = cap - *k;  /* cannot happen: every field is bounded */
+    memcpy(key + *k, p, n);
+    *k += n;
 }
 
+/* 0 taken or filtered out, -1 no memory */
 static int take(Aggregator *a, entry *e) {
     char key[1024];
     size_t k = 0;
@@ -371,45 +404,46 @@ static int take(Aggregator *a, entry *e) {
         if (!ok) return 0;
     }
     if (a->port >= 0) {
-        if (!((e->sport.n && to_ll(e->sport) == a->port) || (e->dport.n && to_ll(e->dport) == a->port))) return 0;
+        char want[8];
+        put_num(want, sizeof want, (unsigned long long)a->port);
+        if (strcmp(e->sport, want) != 0 && strcmp(e->dport, want) != 0) return 0;
     }
-    if (a->nsrc && !in_nets(e->src, a->src_nets, a->nsrc)) return 0;
-    if (a->ndst && !in_nets(e->dst, a->dst_nets, a->ndst)) return 0;
+    if (a->nsrc && !in_nets(e->bsrc, e->fsrc, a->src_nets, a->nsrc)) return 0;
+    if (a->ndst && !in_nets(e->bdst, e->fdst, a->dst_nets, a->ndst)) return 0;
     a->matched++;
     for (int f = 0; f < a->nfields; f++) {
-        if (f) key[k++] = '\x1f';
-        span v;
+        if (f) key_put(key, &k, sizeof key, "\x1f", 1);
+        const char *p = "";
+        size_t n = 0;
         switch (a->fields[f]) {
-        case F_SRC: k += norm_addr(e->src, key + k); continue;
-        case F_DST: k += norm_addr(e->dst, key + k); continue;
-        case F_RSRC: k += norm_addr(e->rsrc, key + k); continue;
-        case F_RDST: k += norm_addr(e->rdst, key + k); continue;
-        case F_SPORT: v = e->sport; break;
-        case F_DPORT: v = e->dport; break;
-        case F_STATE: v = label; break;
-        case F_PROTO: v = e->proto; break;
-        case F_ZONE: v = e->zone; if (!v.n) { v.p = "0"; v.n = 1; } break;
-        case F_MARK: v = e->mark; if (!v.n) { v.p = "0"; v.n = 1; } break;
+        case F_SRC: p = e->src; n = strlen(p); break;
+        case F_DST: p = e->dst; n = strlen(p); break;
+        case F_RSRC: p = e->rsrc; n = strlen(p); break;
+        case F_RDST: p = e->rdst; n = strlen(p); break;
+        case F_SPORT: p = e->sport; n = strlen(p); break;
+        case F_DPORT: p = e->dport; n = strlen(p); break;
+        case F_STATE: p = label.p; n = (size_t)label.n; break;
+        case F_PROTO: p = e->proto.p; n = (size_t)e->proto.n; break;
+        case F_ZONE: p = e->zone; n = strlen(p); break;
+        case F_MARK: p = e->mark; n = strlen(p); break;
         case F_L3:
-            v = e->l3;
-            if (!v.n) { if (memchr(e->src.p, ':', e->src.n)) { v.p = "ipv6"; v.n = 4; } else { v.p = "ipv4"; v.n = 4; } }
+            if (e->l3.n) { p = e->l3.p; n = (size_t)e->l3.n; }
+            else { p = e->fsrc == AF_INET6 ? "ipv6" : "ipv4"; n = 4; }
             break;
-        default: v.p = ""; v.n = 0;
         }
-        if (k + v.n > sizeof(key) - 64) return -2;
-        memcpy(key + k, v.p, v.n);
-        k += v.n;
+        key_put(key, &k, sizeof key, p, n);
     }
-    return add(a, key, k, label, e);
+    return add_counts(a, "", 0, key, k, label, 1, e->opk, e->ob, e->rpk, e->rb);
 }
 
+/* feed(buf, skip_first_bad=False) -> (lines, bad lines, first bad line or 0) */
 static PyObject *agg_feed(Aggregator *a, PyObject *args) {
     Py_buffer buf;
     int skip_first_bad = 0;
     if (!PyArg_ParseTuple(args, "y*|p", &buf, &skip_first_bad)) return NULL;
     const char *p = buf.buf, *end = p + buf.len;
-    long long lines = 0, bad = 0;
-    int first = 1;
+    long long lines = 0, bad = 0, first_bad = 0;
+    int first = 1, nomem = 0;
     entry e;
     Py_BEGIN_ALLOW_THREADS
     while (p < end) {
@@ -422,10 +456,10 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args) {
         while (te > s && (te[-1] == ' ' || te[-1] == '\r')) te--;
         if (s < te) {
             if (parse_line(s, te, &e) < 0) {
-                if (!(first && skip_first_bad)) { bad = lines; break; }
-            } else {
-                int r = take(a, &e);
-                if (r < 0) { bad = -lines; break; }
+                if (!(first && skip_first_bad)) { bad++; if (!first_bad) first_bad = lines; }
+            } else if (take(a, &e) < 0) {
+                nomem = 1;
+                break;
             }
             first = 0;
         }
@@ -433,8 +467,8 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&buf);
-    if (bad < 0) return PyErr_NoMemory();
-    return Py_BuildValue("(LL)", lines, bad);
+    if (nomem) return PyErr_NoMemory();
+    return Py_BuildValue("(LLL)", lines, bad, first_bad);
 }
 
 static PyObject *agg_result(Aggregator *a, PyObject *noargs) {
@@ -517,7 +551,8 @@ static PyObject *agg_top(Aggregator *a, PyObject *args) {
             gs[g].rank = -1;
         }
         (void)before;
-        gs[g].count += s->count; gs[g].opk += s->opk; gs[g].ob += s->ob; gs[g].rpk += s->rpk; gs[g].rb += s->rb;
+        gs[g].count += s->count; gs[g].opk = sat_add(gs[g].opk, s->opk); gs[g].ob = sat_add(gs[g].ob, s->ob);
+        gs[g].rpk = sat_add(gs[g].rpk, s->rpk); gs[g].rb = sat_add(gs[g].rb, s->rb);
     }
     size_t *order = malloc((ng + 1) * sizeof(size_t));
     if (!order) { free(tab); free(gs); return PyErr_NoMemory(); }

@@ -2,7 +2,7 @@
 
 Two aggregators with one interface and identical results: the C one
 (``ctdoctor._fastscan``, built when a compiler is there) and ``PyAggregator``
-(pure Python, on ``entries.parse_line``). ``CTDOCTOR_NO_ACCEL=1`` forces the
+(pure Python, on ``scan.scan_line``: the same line rules). ``CTDOCTOR_NO_ACCEL=1`` forces the
 pure-Python one. Big files are split at line boundaries across processes;
 streams (live /proc through a netns pipe, stdin, gzip) are read in a thread
 while the C scanner, which releases the GIL, parses the previous chunk.
@@ -16,7 +16,9 @@ import threading
 from dataclasses import dataclass, field
 
 from ctdoctor.errors import InputError, UsageError
-from ctdoctor.sources.entries import NOISE_RE, EntryParseError, parse_line, parse_save_line, read_chunks
+from ctdoctor.scan import (S_ASSURED, S_DPORT, S_DST, S_L3, S_LABEL, S_MARK, S_OB, S_OPK, S_PROTO, S_RB, S_RDST,
+                           S_RPK, S_RSRC, S_SPORT, S_SRC, S_UNREPLIED, S_ZONE, U64, scan_line)
+from ctdoctor.sources.entries import NOISE_RE, EntryParseError, parse_save_line, read_chunks
 
 # field ids shared with _fastscan.c
 F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC, F_RDST, F_L3 = range(11)
@@ -43,7 +45,7 @@ def label(e) -> str:
 
 
 class PyAggregator:
-    """Pure-Python twin of ``_fastscan.Aggregator``."""
+    """Pure-Python twin of ``_fastscan.Aggregator`` (same line rules: ``ctdoctor.scan``)."""
 
     def __init__(self, fields, states, protos, port, src_nets, dst_nets):
         self.fields = fields
@@ -55,80 +57,59 @@ class PyAggregator:
         self.acc: dict = {}
         self.matched = self.total = 0
 
-    def _value(self, e, f, lab):
-        if f == F_SRC:
-            return e.orig.src
-        if f == F_DST:
-            return e.orig.dst
-        if f == F_RSRC:
-            return e.reply.src
-        if f == F_RDST:
-            return e.reply.dst
-        if f == F_SPORT:
-            return "" if e.orig.sport is None else str(e.orig.sport)
-        if f == F_DPORT:
-            return "" if e.orig.dport is None else str(e.orig.dport)
-        if f == F_STATE:
-            return lab
-        if f == F_PROTO:
-            return e.proto
-        if f == F_ZONE:
-            return str(e.zone if e.zone is not None else 0)
-        if f == F_MARK:
-            return str(e.mark if e.mark is not None else 0)
-        if f == F_L3:
-            return e.l3
-        return ""
-
     def feed(self, buf: bytes, skip_first_bad: bool = False):
+        """(lines, unreadable lines, first unreadable line or 0), as the C scanner returns."""
         lines = buf.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
         first = True
-        n = 0
+        n = bad = first_bad = 0
         for n, raw in enumerate(lines, 1):
-            ln = raw.decode("utf-8", "replace").strip()
+            ln = raw.strip(b" \r")
             if not ln:
                 continue
-            try:
-                e = parse_save_line(ln) if ln.startswith(("-A ", "-I ")) else parse_line(ln)
-            except EntryParseError:
-                if first and skip_first_bad:
-                    first = False
-                    continue
-                return n, n
+            if ln[:3] in (b"-A ", b"-I "):
+                f = _save_fields(ln)
+            else:
+                f = scan_line(ln)
+            if f is None:
+                if not (first and skip_first_bad):
+                    bad += 1
+                    first_bad = first_bad or n
+            else:
+                self._take(f)
             first = False
-            self._take(e)
-        return n, 0
+        return n, bad, first_bad
 
-    def _take(self, e) -> None:
+    def _take(self, f) -> None:
         self.total += 1
-        lab = label(e)
-        if self.protos is not None and e.proto.encode() not in self.protos:
+        lab = f[S_LABEL]
+        if self.protos is not None and f[S_PROTO] not in self.protos:
             return
         if self.states is not None:
-            if not (lab.encode() in self.states or (e.unreplied and b"UNREPLIED" in self.states)
-                    or (e.assured and b"ASSURED" in self.states)):
+            if not (lab in self.states or (f[S_UNREPLIED] and b"UNREPLIED" in self.states)
+                    or (f[S_ASSURED] and b"ASSURED" in self.states)):
                 return
-        if self.port >= 0 and self.port not in (e.orig.sport, e.orig.dport):
+        if self.port >= 0:
+            p = str(self.port).encode()
+            if p != f[S_SPORT] and p != f[S_DPORT]:
+                return
+        if self.src_nets is not None and not _in(f[S_SRC], self.src_nets):
             return
-        if self.src_nets is not None and not _in(e.orig.src, self.src_nets):
-            return
-        if self.dst_nets is not None and not _in(e.orig.dst, self.dst_nets):
+        if self.dst_nets is not None and not _in(f[S_DST], self.dst_nets):
             return
         self.matched += 1
-        key = SEP.join(self._value(e, f, lab).encode() for f in self.fields)
-        k = (key, lab.encode())
+        key = SEP.join(f[_FIELD_SLOT[x]] for x in self.fields)
+        k = (key, lab)
         v = self.acc.get(k)
-        o, r = e.orig, e.reply
         if v is None:
-            self.acc[k] = [1, o.packets or 0, o.bytes or 0, r.packets or 0, r.bytes or 0]
+            self.acc[k] = [1, f[S_OPK], f[S_OB], f[S_RPK], f[S_RB]]
         else:
             v[0] += 1
-            v[1] += o.packets or 0
-            v[2] += o.bytes or 0
-            v[3] += r.packets or 0
-            v[4] += r.bytes or 0
+            v[1] = min(v[1] + f[S_OPK], U64)
+            v[2] = min(v[2] + f[S_OB], U64)
+            v[3] = min(v[3] + f[S_RPK], U64)
+            v[4] = min(v[4] + f[S_RB], U64)
 
     def result(self):
         return self.acc
@@ -140,8 +121,9 @@ class PyAggregator:
             if cur is None:
                 self.acc[key] = list(v)
             else:
-                for i in range(5):
-                    cur[i] += v[i]
+                cur[0] += v[0]
+                for i in range(1, 5):
+                    cur[i] = min(cur[i] + v[i], U64)
         self.matched += other.matched
         self.total += other.total
 
@@ -153,15 +135,37 @@ class PyAggregator:
             if g is None:
                 g = groups[k] = [0, 0, 0, 0, 0, {}]
             g[0] += cnt
-            g[1] += opk
-            g[2] += ob
-            g[3] += rpk
-            g[4] += rb
+            g[1] = min(g[1] + opk, U64)
+            g[2] = min(g[2] + ob, U64)
+            g[3] = min(g[3] + rpk, U64)
+            g[4] = min(g[4] + rb, U64)
             g[5][lab] = g[5].get(lab, 0) + cnt
         order = sorted(groups.items(), key=lambda kv: (-kv[1][0], kv[0]))
         if limit > 0:
             order = order[:limit]
         return len(groups), [(k, *g) for k, g in order]
+
+
+# scan tuple slot of each key field
+_FIELD_SLOT = {F_SRC: S_SRC, F_DST: S_DST, F_SPORT: S_SPORT, F_DPORT: S_DPORT, F_STATE: S_LABEL,
+               F_PROTO: S_PROTO, F_ZONE: S_ZONE, F_MARK: S_MARK, F_RSRC: S_RSRC, F_RDST: S_RDST, F_L3: S_L3}
+
+
+def _save_fields(ln: bytes):
+    """A ``conntrack -o save`` line as scan fields; its mark is unknown (save never prints it): b""."""
+    try:
+        e = parse_save_line(ln.decode("utf-8", "replace"))
+    except EntryParseError:
+        return None
+    o, r = e.orig, e.reply
+
+    def num(v):
+        return b"" if v is None else str(v).encode()
+
+    zone = e.zone if e.zone is not None else o.zone if o.zone is not None else r.zone
+    return (e.l3.encode(), e.proto.encode(), label(e).encode(), o.src.encode(), o.dst.encode(), num(o.sport),
+            num(o.dport), r.src.encode(), r.dst.encode(), num(e.mark), str(zone or 0).encode(), e.unreplied,
+            e.assured, 0, 0, 0, 0)
 
 
 def _net(t):
@@ -171,11 +175,11 @@ def _net(t):
     return ipaddress.ip_network((packed, prefix))
 
 
-def _in(addr: str, nets) -> bool:
+def _in(addr: bytes, nets) -> bool:
     import ipaddress
 
     try:
-        a = ipaddress.ip_address(addr)
+        a = ipaddress.ip_address(addr.decode())
     except ValueError:
         return False
     return any(a.version == n.version and a in n for n in nets)
@@ -278,6 +282,8 @@ class Tally:
     agg: object = None
     lines: int = 0
     accounting: bool = False
+    unreadable: int = 0  # lines that were not an entry (skipped and counted)
+    first_bad: tuple[int, str] | None = None  # (line number, text) of the first of them
 
     @property
     def total(self) -> int:
@@ -287,7 +293,23 @@ class Tally:
     def matched(self) -> int:
         return self.agg.matched if self.agg is not None else 0
 
+    def note_bad(self, count: int, line_no: int, text: bytes) -> None:
+        self.unreadable += count
+        if count and self.first_bad is None:
+            self.first_bad = (line_no, text.decode("utf-8", "replace").strip()[:80])
+
+    def check(self) -> "Tally":
+        """Reject a listing most of whose lines are not entries; a few bad lines are only counted."""
+        if self.unreadable and self.unreadable * 2 > self.total + self.unreadable:
+            n, text = self.first_bad or (0, "")
+            raise InputError(f"line {n}: not a conntrack entry: {text!r} ({self.unreadable} of "
+                             f"{self.total + self.unreadable} lines unreadable: not a conntrack listing)")
+        return self
+
     def merge(self, other: "Tally", prefix: bytes = b"") -> None:
+        self.unreadable += other.unreadable
+        if self.first_bad is None:
+            self.first_bad = other.first_bad
         if other.agg is None:
             return
         py = isinstance(other.agg, PyAggregator) or isinstance(self.agg, PyAggregator)
@@ -392,6 +414,8 @@ def tally_stream_multi(f, queries: list[Query], *, skip_first_partial: bool = Fa
     first = True
     save_format = None
     acct = False
+    bad = 0
+    first_bad: tuple[int, str] | None = None
     try:
         while True:
             c = q.get()
@@ -405,11 +429,14 @@ def tally_stream_multi(f, queries: list[Query], *, skip_first_partial: bool = Fa
                     aggs = [qq.aggregator(force_python=True) for qq in queries]
             if not acct and b"packets=" in c:
                 acct = True
-            for agg in aggs:
-                lines, bad = agg.feed(c, first and skip_first_partial)
-                if bad:
-                    ln = c.split(b"\n")[bad - 1].decode("utf-8", "replace").strip()
-                    raise InputError(f"line {line_base + bad}: not a conntrack entry: {ln[:80]!r}")
+            lines = 0
+            for i, agg in enumerate(aggs):
+                lines, nbad, fb = agg.feed(c, first and skip_first_partial)
+                if i == 0 and nbad:
+                    bad += nbad
+                    if first_bad is None:
+                        text = c.split(b"\n")[fb - 1].decode("utf-8", "replace").strip()[:80]
+                        first_bad = (line_base + fb, text)
             first = False
             line_base += lines
     finally:
@@ -420,12 +447,13 @@ def tally_stream_multi(f, queries: list[Query], *, skip_first_partial: bool = Fa
         if isinstance(e, InputError):
             raise e
         raise InputError(f"reading the listing failed: {e}")
-    return [Tally(qq, agg, line_base, acct) for qq, agg in zip(queries, aggs)]
+    return [Tally(qq, agg, line_base, acct, bad, first_bad).check() for qq, agg in zip(queries, aggs)]
 
 
 def _tally_range(path: str, start: int, end: int, query: Query, force_python: bool):
-    """Aggregate the lines that start in [start, end) of a file. Returns (tally, bad line, kind)."""
+    """Aggregate the lines that start in [start, end) of a file. Returns (tally, binary line or 0, kind)."""
     agg = query.aggregator(force_python)
+    tally = Tally(query, None)
     with open(path, "rb") as f:
         if start:
             f.seek(start - 1)
@@ -443,15 +471,17 @@ def _tally_range(path: str, start: int, end: int, query: Query, force_python: bo
                 data += f.readline()  # finish the line that started inside the range
                 pos = f.tell()
             if b"\x00" in data:
-                return Tally(query, None, lines), lines + data[: data.index(b"\x00")].count(b"\n") + 1, "binary"
+                return tally, lines + data[: data.index(b"\x00")].count(b"\n") + 1, "binary"
             if b"(conntrack-tools)" in data or b"nfct_labelmap" in data:
-                return Tally(query, None, lines), 0, "noise"
+                return tally, 0, "noise"
             acct = acct or b"packets=" in data
-            n, bad = agg.feed(data, False)
-            if bad:
-                return Tally(query, None, lines), lines + bad, "bad"
+            n, nbad, fb = agg.feed(data, False)
+            if nbad:
+                # line numbers are relative to this range until the ranges are joined
+                tally.note_bad(nbad, lines + fb, data.split(b"\n")[fb - 1])
             lines += n
-    return Tally(query, agg, lines, acct), 0, None
+    tally.agg, tally.lines, tally.accounting = agg, lines, acct
+    return tally, 0, None
 
 
 def tally_file(path: str, query: Query, *, workers: int | None = None, force_python: bool = False) -> Tally:
@@ -478,21 +508,17 @@ def tally_file(path: str, query: Query, *, workers: int | None = None, force_pyt
         t.join()
     total = Tally(query)
     base = 0
-    for tally, bad_line, kind in parts:
+    for tally, bin_line, kind in parts:
         if kind == "noise":
             with open(path, "rb") as f:
                 return tally_stream(f, query, force_python=force_python)
         if kind == "binary":
-            raise InputError(f"line {base + bad_line}: binary data, not a conntrack listing")
-        if kind == "bad":
-            with open(path, "rb") as f:
-                for _ in range(base + bad_line - 1):
-                    f.readline()
-                ln = f.readline().decode("utf-8", "replace").strip()
-            raise InputError(f"line {base + bad_line}: not a conntrack entry: {ln[:80]!r}")
+            raise InputError(f"line {base + bin_line}: binary data, not a conntrack listing")
+        if tally.first_bad is not None:
+            tally.first_bad = (base + tally.first_bad[0], tally.first_bad[1])
         total.merge(tally)
         base += tally.lines
-    return total
+    return total.check()
 
 
 # ---- rows ----------------------------------------------------------------------------------

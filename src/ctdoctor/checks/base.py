@@ -56,6 +56,7 @@ class ListingSummary:
     states: dict[str, int]
     protos: dict[str, int]
     top: dict[str, list[tuple[str, int]]]  # src/dst/dport -> [(value, count)] largest first
+    unreadable: int = 0  # lines skipped because they were not entries
 
 
 def ev(value, source: str | None = None):
@@ -124,7 +125,11 @@ class Context:
                 listed = ts[0].total
                 sample = bool(tailed)  # sosreport kept only the tail of a long listing
                 result = ListingSummary(listed, sample, label, dict(tops.pop("state")), dict(tops.pop("proto")),
-                                        tops)
+                                        tops, ts[0].unreadable)
+                if ts[0].unreadable:
+                    line, text = ts[0].first_bad or (0, "")
+                    self.snap.notes.append(f"{label}: {ts[0].unreadable} line(s) were not conntrack entries and "
+                                           f"were skipped (first: line {line}: {text!r})")
         except Exception as e:  # noqa: BLE001 - a listing problem makes the listing checks 'not enough data'
             self._summary_errors[st.name] = f"{type(e).__name__}: {e}"
         self._summaries[st.name] = result

@@ -57,6 +57,7 @@ def tally_all(args, query):
     srcs, root = _sources(args)
     combined = Tally(query)
     header = []
+    notes: list[str] = []
     for s in srcs:
         if s.opener is None:  # --file
             if s.label != "stdin" and os.path.isfile(s.label) and not _is_gzip(s.label):
@@ -75,6 +76,10 @@ def tally_all(args, query):
             if got is None:
                 if root is not None and root.is_live:
                     got = _netlink_source(s)
+                if got is None and len(srcs) > 1:
+                    # --netns all: one namespace without a listing (a sosreport's init) is a note, not a failure
+                    notes.append(f"netns {s.name}: no entry listing in {root.label if root else '?'}; left out")
+                    continue
                 if got is None:
                     raise InputError(f"no entry listing for netns {s.name} in {root.label if root else '?'}"
                                      " (collected with --no-entries, or a sosreport without the conntrack plugin)")
@@ -83,8 +88,12 @@ def tally_all(args, query):
                 t = tally_stream(stream, query, skip_first_partial=tailed)
             header.append({"netns": s.name, "source": label, "listed": t.total, "count": s.state.count,
                            "max": s.state.max, "sample": bool(tailed)})
+        if t.unreadable:
+            header[-1]["unreadable"] = t.unreadable
         combined.merge(t, prefix=(s.name.encode() + SEP) if "netns" in query.by else b"")
-    return combined, header
+    if not header:
+        raise InputError("no entry listing in any selected namespace: " + "; ".join(notes))
+    return combined, header, notes
 
 
 def _netlink_source(s):
@@ -101,7 +110,7 @@ def _is_gzip(path):
 def build_doc(args, query):
     from ctdoctor.top import rows
 
-    tally, header = tally_all(args, query)
+    tally, header, notes = tally_all(args, query)
     limit = args.limit if args.limit and args.limit > 0 else None
     groups, top_rows = rows(tally, query, limit)
     doc = {
@@ -117,8 +126,24 @@ def build_doc(args, query):
         "namespaces": header,
         "groups": groups,
         "rows": top_rows,
+        "unreadable": tally.unreadable,
     }
+    if tally.first_bad:
+        doc["first_unreadable"] = {"line": tally.first_bad[0], "text": tally.first_bad[1]}
+    if notes:
+        doc["notes"] = notes
     return doc
+
+
+def warn_unreadable(doc) -> None:
+    """Say on stderr what was skipped, so a count is never silently short."""
+    for n in doc.get("notes", []):
+        print(f"ctdoctor: note: {n}", file=sys.stderr)
+    if doc.get("unreadable"):
+        fb = doc.get("first_unreadable") or {}
+        print(f"ctdoctor: note: {doc['unreadable']} line(s) were not conntrack entries and were skipped "
+              f"(first: line {fb.get('line')}: {fb.get('text', '')!r}); counts are of the {doc['total']} read",
+              file=sys.stderr)
 
 
 def run(args) -> int:
@@ -137,6 +162,8 @@ def run(args) -> int:
             raise UsageError("--watch needs a live table, not --file")
         return _watch(args, query)
     doc = build_doc(args, query)
+    if fmt != "json":
+        warn_unreadable(doc)
     if fmt == "json":
         from ctdoctor.render.jsonout import emit
 

@@ -115,8 +115,11 @@ def _int(key: str, v: str) -> int:
 
 
 def parse_line(line: str) -> Entry:
-    """Parse one entry line of /proc/net/nf_conntrack or conntrack -L [-o extended]."""
-    toks = line.split()
+    """Parse one entry line of /proc/net/nf_conntrack or conntrack -L [-o extended].
+
+    Lenient like ``scan.scan_line``: a ``[...]`` flag may hold spaces (``-o ktimestamp``) and
+    bare words that vendor kernels add are skipped."""
+    toks = _tokens(line)
     n = len(toks)
     if n < 4:
         raise EntryParseError("too few fields for a conntrack entry")
@@ -165,7 +168,8 @@ def parse_line(line: str) -> Entry:
             continue
         k, eq, v = tok.partition("=")
         if not eq:
-            raise EntryParseError(f"unexpected token {tok!r}")
+            extra.setdefault("words", []).append(tok)
+            continue
         if k in ("timeout", "stream_timeout") and not tuples:  # old GRE print_conntrack
             extra[k] = v.rstrip(",")
         elif k == "src" and not tail:
@@ -208,6 +212,27 @@ def parse_line(line: str) -> Entry:
     return e
 
 
+def _tokens(line: str) -> list[str]:
+    """Whitespace-separated tokens; a ``[`` token runs to the next one that ends with ``]``."""
+    raw = line.split()
+    if "[" not in line:
+        return raw
+    out: list[str] = []
+    i, n = 0, len(raw)
+    while i < n:
+        t = raw[i]
+        if t[0] == "[" and not (len(t) > 1 and t[-1] == "]"):
+            j = i + 1
+            while j < n and raw[j][-1] != "]":
+                j += 1
+            out.append(" ".join(raw[i:j + 1]))
+            i = j + 1
+            continue
+        out.append(t)
+        i += 1
+    return out
+
+
 def _mk_tuple(t: dict) -> Tuple:
     if "dst" not in t:
         raise EntryParseError("tuple without dst=")
@@ -223,11 +248,16 @@ def _mk_tuple(t: dict) -> Tuple:
 
 # ---- -o save ----------------------------------------------------------------
 
-_SAVE_ADDR = {"-s": ("orig", "src"), "-d": ("orig", "dst"), "-r": ("reply", "src"), "-q": ("reply", "dst")}
+# -g (--dst-nat) and -n (--src-nat) stand in for -r / -q on a NATed flow: the DNAT target is the
+# reply's source, the SNAT address the reply's destination (captured: tests/data/conntrack_L_save_nat_6.18).
+_SAVE_ADDR = {"-s": ("orig", "src"), "-d": ("orig", "dst"), "-r": ("reply", "src"), "-q": ("reply", "dst"),
+              "-g": ("reply", "src"), "-n": ("reply", "dst")}
 _SAVE_INT = {
     "--sport": ("orig", "sport"), "--dport": ("orig", "dport"),
     "--reply-port-src": ("reply", "sport"), "--reply-port-dst": ("reply", "dport"),
     "--icmp-type": ("orig", "icmp_type"), "--icmp-code": ("orig", "icmp_code"), "--icmp-id": ("orig", "icmp_id"),
+    "--icmpv6-type": ("orig", "icmp_type"), "--icmpv6-code": ("orig", "icmp_code"),
+    "--icmpv6-id": ("orig", "icmp_id"),
     "--orig-zone": ("orig", "zone"), "--reply-zone": ("reply", "zone"),
 }
 
@@ -247,7 +277,9 @@ def parse_save_line(line: str) -> Entry:
             raise EntryParseError(f"option {opt} without a value") from None
         if opt in _SAVE_ADDR:
             d, k = _SAVE_ADDR[opt]
-            vals[d][k] = norm_addr(arg)
+            if opt in ("-g", "-n") and ":" in arg and "." in arg:
+                arg = arg.rsplit(":", 1)[0]  # ADDR:PORT of an IPv4 NAT with a port
+            vals[d][k] = norm_addr(arg.strip("[]"))
         elif opt in _SAVE_INT:
             d, k = _SAVE_INT[opt]
             vals[d][k] = _int(opt, arg)
@@ -288,7 +320,7 @@ def parse_save_line(line: str) -> Entry:
         unreplied="SEEN_REPLY" not in status,
         assured="ASSURED" in status,
         offload="OFFLOAD" if "OFFLOAD" in status else None,
-        mark=top.get("mark", 0),  # -o save prints --mark only when it is not 0
+        mark=top.get("mark"),  # -o save never prints the mark: unknown, not 0
         zone=top.get("zone"), labels=top.get("labels"),
     )
 
