@@ -54,8 +54,15 @@ def global_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line (``ctdoctor: error: ...``) and exit 2, for scripts and Nagios."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"ctdoctor: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser(commands: dict) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ctdoctor",
         description="See, explain, fix and guard Linux netfilter connection tracking (nf_conntrack).",
         epilog="Without a command, runs `%s`. Exit codes of doctor: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; "
@@ -63,12 +70,30 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"ctdoctor {__version__}")
     _global_options(p, suppress=False)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (mod, help_) in commands.items():
         sp = sub.add_parser(name, help=help_, description=help_)
         _global_options(sp, suppress=True)
         sp.set_defaults(_module=mod)
     return p
+
+
+def choose_command(argv: list[str], commands: dict) -> tuple[str | None, list[str]]:
+    """The command the user named, found by parsing the global options first (a value such as
+    ``--root top`` is never taken for a command), and argv with the default command added."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _global_options(pre, suppress=True)
+    try:
+        _, rest = pre.parse_known_args(argv)
+    except SystemExit:
+        return None, argv  # a global option without its value: the real parser says so
+    first = next((a for a in rest if not a.startswith("-")), None)
+    if first in commands:
+        return first, argv
+    if any(a in ("-h", "--help", "--version") for a in rest):
+        return None, argv
+    chosen = DEFAULT_COMMAND if DEFAULT_COMMAND in commands else "status"
+    return chosen, [chosen] + argv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,24 +103,27 @@ def main(argv: list[str] | None = None) -> int:
     commands = _available()
     parser = build_parser(commands)
     # Attach each command's own flags only for the command actually used (lazy import).
-    chosen = next((a for a in argv if a in commands), None)
-    if chosen is None and not any(a in ("-h", "--help", "--version") for a in argv):
-        chosen = DEFAULT_COMMAND if DEFAULT_COMMAND in commands else "status"
-        argv = _insert_command(argv, chosen)
+    chosen, argv = choose_command(argv, commands)
     if chosen is not None:
         mod = importlib.import_module(commands[chosen][0])
         sp = parser._subparsers._group_actions[0].choices[chosen]  # type: ignore[union-attr]
         mod.add_arguments(sp)
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse already printed a one-line usage error
+    except SystemExit as e:  # argparse already printed its one line
         return 2 if e.code not in (0, None) else 0
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
     mod = importlib.import_module(args._module)
+    from ctdoctor import cleanup
+
+    cleanup.install_signal_handlers()
+    code = None
     try:
-        return int(mod.run(args) or 0)
+        code = int(mod.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit, so the code is kept
+        return code
     except CtdError as e:
         print(f"ctdoctor: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -106,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctdoctor: error: permission denied: {e.filename or e} (run as root?)", file=sys.stderr)
         return 2
     except BrokenPipeError:
+        # `ctdoctor | head -1`: the reader left. Keep the command's own status (the doctor's
+        # Nagios code) and stop Python from complaining about stdout at exit.
+        import os
+
         try:
-            sys.stdout.close()
-        except Exception:  # noqa: BLE001
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
             pass
-        return 0
+        return code if code is not None else int(getattr(args, "_exit_code", 0))
     except Exception as e:  # noqa: BLE001 - never a traceback for the operator
         import os
 
@@ -119,21 +151,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctdoctor: internal error: {type(e).__name__}: {e} (set CTDOCTOR_DEBUG=1 for a traceback)",
               file=sys.stderr)
         return 1
-
-
-def _insert_command(argv: list[str], cmd: str) -> list[str]:
-    """Put the default command after leading global options that take a value."""
-    out, i = [], 0
-    takes_value = {"--root", "--netns", "--format"}
-    while i < len(argv):
-        a = argv[i]
-        if a in takes_value and i + 1 < len(argv):
-            out += [a, argv[i + 1]]
-            i += 2
-            continue
-        if any(a.startswith(t + "=") for t in takes_value):
-            out.append(a)
-            i += 1
-            continue
-        break
-    return out + [cmd] + argv[i:]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ctdoctor.checks import MODULES, load
 from ctdoctor.checks.base import CRITICAL, INFO, SEVERITY_ORDER, WARNING, Context, Finding, Unknown
-from ctdoctor.errors import UsageError
+from ctdoctor.errors import CheckFailed, CtdError, UsageError
 
 SCHEMA = 1
 OK, WARN, CRIT, UNKNOWN = 0, 1, 2, 3
@@ -33,8 +33,15 @@ def run_checks(ctx: Context, only: set[str] | None = None, skip: set[str] | None
         try:
             for item in mod.run(ctx):
                 (unknown if isinstance(item, Unknown) else findings).append(item)
-        except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
-            unknown.append(Unknown(code, f"check failed: {type(e).__name__}: {e}"))
+        except CtdError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a raising check is a bug: say so, never "not checked"
+            import os
+
+            if os.environ.get("CTDOCTOR_DEBUG"):
+                raise
+            raise CheckFailed(f"check {code} failed: {type(e).__name__}: {e} "
+                              "(a bug in ctdoctor; set CTDOCTOR_DEBUG=1 for a traceback)") from e
     findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.id, f.netns or ""))
     return findings, unknown
 

@@ -30,3 +30,9 @@ class Failure(CtdError):
     """The command ran but could not do its job (exit 1)."""
 
     exit_code = 1
+
+
+class CheckFailed(CtdError):
+    """A check raised: a bug in ctdoctor, never 'not enough data' (exit 3, UNKNOWN for Nagios)."""
+
+    exit_code = 3

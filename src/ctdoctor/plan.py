@@ -24,21 +24,34 @@ ROUND = 65536
 
 
 def parse_size(text: str, ram: int | None) -> int:
+    """512M, 2G, 10% -> bytes; a positive finite size no larger than 1 PiB, else a usage error."""
+    import math
+
     t = text.strip().upper()
+    bad = UsageError(f"--memory-budget {text}: use a size like 512M, 2G or 10% (positive, at most 1P)")
     if t.endswith("%"):
         if not ram:
             raise UsageError("--memory-budget in % needs MemTotal, which this host/image does not show")
-        return int(ram * float(t[:-1]) / 100)
+        try:
+            pct = float(t[:-1])
+        except ValueError:
+            raise bad from None
+        if not math.isfinite(pct) or not 0 < pct <= 100:
+            raise UsageError(f"--memory-budget {text}: a percentage of RAM is above 0 and at most 100")
+        return int(ram * pct / 100)
     mult = 1
-    for suffix, m in (("KIB", 1 << 10), ("MIB", 1 << 20), ("GIB", 1 << 30), ("K", 1 << 10), ("M", 1 << 20),
-                      ("G", 1 << 30), ("B", 1)):
+    for suffix, m in (("KIB", 1 << 10), ("MIB", 1 << 20), ("GIB", 1 << 30), ("TIB", 1 << 40), ("K", 1 << 10),
+                      ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40), ("P", 1 << 50), ("B", 1)):
         if t.endswith(suffix):
             t, mult = t[: -len(suffix)], m
             break
     try:
-        return int(float(t) * mult)
+        v = float(t) * mult
     except ValueError:
-        raise UsageError(f"--memory-budget {text}: use a size like 512M, 2G or 10%") from None
+        raise bad from None
+    if not math.isfinite(v) or not 0 < v <= 1 << 50:
+        raise bad
+    return int(v)
 
 
 def _round_up(n: int) -> int:

@@ -10,6 +10,7 @@ netns" for each kind of root, and one function turns its answers into a
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -20,10 +21,11 @@ from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources.firewall import (
     RulesParseError, RulesSummary, parse_iptables_list, parse_iptables_save, parse_nft_json, parse_nft_text)
 from ctdoctor.sources.hostroot import BUNDLE, LIVE, SOSREPORT, Captured, HostRoot, mangle_command, run_command
-from ctdoctor.sources.kernlog import KernelLogEvent, parse_kernel_log
+from ctdoctor.sources.kernlog import KernelLogEvent, dedupe, parse_kernel_log
 from ctdoctor.sources.persisted import Persisted, read_persisted
 from ctdoctor.sources.stats import CpuStats, StatsParseError, parse_conntrack_S, parse_proc_stat
 from ctdoctor.sources.sysctl import NF, parse_int, parse_sysctl_a
+from ctdoctor.textsafe import clean
 from ctdoctor.sources.system import (
     conntrack_slab, count_cpus, parse_kernel_release, parse_meminfo, parse_slabinfo)
 
@@ -160,12 +162,12 @@ class ImageNetnsView(NetnsView):
                 break
             full = f"ip netns exec {self.sos_name} {cmd}" if self.sos_name else cmd
             rel = f"sos_commands/{plugin}/{mangle_command(full)}"
-            p = self.root.resolve(rel)
-            if p is not None and p.is_file():
+            f = self.root.open_binary(rel)
+            if f is not None:
                 import os
 
                 tailed = os.path.islink(self.root.path / rel)
-                return open(p, "rb"), "/" + rel, tailed
+                return f, "/" + rel, tailed
         return None
 
 
@@ -250,7 +252,7 @@ def _views(root: HostRoot, wanted: str | None) -> list[tuple[NetnsView, int | No
     if not items:
         items.append((ImageNetnsView(root, nsmod.INIT), None, ""))
         if root.kind == SOSREPORT:
-            for name in root.listdir("sos_commands/networking/namespaces"):
+            for name in sos_namespaces(root):
                 items.append((ImageNetnsView(root, name, f"ctdoctor/netns/{name}/", name), None, "ip netns"))
     if not wanted or wanted == nsmod.INIT:
         return items[:1]
@@ -261,6 +263,26 @@ def _views(root: HostRoot, wanted: str | None) -> list[tuple[NetnsView, int | No
         known = ", ".join(it[0].name for it in items)
         raise InputError(f"--netns {wanted}: no such network namespace in this image (known: {known})")
     return sel
+
+
+_NETNS_FILE = re.compile(r"^ip_netns_exec_(.+?)_(?:conntrack_-S|conntrack_-L|sysctl_-a|ip_|iptables|ip6tables|nft_|ss_|netstat)")
+
+
+def sos_namespaces(root: HostRoot) -> list[str]:
+    """The ip-netns names a sosreport captured: ``networking/namespaces/<ns>/`` (sos >= 4.3), else
+    the ``networking/ip_netns`` listing with ``ip_netns_exec_<ns>_*`` files beside it (sos 4.0-4.2)."""
+    names = list(root.listdir("sos_commands/networking/namespaces"))
+    listing = root.read_text("sos_commands/networking/ip_netns") or ""
+    for ln in listing.splitlines():
+        w = ln.split()
+        if w and re.fullmatch(r"[\w.:@+-]{1,255}", w[0]) and w[0] not in names and not ln.startswith("Object"):
+            names.append(w[0])
+    for plugin in ("networking", "conntrack"):
+        for f in root.listdir(f"sos_commands/{plugin}"):
+            m = _NETNS_FILE.match(f)
+            if m and m.group(1) not in names:
+                names.append(m.group(1))
+    return names
 
 
 _meta_cache: dict[str, dict | None] = {}
@@ -275,15 +297,39 @@ def _read_meta(root: HostRoot) -> dict | None:
 
 
 def _load_meta(root: HostRoot) -> dict | None:
-    text = root.read_text(META)
+    """meta.json, checked field by field: an image is untrusted input."""
+    text = root.read_text(META, limit=1 << 20)
     if text is None:
         return None
     try:
         meta = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError, and ints over Python's digit limit
         raise InputError(f"{root.label}: {META} is not valid JSON") from None
     if not isinstance(meta, dict):
         raise InputError(f"{root.label}: {META} is not a JSON object")
+    bad = InputError(f"{root.label}: {META}: 'namespaces' must be a list of objects with a name")
+    nss = meta.get("namespaces", [])
+    if not isinstance(nss, list):
+        raise bad
+    names = set()
+    for ns in nss:
+        if not isinstance(ns, dict) or not isinstance(ns.get("name"), str) or not ns["name"]:
+            raise bad
+        name = ns["name"]
+        if name in names or "/" in name or name in (".", "..") or len(name) > 255 or "\x00" in name:
+            raise InputError(f"{root.label}: {META}: bad or repeated namespace name {clean(name, 60)!r}")
+        names.add(name)
+        inode = ns.get("inode")
+        if inode is not None and (not isinstance(inode, int) or isinstance(inode, bool) or not 0 < inode < 1 << 64):
+            raise InputError(f"{root.label}: {META}: namespace {name!r} has a bad inode")
+        for k in ("owner", "sos_name"):
+            if ns.get(k) is not None and not isinstance(ns[k], str):
+                raise InputError(f"{root.label}: {META}: namespace {name!r}: {k} is not a string")
+    iv = meta.get("stats_interval")
+    if iv is not None and (isinstance(iv, bool) or not isinstance(iv, (int, float)) or not 0 < iv <= 86400):
+        raise InputError(f"{root.label}: {META}: stats_interval must be a number of seconds (0-86400]")
+    if meta.get("created") is not None and not isinstance(meta["created"], str):
+        raise InputError(f"{root.label}: {META}: created is not a time string")
     return meta
 
 
@@ -369,26 +415,43 @@ def read_rules(view: NetnsView, notes: list[str]) -> RulesSummary:
         except RulesParseError as e:
             notes.append(str(e))
     else:
-        for cmd in ("nft -a list ruleset", "nft list ruleset"):
-            cap = view.capture("firewall_tables", cmd) or view.capture("nftables", cmd)
-            if cap:
+        # sos >= 4: firewall_tables; sos 3.x: networking, or firewalld's own capture
+        for plugin, cmd in (("firewall_tables", "nft -a list ruleset"), ("firewall_tables", "nft list ruleset"),
+                            ("nftables", "nft -a list ruleset"), ("nftables", "nft list ruleset"),
+                            ("networking", "nft list ruleset"), ("firewalld", "nft list ruleset")):
+            cap = view.capture(plugin, cmd)
+            if cap and _has_nft_header(cap.text):
                 s.merge(parse_nft_text(cap.text, cap.source))
                 break
-    for cmd in ("iptables-save", "ip6tables-save"):
-        cap = view.capture("firewall_tables", cmd)
-        if cap and "*" in cap.text:
-            s.merge(parse_iptables_save(cap.text, cap.source))
+    for plugin in ("firewall_tables", "networking"):
+        found = False
+        for cmd in ("iptables-save", "ip6tables-save"):
+            cap = view.capture(plugin, cmd)
+            if cap and re.search(r"^\*\w+", cap.text, re.M):
+                s.merge(parse_iptables_save(cap.text, cap.source))
+                found = True
+        if found:
+            break
     if isinstance(view, ImageNetnsView) and not s.seen:
-        for t in ("nat", "raw", "filter", "mangle"):
-            cap = view.capture("firewall_tables", f"iptables -t {t} -nvL")
-            if cap:
-                s.merge(parse_iptables_list(cap.text, cap.source))
+        for plugin in ("firewall_tables", "networking"):
+            for t in ("nat", "raw", "filter", "mangle"):
+                for cmd in (f"iptables -t {t} -nvL", f"iptables -t {t} -vnxL"):
+                    cap = view.capture(plugin, cmd)
+                    if cap and cap.text.lstrip().startswith("Chain "):
+                        s.merge(parse_iptables_list(cap.text, cap.source))
+                        break
     if isinstance(view, ImageNetnsView) and view.name == nsmod.INIT:
         for rel in ("etc/sysconfig/iptables", "etc/sysconfig/ip6tables"):
             text = view.root.read_text(rel)
             if text:
                 s.merge(parse_iptables_save(text, "/" + rel))
     return s
+
+
+def _has_nft_header(text: str) -> bool:
+    """nft's listing starts with a table (or is empty: no rules); an error message is not a ruleset."""
+    t = text.lstrip()
+    return t == "" or t.startswith(("table ", "# "))
 
 
 def read_modules(root: HostRoot, snap: Snapshot) -> None:
@@ -442,6 +505,14 @@ def read_modules(root: HostRoot, snap: Snapshot) -> None:
     snap.modules = mods
 
 
+# Journal captures sos writes, by version: (current boot, previous boot) or all boots.
+JOURNAL_ALL = ("journalctl --no-pager",)
+JOURNAL_BOOTS = ("journalctl --no-pager --boot",  # sos >= 4.4
+                 "journalctl --no-pager --catalog --boot",  # sos 3.6-4.3
+                 "journalctl --all --this-boot --no-pager",
+                 "journalctl --no-pager --boot -1", "journalctl --no-pager --catalog --boot -1")
+
+
 def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
     if root.is_live:
         cap = run_command("dmesg")
@@ -451,19 +522,32 @@ def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
         elif cap:
             snap.notes.append("dmesg: " + cap.text.strip().splitlines()[0])
         return
+    events: list[KernelLogEvent] = []
+
+    def take(text: str, source: str, family: str | None = None) -> None:
+        evs = parse_kernel_log(text, source)
+        if family:  # captures of one journal count as one source when lining sources up
+            for e in evs:
+                e.source = family
+        events.extend(evs)
+        snap.kernel_log_sources.append(source)
+
     cap = root.capture("kernel", "dmesg")
     if cap:
-        snap.kernel_log.extend(parse_kernel_log(cap.text, cap.source))
-        snap.kernel_log_sources.append(cap.source)
-    for rel in ("var/log/messages", "var/log/kern.log", "var/log/syslog"):
+        take(cap.text, cap.source)
+    for rel in ("var/log/messages", "var/log/kern.log", "var/log/syslog", "var/log/dmesg"):
         text = root.read_text(rel)
         if text:
-            snap.kernel_log.extend(parse_kernel_log(text, "/" + rel))
-            snap.kernel_log_sources.append("/" + rel)
-    cap = root.capture("logs", "journalctl --no-pager --catalog --boot -1") or root.capture("logs", "journalctl -k")
-    if cap:
-        snap.kernel_log.extend(parse_kernel_log(cap.text, cap.source))
-        snap.kernel_log_sources.append(cap.source)
+            take(text, "/" + rel)
+    caps = [c for c in (root.capture("logs", cmd) for cmd in JOURNAL_ALL) if c]
+    if not caps:
+        caps = [c for c in (root.capture("logs", cmd) for cmd in JOURNAL_BOOTS) if c]
+    for c in caps:
+        take(c.text, c.source, family="journal")
+    snap.kernel_log, dropped = dedupe(events)
+    if dropped:
+        snap.notes.append(f"kernel log: {dropped} line(s) found in more than one of "
+                          f"{', '.join(snap.kernel_log_sources)} were counted once")
 
 
 def build(root: HostRoot, netns: str | None = None, interval: float | None = None,
@@ -473,7 +557,7 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
     if hn is None and not root.is_live:
         cap = root.capture("general", "hostname") or root.capture("host", "hostname")
         hn = cap.text if cap else None
-    snap.hostname = (hn or "").strip()
+    snap.hostname = clean(hn)
     rel = root.read_text("proc/sys/kernel/osrelease")
     if rel is None and not root.is_live:
         cap = root.capture("kernel", "uname -a")
@@ -483,7 +567,7 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
             snap.sources["release"] = cap.source
     else:
         snap.sources["release"] = "/proc/sys/kernel/osrelease"
-    snap.release = (rel or "").strip()
+    snap.release = clean(rel, 128)
     snap.version = parse_kernel_release(snap.release)
     mi = root.read_text("proc/meminfo")
     if mi:
@@ -516,6 +600,8 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
     snap.persisted = read_persisted(root)
     if with_log:
         read_kernel_log(root, snap)
+    if root.irregular:
+        snap.notes.append("not regular files, left unread: " + ", ".join(sorted(set(root.irregular))[:5]))
     if root.denied:
         snap.notes.append("permission denied reading: " + ", ".join(sorted(set(root.denied))[:5]) +
                           " (run as root)")

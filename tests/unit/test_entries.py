@@ -38,9 +38,30 @@ def test_proc_listing_from_this_kernel():
 
 def test_proc_and_conntrack_listings_describe_the_same_entries():
     proc = sorted(map(key, entries("proc_nf_conntrack_6.18")))
-    for name in ("conntrack_L_6.18", "conntrack_L_extended_6.18", "conntrack_L_save_6.18",
-                 "conntrack_L_extended_id_6.18"):
+    for name in ("conntrack_L_6.18", "conntrack_L_extended_6.18", "conntrack_L_extended_id_6.18"):
         assert sorted(map(key, entries(name))) == proc, name
+    # -o save never prints the mark: everything else is the same, the mark is unknown (None), not 0
+    save = entries("conntrack_L_save_6.18")
+    assert all(e.mark is None for e in save)
+    assert sorted(key(e)[:-1] for e in save) == sorted(k[:-1] for k in proc)
+
+
+def test_save_listing_with_nat_reads_the_reply_from_g_and_n():
+    """Captured on the lab kernel: DNAT writes -g (the reply's source), SNAT -n (the reply's destination)."""
+    es = {e.orig.dport: e for e in entries("conntrack_L_save_nat_6.18")}
+    dnat, snat = es[8888], es[5555]
+    assert (dnat.reply.src, dnat.reply.dst, dnat.reply.sport) == ("127.0.0.2", "127.0.0.1", 9999)
+    assert (snat.reply.src, snat.reply.dst) == ("127.0.0.1", "127.0.0.3")
+    assert dnat.state == "ESTABLISHED" and dnat.assured and snat.unreplied
+
+
+def test_ktimestamp_and_vendor_lines_parse():
+    es = entries("conntrack_L_extended_id_ktimestamp_6.18")
+    assert len(es) == 3 and {e.id for e in es} == {733665971, 783702801, 2497410931}
+    assert {e.delta_time for e in es} == {1}
+    es = entries("proc_nf_conntrack_keenetic")
+    assert len(es) == 6 and sum(e.assured for e in es) == 4
+    assert next(e for e in es if e.state == "SYN_SENT").unreplied
 
 
 def test_conntrack_id_output_is_the_entry_id_not_the_icmp_id():

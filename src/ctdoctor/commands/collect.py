@@ -23,7 +23,7 @@ def run(args) -> int:
 
     from ctdoctor.export.collect import collect
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   console=err, transient=True) as prog:
         task = None

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ctdoctor.commands.common import check_format, open_root
+from ctdoctor.commands.common import SECONDS, check_format, open_root
 from ctdoctor.errors import UsageError
 
 
 def add_arguments(p) -> None:
     p.add_argument("--only", metavar="CODES", help="run only these checks (CT001,CT002,...)")
     p.add_argument("--skip", metavar="CODES", help="skip these checks")
-    p.add_argument("--interval", type=float, default=None, metavar="S",
+    p.add_argument("--interval", type=SECONDS, default=None, metavar="S",
                    help="seconds between two counter samples for rates (live default 1; 0 = no sampling)")
     p.add_argument("--compare", metavar="IMAGE",
                    help="a later host image of the same host: its counters give the rates (with --root)")
@@ -36,6 +36,7 @@ def run(args) -> int:
     findings, unknown = doctor.run_checks(ctx, only or None, skip or None)
     code = doctor.exit_code(findings, unknown)
     doc = doctor.report(ctx, findings, unknown)
+    args._exit_code = code  # kept when the reader of a pipe leaves early (`| head -1`)
     if fmt == "json":
         from ctdoctor.render.jsonout import emit
 
@@ -49,7 +50,7 @@ def run(args) -> int:
 
         from ctdoctor.render.doctor_text import render
 
-        Console().print(render(doc))
+        Console(highlight=False).print(render(doc))
     return code
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 
-from ctdoctor.commands.common import require_live
+from ctdoctor.commands.common import bounded, require_live
 from ctdoctor.errors import UsageError
 
 
@@ -15,7 +15,7 @@ def add_arguments(p) -> None:
                    help="states to delete: TIME_WAIT, SYN_SENT, CLOSE, UNREPLIED, ... (ALL for any state)")
     p.add_argument("--src", metavar="CIDR", help="only entries from these sources")
     p.add_argument("--dst", metavar="CIDR", help="only entries to these destinations")
-    p.add_argument("--port", type=int, metavar="N", help="only entries whose original sport or dport is N")
+    p.add_argument("--port", type=bounded(int, 0, 65535), metavar="N", help="only entries whose original sport or dport is N")
     p.add_argument("--dry-run", action="store_true", help="show what would be deleted")
     p.add_argument("--include-established", action="store_true",
                    help="also delete ASSURED ESTABLISHED entries (breaks live connections behind NAT/stateful rules)")

@@ -13,13 +13,13 @@ from __future__ import annotations
 import sys
 import time
 
-from ctdoctor.commands.common import open_root
+from ctdoctor.commands.common import PERIOD, open_root
 from ctdoctor.errors import UsageError
 
 
 def add_arguments(p) -> None:
     p.add_argument("--once", action="store_true", help="one pass, then exit (for cron or a systemd timer)")
-    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between passes (default 1)")
+    p.add_argument("--interval", type=PERIOD, default=1.0, metavar="S", help="seconds between passes (default 1)")
 
 
 def log(msg: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ctdoctor.commands.common import check_format, require_live
+from ctdoctor.commands.common import bounded, check_format, require_live
 from ctdoctor.errors import UsageError
 
 
@@ -15,7 +15,7 @@ def add_arguments(p) -> None:
     global_options(r)
     r.add_argument("scenario")
     r.add_argument("--keep", action="store_true", help="leave the netns in place (remove with: ctdoctor lab clean)")
-    r.add_argument("--scale", type=int, default=None, metavar="N", help="size of the scenario (see lab list)")
+    r.add_argument("--scale", type=bounded(int, 1, 10**8), default=None, metavar="N", help="size of the scenario (see lab list)")
     global_options(sub.add_parser("clean", help="remove lab namespaces left behind (found by the ctdlab- prefix)"))
 
 
@@ -74,7 +74,7 @@ def _run(args, fmt: str) -> int:
         return 0
     from rich.console import Console
 
-    c = Console()
+    c = Console(highlight=False)
     c.print(f"[bold]lab {doc['scenario']}[/] in netns {doc['netns']}")
     c.print("[bold]built[/]")
     for ln in doc["built"]:

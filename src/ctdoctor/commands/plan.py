@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from ctdoctor.commands.common import check_format, open_root
+from ctdoctor.commands.common import SECONDS, bounded, check_format, open_root
 from ctdoctor.errors import UsageError
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--headroom", type=float, default=2.0, metavar="F",
+    p.add_argument("--headroom", type=bounded(float, 1, 1000), default=2.0, metavar="F",
                    help="multiply the observed load by F (default 2)")
     p.add_argument("--memory-budget", metavar="SIZE", help="cap what a full table may take: 512M, 2G or 10%%")
-    p.add_argument("--interval", type=float, default=None, metavar="S",
+    p.add_argument("--interval", type=SECONDS, default=None, metavar="S",
                    help="seconds to sample the insert counter for the new-flow rate (live default 1)")
 
 
@@ -43,7 +43,7 @@ def run(args) -> int:
 
     from ctdoctor.render.status_text import human_bytes
 
-    c = Console()
+    c = Console(highlight=False)
     cur = doc["current"]
     c.print(f"[bold]now[/] max {cur['max']}, buckets {cur['buckets']}; kernel {doc['host']['kernel']}, "
             f"RAM {human_bytes(doc['host']['mem_total'])}, {doc['host']['cpus']} CPUs")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ctdoctor.commands.common import check_format, open_root
+from ctdoctor.commands.common import PERIOD, SECONDS, check_format, open_root
 from ctdoctor.errors import UsageError
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--interval", type=float, default=None, metavar="S",
+    p.add_argument("--interval", type=SECONDS, default=None, metavar="S",
                    help="seconds between the two stats samples for rates (live default 1; 0 = no rates)")
-    p.add_argument("--watch", type=float, default=None, metavar="N",
+    p.add_argument("--watch", type=PERIOD, default=None, metavar="N",
                    help="redraw every N seconds until Ctrl-C (text, live only)")
 
 
@@ -53,7 +53,7 @@ def _watch(root, args) -> int:
 
     from ctdoctor.render.status_text import render
 
-    console = Console()
+    console = Console(highlight=False)
     with Live(console=console, auto_refresh=False, screen=False) as live:
         try:
             while True:

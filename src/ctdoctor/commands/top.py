@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from ctdoctor.commands.common import check_format, open_root
+from ctdoctor.commands.common import PERIOD, bounded, check_format, open_root
 from ctdoctor.errors import InputError, UsageError
 
 
@@ -14,18 +14,18 @@ def add_arguments(p) -> None:
     p.add_argument("--by", default="src", metavar="KEY[,KEY...]",
                    help="group by: src, dst, sport, dport, pair, state, proto, zone, mark, netns, reply-src, "
                         "reply-dst, l3 (default src)")
-    p.add_argument("--limit", type=int, default=20, metavar="N", help="rows to show (default 20; 0 = all)")
+    p.add_argument("--limit", type=bounded(int, 0, 10**9), default=20, metavar="N", help="rows to show (default 20; 0 = all)")
     p.add_argument("--state", metavar="S[,S]", help="only entries in these states (TCP states, UNREPLIED, ASSURED, "
                                                      "REPLIED, OFFLOAD)")
     p.add_argument("--proto", metavar="P[,P]", help="only these protocols (tcp, udp, icmp, ...)")
     p.add_argument("--src", metavar="CIDR[,CIDR]", help="only entries whose original source is in these networks")
     p.add_argument("--dst", metavar="CIDR[,CIDR]", help="only entries whose original destination is in these networks")
-    p.add_argument("--port", type=int, metavar="N", help="only entries whose original sport or dport is N")
+    p.add_argument("--port", type=bounded(int, 0, 65535), metavar="N", help="only entries whose original sport or dport is N")
     p.add_argument("--file", metavar="PATH|-", help="read a saved /proc/net/nf_conntrack or conntrack -L "
                                                     "[-o extended|save] listing (plain or gzip; - for stdin)")
     p.add_argument("--via", choices=("auto", "proc", "netlink"), default="auto",
                    help="live table source: /proc/net/nf_conntrack, a ctnetlink dump, or auto (proc, else netlink)")
-    p.add_argument("--watch", type=float, metavar="N", help="redraw every N seconds (q or Ctrl-C to quit)")
+    p.add_argument("--watch", type=PERIOD, metavar="N", help="redraw every N seconds (q or Ctrl-C to quit)")
 
 
 class Source:
@@ -177,7 +177,7 @@ def run(args) -> int:
 
         from ctdoctor.render.top_text import render
 
-        Console().print(render(doc))
+        Console(highlight=False).print(render(doc))
     return 0
 
 
@@ -187,7 +187,7 @@ def _watch(args, query) -> int:
 
     from ctdoctor.render.top_text import render
 
-    console = Console()
+    console = Console(highlight=False)
     prev = None
     with _Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
         try:

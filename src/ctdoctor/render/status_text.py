@@ -25,7 +25,7 @@ def render(doc: dict, console=None):
     from rich.console import Console, Group
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(highlight=False)
     h = doc["host"]
     parts = []
     parts.append(f"[bold]{h['hostname'] or '?'}[/]  kernel {h['kernel'] or '?'}  source {h['source']}"
@@ -90,4 +90,4 @@ def render(doc: dict, console=None):
 def print_status(doc: dict) -> None:
     from rich.console import Console
 
-    Console().print(render(doc))
+    Console(highlight=False).print(render(doc))

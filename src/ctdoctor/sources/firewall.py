@@ -92,6 +92,12 @@ def parse_nft_json(text: str, source: str) -> RulesSummary:
     return s
 
 
+# What must not be read as a NAT statement: strings, comments, sets ({ nd-redirect, ... }) and
+# match values (`icmp type redirect`, `icmpv6 type nd-redirect`).
+_NOT_STATEMENTS = re.compile(r'"[^"]*"|\{[^}]*\}|\b(?:type|code)\s+[\w-]+|\bcomment\s+\S+')
+_NFT_NAT = re.compile(r"(?:^|\s)(?:(?:dnat|snat)(?:\s+ip6?)?\s+to\b|masquerade\b|redirect\b(?!-))")
+
+
 def parse_nft_text(text: str, source: str) -> RulesSummary:
     s = RulesSummary(sources=[source])
     table = chain = ""
@@ -109,7 +115,8 @@ def parse_nft_text(text: str, source: str) -> RulesSummary:
         if re.search(r"\btype nat hook\b", t):
             s.nat_chains.append(f"{table} {chain}")
             continue
-        if re.search(r"\b(dnat|snat)\b( ip6?)? to\b|\bmasquerade\b|\bredirect\b", t):
+        stmt = _NOT_STATEMENTS.sub(" ", t)
+        if _NFT_NAT.search(stmt):
             s.nat.append(where)
         if re.search(r"\bnotrack\b", t):
             s.notrack.append(where)
@@ -117,7 +124,8 @@ def parse_nft_text(text: str, source: str) -> RulesSummary:
             s.nfqueue.append(where)
         if re.search(r"\bct state\b", t):
             s.ct_state.append(where)
-            if "untracked" in t and re.search(r"\baccept\b", t):
+            # SYNPROXY recipes hand untracked SYNs to synproxy: they are handled, not dropped
+            if "untracked" in t and re.search(r"\b(accept|synproxy)\b", t):
                 s.untracked_accept.append(where)
         if re.search(r"\bct helper\b", t):
             s.helpers.append(where)
@@ -132,6 +140,8 @@ def parse_iptables_save(text: str, source: str) -> RulesSummary:
         if t.startswith("*"):
             table = t[1:]
             continue
+        # iptables-save -c (IPTABLES_SAVE_COUNTER=yes) puts "[packets:bytes]" before each rule
+        t = re.sub(r"^\[\d+:\d+\]\s+", "", t)
         if not t.startswith("-A "):
             continue
         where = f"{source}:{n} ({table})"
@@ -143,7 +153,7 @@ def parse_iptables_save(text: str, source: str) -> RulesSummary:
             s.nfqueue.append(where)
         if re.search(r"--(ct)?state\s", t):
             s.ct_state.append(where)
-            if "UNTRACKED" in t and "-j ACCEPT" in t:
+            if "UNTRACKED" in t and re.search(r"-j (ACCEPT|SYNPROXY)\b", t):
                 s.untracked_accept.append(where)
         if re.search(r"-j CT\b.*--helper|-m helper", t):
             s.helpers.append(where)
@@ -167,6 +177,6 @@ def parse_iptables_list(text: str, source: str) -> RulesSummary:
             s.nfqueue.append(where)
         if re.search(r"\b(ctstate|state) ", ln):
             s.ct_state.append(where)
-            if "UNTRACKED" in ln and "ACCEPT" in words:
+            if "UNTRACKED" in ln and words & {"ACCEPT", "SYNPROXY"}:
                 s.untracked_accept.append(where)
     return s

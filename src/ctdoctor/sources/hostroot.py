@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ class HostRoot:
     kind: str = LIVE
     label: str = "/"
     denied: list[str] = field(default_factory=list)  # paths we were not allowed to read
+    irregular: list[str] = field(default_factory=list)  # FIFOs, devices, sockets: never read
 
     # ---- construction -------------------------------------------------
 
@@ -136,20 +138,39 @@ class HostRoot:
         except OSError:
             return []
 
-    def read_bytes(self, rel: str, limit: int = READ_LIMIT) -> bytes | None:
+    def _open_regular(self, rel: str):
+        """An open binary file, only when ``rel`` is a regular file inside the root (a FIFO or a
+        device in an image would hang or flood every command), else None."""
         p = self.resolve(rel)
         if p is None:
             return None
         try:
-            with open(p, "rb") as f:
-                return _read_capped(f, limit)
-        except FileNotFoundError:
-            return None
+            fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
         except PermissionError:
             self.denied.append(self.display(rel))
             return None
-        except IsADirectoryError:
+        except OSError:
             return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                if not stat.S_ISDIR(st.st_mode):
+                    self.irregular.append(self.display(rel))
+                return None
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except OSError:
+            os.close(fd)
+            return None
+
+    def read_bytes(self, rel: str, limit: int = READ_LIMIT) -> bytes | None:
+        f = self._open_regular(rel)
+        if f is None:
+            return None
+        try:
+            with f:
+                return _read_capped(f, limit)
         except OSError:
             return None
 
@@ -160,17 +181,12 @@ class HostRoot:
         return data.decode("utf-8", "replace")
 
     def open_binary(self, rel: str):
-        """An open binary file for streaming, or None if missing / unreadable."""
+        """An open binary file for streaming, or None if missing / unreadable / not a regular file."""
+        return self._open_regular(rel)
+
+    def is_file(self, rel: str) -> bool:
         p = self.resolve(rel)
-        if p is None:
-            return None
-        try:
-            return open(p, "rb")
-        except PermissionError:
-            self.denied.append(self.display(rel))
-            return None
-        except OSError:
-            return None
+        return bool(p and p.is_file())
 
     # ---- captured commands ---------------------------------------------
 

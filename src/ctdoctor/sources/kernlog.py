@@ -22,8 +22,9 @@ TABLE_FULL, EXPECT_FULL, VMALLOC, VERSION, SUPPRESSED = (
 
 _TS = re.compile(
     r"^(?:\[\s*(?P<mono>\d+\.\d+)\]\s*"                     # dmesg
-    r"|(?P<iso>\d{4}-\d\d-\d\dT[\d:.]+(?:[+-]\d\d:?\d\d|Z)?)\s+\S+\s+kernel:\s*(?:\[\s*[\d.]+\]\s*)?"  # rsyslog ISO
-    r"|(?P<syslog>[A-Z][a-z]{2}\s+\d+\s+[\d:]+)\s+\S+\s+kernel:\s*(?:\[\s*[\d.]+\]\s*)?"  # classic syslog / journalctl
+    r"|\[(?P<ctime>[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d [\d:]{8} \d{4})\]\s*"  # dmesg -T
+    r"|(?P<iso>\d{4}-\d\d-\d\dT[\d:.]+(?:[+-]\d\d:?\d\d|Z)?)\s+\S+\s+kernel:\s*(?:\[\s*(?P<mono2>[\d.]+)\]\s*)?"
+    r"|(?P<syslog>[A-Z][a-z]{2}\s+\d+\s+[\d:]+)\s+\S+\s+kernel:\s*(?:\[\s*(?P<mono3>[\d.]+)\]\s*)?"
     r")?"
 )
 _RULES = [
@@ -43,6 +44,8 @@ class KernelLogEvent:
     source: str
     netns_inode: int | None = None
     when: str | None = None  # the timestamp as printed
+    mono: str | None = None  # seconds since boot, when the line carries them (dedup key)
+    text: str = ""  # the message without its timestamps (dedup key)
     buckets: int | None = None
     max: int | None = None
     suppressed: int | None = None
@@ -58,10 +61,11 @@ def parse_kernel_log(text: str, source: str) -> list[KernelLogEvent]:
             if not m:
                 continue
             ts = _TS.match(ln)
-            when = None
+            when = mono = None
             if ts:
-                when = ts.group("mono") or ts.group("iso") or ts.group("syslog")
-            ev = KernelLogEvent(kind, ln.strip(), n, source, when=when)
+                when = ts.group("mono") or ts.group("ctime") or ts.group("iso") or ts.group("syslog")
+                mono = ts.group("mono") or ts.group("mono2") or ts.group("mono3")
+            ev = KernelLogEvent(kind, ln.strip(), n, source, when=when, mono=mono, text=ln[m.start():].strip())
             g = m.groupdict()
             if g.get("netns"):
                 ev.netns_inode = int(g["netns"])
@@ -72,3 +76,31 @@ def parse_kernel_log(text: str, source: str) -> list[KernelLogEvent]:
             out.append(ev)
             break
     return out
+
+
+def dedupe(events: list[KernelLogEvent]) -> tuple[list[KernelLogEvent], int]:
+    """One event per real kernel message across sources that hold the same lines (a
+    sosreport's ``dmesg`` beside ``/var/log/messages`` and the journal): (events, dropped).
+
+    Lines that carry their seconds-since-boot are one event per (stamp, text). Without it
+    (syslog and the journal usually strip it) the sources cannot be lined up, so for each
+    message the most complete source counts and the others are taken as its copies.
+    """
+    groups: dict[tuple, dict[str, list[KernelLogEvent]]] = {}
+    for e in events:
+        groups.setdefault((e.kind, e.netns_inode, e.text), {}).setdefault(e.source, []).append(e)
+    out: list[KernelLogEvent] = []
+    for by_source in groups.values():
+        stamped = {}
+        unstamped = []
+        for evs in by_source.values():
+            if all(e.mono for e in evs):
+                for e in evs:
+                    stamped.setdefault(e.mono, e)
+            else:
+                unstamped.append(evs)
+        candidates = [list(stamped.values())] + unstamped
+        out.extend(max(candidates, key=len))
+    order = {id(e): i for i, e in enumerate(events)}
+    out.sort(key=lambda e: order[id(e)])
+    return out, len(events) - len(out)

@@ -21,6 +21,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from ctdoctor.sources.hostroot import HostRoot
+from ctdoctor.textsafe import clean
 from ctdoctor.sources.sysctl import canonical
 
 CONF_DIRS = ("etc", "run", "usr/local/lib", "usr/lib", "lib")
@@ -95,7 +96,10 @@ def parse_sysctl_conf(text: str, file: str) -> list[SysctlSetting]:
             continue
         k, _, v = s.partition("=")
         ign = k.startswith("-")
-        out.append(SysctlSetting(canonical(k.lstrip("-").strip()), v.strip(), file, n, ign))
+        key = canonical(k.lstrip("-").strip())
+        if len(key) > 256 or not key.isprintable():
+            continue
+        out.append(SysctlSetting(key, clean(v, 256), file, n, ign))
     return out
 
 
@@ -162,7 +166,8 @@ def read_persisted(root: HostRoot) -> Persisted:
         for s in parse_sysctl_conf(text, root.display(f)):
             p.sysctl_all.append(s)
             p.sysctl[s.key] = s
-    for f in config_files(root, "modprobe.d"):
+    # /etc/modprobe.conf: the only modprobe config on RHEL 5 (module-init-tools read it first)
+    for f in ["etc/modprobe.conf"] + config_files(root, "modprobe.d"):
         text = root.read_text(f)
         if text:
             p.modprobe.extend(parse_modprobe_conf(text, root.display(f)))

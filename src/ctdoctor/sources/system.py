@@ -14,7 +14,7 @@ def parse_kernel_release(text: str | None) -> tuple[int, int, int] | None:
     if text.startswith("Linux "):
         parts = text.split()
         text = parts[2] if len(parts) > 2 else ""
-    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    m = re.match(r"(\d{1,4})\.(\d{1,4})(?:\.(\d{1,6}))?", text)
     if not m:
         return None
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
