@@ -24,7 +24,7 @@ from ctdoctor.sources.hostroot import BUNDLE, LIVE, SOSREPORT, Captured, HostRoo
 from ctdoctor.sources.kernlog import KernelLogEvent, dedupe, parse_kernel_log
 from ctdoctor.sources.persisted import Persisted, read_persisted
 from ctdoctor.sources.stats import CpuStats, StatsParseError, parse_conntrack_S, parse_proc_stat
-from ctdoctor.sources.sysctl import NF, parse_int, parse_sysctl_a
+from ctdoctor.sources.sysctl import NF, canonical, parse_int, parse_sysctl_a
 from ctdoctor.textsafe import clean
 from ctdoctor.sources.system import (
     conntrack_slab, count_cpus, parse_kernel_release, parse_meminfo, parse_slabinfo)
@@ -32,6 +32,10 @@ from ctdoctor.sources.system import (
 STAT = "proc/net/stat/nf_conntrack"
 LISTING = "proc/net/nf_conntrack"
 NF_DIR = "proc/sys/net/netfilter"
+# RHEL 5's ip_conntrack module: the same facts under their old names
+LEGACY_STAT = "proc/net/stat/ip_conntrack"
+LEGACY_LISTING = "proc/net/ip_conntrack"
+LEGACY_NF_DIR = "proc/sys/net/ipv4/netfilter"
 META = "ctdoctor/meta.json"
 
 
@@ -111,6 +115,8 @@ class LiveNetnsView(NetnsView):
 
     def capture(self, plugin, cmd):
         out = run_command(cmd, preexec_fn=nsmod.preexec_for(self.ref))
+        if out is not None and out.status != 0:
+            return None  # its output is an error message, not the data
         if out and not self.ref.is_init:
             out.source = f"ip netns exec {self.name} {cmd}" if self.ref.owner == "ip netns" else \
                 f"{cmd} (in netns {self.name})"
@@ -154,9 +160,10 @@ class ImageNetnsView(NetnsView):
         return None
 
     def open_listing(self):
-        f = self.root.open_binary(self.prefix + LISTING)
-        if f is not None:
-            return f, "/" + self.prefix + LISTING, False
+        for rel in (LISTING, LEGACY_LISTING):
+            f = self.root.open_binary(self.prefix + rel)
+            if f is not None:
+                return f, "/" + self.prefix + rel, False
         for plugin, cmd in (("conntrack", "conntrack -L -o extended"), ("conntrack", "conntrack -L")):
             if self.prefix and not self.sos_name:
                 break
@@ -340,27 +347,35 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
         view.prefetch([STAT], [NF_DIR])
     # Settings: the /proc/sys tree when present, else `sysctl -a` output.
     names = view.listdir(NF_DIR)
-    files = view.read_many([f"{NF_DIR}/{n}" for n in names] + [STAT])
-    for n in names:
-        got = files.get(f"{NF_DIR}/{n}")
-        if got:
-            st.settings[NF + n] = got[0].strip()
-            st.sources[NF + n] = got[1]
+    legacy = [] if names else [n for n in view.listdir(LEGACY_NF_DIR) if n.startswith("ip_conntrack")]
+    files = view.read_many([f"{NF_DIR}/{n}" for n in names] + [f"{LEGACY_NF_DIR}/{n}" for n in legacy] +
+                           [STAT, LEGACY_STAT])
+    for d, ns in ((NF_DIR, names), (LEGACY_NF_DIR, legacy)):
+        for n in ns:
+            got = files.get(f"{d}/{n}")
+            if got:
+                key = canonical(d.removeprefix("proc/sys/").replace("/", ".") + "." + n)
+                st.settings[key] = got[0].strip()
+                st.sources[key] = got[1]
     if not st.settings:
         cap = view.capture("kernel", "sysctl -a") if view.name == nsmod.INIT else view.capture("networking", "sysctl -a")
         if cap:
             for k, v in parse_sysctl_a(cap.text).items():
-                if k.startswith(NF) or k == "net.nf_conntrack_max":
-                    st.settings[k] = v
-                    st.sources[k] = cap.source
+                ck = canonical(k)  # RHEL 5/6 name them net.ipv4.netfilter.ip_conntrack_*
+                if ck.startswith(NF) or k == "net.nf_conntrack_max":
+                    if ck in st.settings and ck != k:
+                        continue  # the modern name wins over its legacy alias
+                    st.settings[ck] = v
+                    st.sources[ck] = cap.source
     for key, attr in (("nf_conntrack_count", "count"), ("nf_conntrack_max", "max"), ("nf_conntrack_buckets", "buckets")):
         v = parse_int(st.settings.get(NF + key))
         if v is not None:
             setattr(st, attr, v)
             st.sources[attr] = st.sources[NF + key]
     # Stats: the proc file, else `conntrack -S`.
-    if STAT in files:
-        text, src = files[STAT]
+    stat_rel = STAT if STAT in files else LEGACY_STAT
+    if stat_rel in files:
+        text, src = files[stat_rel]
         try:
             st.stats = parse_proc_stat(text, src)
             st.sources["stats"] = src

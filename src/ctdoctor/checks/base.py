@@ -72,6 +72,7 @@ class Context:
         self._summaries: dict[str, ListingSummary | None] = {}
         self._summary_errors: dict[str, str] = {}
         self._sockets: dict[str, int | None] = {}
+        self._socket_sources: dict[str, str] = {}
 
     # ---- settings ----------------------------------------------------------
 
@@ -141,15 +142,36 @@ class Context:
     # ---- sockets ------------------------------------------------------------------
 
     def established_sockets(self, st: NetnsState) -> int | None:
+        """ESTABLISHED TCP sockets in the netns: ``ss -tanH state established`` live; in a sosreport
+        what sos captures (``ss -s``'s ``estab N``, else counting ``ESTAB`` rows of ``ss -peaonmi``)."""
         if st.name in self._sockets:
             return self._sockets[st.name]
-        n = None
+        n, src = None, None
         if st.view is not None:
             cap = st.view.capture("networking", "ss -tanH state established")
-            if cap is not None and "Usage" not in cap.text:
-                n = sum(1 for ln in cap.text.splitlines() if ln.strip())
+            if cap is not None and "Usage" not in cap.text and not self._is_error(cap.text):
+                n, src = sum(1 for ln in cap.text.splitlines() if ln.strip()), cap.source
+            if n is None and not self.live:
+                cap = st.view.capture("networking", "ss -s")
+                m = re.search(r"^TCP:\s+\d+ \(estab (\d+),", cap.text, re.M) if cap else None
+                if m:
+                    n, src = int(m.group(1)), cap.source
+            if n is None and not self.live:
+                cap = st.view.capture("networking", "ss -peaonmi")
+                if cap and cap.text.lstrip().startswith("Netid"):
+                    n = sum(1 for ln in cap.text.splitlines() if re.match(r"tcp\s+ESTAB\s", ln))
+                    src = cap.source
         self._sockets[st.name] = n
+        self._socket_sources[st.name] = src or "ss -tanH state established"
         return n
+
+    def sockets_source(self, st: NetnsState) -> str:
+        return self._socket_sources.get(st.name, "ss -tanH state established")
+
+    @staticmethod
+    def _is_error(text: str) -> bool:
+        t = text.lstrip()
+        return t.startswith(("Error", "ss:", "Cannot", "Usage"))
 
     # ---- host facts -----------------------------------------------------------------
 

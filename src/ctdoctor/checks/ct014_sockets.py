@@ -36,7 +36,7 @@ def run(ctx):
                 CODE, INFO, "ESTABLISHED sockets with a full table are expected", netns=st.name,
                 summary=f"netns {st.name}: {socks} ESTABLISHED sockets while the table is "
                         f"{st.fill * 100:.0f}% full: existing connections work, new ones fail",
-                evidence={"established_sockets": ev(socks, "ss -tanH state established"),
+                evidence={"established_sockets": ev(socks, ctx.sockets_source(st)),
                           "count": st.count, "max": st.max},
                 explanation="Sockets are not conntrack entries. Established connections already have an entry and "
                             "keep working; only new connections need a free entry, and those are dropped.",
@@ -51,7 +51,7 @@ def run(ctx):
             yield Finding(
                 CODE, INFO, "connections that conntrack does not track", netns=st.name,
                 summary=f"netns {st.name}: {socks} ESTABLISHED sockets but {est} ESTABLISHED conntrack entries",
-                evidence={"established_sockets": ev(socks, "ss -tanH state established"),
+                evidence={"established_sockets": ev(socks, ctx.sockets_source(st)),
                           "established_entries": ev(est, s.source)},
                 explanation="Most established connections have no conntrack entry: they are NOTRACKed (raw table "
                             "rules) or the namespace has no rule that uses conntrack. They do not fill the table, "

@@ -10,12 +10,17 @@ def add_arguments(p) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE.tar.gz", help="where to write the bundle")
     p.add_argument("--no-entries", action="store_true", help="do not include the entry listings")
     p.add_argument("--anonymize", action="store_true",
-                   help="replace addresses consistently (same input address -> same output address)")
+                   help="replace addresses consistently (same input address -> same output address) and "
+                        "every copy of the host name")
+    p.add_argument("--anonymize-netns", action="store_true",
+                   help="with --anonymize: also rename network namespaces (netns-1, netns-2, ...)")
 
 
 def run(args) -> int:
     require_live(args, "collect")
     require_root_user("collect")
+    if args.anonymize_netns and not args.anonymize:
+        raise UsageError("--anonymize-netns goes with --anonymize")
     if getattr(args, "netns", None) not in (None, "all"):
         raise UsageError("collect always captures every network namespace; drop --netns")
     from rich.console import Console
@@ -35,7 +40,8 @@ def run(args) -> int:
             else:
                 prog.update(task, advance=1, description=f"collecting: {msg}")
 
-        meta = collect(args.output, entries=not args.no_entries, anonymize=args.anonymize, progress=tick)
+        meta = collect(args.output, entries=not args.no_entries, anonymize=args.anonymize,
+                       anonymize_netns=args.anonymize_netns, progress=tick)
     names = ", ".join(n["name"] for n in meta["namespaces"])
     err.print(f"wrote {args.output}: {len(meta['namespaces'])} network namespace(s) ({names})"
               + ("; addresses anonymized" if args.anonymize else "")

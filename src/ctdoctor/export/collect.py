@@ -157,14 +157,33 @@ class Anonymizer:
         out = ipaddress.IPv6Address(self.v6[key])
         return out.exploded if len(a) == 39 else out.compressed
 
+    words: dict[str, str] = {}  # host and namespace names -> their stand-ins
+
+    def _names(self, s: str) -> str:
+        import re
+
+        for w, rep in self.words.items():
+            s = re.sub(r"(?<![\w.-])" + re.escape(w) + r"(?![\w-])", rep, s)
+        return s
+
     def text(self, s: str) -> str:
-        return self._re4.sub(self._map4, self._re6.sub(self._map6, s))
+        return self._names(self._re4.sub(self._map4, self._re6.sub(self._map6, s)))
 
     def data(self, b: bytes) -> bytes:
         return self.text(b.decode("utf-8", "replace")).encode()
 
+    def names(self, b: bytes) -> bytes:
+        return self._names(b.decode("utf-8", "replace")).encode()
 
-def collect(output: str, *, entries: bool = True, anonymize: bool = False, progress=None) -> dict:
+
+def _host_names(hostname: str) -> list[str]:
+    """The FQDN and its short form, longest first (so the FQDN is replaced whole)."""
+    names = {hostname, hostname.split(".")[0]} if hostname and hostname not in ("localhost", "(none)") else set()
+    return sorted((n for n in names if len(n) >= 2), key=len, reverse=True)
+
+
+def collect(output: str, *, entries: bool = True, anonymize: bool = False, anonymize_netns: bool = False,
+            progress=None) -> dict:
     """Write the bundle to ``output`` (a .tar.gz) atomically. Returns meta."""
     if not output.endswith((".tar.gz", ".tgz")):
         raise InputError(f"-o {output}: the bundle is a .tar.gz file; give a name ending in .tar.gz")
@@ -179,6 +198,17 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, progr
     shown_host = "anonymized" if anon else hostname
     b = Bundle(top=f"ctdoctor-{shown_host}-{stamp}")
     refs = nsmod.discover()
+    alias: dict[str, str] = {}
+    if anonymize_netns:
+        n = 0
+        for r in refs:
+            if not r.is_init:
+                n += 1
+                alias[r.name] = f"netns-{n}"
+
+    def shown(ref) -> str:
+        return alias.get(ref.name, ref.name)
+
     steps = 3 + len(refs) * (3 if entries else 2)
     tick = progress or (lambda msg: None)
     tick(("start", steps))
@@ -239,9 +269,12 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, progr
         except OSError:
             pass
     tick("host files")
+    failed: dict[str, int] = {}
     for plugin, cmd in COMMANDS:
         cap = run_command(cmd, timeout=60)
-        if cap is not None:
+        if cap is not None and cap.status != 0:
+            failed[cmd] = cap.status  # its text is an error message: not saved as the output
+        elif cap is not None:
             b.add(f"sos_commands/{plugin}/{mangle_command(cmd)}", cap.text)
     tick("commands")
 
@@ -249,8 +282,8 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, progr
     metas = []
     for ref in refs:
         init = ref.is_init
-        prefix = "" if init else f"ctdoctor/netns/{ref.name}/"
-        sos_name = ref.name if ref.owner == "ip netns" else None
+        prefix = "" if init else f"ctdoctor/netns/{shown(ref)}/"
+        sos_name = shown(ref) if ref.owner == "ip netns" else None
         for rel, data in first[ref.name].items():
             b.add(prefix + rel, data)
         if not init:
@@ -258,6 +291,9 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, progr
             for plugin, cmd in NETNS_COMMANDS:
                 cap = run_command(cmd, timeout=60, preexec_fn=pre)
                 if cap is None:
+                    continue
+                if cap.status != 0:
+                    failed[f"{cmd} (netns {shown(ref)})"] = cap.status
                     continue
                 b.add(f"{prefix}sos_commands/{plugin}/{mangle_command(cmd)}", cap.text)
                 if sos_name:
@@ -269,7 +305,8 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, progr
         if entries:
             _spool_listing(b, ref, prefix + LISTING, anon)
             tick(f"entries {ref.name}")
-        metas.append({"name": ref.name, "inode": ref.inode, "owner": ref.owner, "sos_name": sos_name})
+        metas.append({"name": shown(ref), "inode": ref.inode, "owner": "hidden" if alias else ref.owner,
+                      "sos_name": sos_name})
 
     # 4. second stats sample
     wait = STATS_INTERVAL - (time.monotonic() - t0)
@@ -279,18 +316,26 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, progr
     for ref in refs:
         later = nsmod.call_in(ref, _read_netns_files, ["proc/net/stat/nf_conntrack"], [])
         if "proc/net/stat/nf_conntrack" in later:
-            b.add(f"ctdoctor/samples/{ref.name}/nf_conntrack.stat", later["proc/net/stat/nf_conntrack"])
+            b.add(f"ctdoctor/samples/{shown(ref)}/nf_conntrack.stat", later["proc/net/stat/nf_conntrack"])
     tick("stats sample 2")
 
     meta = {
         "format": "ctdoctor-bundle", "format_version": 1, "ctdoctor": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anonymized": anonymize, "entries": entries,
         "stats_interval": round(interval, 3), "namespaces": metas,
+        "failed_commands": failed,
     }
     b.add("ctdoctor/meta.json", json.dumps(meta, indent=2))
     if anon:
+        # every copy of the host's names (uname -a, sysctl -a's kernel.hostname, syslog lines) and,
+        # with --anonymize-netns, of the namespace names
+        anon.words = {w: "anonymized" for w in _host_names(hostname)}
+        anon.words.update(alias)
         for rel in list(b.members):
-            if rel.startswith(("proc/sys/", "sys/", "ctdoctor/meta.json")) or "/proc/sys/" in rel:
+            if rel == "ctdoctor/meta.json":
+                continue
+            if rel.startswith(("proc/sys/", "sys/")) or "/proc/sys/" in rel:
+                b.members[rel] = anon.names(b.members[rel])
                 continue
             b.members[rel] = anon.data(b.members[rel])
         for rel in ("proc/sys/kernel/hostname", "etc/hostname"):

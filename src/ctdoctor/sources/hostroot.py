@@ -41,6 +41,7 @@ class Captured:
     text: str
     source: str
     tailed: bool = False  # sosreport kept only the tail: the first line may be cut
+    status: int = 0  # the command's exit status (live); non-zero output is an error message
 
 
 @dataclass
@@ -197,7 +198,8 @@ class HostRoot:
         """
         full = f"ip netns exec {netns} {cmd}" if netns else cmd
         if self.is_live:
-            return run_command(full, timeout=timeout)
+            cap = run_command(full, timeout=timeout)
+            return cap if cap is not None and cap.status == 0 else None
         name = mangle_command(full)
         candidates = [f"sos_commands/{plugin}/{name}"]
         if netns:
@@ -242,7 +244,7 @@ def run_command(cmd: str, timeout: float = 30.0, preexec_fn=None) -> Captured | 
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return Captured(r.stdout.decode("utf-8", "replace"), cmd)
+    return Captured(r.stdout.decode("utf-8", "replace"), cmd, status=r.returncode)
 
 
 def _descend_single_folder(top: Path) -> Path:
