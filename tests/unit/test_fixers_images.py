@@ -157,9 +157,15 @@ def test_apply_bad_usage(img, args, msg):
     assert not (img / "etc/sysctl.d/90-ctdoctor.conf").exists()
 
 
-def test_apply_refuses_a_sosreport():
-    rc, out, err = run_cli("--root", str(RHEL7), "apply", "--max", "5")
+def test_apply_on_a_sosreport_shows_the_diff_and_never_writes_it():
+    before = {p: p.read_bytes() for p in RHEL7.rglob("*") if p.is_file()}
+    rc, out, err = run_cli("--root", str(RHEL7), "apply", "--max", "524288")
+    assert rc == 0, err
+    assert "+net.netfilter.nf_conntrack_max = 524288" in out and "apply this diff there" in out
+    assert "live:" not in out  # the customer's host is not this one
+    rc, out, err = run_cli("--root", str(RHEL7), "apply", "--max", "524288", "--yes")
     assert_one_line_error(rc, err, code=2, contains="sosreport")
+    assert {p: p.read_bytes() for p in RHEL7.rglob("*") if p.is_file()} == before
 
 
 # ---- guard ------------------------------------------------------------------------------------------------------

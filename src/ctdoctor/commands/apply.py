@@ -5,15 +5,20 @@ from __future__ import annotations
 import re
 import sys
 
-from ctdoctor.commands.common import open_root
+from ctdoctor.commands.common import bounded, open_root
 from ctdoctor.errors import UsageError
 
 TIMEOUT_RE = re.compile(r"^(?:nf_conntrack_)?([a-z0-9_]+)=(\d+)$")
+INT_MAX = 2**31 - 1  # the sysctls are C ints
+MIN_MAX = 1024  # below this a table is useless; 0 (unlimited) is never written
+MIN_BUCKETS = 16
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--max", type=int, metavar="N", help="nf_conntrack_max")
-    p.add_argument("--buckets", type=int, metavar="N", help="hash buckets (nf_conntrack_buckets / hashsize=)")
+    p.add_argument("--max", type=bounded(int, MIN_MAX, INT_MAX), metavar="N",
+                   help=f"nf_conntrack_max ({MIN_MAX}..{INT_MAX}, and at least the current count)")
+    p.add_argument("--buckets", type=bounded(int, MIN_BUCKETS, 1 << 30), metavar="N",
+                   help="hash buckets (nf_conntrack_buckets / hashsize=)")
     p.add_argument("--timeout", action="append", default=[], metavar="NAME=SECONDS",
                    help="e.g. tcp_timeout_established=86400 (repeatable)")
     p.add_argument("--from-plan", action="store_true", help="use what `ctdoctor plan` picks")
@@ -35,7 +40,10 @@ def compute(args, root):
         name = "nf_conntrack_" + m.group(1)
         if "timeout" not in name:
             raise UsageError(f"--timeout {t}: {name} is not a timeout")
-        timeouts[name] = int(m.group(2))
+        secs = int(m.group(2)) if len(m.group(2)) < 12 else INT_MAX + 1
+        if not 1 <= secs <= INT_MAX:
+            raise UsageError(f"--timeout {t}: seconds must be 1..{INT_MAX}")
+        timeouts[name] = secs
     snap = snapshot.build(root, None, interval=None, with_rules=False, with_log=False)
     for name in timeouts:
         if snap.settings and NF + name not in snap.settings:
@@ -49,9 +57,10 @@ def compute(args, root):
         buckets = buckets or p["pick"]["buckets"]
         for t in p["timeouts"]:
             timeouts.setdefault(t["name"], t["suggested"])
-    for name, v in (("--max", max_), ("--buckets", buckets)):
-        if v is not None and not 1 <= v <= 1 << 31:
-            raise UsageError(f"{name} must be between 1 and 2^31")
+    counts = [st.count for st in snap.namespaces if st.count is not None]
+    if max_ is not None and counts and max_ < max(counts):
+        raise UsageError(f"--max {max_} is below the {max(counts)} entries the table holds now: "
+                         "new connections would fail at once")
     if max_ is None and buckets is None and not timeouts and not persist.read_current(root, persist.SYSCTL_FILE):
         raise UsageError("nothing to apply: give --max, --buckets, --timeout or --from-plan")
     builtin = snap.modules.get("nf_conntrack") is not None and snap.modules["nf_conntrack"].state == "builtin"
@@ -65,20 +74,54 @@ def compute(args, root):
     return changes, live, builtin
 
 
+def overrides(root, changes) -> list[str]:
+    """Lines of files that systemd-sysctl / ``sysctl --system`` read after 90-ctdoctor.conf and
+    that set one of its keys to another value: at boot they win."""
+    from ctdoctor.sources.persisted import read_persisted
+    from ctdoctor.write.persist import SYSCTL_FILE
+
+    ours = next((c for c in changes if c.path == SYSCTL_FILE), None)
+    if ours is None:
+        return []
+    from ctdoctor.sources.persisted import parse_sysctl_conf
+
+    wanted = {s.key: s.value for s in parse_sysctl_conf(ours.new, SYSCTL_FILE)}
+    p = read_persisted(root)
+    files = p.sysctl_files
+    if SYSCTL_FILE in files:
+        later = set(files[files.index(SYSCTL_FILE) + 1:])
+    else:  # not written yet: where it would sort among the sysctl.d files (sysctl.conf is always last)
+        later = {f for f in files if f.rsplit("/", 1)[-1] > "90-ctdoctor.conf" or f == "/etc/sysctl.conf"}
+    out = []
+    for s in p.sysctl_all:
+        if s.file in later and s.key in wanted and " ".join(s.value.split()) != wanted[s.key]:
+            out.append(f"{s.file}:{s.lineno} sets {s.key} = {s.value} and is read after {SYSCTL_FILE}: "
+                       f"at boot it wins (remove that line, or set it to {wanted[s.key]})")
+    return out
+
+
 def run(args) -> int:
     from ctdoctor.write.files import diff, write, write_sysctl
 
     root = open_root(args)
-    if root.kind == "sosreport":
-        raise UsageError("apply writes into a live host or a ctdoctor image directory, not into a sosreport")
+    if root.kind == "sosreport" and args.yes:
+        raise UsageError("apply --yes never writes into a sosreport (it is evidence): run without --yes for the "
+                         "diff to apply on that host")
     if not root.is_live and not root.path.is_dir():
         raise UsageError("apply --root needs a directory")
     changes, live, _ = compute(args, root)
     d = diff(changes)
     where = "" if root.is_live else f" (in {root.label})"
+    warns = overrides(root, changes)
+    for w in warns:
+        print(f"warning: {w}")
     if not d and not live:
-        print(f"nothing to change{where}: files and live values already match")
-        return 0
+        print(f"nothing to change{where}: files and live values already match"
+              + ("; but see the warning above: another file overrides them at boot" if warns else ""))
+        return 1 if warns else 0
+    if root.kind == "sosreport":
+        live = []  # a sosreport's host is not this one: only the files to write there
+        where = f" (for the host of {root.label}: apply this diff there)"
     if d:
         sys.stdout.write(d)
     for k, cur, v in live:
@@ -108,4 +151,4 @@ def run(args) -> int:
                 raise Failure(f"cannot resize the hash to {v}: nf_conntrack_buckets is read-only and {param}: {e}")
     print(f"wrote {len(written)} file(s){where}" + (": " + ", ".join(written) if written else "")
           + f"; applied {len(live)} live value(s)")
-    return 0
+    return 1 if warns else 0

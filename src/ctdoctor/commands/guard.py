@@ -28,7 +28,8 @@ def log(msg: str) -> None:
 
 
 def one_pass(root, state: dict) -> int:
-    """Restore drift once; returns the number of values restored."""
+    """Restore drift once; returns the number of values restored (``state["failed"]``: not restored)."""
+    from ctdoctor.textsafe import clean
     from ctdoctor.sources.persisted import read_persisted
     from ctdoctor.sources.sysctl import NF
     from ctdoctor.write.files import write_sysctl
@@ -44,7 +45,17 @@ def one_pass(root, state: dict) -> int:
         log(f"persisted settings are back: guarding {len(wanted)} value(s)")
     state["had_config"] = True
     restored = 0
+    state["failed"] = 0
     for key, s in sorted(wanted.items()):
+        value = " ".join(s.value.split())
+        if not all(w.lstrip("-").isdigit() and len(w) <= 20 for w in value.split()) or not value:
+            # every net.netfilter sysctl is numeric: never write junk a file holds into the kernel
+            if state.get(("bad", key)) != value:
+                log(f"not restoring {key}: the persisted value {clean(s.value, 40)!r} ({s.file}:{s.lineno}) "
+                    "is not a number")
+            state[("bad", key)] = value
+            state["failed"] += 1
+            continue
         live = root.read_text("proc/sys/" + key.replace(".", "/"))
         if live is None:
             if state.get(("missing", key)) is None:
@@ -58,6 +69,7 @@ def one_pass(root, state: dict) -> int:
             write_sysctl(root, key, s.value)
         except Exception as e:  # noqa: BLE001 - keep guarding the others
             log(f"could not restore {key} to {s.value}: {e}")
+            state["failed"] += 1
             continue
         restored += 1
         log(f"restored {key} {live.strip()} -> {s.value} (persisted in {s.file}:{s.lineno})")
@@ -72,12 +84,13 @@ def run(args) -> int:
         raise UsageError("guard works on the live host (or a ctdoctor image directory for tests), not a sosreport")
     if root.is_live and os.geteuid() != 0:
         raise UsageError("guard needs root to write sysctls")
-    if args.interval <= 0:
-        raise UsageError("--interval must be positive")
+    if getattr(args, "netns", None) not in (None, "init"):
+        raise UsageError("guard keeps the host's persisted settings (sysctl.d applies to the initial netns); "
+                         "--netns is not supported: a namespace's own settings are not persisted by the system")
     state: dict = {}
     if args.once:
         one_pass(root, state)
-        return 0
+        return 1 if state.get("failed") else 0
     log(f"guarding net.netfilter settings every {args.interval:g}s")
     try:
         while True:

@@ -8,8 +8,11 @@ ct state ``untracked``; a filter that accepts only established traffic drops
 them, so an accept for that state is emitted with them.
 
 ``--apply`` installs the nft rules in their own table ``inet ctdoctor_notrack``
-(removed by ``--remove``) and inserts the accept into each stateful input and
-output base chain it finds, tagged with the comment ``ctdoctor-notrack``.
+(removed by ``--remove``). It never edits the user's chains on its own: it prints
+the accept for each stateful input/output chain it finds, placed after that
+chain's drop rules (above them, untracked traffic the user blocks would get
+through). ``--accept-in FAMILY:TABLE:CHAIN`` (repeatable) names a chain to insert
+it into there, tagged with the comment ``ctdoctor-notrack``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", choices=("nft", "iptables"), default="nft")
     p.add_argument("--apply", action="store_true", help="install the rules (nft backend)")
     p.add_argument("--remove", action="store_true", help="remove what --apply installed")
+    p.add_argument("--accept-in", action="append", default=[], metavar="FAMILY:TABLE:CHAIN",
+                   help="with --apply: also add the untracked accept to this chain of yours, after its drop "
+                        "rules (repeatable; without it your chains are never touched)")
 
 
 def ports_of(text: str | None) -> list[int]:
@@ -106,14 +112,20 @@ def _nft(ns_args, script: str | None = None, *args) -> subprocess.CompletedProce
     return subprocess.run(cmd, input=script, capture_output=True, text=True)
 
 
-def stateful_chains(ns_args) -> list[tuple[str, str, str]]:
-    """(family, table, chain) of input/output base chains that match on ct state."""
+def _ruleset(ns_args) -> list[dict]:
     r = _nft(ns_args, None, "-j", "list", "ruleset")
     if r.returncode:
         raise Failure("nft list ruleset failed: " + r.stderr.strip())
-    doc = json.loads(r.stdout or '{"nftables": []}')
+    try:
+        return json.loads(r.stdout or '{"nftables": []}').get("nftables", [])
+    except json.JSONDecodeError as e:
+        raise Failure(f"nft -j list ruleset gave no JSON ({e})") from None
+
+
+def stateful_chains(objs: list[dict]) -> list[tuple[str, str, str]]:
+    """(family, table, chain) of input/output base chains that match on ct state."""
     base, uses_state = {}, set()
-    for obj in doc.get("nftables", []):
+    for obj in objs:
         if "chain" in obj:
             c = obj["chain"]
             if c.get("hook") in ("input", "output") and c.get("type") == "filter" and c.get("table") != TABLE:
@@ -123,6 +135,45 @@ def stateful_chains(ns_args) -> list[tuple[str, str, str]]:
             if '"ct": {"key": "state"' in json.dumps(r_.get("expr", [])):
                 uses_state.add((r_["family"], r_["table"], r_["chain"]))
     return sorted(k for k in base if k in uses_state)
+
+
+def accept_position(objs: list[dict], chain: tuple[str, str, str]) -> tuple[str, int | None]:
+    """Where the untracked accept belongs in a chain: after its last conditional drop/reject, and
+    before a catch-all one. ("add", handle) = after that rule, ("insert", handle) = before it,
+    ("add", None) = at the end."""
+    rules = [o["rule"] for o in objs if "rule" in o and (o["rule"].get("family"), o["rule"].get("table"),
+                                                          o["rule"].get("chain")) == chain]
+
+    def verdict(r):
+        for e in r.get("expr", []):
+            if isinstance(e, dict) and ("drop" in e or "reject" in e):
+                return True
+        return False
+
+    def conditional(r):
+        return any(isinstance(e, dict) and "match" in e for e in r.get("expr", []))
+
+    stop = next((i for i, r in enumerate(rules) if verdict(r) and not conditional(r)), len(rules))
+    last = max((i for i, r in enumerate(rules[:stop]) if verdict(r)), default=None)
+    if last is not None:
+        return "add", rules[last]["handle"]
+    if stop < len(rules):
+        return "insert", rules[stop]["handle"]
+    return "add", None
+
+
+def accept_command(objs, chain) -> list[str]:
+    fam, tab, name = chain
+    how, handle = accept_position(objs, chain)
+    pos = ["position", str(handle)] if handle is not None else []
+    return ["nft", how, "rule", fam, tab, name, *pos, "ct", "state", "untracked", "accept", "comment", f'"{TAG}"']
+
+
+def parse_chain(text: str) -> tuple[str, str, str]:
+    parts = text.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise UsageError(f"--accept-in {text}: use FAMILY:TABLE:CHAIN, e.g. inet:filter:input")
+    return parts[0], parts[1], parts[2]
 
 
 def run(args) -> int:
@@ -157,19 +208,31 @@ def run(args) -> int:
         raise UsageError("notrack --apply needs root")
     if shutil.which("nft") is None:
         raise UsageError("notrack --apply needs the nft command (Debian package nftables)")
-    chains = stateful_chains(ns_args)
+    named = [parse_chain(c) for c in args.accept_in]
+    objs = _ruleset(ns_args)
+    chains = stateful_chains(objs)
+    known = {(o["chain"]["family"], o["chain"]["table"], o["chain"]["name"]) for o in objs if "chain" in o}
+    for c in named:
+        if c not in known:
+            raise UsageError(f"--accept-in {':'.join(c)}: no such chain")
     _nft(ns_args, None, "delete", "table", "inet", TABLE)  # idempotent: replace what we installed before
     r = _nft(ns_args, "\n".join(table) + "\n")
     if r.returncode:
         raise Failure("installing the notrack table failed: " + r.stderr.strip())
-    for fam, tab, chain in chains:
-        if _has_tag(ns_args, fam, tab, chain):
+    for chain in named:
+        if _has_tag(ns_args, *chain):
             continue
-        r = _nft(ns_args, None, "insert", "rule", fam, tab, chain, "ct", "state", "untracked", "accept",
-                 "comment", f'"{TAG}"')
+        cmd = accept_command(objs, chain)
+        r = _nft(ns_args, None, *cmd[1:])
         if r.returncode:
-            raise Failure(f"inserting the untracked accept into {fam} {tab} {chain} failed: {r.stderr.strip()}")
-        print(f"inserted 'ct state untracked accept' into {fam} {tab} {chain}")
+            raise Failure(f"adding the untracked accept to {' '.join(chain)} failed: {r.stderr.strip()}")
+        print(f"added 'ct state untracked accept' to {' '.join(chain)} (after its drop rules)")
+    for chain in chains:
+        if chain in named or _has_tag(ns_args, *chain):
+            continue
+        print(f"your chain {' '.join(chain)} matches ct state and will drop the untracked packets; add the accept "
+              f"after its drops (or rerun with --accept-in {':'.join(chain)}):")
+        print("  " + " ".join(accept_command(objs, chain)).replace(f'"{TAG}"', f"'\"{TAG}\"'"))
     print(f"installed table inet {TABLE}: {args.proto} port(s) {', '.join(map(str, ports))} untracked "
           f"({args.direction})")
     for w in warns:

@@ -10,6 +10,7 @@ Attribute numbers are those of linux/netfilter/nfnetlink_conntrack.h.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -300,12 +301,16 @@ def delete_message(e: Entry, seq: int) -> bytes:
     body = struct.pack("=BBH", fam, 0, 0) + _attr(CTA_TUPLE_ORIG, _tuple_attr(e, e.orig), True)
     if e.zone:
         body += _attr(CTA_ZONE, _u16be.pack(e.zone))
+    if e.id is not None:
+        # The kernel deletes only the entry with this id: one re-created with the same tuple
+        # since the dump (a new connection) answers ENOENT and is kept.
+        body += _attr(CTA_ID, _u32be.pack(e.id))
     return _hdr.pack(16 + len(body), (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE,
                      NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
 
 
 def delete_entries(sock: socket.socket, entries: list[Entry], batch: int = 256) -> tuple[int, int]:
-    """Delete entries by their original tuple; returns (deleted, already gone)."""
+    """Delete entries by their original tuple and id; returns (deleted, already gone or replaced)."""
     try:
         sock.bind((0, 0))
     except OSError:
@@ -325,7 +330,7 @@ def delete_entries(sock: socket.socket, entries: list[Entry], batch: int = 256) 
                     acks += 1
                     if err == 0:
                         deleted += 1
-                    elif -err == 2:  # ENOENT: it expired or was deleted meanwhile
+                    elif -err == errno.ENOENT:  # expired, deleted, or re-created (another id) meanwhile
                         gone += 1
                     else:
                         raise CtnetlinkError(f"deleting an entry failed: {os.strerror(-err)}")

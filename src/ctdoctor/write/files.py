@@ -62,18 +62,43 @@ def _crash_point(name: str) -> None:
 def write(root: HostRoot, changes: list[FileChange]) -> list[str]:
     """Write the changed files under ``root``; returns the paths written."""
     written = []
-    for c in changes:
-        if not c.changed:
-            continue
-        target = root.path / c.path.lstrip("/")
+    targets = [(c, confined_target(root, c.path)) for c in changes if c.changed]  # all checked before any write
+    for c, target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
+        confined_target(root, c.path)  # again: the folders now exist
+        mode = c.mode
         if c.old is not None:
+            mode = os.stat(target).st_mode & 0o7777  # keep the file's own mode
             bak = target.with_name(target.name + BACKUP_SUFFIX)
             if not bak.exists():
-                _atomic(bak, c.old.encode(), os.stat(target).st_mode & 0o777)
-        _atomic(target, c.new.encode(), c.mode)
+                _atomic(bak, c.old.encode(), mode)
+        _atomic(target, c.new.encode(), mode)
         written.append(c.path)
     return written
+
+
+def confined_target(root: HostRoot, path: str):
+    """Where ``path`` is written under ``root``; refuses a path that resolves outside the root (a
+    symlinked ``etc/sysctl.d``, ``..``, an absolute link) or that is not a regular file."""
+    from pathlib import Path
+
+    from ctdoctor.errors import InputError
+
+    base = root.path.resolve()
+    target = root.path / path.lstrip("/")
+    probe = target
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent  # the deepest part that exists decides where the rest goes
+    real = probe.resolve()
+    if root.is_live:
+        inside = True
+    else:
+        inside = real == base or base in real.parents
+    if not inside or ".." in Path(path).parts:
+        raise InputError(f"refusing to write {path}: it resolves outside {root.label} ({real})")
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise InputError(f"refusing to write {path}: it is a link or not a regular file")
+    return target
 
 
 def _atomic(target, data: bytes, mode: int) -> None:
