@@ -47,10 +47,19 @@ def test_flush_refuses_established_without_the_flag(lab):
 
 def test_notrack_port_creates_no_entries_and_connects_with_the_emitted_accept(netns):
     netns.run("nft", "add table inet filter; add chain inet filter input { type filter hook input priority 0; "
-                     "policy drop; }; add rule inet filter input ct state established,related accept")
+                     "policy drop; }; add rule inet filter input ct state established,related accept;"
+                     "add rule inet filter input ip saddr 127.0.0.9 drop")
+    # --apply alone never edits the user's chain: it says where the accept belongs
     rc, out, err = run_cli("--netns", netns.name, "notrack", "--port", "7070", "--proto", "tcp",
                            "--direction", "both", "--apply")
     assert rc == 0, err
+    assert "your chain inet filter input" in out and "nft add rule inet filter input position" in out
+    assert "ctdoctor-notrack" not in netns.run("nft", "list", "chain", "inet", "filter", "input").stdout.decode()
+    rc, out, err = run_cli("--netns", netns.name, "notrack", "--port", "7070", "--proto", "tcp",
+                           "--direction", "both", "--apply", "--accept-in", "inet:filter:input")
+    assert rc == 0, err
+    chain = netns.run("nft", "list", "chain", "inet", "filter", "input").stdout.decode()
+    assert chain.index("127.0.0.9 drop") < chain.index("untracked accept"), "the user's drop stays above"
     helper = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-m", "ctdoctor.lab.traffic",
                                "connect-many", "7070", "5", "20", "7070"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -99,3 +108,35 @@ def test_apply_dry_run_on_this_host_writes_nothing():
     assert rc == 0 and "dry run" in out and "+net.netfilter.nf_conntrack_max = 524288" in out
     assert os.path.exists("/etc/sysctl.d/90-ctdoctor.conf") == before
     assert open("/proc/sys/net/netfilter/nf_conntrack_max").read().strip() != "524288"
+
+
+def test_flush_never_deletes_an_entry_recreated_with_the_same_tuple(netns):
+    """The race: dump, then the entry is replaced by a new one with the same tuple, then delete.
+    The delete names the old entry's id, so the kernel keeps the new one."""
+    import socket as so
+
+    from ctdoctor.sources import ctnetlink
+    from ctdoctor.sources import netns as nsmod
+
+    tup = ["-p", "tcp", "-s", "127.0.0.1", "-d", "127.0.0.1", "--sport", "40000", "--dport", "8080"]
+    netns.run("conntrack", "-I", *tup, "--state", "TIME_WAIT", "-t", "100", "-u", "SEEN_REPLY,ASSURED")
+    (ref,) = nsmod.select(nsmod.discover(), netns.name)
+
+    def sock():
+        return so.socket(fileno=nsmod.socket_in(ref, so.AF_NETLINK, so.SOCK_RAW, ctnetlink.NETLINK_NETFILTER))
+
+    s = sock()
+    old = [e for e in ctnetlink.entries_from(ctnetlink.dump_buffers(s)) if e.orig.sport == 40000]
+    s.close()
+    assert len(old) == 1 and old[0].id is not None
+    # a new connection with the same tuple takes its place between the dump and the delete
+    netns.run("conntrack", "-D", *tup)
+    netns.run("conntrack", "-I", *tup, "--state", "ESTABLISHED", "-t", "300", "-u", "SEEN_REPLY,ASSURED")
+    s = sock()
+    try:
+        deleted, gone = ctnetlink.delete_entries(s, old)
+    finally:
+        s.close()
+    assert (deleted, gone) == (0, 1)
+    listing = netns.run("conntrack", "-L").stdout.decode()
+    assert "ESTABLISHED" in listing and "sport=40000" in listing
