@@ -520,6 +520,36 @@ def read_modules(root: HostRoot, snap: Snapshot) -> None:
     snap.modules = mods
 
 
+def _not_before_birth(events: list[KernelLogEvent], root: HostRoot, snap: Snapshot) -> list[KernelLogEvent]:
+    """Drop lines that name a live netns's inode but were logged before that netns existed: the
+    kernel reuses inodes, so they belong to an earlier namespace (e.g. a deleted pod's)."""
+    import os
+
+    try:
+        boot = time.time() - float((root.read_text("proc/uptime") or "").split()[0])
+    except (IndexError, ValueError):
+        return events
+    births = {}
+    for st in snap.namespaces:
+        ref = getattr(st.view, "ref", None)
+        if st.inode and ref is not None and not ref.is_init:
+            try:
+                births[st.inode] = (os.stat(ref.path).st_ctime, st.name)
+            except OSError:
+                pass
+    out, old = [], 0
+    for e in events:
+        b = births.get(e.netns_inode or 0)
+        if b and e.mono and boot + float(e.mono) < b[0] - 2:
+            old += 1
+            continue
+        out.append(e)
+    if old:
+        snap.notes.append(f"kernel log: {old} table-full line(s) name a namespace inode from before that namespace "
+                          "existed (an earlier namespace had it): not counted")
+    return out
+
+
 # Journal captures sos writes, by version: (current boot, previous boot) or all boots.
 JOURNAL_ALL = ("journalctl --no-pager",)
 JOURNAL_BOOTS = ("journalctl --no-pager --boot",  # sos >= 4.4
@@ -532,7 +562,7 @@ def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
     if root.is_live:
         cap = run_command("dmesg")
         if cap and not cap.text.startswith("dmesg: read kernel buffer failed"):
-            snap.kernel_log.extend(parse_kernel_log(cap.text, "dmesg"))
+            snap.kernel_log.extend(_not_before_birth(parse_kernel_log(cap.text, "dmesg"), root, snap))
             snap.kernel_log_sources.append("dmesg")
         elif cap:
             snap.notes.append("dmesg: " + cap.text.strip().splitlines()[0])
