@@ -520,23 +520,37 @@ def read_modules(root: HostRoot, snap: Snapshot) -> None:
     snap.modules = mods
 
 
+def _read_meta_safe(root: HostRoot) -> dict | None:
+    return None if root.is_live else _read_meta(root)
+
+
 def _not_before_birth(events: list[KernelLogEvent], root: HostRoot, snap: Snapshot) -> list[KernelLogEvent]:
     """Drop lines that name a live netns's inode but were logged before that netns existed: the
     kernel reuses inodes, so they belong to an earlier namespace (e.g. a deleted pod's)."""
     import os
 
-    try:
-        boot = time.time() - float((root.read_text("proc/uptime") or "").split()[0])
-    except (IndexError, ValueError):
-        return events
     births = {}
-    for st in snap.namespaces:
-        ref = getattr(st.view, "ref", None)
-        if st.inode and ref is not None and not ref.is_init:
-            try:
-                births[st.inode] = (os.stat(ref.path).st_ctime, st.name)
-            except OSError:
-                pass
+    if root.is_live:
+        try:
+            boot = time.time() - float((root.read_text("proc/uptime") or "").split()[0])
+        except (IndexError, ValueError):
+            return events
+        for st in snap.namespaces:
+            ref = getattr(st.view, "ref", None)
+            if st.inode and ref is not None and not ref.is_init:
+                try:
+                    births[st.inode] = (os.stat(ref.path).st_ctime, st.name)
+                except OSError:
+                    pass
+    else:  # a bundle: collect recorded the boot time and each namespace's birth
+        meta = _read_meta_safe(root) or {}
+        boot = meta.get("boot_time")
+        if not isinstance(boot, (int, float)):
+            return events
+        for ns in meta.get("namespaces", []):
+            born = ns.get("born")
+            if isinstance(born, (int, float)) and ns.get("inode"):
+                births[ns["inode"]] = (born, ns["name"])
     out, old = [], 0
     for e in events:
         b = births.get(e.netns_inode or 0)
@@ -580,6 +594,7 @@ def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
     cap = root.capture("kernel", "dmesg")
     if cap:
         take(cap.text, cap.source)
+        events[:] = _not_before_birth(events, root, snap)
     for rel in ("var/log/messages", "var/log/kern.log", "var/log/syslog", "var/log/dmesg"):
         text = root.read_text(rel)
         if text:

@@ -378,19 +378,16 @@ def test_k8s_image_unchanged_by_all_this():
 def test_a_log_line_from_before_a_netns_existed_is_not_its_drop(tmp_path):
     """Inodes are reused: a deleted pod's 'table full in netns N' must not be charged to the new netns
     that got inode N (seen in CI: a lab netns inherited an earlier run's lines)."""
-    from types import SimpleNamespace
-
     from ctdoctor.snapshot import NetnsState, Snapshot, _not_before_birth
     from ctdoctor.sources.hostroot import HostRoot
 
-    (tmp_path / "proc").mkdir()
-    (tmp_path / "proc/uptime").write_text("1000.00 1900.00\n")
-    born = tmp_path / "nsfile"
-    born.write_text("")  # ctime: now, i.e. 1000 s after boot
+    now = time.time()
+    (tmp_path / "ctdoctor").mkdir()
+    (tmp_path / "ctdoctor/meta.json").write_text(json.dumps(
+        {"boot_time": now - 1000, "namespaces": [{"name": "pod", "inode": 4026532177, "born": now}]}))
     root = HostRoot(tmp_path, "bundle", "x")
-    snap = Snapshot("live", "/")
-    snap.namespaces = [NetnsState("pod", 4026532177, view=SimpleNamespace(ref=SimpleNamespace(path=str(born),
-                                                                                           is_init=False)))]
+    snap = Snapshot("bundle", "x")
+    snap.namespaces = [NetnsState("pod", 4026532177)]
     lines = ("[  100.000000] nf_conntrack: nf_conntrack: table full in netns 4026532177, dropping packet\n"
              "[  999.900000] nf_conntrack: nf_conntrack: table full in netns 4026532177, dropping packet\n")
     kept = _not_before_birth(parse_kernel_log(lines, "dmesg"), root, snap)

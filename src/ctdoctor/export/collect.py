@@ -176,6 +176,14 @@ class Anonymizer:
         return self._names(b.decode("utf-8", "replace")).encode()
 
 
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/uptime") as f:
+            return round(time.time() - float(f.read().split()[0]), 3)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _host_names(hostname: str) -> list[str]:
     """The FQDN and its short form, longest first (so the FQDN is replaced whole)."""
     names = {hostname, hostname.split(".")[0]} if hostname and hostname not in ("localhost", "(none)") else set()
@@ -305,8 +313,12 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         if entries:
             _spool_listing(b, ref, prefix + LISTING, anon)
             tick(f"entries {ref.name}")
+        try:
+            born = None if init else os.stat(ref.path).st_ctime  # kernel log lines older than this are not its
+        except OSError:
+            born = None
         metas.append({"name": shown(ref), "inode": ref.inode, "owner": "hidden" if alias else ref.owner,
-                      "sos_name": sos_name})
+                      "sos_name": sos_name, "born": born})
 
     # 4. second stats sample
     wait = STATS_INTERVAL - (time.monotonic() - t0)
@@ -323,7 +335,7 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         "format": "ctdoctor-bundle", "format_version": 1, "ctdoctor": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anonymized": anonymize, "entries": entries,
         "stats_interval": round(interval, 3), "namespaces": metas,
-        "failed_commands": failed,
+        "failed_commands": failed, "boot_time": _boot_time(),
     }
     b.add("ctdoctor/meta.json", json.dumps(meta, indent=2))
     if anon:
