@@ -31,13 +31,15 @@ enum { F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC,
 
 typedef struct { const char *p; Py_ssize_t n; } span;
 
-/* One entry's key fields, normalised and bounded (see ctdoctor/scan.py for the rules). */
+/* One entry's key fields, validated and bounded (see ctdoctor/scan.py for the rules).
+   Addresses keep their text and binary form (IPv6 is printed with inet_ntop only when a key
+   needs it); numbers are spans without leading zeros. */
 typedef struct {
     span l3, proto, state;
-    char src[48], dst[48], rsrc[48], rdst[48];
-    unsigned char bsrc[16], bdst[16];
-    int fsrc, fdst;                        /* address families of src and dst */
-    char sport[8], dport[8], mark[12], zone[8];
+    span addr[4];                          /* src, dst, reply src, reply dst as printed */
+    unsigned char bin[4][16];
+    int fam[4];
+    span sport, dport, mark, zone;
     int unreplied, assured, offload, hw_offload;
     unsigned long long opk, ob, rpk, rb;
 } entry;
@@ -114,14 +116,15 @@ static int is_state_tok(const char *p, Py_ssize_t n) {
     return 1;
 }
 
-/* A plain decimal of at most maxd digits and at most limit; -1 otherwise. Never wraps. */
-static int number(span s, int maxd, unsigned long long limit, unsigned long long *out) {
+/* A plain decimal of at most maxd (<= 20) digits and at most limit; -1 otherwise. Never wraps:
+   only a 20-digit number can pass 2^64-1, and that one is compared as text. */
+static inline int number(span s, int maxd, unsigned long long limit, unsigned long long *out) {
     if (s.n <= 0 || s.n > maxd) return -1;
+    if (s.n == 20 && memcmp(s.p, "18446744073709551615", 20) > 0) return -1;
     unsigned long long v = 0;
     for (Py_ssize_t i = 0; i < s.n; i++) {
         unsigned d = (unsigned char)s.p[i] - '0';
         if (d > 9) return -1;
-        if (v > (U64MAX - d) / 10) return -1;
         v = v * 10 + d;
     }
     if (v > limit) return -1;
@@ -129,35 +132,52 @@ static int number(span s, int maxd, unsigned long long limit, unsigned long long
     return 0;
 }
 
-/* "n" as decimal into out (size >= 21); returns length */
-static int put_num(char *out, size_t size, unsigned long long v) {
-    int w = snprintf(out, size, "%llu", v);
-    return w < 0 ? 0 : w;
+/* A validated decimal without its leading zeros ("0" stays "0"). */
+static span canon(span s) {
+    while (s.n > 1 && s.p[0] == '0') { s.p++; s.n--; }
+    return s;
 }
 
-/* The key form of an address (inet_ntop for IPv6, as printed for IPv4), its binary form and
-   family; -1 when inet_pton rejects it. out has room for 48 bytes. */
-static int norm_addr(span a, char *out, unsigned char *bin, int *fam) {
-    char tmp[64];
-    if (a.n <= 0 || memchr(a.p, 0, a.n)) return -1;
+/* inet_pton(AF_INET) as glibc does it: four decimal octets <= 255, no leading zeros. */
+static int ipv4_pton(span a, unsigned char *out) {
+    int octets = 0, saw_digit = 0;
+    unsigned v = 0;
+    for (Py_ssize_t i = 0; i < a.n; i++) {
+        char c = a.p[i];
+        if (c >= '0' && c <= '9') {
+            if (saw_digit && v == 0) return -1;
+            v = v * 10 + (unsigned)(c - '0');
+            if (v > 255) return -1;
+            if (!saw_digit) { if (++octets > 4) return -1; saw_digit = 1; }
+        } else if (c == '.' && saw_digit) {
+            if (octets == 4) return -1;
+            out[octets - 1] = (unsigned char)v;
+            v = 0; saw_digit = 0;
+        } else return -1;
+    }
+    if (octets < 4 || !saw_digit) return -1;
+    out[3] = (unsigned char)v;
+    return 0;
+}
+
+/* Validate an address as inet_pton does: IPv6 when it holds a ':', else IPv4. */
+static int addr_check(span a, unsigned char *bin, int *fam) {
+    if (a.n <= 0) return -1;
     if (memchr(a.p, ':', a.n)) {
-        if (a.n > 45) return -1;
+        char tmp[64];
+        if (a.n > 45 || memchr(a.p, 0, a.n)) return -1;
         memcpy(tmp, a.p, a.n); tmp[a.n] = 0;
         if (inet_pton(AF_INET6, tmp, bin) != 1) return -1;
-        if (!inet_ntop(AF_INET6, bin, out, 48)) return -1;
         *fam = AF_INET6;
         return 0;
     }
-    if (a.n > 15) return -1;
-    memcpy(tmp, a.p, a.n); tmp[a.n] = 0;
-    if (inet_pton(AF_INET, tmp, bin) != 1) return -1;
-    memcpy(out, a.p, a.n); out[a.n] = 0;
+    if (a.n > 15 || ipv4_pton(a, bin) < 0) return -1;
     *fam = AF_INET;
     return 0;
 }
 
 /* The next token: spaces separate; a "[" token runs to the next token ending in "]". */
-static int next_token(const char **qp, const char *end, span *t) {
+static inline int next_token(const char **qp, const char *end, span *t) {
     const char *q = *qp;
     while (q < end && *q == ' ') q++;
     if (q >= end) { *qp = q; return 0; }
@@ -177,6 +197,8 @@ static int next_token(const char **qp, const char *end, span *t) {
     *qp = q;
     return 1;
 }
+
+enum { K_OTHER, K_SRC, K_DST, K_SPORT, K_DPORT, K_PACKETS, K_BYTES, K_ZORIG, K_ZREPLY, K_MARK, K_ZONE, K_TAIL };
 
 #define KEYIS(lit) (kl == (Py_ssize_t)sizeof(lit) - 1 && memcmp(s, lit, sizeof(lit) - 1) == 0)
 
@@ -205,8 +227,7 @@ static int parse_line(const char *p, const char *end, entry *e) {
     if (i < ntok && is_state_tok(tok[i].p, tok[i].n)) { e->state = tok[i]; i++; }
     q = (i < ntok) ? tok[i].p : q;
     int tup = -1, tail = 0;
-    span src = {0}, dst = {0}, rsrc = {0}, rdst = {0};
-    char zorig[8] = "", zrep[8] = "";
+    span zorig = {0}, zrep = {0};
     while (next_token(&q, end, &t)) {
         const char *s = t.p;
         Py_ssize_t n = t.n;
@@ -221,45 +242,63 @@ static int parse_line(const char *p, const char *end, entry *e) {
         if (!eq) continue;  /* a bare word: vendor output */
         Py_ssize_t kl = eq - s;
         span val = { eq + 1, n - kl - 1 };
-        if (KEYIS("src")) {
+        /* the key, told apart by its length first (this loop is the hot path) */
+        int key = K_OTHER;
+        switch (kl) {
+        case 3: key = KEYIS("src") ? K_SRC : KEYIS("dst") ? K_DST : KEYIS("use") ? K_TAIL : K_OTHER; break;
+        case 4: key = KEYIS("mark") ? K_MARK : KEYIS("zone") ? K_ZONE : K_OTHER; break;
+        case 5: key = KEYIS("sport") ? K_SPORT : KEYIS("dport") ? K_DPORT : KEYIS("bytes") ? K_BYTES : K_OTHER; break;
+        case 6: key = (KEYIS("secctx") || KEYIS("labels") || KEYIS("helper")) ? K_TAIL : K_OTHER; break;
+        case 7: key = KEYIS("packets") ? K_PACKETS : K_OTHER; break;
+        case 9: key = KEYIS("zone-orig") ? K_ZORIG : K_OTHER; break;
+        case 10: key = KEYIS("zone-reply") ? K_ZREPLY : KEYIS("delta-time") ? K_TAIL : K_OTHER; break;
+        }
+        switch (key) {
+        case K_SRC:
             if (tail) continue;
             if (tup == 1) return -1;
             tup++;
-            if (tup == 0) src = val; else rsrc = val;
-        } else if (KEYIS("mark")) {
-            if (number(val, 10, 0xFFFFFFFFULL, &v) < 0) return -1;
-            put_num(e->mark, sizeof e->mark, v);
-            tail = 1;
-        } else if (KEYIS("zone")) {
-            if (number(val, 5, 65535, &v) < 0) return -1;
-            put_num(e->zone, sizeof e->zone, v);
-            tail = 1;
-        } else if (KEYIS("use") || KEYIS("secctx") || KEYIS("labels") || KEYIS("helper") || KEYIS("delta-time")) {
-            tail = 1;
-        } else if (tail || tup < 0) {
+            e->addr[tup * 2] = val;
             continue;
-        } else if (KEYIS("dst")) {
-            if (tup == 0) dst = val; else rdst = val;
-        } else if (KEYIS("sport") || KEYIS("dport")) {
+        case K_MARK:
+            if (number(val, 10, 0xFFFFFFFFULL, &v) < 0) return -1;
+            e->mark = canon(val);
+            tail = 1;
+            continue;
+        case K_ZONE:
             if (number(val, 5, 65535, &v) < 0) return -1;
-            if (tup == 0) put_num(s[0] == 's' ? e->sport : e->dport, 8, v);
-        } else if (KEYIS("packets") || KEYIS("bytes")) {
+            e->zone = canon(val);
+            tail = 1;
+            continue;
+        case K_TAIL:
+            tail = 1;
+            continue;
+        }
+        if (tail || tup < 0) continue;
+        switch (key) {
+        case K_DST:
+            e->addr[tup * 2 + 1] = val;
+            break;
+        case K_SPORT: case K_DPORT:
+            if (number(val, 5, 65535, &v) < 0) return -1;
+            if (tup == 0) { if (key == K_SPORT) e->sport = canon(val); else e->dport = canon(val); }
+            break;
+        case K_PACKETS: case K_BYTES:
             if (number(val, 20, U64MAX, &v) < 0) return -1;
-            int b = s[0] == 'b';
-            if (tup == 0) { if (b) e->ob = v; else e->opk = v; }
-            else { if (b) e->rb = v; else e->rpk = v; }
-        } else if (KEYIS("zone-orig") || KEYIS("zone-reply")) {
+            if (tup == 0) { if (key == K_BYTES) e->ob = v; else e->opk = v; }
+            else { if (key == K_BYTES) e->rb = v; else e->rpk = v; }
+            break;
+        case K_ZORIG: case K_ZREPLY:
             if (number(val, 5, 65535, &v) < 0) return -1;
-            put_num(kl == 9 ? zorig : zrep, 8, v);
+            if (key == K_ZORIG) zorig = canon(val); else zrep = canon(val);
+            break;
         }
     }
-    if (tup != 1 || src.n <= 0 || dst.n <= 0 || rsrc.n <= 0 || rdst.n <= 0) return -1;
-    unsigned char rb[16];
-    int rf;
-    if (norm_addr(src, e->src, e->bsrc, &e->fsrc) < 0 || norm_addr(dst, e->dst, e->bdst, &e->fdst) < 0 ||
-        norm_addr(rsrc, e->rsrc, rb, &rf) < 0 || norm_addr(rdst, e->rdst, rb, &rf) < 0) return -1;
-    if (!e->mark[0]) strcpy(e->mark, "0");
-    if (!e->zone[0]) strcpy(e->zone, zorig[0] ? zorig : zrep[0] ? zrep : "0");
+    if (tup != 1) return -1;
+    for (int k = 0; k < 4; k++)
+        if (addr_check(e->addr[k], e->bin[k], &e->fam[k]) < 0) return -1;
+    if (!e->mark.n) { e->mark.p = "0"; e->mark.n = 1; }
+    if (!e->zone.n) e->zone = zorig.n ? zorig : zrep.n ? zrep : (span){"0", 1};
     return 0;
 }
 
@@ -404,32 +443,40 @@ static int take(Aggregator *a, entry *e) {
         if (!ok) return 0;
     }
     if (a->port >= 0) {
-        char want[8];
-        put_num(want, sizeof want, (unsigned long long)a->port);
-        if (strcmp(e->sport, want) != 0 && strcmp(e->dport, want) != 0) return 0;
+        unsigned long long sp, dp;
+        if (!((e->sport.n && number(e->sport, 5, 65535, &sp) == 0 && sp == (unsigned long long)a->port) ||
+              (e->dport.n && number(e->dport, 5, 65535, &dp) == 0 && dp == (unsigned long long)a->port))) return 0;
     }
-    if (a->nsrc && !in_nets(e->bsrc, e->fsrc, a->src_nets, a->nsrc)) return 0;
-    if (a->ndst && !in_nets(e->bdst, e->fdst, a->dst_nets, a->ndst)) return 0;
+    if (a->nsrc && !in_nets(e->bin[0], e->fam[0], a->src_nets, a->nsrc)) return 0;
+    if (a->ndst && !in_nets(e->bin[1], e->fam[1], a->dst_nets, a->ndst)) return 0;
     a->matched++;
     for (int f = 0; f < a->nfields; f++) {
         if (f) key_put(key, &k, sizeof key, "\x1f", 1);
         const char *p = "";
         size_t n = 0;
+        char v6[48];
+        int ai = -1;
         switch (a->fields[f]) {
-        case F_SRC: p = e->src; n = strlen(p); break;
-        case F_DST: p = e->dst; n = strlen(p); break;
-        case F_RSRC: p = e->rsrc; n = strlen(p); break;
-        case F_RDST: p = e->rdst; n = strlen(p); break;
-        case F_SPORT: p = e->sport; n = strlen(p); break;
-        case F_DPORT: p = e->dport; n = strlen(p); break;
+        case F_SRC: ai = 0; break;
+        case F_DST: ai = 1; break;
+        case F_RSRC: ai = 2; break;
+        case F_RDST: ai = 3; break;
+        case F_SPORT: p = e->sport.p; n = (size_t)e->sport.n; break;
+        case F_DPORT: p = e->dport.p; n = (size_t)e->dport.n; break;
         case F_STATE: p = label.p; n = (size_t)label.n; break;
         case F_PROTO: p = e->proto.p; n = (size_t)e->proto.n; break;
-        case F_ZONE: p = e->zone; n = strlen(p); break;
-        case F_MARK: p = e->mark; n = strlen(p); break;
+        case F_ZONE: p = e->zone.p; n = (size_t)e->zone.n; break;
+        case F_MARK: p = e->mark.p; n = (size_t)e->mark.n; break;
         case F_L3:
             if (e->l3.n) { p = e->l3.p; n = (size_t)e->l3.n; }
-            else { p = e->fsrc == AF_INET6 ? "ipv6" : "ipv4"; n = 4; }
+            else { p = e->fam[0] == AF_INET6 ? "ipv6" : "ipv4"; n = 4; }
             break;
+        }
+        if (ai >= 0) {
+            if (e->fam[ai] == AF_INET6) {  /* RFC 5952, as conntrack prints it */
+                if (!inet_ntop(AF_INET6, e->bin[ai], v6, sizeof v6)) v6[0] = 0;
+                p = v6; n = strlen(v6);
+            } else { p = e->addr[ai].p; n = (size_t)e->addr[ai].n; }
         }
         key_put(key, &k, sizeof key, p, n);
     }

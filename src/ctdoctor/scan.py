@@ -171,17 +171,14 @@ def scan_line(line: bytes):
                 src = v
             else:
                 rsrc = v
-        elif k == b"mark":
-            m = _number(v, 10, 0xFFFFFFFF)
-            if m is None:
+        elif k == b"mark" or k == b"zone":
+            x = _number(v, 10, 0xFFFFFFFF) if k == b"mark" else _number(v, 5, 65535)
+            if x is None:
                 return None
-            mark = str(m).encode()
-            tail = True
-        elif k == b"zone":
-            z = _number(v, 5, 65535)
-            if z is None:
-                return None
-            zone = str(z).encode()
+            if k == b"mark":
+                mark = str(x).encode()
+            else:
+                zone = str(x).encode()
             tail = True
         elif k in _TAIL_KEYS:
             tail = True

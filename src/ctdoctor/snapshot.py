@@ -520,10 +520,6 @@ def read_modules(root: HostRoot, snap: Snapshot) -> None:
     snap.modules = mods
 
 
-def _read_meta_safe(root: HostRoot) -> dict | None:
-    return None if root.is_live else _read_meta(root)
-
-
 def _not_before_birth(events: list[KernelLogEvent], root: HostRoot, snap: Snapshot) -> list[KernelLogEvent]:
     """Drop lines that name a live netns's inode but were logged before that netns existed: the
     kernel reuses inodes, so they belong to an earlier namespace (e.g. a deleted pod's)."""
@@ -543,7 +539,7 @@ def _not_before_birth(events: list[KernelLogEvent], root: HostRoot, snap: Snapsh
                 except OSError:
                     pass
     else:  # a bundle: collect recorded the boot time and each namespace's birth
-        meta = _read_meta_safe(root) or {}
+        meta = _read_meta(root) or {}
         boot = meta.get("boot_time")
         if not isinstance(boot, (int, float)):
             return events
@@ -594,7 +590,6 @@ def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
     cap = root.capture("kernel", "dmesg")
     if cap:
         take(cap.text, cap.source)
-        events[:] = _not_before_birth(events, root, snap)
     for rel in ("var/log/messages", "var/log/kern.log", "var/log/syslog", "var/log/dmesg"):
         text = root.read_text(rel)
         if text:
@@ -604,7 +599,7 @@ def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
         caps = [c for c in (root.capture("logs", cmd) for cmd in JOURNAL_BOOTS) if c]
     for c in caps:
         take(c.text, c.source, family="journal")
-    snap.kernel_log, dropped = dedupe(events)
+    snap.kernel_log, dropped = dedupe(_not_before_birth(events, root, snap))
     if dropped:
         snap.notes.append(f"kernel log: {dropped} line(s) found in more than one of "
                           f"{', '.join(snap.kernel_log_sources)} were counted once")

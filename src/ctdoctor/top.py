@@ -52,6 +52,7 @@ class PyAggregator:
         self.states = set(states) if states is not None else None
         self.protos = set(protos) if protos is not None else None
         self.port = port
+        self.port_b = str(port).encode() if port >= 0 else None  # ports are compared as scanned text
         self.src_nets = [_net(n) for n in src_nets] if src_nets else None
         self.dst_nets = [_net(n) for n in dst_nets] if dst_nets else None
         self.acc: dict = {}
@@ -90,10 +91,8 @@ class PyAggregator:
             if not (lab in self.states or (f[S_UNREPLIED] and b"UNREPLIED" in self.states)
                     or (f[S_ASSURED] and b"ASSURED" in self.states)):
                 return
-        if self.port >= 0:
-            p = str(self.port).encode()
-            if p != f[S_SPORT] and p != f[S_DPORT]:
-                return
+        if self.port_b is not None and self.port_b != f[S_SPORT] and self.port_b != f[S_DPORT]:
+            return
         if self.src_nets is not None and not _in(f[S_SRC], self.src_nets):
             return
         if self.dst_nets is not None and not _in(f[S_DST], self.dst_nets):

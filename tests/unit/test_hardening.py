@@ -354,7 +354,7 @@ def test_anonymizer_replaces_every_copy_of_the_host_name():
     from ctdoctor.export.collect import Anonymizer, _host_names
 
     a = Anonymizer()
-    a.words = {w: "anonymized" for w in _host_names("gw01.example.com")}
+    a.set_names({w: "anonymized" for w in _host_names("gw01.example.com")})
     text = ("Linux gw01.example.com 3.10.0 #1 SMP x86_64 GNU/Linux\nkernel.hostname = gw01\n"
             "Nov 20 03:14:07 gw01 kernel: nf_conntrack: table full\nnet.ipv4.gw01x = 1\n")
     out = a.text(text)

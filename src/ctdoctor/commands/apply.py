@@ -77,14 +77,12 @@ def compute(args, root):
 def overrides(root, changes) -> list[str]:
     """Lines of files that systemd-sysctl / ``sysctl --system`` read after 90-ctdoctor.conf and
     that set one of its keys to another value: at boot they win."""
-    from ctdoctor.sources.persisted import read_persisted
+    from ctdoctor.sources.persisted import parse_sysctl_conf, read_persisted
     from ctdoctor.write.persist import SYSCTL_FILE
 
     ours = next((c for c in changes if c.path == SYSCTL_FILE), None)
     if ours is None:
         return []
-    from ctdoctor.sources.persisted import parse_sysctl_conf
-
     wanted = {s.key: s.value for s in parse_sysctl_conf(ours.new, SYSCTL_FILE)}
     p = read_persisted(root)
     files = p.sysctl_files

@@ -122,6 +122,8 @@ class Anonymizer:
 
         self.v4: dict[str, str] = {}
         self.v6: dict[str, str] = {}
+        self.words: dict[str, str] = {}
+        self._re_names = None
         self._re4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
         self._re6 = re.compile(r"(?<![\w:.])(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}(?![\w:])")
 
@@ -157,14 +159,18 @@ class Anonymizer:
         out = ipaddress.IPv6Address(self.v6[key])
         return out.exploded if len(a) == 39 else out.compressed
 
-    words: dict[str, str] = {}  # host and namespace names -> their stand-ins
-
-    def _names(self, s: str) -> str:
+    def set_names(self, words: dict[str, str]) -> None:
+        """Host and namespace names -> their stand-ins, matched as whole names (one compiled pattern)."""
         import re
 
-        for w, rep in self.words.items():
-            s = re.sub(r"(?<![\w.-])" + re.escape(w) + r"(?![\w-])", rep, s)
-        return s
+        self.words = dict(words)
+        alt = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+        self._re_names = re.compile(r"(?<![\w.-])(?:" + alt + r")(?![\w-])") if alt else None
+
+    def _names(self, s: str) -> str:
+        if self._re_names is None:
+            return s
+        return self._re_names.sub(lambda m: self.words[m.group(0)], s)
 
     def text(self, s: str) -> str:
         return self._names(self._re4.sub(self._map4, self._re6.sub(self._map6, s)))
@@ -213,6 +219,11 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
             if not r.is_init:
                 n += 1
                 alias[r.name] = f"netns-{n}"
+
+    if anon:
+        # every copy of the host's names (uname -a, sysctl -a's kernel.hostname, syslog lines) and,
+        # with --anonymize-netns, of the namespace names
+        anon.set_names({**{w: "anonymized" for w in _host_names(hostname)}, **alias})
 
     def shown(ref) -> str:
         return alias.get(ref.name, ref.name)
@@ -339,10 +350,6 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
     }
     b.add("ctdoctor/meta.json", json.dumps(meta, indent=2))
     if anon:
-        # every copy of the host's names (uname -a, sysctl -a's kernel.hostname, syslog lines) and,
-        # with --anonymize-netns, of the namespace names
-        anon.words = {w: "anonymized" for w in _host_names(hostname)}
-        anon.words.update(alias)
         for rel in list(b.members):
             if rel == "ctdoctor/meta.json":
                 continue

@@ -185,9 +185,6 @@ class HostRoot:
         """An open binary file for streaming, or None if missing / unreadable / not a regular file."""
         return self._open_regular(rel)
 
-    def is_file(self, rel: str) -> bool:
-        p = self.resolve(rel)
-        return bool(p and p.is_file())
 
     # ---- captured commands ---------------------------------------------
 
