@@ -130,13 +130,25 @@ def test_flush_never_deletes_an_entry_recreated_with_the_same_tuple(netns):
     old = [e for e in ctnetlink.entries_from(ctnetlink.dump_buffers(s)) if e.orig.sport == 40000]
     s.close()
     assert len(old) == 1 and old[0].id is not None
-    # a new connection with the same tuple takes its place between the dump and the delete
-    netns.run("conntrack", "-D", *tup)
-    # the entry id hashes the object's address: a filler takes the freed slab object first, as the
-    # kernel's other traffic would, so the new entry is a different object with another id
-    netns.run("conntrack", "-I", "-p", "tcp", "-s", "127.0.0.1", "-d", "127.0.0.1", "--sport", "40001", "--dport",
-              "8081", "--state", "TIME_WAIT", "-t", "100", "-u", "SEEN_REPLY,ASSURED")
-    netns.run("conntrack", "-I", *tup, "--state", "ESTABLISHED", "-t", "300", "-u", "SEEN_REPLY,ASSURED")
+    # a new connection with the same tuple takes its place between the dump and the delete.
+    # The id hashes the object's address and tuple: when the new entry lands in the freed slab
+    # object it gets the same id and no one can tell the two apart, so the test re-creates it (with
+    # fillers holding the freed objects, as the kernel's other traffic would) until the ids differ.
+    filler_port = 41000
+    for _attempt in range(50):
+        netns.run("conntrack", "-D", *tup)
+        netns.run("conntrack", "-I", "-p", "tcp", "-s", "127.0.0.1", "-d", "127.0.0.1", "--sport", str(filler_port),
+                  "--dport", "8081", "--state", "TIME_WAIT", "-t", "100", "-u", "SEEN_REPLY,ASSURED")
+        filler_port += 1
+        netns.run("conntrack", "-I", *tup, "--state", "ESTABLISHED", "-t", "300", "-u", "SEEN_REPLY,ASSURED")
+        s = sock()
+        new = [e for e in ctnetlink.entries_from(ctnetlink.dump_buffers(s)) if e.orig.sport == 40000]
+        s.close()
+        assert len(new) == 1
+        if new[0].id != old[0].id:
+            break
+    else:
+        pytest.fail("the kernel gave every re-created entry the old id")
     s = sock()
     try:
         deleted, gone = ctnetlink.delete_entries(s, old)
