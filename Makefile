@@ -14,17 +14,23 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The real-kernel tests need conntrack, nft, ip and ss; install them when missing.
+# The real-kernel tests need conntrack, nft, ip and ss; the exporter's tests run the real promtool,
+# prometheus and node_exporter. Install them when missing (services are not started: policy-rc.d).
 system-deps:
 	@missing=""; \
-	for t in conntrack:conntrack nft:nftables ip:iproute2 ss:iproute2; do \
+	for t in conntrack:conntrack nft:nftables ip:iproute2 ss:iproute2 promtool:prometheus \
+	         prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter; do \
 	  cmd=$${t%%:*}; pkg=$${t##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$(echo $$missing | tr ' ' '\n' | sort -u) >/dev/null; \
+	    own_policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; own_policy=1; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      $$(echo $$missing | tr ' ' '\n' | sort -u) >/dev/null; rc=$$?; \
+	    [ -n "$$own_policy" ] && rm -f /usr/sbin/policy-rc.d; [ $$rc = 0 ] || exit $$rc; \
 	  else \
 	    echo "missing:$$missing (real-kernel tests will be skipped)"; \
 	  fi; \
@@ -40,6 +46,7 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP) system-deps
 	$(PY) bench/top.py
+	$(PY) bench/exporter.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -26,6 +26,7 @@ COMMANDS = {
     "guard": ("ctdoctor.commands.guard", "keep live settings equal to the persisted ones (restore drift)"),
     "flush": ("ctdoctor.commands.flush", "delete entries by state, address or port (never ESTABLISHED unless asked)"),
     "notrack": ("ctdoctor.commands.notrack", "NOTRACK rules for a port, with the accept rules a stateful filter needs"),
+    "exporter": ("ctdoctor.commands.exporter", "Prometheus metrics for every netns: serve /metrics or write a textfile"),
     "lab": ("ctdoctor.commands.lab", "reproduce conntrack incidents on the real kernel in a throwaway netns"),
 }
 DEFAULT_COMMAND = "doctor"

@@ -57,6 +57,7 @@ class ListingSummary:
     protos: dict[str, int]
     top: dict[str, list[tuple[str, int]]]  # src/dst/dport -> [(value, count)] largest first
     unreadable: int = 0  # lines skipped because they were not entries
+    proto_states: dict[tuple[str, str], int] = field(default_factory=dict)  # (proto, state mix label) -> n
 
 
 def ev(value, source: str | None = None):
@@ -118,15 +119,20 @@ class Context:
                 with stream:
                     ts = tally_stream_multi(stream, qs, skip_first_partial=tailed)
                 tops = {}
+                proto_states: dict[tuple[str, str], int] = {}
                 for k, q, t in zip(("state", "proto", "src", "dst", "dport"), qs, ts):
                     from ctdoctor.top import rows
 
                     _, rs = rows(t, q, 0 if k in ("state", "proto") else 5)
                     tops[k] = [(str(r["key"][k]), r["count"]) for r in rs]
+                    if k == "proto":  # each protocol's row carries its state mix
+                        for r in rs:
+                            for state, n in r["states"].items():
+                                proto_states[(str(r["key"]["proto"]), state)] = n
                 listed = ts[0].total
                 sample = bool(tailed)  # sosreport kept only the tail of a long listing
                 result = ListingSummary(listed, sample, label, dict(tops.pop("state")), dict(tops.pop("proto")),
-                                        tops, ts[0].unreadable)
+                                        tops, ts[0].unreadable, proto_states)
                 if ts[0].unreadable:
                     line, text = ts[0].first_bad or (0, "")
                     self.snap.notes.append(f"{label}: {ts[0].unreadable} line(s) were not conntrack entries and "

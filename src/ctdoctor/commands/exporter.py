@@ -1,0 +1,52 @@
+"""ctdoctor exporter: every netns's conntrack table as Prometheus metrics (DESIGN §7).
+
+Serves ``/metrics`` on 127.0.0.1:9718 by default, or writes ``DIR/ctdoctor.prom`` for
+node_exporter's textfile collector (``--textfile DIR``, ``--once`` for a timer).
+"""
+
+from __future__ import annotations
+
+from ctdoctor.commands.common import bounded, require_live
+from ctdoctor.errors import UsageError
+
+REFRESH = bounded(float, 1, 86400)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--listen", metavar="ADDR:PORT", default=None,
+                   help="where to serve /metrics (default 127.0.0.1:9718; ':9718' for every address)")
+    p.add_argument("--refresh", type=REFRESH, default=30.0, metavar="S",
+                   help="seconds between background refreshes of the listing and the doctor (default 30)")
+    p.add_argument("--discover", type=bounded(float, 0.5, 3600), default=5.0, metavar="S",
+                   help="seconds between looks for namespaces that appeared or went away (default 5)")
+    p.add_argument("--textfile", metavar="DIR",
+                   help="write DIR/ctdoctor.prom (atomically) for node_exporter's textfile collector instead of serving")
+    p.add_argument("--once", action="store_true", help="with --textfile: write once and exit (for a timer)")
+
+
+def run(args) -> int:
+    require_live(args, "the exporter")
+    fmt = getattr(args, "format", None)
+    if fmt not in (None, "text"):
+        raise UsageError("--format does not apply to the exporter (it speaks the Prometheus format)")
+    if args.once and not args.textfile:
+        raise UsageError("--once goes with --textfile DIR")
+    if args.textfile and args.listen:
+        raise UsageError("--textfile writes a file instead of serving: leave out --listen")
+    from ctdoctor.export import live, server
+    from ctdoctor.sources.system import parse_kernel_release
+
+    host, port = server.parse_listen(args.listen or server.DEFAULT_LISTEN)
+    wanted = live.parse_wanted(getattr(args, "netns", None) or "all")
+    try:
+        with open("/proc/sys/kernel/osrelease") as f:
+            version = parse_kernel_release(f.read())
+    except OSError:
+        version = None
+    names_init = bool(version and version >= (6, 18, 0))  # 6.18+ names every non-init netns in the line
+    exp = server.Exporter(wanted, args.refresh, names_init, discover_every=args.discover)
+    if args.textfile:
+        server.textfile(exp, args.textfile, args.once)
+        return 0
+    server.serve(exp, host, port)
+    return 0

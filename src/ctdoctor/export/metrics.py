@@ -1,0 +1,176 @@
+"""The exporter's metrics (DESIGN §7): plain data in, Prometheus exposition out.
+
+Nothing here reads the machine: ``Sample`` (what a scrape reads, per netns) and
+``Refreshed`` (what the background refresh found) are built by ``export.live``
+and ``export.refresh``, so the same rendering serves ``/metrics``, the textfile
+and the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PREFIX = "ctdoctor_"
+
+# /proc/net/stat/nf_conntrack column -> metric name part. The file's names changed over time
+# (``searched`` -> ``clashres`` in 5.10, ``delete_list`` -> ``chainlength`` in 5.15); the
+# metric takes the name conntrack -S and ctnetlink use for the same counter.
+STAT_NAMES = {"clashres": "clash_resolve", "chainlength": "chaintoolong"}
+STAT_HELP = {
+    "found": "lookups that found an entry",
+    "invalid": "packets conntrack could not track (malformed, out of window, ...)",
+    "insert": "entries inserted",
+    "insert_failed": "entries that could not be inserted (clash lost, or the table full)",
+    "drop": "packets dropped because the table was full and early drop freed nothing",
+    "early_drop": "unassured entries evicted to make room in a full table",
+    "search_restart": "hash lookups restarted because a resize or a move raced them",
+    "clash_resolve": "insert clashes resolved by reusing the other entry",
+    "chaintoolong": "inserts refused because a hash chain was too long",
+    "icmp_error": "ICMP errors that matched no entry",
+}
+
+
+@dataclass
+class Sample:
+    """One netns as a scrape reads it (cheap files only)."""
+
+    netns: str
+    inode: int
+    owner: str = ""
+    readable: bool = True
+    count: int | None = None
+    stats: dict[str, int] | None = None  # summed over CPUs, proc column names
+    error: str = ""
+
+
+@dataclass
+class Refreshed:
+    """What the last background refresh found (the listing and the doctor)."""
+
+    at: float = 0.0  # unix time it finished; 0 = never
+    duration: float = 0.0
+    ok: bool = False
+    error: str = ""
+    by_state: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)  # netns -> (proto, state, n)
+    listing_error: dict[str, str] = field(default_factory=dict)  # netns -> why its listing is missing
+    findings: list[tuple[str, str, str]] = field(default_factory=list)  # (code, severity, netns)
+
+
+@dataclass
+class Exposition:
+    samples: list[Sample]
+    limit: int | None
+    buckets: int | None
+    refreshed: Refreshed
+    table_full: dict[str, int]  # netns -> kernel log lines
+    kernel_log_readable: bool | None
+    scrape_errors: int = 0
+    refreshes: int = 0
+    refresh_failures: int = 0
+
+
+def families(x: Exposition):
+    """prometheus_client metric families for one exposition."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    def gauge(name, doc, labels=()):
+        return GaugeMetricFamily(PREFIX + name, doc, labels=list(labels))
+
+    readable = [s for s in x.samples if s.readable]
+    entries = gauge("conntrack_entries", "Conntrack entries of the netns (its nf_conntrack_count)", ["netns"])
+    limit = gauge("conntrack_entries_limit",
+                  "nf_conntrack_max: one global limit that every netns's count is compared against", ["netns"])
+    for s in readable:
+        if s.count is not None:
+            entries.add_metric([s.netns], s.count)
+        if x.limit is not None:
+            limit.add_metric([s.netns], x.limit)
+    out = [entries, limit]
+    if x.buckets is not None:
+        b = gauge("conntrack_buckets", "Conntrack hash table buckets (global, nf_conntrack_buckets)")
+        b.add_metric([], x.buckets)
+        out.append(b)
+
+    stat_fams: dict[str, CounterMetricFamily] = {}
+    for s in readable:
+        for col, v in sorted((s.stats or {}).items()):
+            name = STAT_NAMES.get(col, col)
+            fam = stat_fams.get(name)
+            if fam is None:
+                fam = stat_fams[name] = CounterMetricFamily(
+                    f"{PREFIX}conntrack_stat_{name}", "Per-CPU conntrack statistic, summed over CPUs: "
+                    + STAT_HELP.get(name, f"the {col!r} column of /proc/net/stat/nf_conntrack"), labels=["netns"])
+            fam.add_metric([s.netns], v)
+    out.extend(stat_fams[k] for k in sorted(stat_fams))
+
+    info = gauge("netns_info", "1 per network namespace, with its inode and what holds it",
+                 ["netns", "inode", "owner"])
+    ok = gauge("exporter_netns_readable", "1 when the exporter could read the netns (0: needs root)", ["netns"])
+    for s in x.samples:
+        info.add_metric([s.netns, str(s.inode), s.owner], 1)
+        ok.add_metric([s.netns], 1 if s.readable and s.count is not None else 0)
+    out += [info, ok]
+
+    r = x.refreshed
+    known = {s.netns for s in x.samples}
+    by_state = gauge("conntrack_entries_by_state",
+                     "Entries by protocol and state, from the background refresh of the listing "
+                     "(state: the TCP/SCTP/DCCP state, else ASSURED, UNREPLIED or REPLIED)",
+                     ["netns", "proto", "state"])
+    for ns in sorted(r.by_state):
+        if ns in known:  # a netns gone since the refresh: its series go away now
+            for proto, state, n in r.by_state[ns]:
+                by_state.add_metric([ns, proto, state], n)
+    finding = gauge("finding", "1 for each active doctor finding (ctdoctor explain CODE)",
+                    ["code", "severity", "netns"])
+    for code, sev, ns in sorted(set(r.findings)):
+        if ns in known or ns == "init":
+            finding.add_metric([code, sev, ns], 1)
+    out += [by_state, finding]
+
+    tf = CounterMetricFamily(PREFIX + "kernel_log_table_full", "'table full, dropping packet' kernel log lines "
+                             "seen, by the netns they name (kernels before 6.18 name none: 'unattributed')",
+                             labels=["netns"])
+    for ns, n in sorted(x.table_full.items()):
+        tf.add_metric([ns], n)
+    out.append(tf)
+    if x.kernel_log_readable is not None:
+        kl = gauge("exporter_kernel_log_readable", "1 when the exporter can follow the kernel log (/dev/kmsg)")
+        kl.add_metric([], 1 if x.kernel_log_readable else 0)
+        out.append(kl)
+
+    dur = gauge("exporter_refresh_duration_seconds", "How long the last background refresh took")
+    last = gauge("exporter_last_refresh_timestamp_seconds", "When the last successful background refresh ended")
+    success = gauge("exporter_refresh_success", "1 when the last background refresh succeeded")
+    if r.at:
+        dur.add_metric([], round(r.duration, 6))
+        last.add_metric([], round(r.at, 3))
+    success.add_metric([], 1 if r.ok else 0)
+    runs = CounterMetricFamily(PREFIX + "exporter_refreshes", "Background refreshes run")
+    runs.add_metric([], x.refreshes)
+    fails = CounterMetricFamily(PREFIX + "exporter_refresh_failures", "Background refreshes that failed")
+    fails.add_metric([], x.refresh_failures)
+    out += [dur, last, success, runs, fails]
+    return out
+
+
+class _Collector:
+    def __init__(self, fams):
+        self._fams = fams
+
+    def collect(self):
+        return iter(self._fams)
+
+
+def render(x: Exposition, accept: str = "") -> tuple[bytes, str]:
+    """(body, content type): the Prometheus text format, or OpenMetrics when the scraper asks for it."""
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, ctype = choose_encoder(accept)
+    return encoder(_Collector(families(x))), ctype
+
+
+def render_text(x: Exposition) -> bytes:
+    from prometheus_client.exposition import generate_latest
+
+    return generate_latest(_Collector(families(x)))

@@ -1,0 +1,295 @@
+"""The exporter on the real kernel, beside the real node_exporter and Prometheus (Debian packages).
+
+Every server listens on 127.0.0.1 on a free port, with temporary config and storage, and is
+stopped (and its namespaces deleted) also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Netns, needs_kernel
+
+pytestmark = [needs_kernel, pytest.mark.kernel]
+CONTRIB = Path(__file__).parent.parent.parent / "contrib"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read()
+
+
+def metrics(url: str) -> dict:
+    out = {}
+    for fam in text_string_to_metric_families(get(url).decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(m: dict, name: str, **labels) -> float | None:
+    return m.get((name, tuple(sorted(labels.items()))))
+
+
+def wait_for(fn, timeout: float, what: str, step: float = 0.2):
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        try:
+            last = fn()
+        except (OSError, ValueError) as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what} (last: {str(last)[:300]})")
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is missing: `make test` installs it with apt")
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+class Server:
+    """A background process on 127.0.0.1, stopped on exit."""
+
+    def __init__(self, argv: list[str], url: str, **kw):
+        self.argv, self.url, self.kw = argv, url, kw
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.TemporaryFile()
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT, **self.kw)
+        try:
+            wait_for(lambda: self.proc.poll() is None and get(self.url, 2), 30, f"{self.argv[0]} to answer")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def exporter(*args: str) -> Server:
+    port = free_port()
+    argv = [sys.executable, "-m", "ctdoctor", "exporter", "--listen", f"127.0.0.1:{port}", *args]
+    return Server(argv, f"http://127.0.0.1:{port}/metrics")
+
+
+def test_a_netns_appears_with_its_counts_and_states_and_goes_away():
+    with exporter("--refresh", "1", "--discover", "0.5") as exp:
+        with Netns("exp") as ns:
+            ns.load_established(500)
+            m = wait_for(lambda: (lambda m: m if value(m, "ctdoctor_conntrack_entries_by_state", netns=ns.name,
+                                                        proto="tcp", state="ESTABLISHED") == 500 else None)(
+                metrics(exp.url)), 30, "the netns's state breakdown")
+            assert value(m, "ctdoctor_conntrack_entries", netns=ns.name) == ns.count() == 500
+            gmax = int(Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text())
+            assert value(m, "ctdoctor_conntrack_entries_limit", netns=ns.name) == gmax
+            assert value(m, "ctdoctor_exporter_netns_readable", netns=ns.name) == 1
+            inode = os.stat(f"/run/netns/{ns.name}").st_ino
+            assert value(m, "ctdoctor_netns_info", netns=ns.name, inode=str(inode), owner="ip netns") == 1
+            assert value(m, "ctdoctor_exporter_refresh_success") == 1
+        # deleted: every series of it is gone by the next discovery, and the exporter lives on
+        wait_for(lambda: not [k for k in metrics(exp.url) if ("netns", ns.name) in k[1]], 15,
+                 "the deleted netns's series to go away")
+        assert exp.proc.poll() is None
+
+
+def test_init_values_equal_node_exporters():
+    ne_port = free_port()
+    ne = Server([tool("prometheus-node-exporter"), f"--web.listen-address=127.0.0.1:{ne_port}",
+                 "--collector.disable-defaults", "--collector.conntrack"], f"http://127.0.0.1:{ne_port}/metrics")
+    pairs = {"node_nf_conntrack_entries": "ctdoctor_conntrack_entries",
+             "node_nf_conntrack_entries_limit": "ctdoctor_conntrack_entries_limit"}
+    for stat in ("found", "invalid", "ignore", "insert", "insert_failed", "drop", "early_drop", "search_restart"):
+        pairs[f"node_nf_conntrack_stat_{stat}"] = f"ctdoctor_conntrack_stat_{stat}_total"
+    with ne, exporter("--refresh", "60") as exp:
+        def same():
+            theirs, ours = metrics(ne.url), metrics(exp.url)
+            got = {n: (theirs.get((n, ())), value(ours, o, netns="init")) for n, o in pairs.items()}
+            return got if all(a is not None and a == b for a, b in got.values()) else None
+
+        got = wait_for(same, 20, "equal values (host counters may move between two scrapes)", step=0.05)
+    assert len(got) == 10
+
+
+# ---- a full netns, scraped by a real Prometheus --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full_netns():
+    gmax = int(Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text())
+    with Netns("full") as ns:
+        ns.load_established(gmax)
+        assert ns.count() == gmax
+        yield ns
+
+
+def drop_new_connections(ns: Netns, n: int = 3) -> None:
+    ns.run(sys.executable, "-m", "ctdoctor.lab.traffic", "syn", "8080", str(n), "0.3")
+
+
+@pytest.fixture(scope="module")
+def full_stack(full_netns):
+    """The exporter and a Prometheus that scrapes it every second with ctdoctor's alert rules."""
+    prom_bin = tool("prometheus")
+    with exporter("--refresh", "2", "--discover", "1") as exp:
+        port = free_port()
+        with tempfile.TemporaryDirectory(prefix="ctd-prom-") as tmp:
+            rules = Path(tmp) / "ctdoctor.rules.yml"
+            shutil.copy(CONTRIB / "prometheus" / "ctdoctor.rules.yml", rules)
+            target = urllib.parse.urlparse(exp.url).netloc
+            (Path(tmp) / "prometheus.yml").write_text(
+                "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                f"rule_files: ['{rules}']\n"
+                "scrape_configs:\n"
+                f"  - job_name: ctdoctor\n    static_configs: [{{targets: ['{target}']}}]\n")
+            prom = Server([prom_bin, f"--config.file={tmp}/prometheus.yml", f"--storage.tsdb.path={tmp}/data",
+                           f"--web.listen-address=127.0.0.1:{port}"], f"http://127.0.0.1:{port}/-/ready")
+            with prom:
+                api = f"http://127.0.0.1:{port}/api/v1"
+                yield exp, api, prom
+
+
+def query(api: str, expr: str) -> list:
+    doc = json.loads(get(f"{api}/query?" + urllib.parse.urlencode({"query": expr})))
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+def test_prometheus_sees_the_full_netns_its_drops_and_the_alerts(full_netns, full_stack):
+    exp, api, prom = full_stack
+    ns = full_netns
+    gmax = ns.count()
+    sel = f'netns="{ns.name}"'
+    wait_for(lambda: query(api, f"ctdoctor_conntrack_entries{{{sel}}} == {gmax}"), 30,
+             "Prometheus to scrape the full netns")
+    before = query(api, f"ctdoctor_conntrack_stat_drop_total{{{sel}}}")
+    drop_new_connections(ns)  # SYNs to 127.0.0.1 inside the netns: dropped, the table is full
+    wait_for(lambda: query(api, f"increase(ctdoctor_conntrack_stat_drop_total{{{sel}}}[30s]) > 0"), 30,
+             "the drops in Prometheus")
+    assert before and float(before[0]["value"][1]) >= 0
+    # the kernel (6.18+) names the netns in its log line: counted for it by name
+    wait_for(lambda: query(api, f"ctdoctor_kernel_log_table_full_total{{{sel}}} > 0"), 30,
+             "the table-full kernel log lines of the netns")
+    wait_for(lambda: query(api, f'ctdoctor_finding{{code="CT001",severity="critical",{sel}}} == 1'), 30,
+             "the doctor's CT001 finding")
+    # every alert rule's expression over this netns: the table-full ones are true, the quiet ones are not
+    import yaml
+
+    rules = {r["alert"]: r["expr"] for g in yaml.safe_load((CONTRIB / "prometheus" / "ctdoctor.rules.yml")
+                                                           .read_text())["groups"] for r in g["rules"]}
+    firing = {name for name, expr in rules.items()
+              if any(s["metric"].get("netns") == ns.name for s in query(api, expr))}
+    assert {"CtdoctorConntrackTableNearlyFull", "CtdoctorConntrackTableFull", "CtdoctorConntrackDropping",
+            "CtdoctorNetnsFullWhileHostQuiet", "CtdoctorCriticalFinding"} <= firing, firing
+    assert "CtdoctorConntrackEarlyDropStorm" not in firing  # ASSURED entries: nothing to evict
+    assert not query(api, rules["CtdoctorExporterDown"])
+    assert not query(api, rules["CtdoctorExporterStale"])
+    # Prometheus loaded the rules and evaluates them without errors
+    groups = json.loads(get(f"{api}/rules"))["data"]["groups"]
+    assert {r["name"] for g in groups for r in g["rules"]} == set(rules)
+    assert all(r["health"] != "err" for g in groups for r in g["rules"]), groups
+
+
+def test_every_dashboard_query_parses_and_returns_data(full_netns, full_stack):
+    exp, api, prom = full_stack
+    wait_for(lambda: query(api, f'ctdoctor_conntrack_entries_by_state{{netns="{full_netns.name}"}}'), 30,
+             "the refresh's state breakdown")
+    drop_new_connections(full_netns)
+    time.sleep(3)  # two scrapes after the drops, so rates have data
+    dash = json.loads((CONTRIB / "grafana" / "ctdoctor.json").read_text())
+    empty = []
+    for panel in dash["panels"]:
+        for t in panel["targets"]:
+            expr = (t["expr"].replace("$__rate_interval", "30s").replace("$instance", ".*")
+                    .replace("$netns", ".*"))
+            assert "$" not in expr, expr
+            if not query(api, expr):
+                empty.append(f"{panel['title']}: {expr}")
+    assert not empty, empty
+    for var in dash["templating"]["list"]:
+        if var["type"] == "query":
+            m = re.match(r"label_values\((.*), (\w+)\)$", var["definition"])
+            series, label = m.group(1).replace("$instance", ".*"), m.group(2)
+            doc = json.loads(get(f"{api}/label/{label}/values?" + urllib.parse.urlencode({"match[]": series})))
+            assert doc["data"], var["name"]
+
+
+def test_two_hundred_concurrent_scrapes_all_succeed(full_netns, full_stack):
+    exp, api, prom = full_stack
+    n = 200
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def scrape(i):
+        barrier.wait()
+        try:
+            body = get(exp.url, timeout=30)
+            results[i] = f'netns="{full_netns.name}"' in body.decode()
+        except Exception as e:  # noqa: BLE001 - recorded and asserted below
+            results[i] = e
+
+    threads = [threading.Thread(target=scrape, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    failed = [r for r in results if r is not True]
+    assert not failed, failed[:3]
+    assert exp.proc.poll() is None
+
+
+def test_textfile_once_for_node_exporters_textfile_collector(full_netns, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "ctdoctor", "exporter", "--textfile", str(tmp_path), "--once"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["ctdoctor.prom"]
+    ne_port = free_port()
+    with Server([tool("prometheus-node-exporter"), f"--web.listen-address=127.0.0.1:{ne_port}",
+                 "--collector.disable-defaults", "--collector.textfile",
+                 f"--collector.textfile.directory={tmp_path}"], f"http://127.0.0.1:{ne_port}/metrics") as ne:
+        m = metrics(ne.url)
+    # node_exporter took the file whole (no parse error) and serves the full netns from it
+    assert value(m, "node_textfile_scrape_error") == 0
+    assert value(m, "ctdoctor_conntrack_entries", netns=full_netns.name) == full_netns.count()
+    assert value(m, "ctdoctor_conntrack_entries_by_state", netns=full_netns.name, proto="tcp",
+                 state="ESTABLISHED") == full_netns.count()
