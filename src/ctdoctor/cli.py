@@ -27,6 +27,8 @@ COMMANDS = {
     "flush": ("ctdoctor.commands.flush", "delete entries by state, address or port (never ESTABLISHED unless asked)"),
     "notrack": ("ctdoctor.commands.notrack", "NOTRACK rules for a port, with the accept rules a stateful filter needs"),
     "exporter": ("ctdoctor.commands.exporter", "Prometheus metrics for every netns: serve /metrics or write a textfile"),
+    "record": ("ctdoctor.commands.record", "capture an incident bundle when a netns fills up or drops (a daemon)"),
+    "incidents": ("ctdoctor.commands.incidents", "list the incidents `record` captured"),
     "lab": ("ctdoctor.commands.lab", "reproduce conntrack incidents on the real kernel in a throwaway netns"),
 }
 DEFAULT_COMMAND = "doctor"

@@ -163,7 +163,9 @@ class ImageNetnsView(NetnsView):
         for rel in (LISTING, LEGACY_LISTING):
             f = self.root.open_binary(self.prefix + rel)
             if f is not None:
-                return f, "/" + self.prefix + rel, False
+                # `record` keeps a sample of a huge listing under a first line that says so
+                sample = f.peek(32)[:21] == b"# ctdoctor: a sample:" if hasattr(f, "peek") else False
+                return f, "/" + self.prefix + rel, sample
         for plugin, cmd in (("conntrack", "conntrack -L -o extended"), ("conntrack", "conntrack -L")):
             if self.prefix and not self.sos_name:
                 break

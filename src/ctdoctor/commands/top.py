@@ -26,6 +26,10 @@ def add_arguments(p) -> None:
     p.add_argument("--via", choices=("auto", "proc", "netlink"), default="auto",
                    help="live table source: /proc/net/nf_conntrack, a ctnetlink dump, or auto (proc, else netlink)")
     p.add_argument("--watch", type=PERIOD, metavar="N", help="redraw every N seconds (q or Ctrl-C to quit)")
+    p.add_argument("--rate", action="store_true",
+                   help="new entries per second by key, from ctnetlink NEW events (live kernel; root)")
+    p.add_argument("--interval", type=bounded(float, 0.2, 3600), default=5.0, metavar="S",
+                   help="with --rate: seconds of events per window (default 5; with --watch, the rolling window)")
 
 
 class Source:
@@ -153,6 +157,8 @@ def run(args) -> int:
     query = parse_query(args.by, args.state, args.proto, args.port, args.src, args.dst)
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be >= 0")
+    if args.rate:
+        return _rate(args, query, fmt)
     if args.watch is not None:
         if args.watch <= 0:
             raise UsageError("--watch needs a positive number of seconds")
@@ -178,6 +184,82 @@ def run(args) -> int:
         from ctdoctor.render.top_text import render
 
         Console(highlight=False).print(render(doc))
+    return 0
+
+
+def _rate(args, query, fmt: str) -> int:
+    """``--rate``: windows of NEW events, once, or rolling with ``--watch``."""
+    from ctdoctor import rate
+
+    if args.file:
+        raise UsageError("--rate reads the live event stream; it cannot read a saved listing (--file)")
+    if getattr(args, "root", None) not in (None, "", "/"):
+        from ctdoctor.errors import NeedsLiveKernel
+
+        raise NeedsLiveKernel("--rate counts new entries as the running kernel makes them: rates need a live "
+                              "kernel, a host image holds no event stream (use top without --rate on it)")
+    if args.watch is not None and fmt != "text":
+        raise UsageError("--watch works with --format text only")
+    if os.geteuid() != 0:
+        raise UsageError("--rate needs root (CAP_NET_ADMIN to receive conntrack events); run it with sudo")
+    from ctdoctor.sources import netns as nsmod
+
+    refs = nsmod.select(nsmod.discover(), getattr(args, "netns", None))
+    rate.check_events(refs)
+    limit = args.limit if args.limit and args.limit > 0 else None
+    counters = rate.open_counters(refs, query)
+    try:
+        if args.watch is None:
+            sl = rate.windows(counters, args.interval)
+            doc = rate.build_doc(query, [sl], limit, int(any(w.lost for w in sl)), 1)
+            _emit_rate(doc, fmt)
+            return 0
+        return _rate_watch(args, query, counters, limit)
+    finally:
+        for c in counters:
+            c.close()
+
+
+def _emit_rate(doc: dict, fmt: str) -> None:
+    for n in doc.get("notes", []):
+        print(f"ctdoctor: note: {n}", file=sys.stderr)
+    if fmt == "json":
+        from ctdoctor.render.jsonout import emit
+
+        emit(doc)
+    elif fmt == "csv":
+        from ctdoctor.render.top_text import write_rate_csv
+
+        write_rate_csv(doc, sys.stdout)
+    else:
+        from rich.console import Console
+
+        from ctdoctor.render.top_text import render_rate
+
+        Console(highlight=False).print(render_rate(doc))
+
+
+def _rate_watch(args, query, counters, limit) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from ctdoctor import rate
+    from ctdoctor.render.top_text import render_rate
+
+    slice_s = min(args.watch, args.interval)
+    roll = rate.Rolling(args.interval, slice_s)
+    console = Console(highlight=False)
+    with _Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
+        try:
+            while True:
+                quit_now: list[bool] = []
+                roll.add(rate.windows(counters, slice_s, stop=lambda: bool(quit_now)))
+                doc = rate.build_doc(query, list(roll.slices), limit, roll.lost_windows, roll.windows)
+                live.update(render_rate(doc), refresh=True)
+                if keys.quit_pressed():
+                    break
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -215,6 +297,17 @@ class _Keys:
             self.old = termios.tcgetattr(self.fd)
             tty.setcbreak(self.fd)
         return self
+
+    def quit_pressed(self) -> bool:
+        """Was q pressed (without waiting)?"""
+        import select
+
+        if self.old is None:
+            return False
+        while select.select([sys.stdin], [], [], 0)[0]:
+            if sys.stdin.read(1) in ("q", "Q"):
+                return True
+        return False
 
     def wait_for_quit(self, seconds: float) -> bool:
         import select

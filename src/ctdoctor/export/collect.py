@@ -197,8 +197,14 @@ def _host_names(hostname: str) -> list[str]:
 
 
 def collect(output: str, *, entries: bool = True, anonymize: bool = False, anonymize_netns: bool = False,
-            progress=None) -> dict:
-    """Write the bundle to ``output`` (a .tar.gz) atomically. Returns meta."""
+            progress=None, only: set[str] | None = None, entries_for: set[str] | None = None,
+            extra: dict[str, bytes] | None = None, on_listing=None, listing_limit: int | None = None) -> dict:
+    """Write the bundle to ``output`` (a .tar.gz) atomically. Returns meta.
+
+    ``only``: the namespaces to include (init's host files are always there); ``entries_for``:
+    whose listings to include (default: all included); ``extra``: more members, bytes or a
+    callable giving them (``record``'s incident.json); ``on_listing(ref, path)``: called with each spooled listing before it is cut
+    to ``listing_limit`` bytes (at a line boundary)."""
     if not output.endswith((".tar.gz", ".tgz")):
         raise InputError(f"-o {output}: the bundle is a .tar.gz file; give a name ending in .tar.gz")
     out_dir = os.path.dirname(os.path.abspath(output))
@@ -212,6 +218,8 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
     shown_host = "anonymized" if anon else hostname
     b = Bundle(top=f"ctdoctor-{shown_host}-{stamp}")
     refs = nsmod.discover()
+    if only is not None:
+        refs = [r for r in refs if r.is_init or r.name in only]
     alias: dict[str, str] = {}
     if anonymize_netns:
         n = 0
@@ -321,8 +329,13 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
                              else f"sos_commands/{plugin}/{name}")
                     b.add(where, cap.text)
         tick(f"netns {ref.name}")
-        if entries:
+        if entries and (entries_for is None or ref.name in entries_for):
             _spool_listing(b, ref, prefix + LISTING, anon)
+            tmp = b.spooled.get(prefix + LISTING)
+            if tmp and on_listing is not None:
+                on_listing(ref, tmp)
+            if tmp and listing_limit is not None:
+                _cut(tmp, listing_limit)
             tick(f"entries {ref.name}")
         try:
             born = None if init else os.stat(ref.path).st_ctime  # kernel log lines older than this are not its
@@ -349,6 +362,8 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         "failed_commands": failed, "boot_time": _boot_time(),
     }
     b.add("ctdoctor/meta.json", json.dumps(meta, indent=2))
+    for rel, data in (extra or {}).items():
+        b.add(rel, data() if callable(data) else data)  # a callable: known only once the listing was read
     if anon:
         for rel in list(b.members):
             if rel == "ctdoctor/meta.json":
@@ -362,6 +377,31 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
                 b.members[rel] = b"anonymized\n"
     _write_tar(b, output)
     return meta
+
+
+SAMPLE_MARK = b"# ctdoctor: a sample:"
+
+
+def _cut(path: str, limit: int) -> bool:
+    """Keep about the first ``limit`` bytes of a listing, whole lines, under a first line that says it is
+    a sample (readers skip it as they skip sosreport's cut first line). True if it was cut."""
+    size = os.path.getsize(path)
+    if size <= limit:
+        return False
+    with open(path, "rb") as f:
+        head = f.read(limit)
+        lines_total = head.count(b"\n")
+        keep = head[:head.rfind(b"\n") + 1]
+        while True:  # count the rest of the lines without holding them
+            c = f.read(1 << 20)
+            if not c:
+                break
+            lines_total += c.count(b"\n")
+    kept = keep.count(b"\n")
+    with open(path, "wb") as f:
+        f.write(SAMPLE_MARK + f" the first {kept} of {lines_total} entries\n".encode())
+        f.write(keep)
+    return True
 
 
 def _spool_listing(b: Bundle, ref, rel: str, anon) -> None:

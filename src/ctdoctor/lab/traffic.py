@@ -123,6 +123,28 @@ def syn(port: int, n: int, wait: float) -> None:
         s.close()
 
 
+def paced(src: str, dst: str, port: int, per_second: float, seconds: float) -> None:
+    """New UDP flows from ``src`` at a steady rate: each datagram from a fresh socket (a new source
+    port, so a new conntrack entry); no server needed."""
+    n = int(per_second * seconds)
+    t0 = time.monotonic()
+    sent = 0
+    for i in range(n):
+        delay = t0 + i / per_second - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind((src, 0))
+            s.sendto(b"x", (dst, port))
+            sent += 1
+        except OSError:
+            pass
+        finally:
+            s.close()
+    _out(sent=sent, seconds=round(time.monotonic() - t0, 3))
+
+
 def udp(port: int, n: int, host: str = LOOP4) -> None:
     """n UDP flows (distinct source ports) that nobody answers."""
     sent = 0
@@ -263,6 +285,8 @@ def main(argv: list[str]) -> int:
         short(int(args[0]), int(args[1]))
     elif cmd == "syn":
         syn(int(args[0]), int(args[1]), float(args[2]))
+    elif cmd == "paced":
+        paced(args[0], args[1], int(args[2]), float(args[3]), float(args[4]))
     elif cmd == "udp":
         udp(int(args[0]), int(args[1]), args[2] if len(args) > 2 else LOOP4)
     elif cmd == "connect":

@@ -68,3 +68,45 @@ def write_csv(doc: dict, out) -> None:
         if doc["accounting"]:
             row += [r.get("packets", 0), r.get("bytes", 0)]
         w.writerow(row)
+
+
+def render_rate(doc: dict):
+    """``top --rate``: new entries per second by key."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+
+    lines = []
+    for h in doc["namespaces"]:
+        lines.append(f"[bold]netns {h['netns']}[/]: {h['new_per_second']:g} new/s, {h['destroyed_per_second']:g} "
+                     f"destroyed/s over {h['seconds']:g} s")
+    lines.append(f"new entries per second by {', '.join(doc['by'])}: {doc['groups']} groups"
+                 + (f", {doc['matched']} of {doc['new']} matched the filters" if doc["matched"] != doc["new"] else ""))
+    if doc.get("lower_bound"):
+        lines.append(f"[yellow]events were lost (ENOBUFS) in {doc['lost_windows']} of {doc['windows']} window(s): "
+                     "these rates are a lower bound[/]")
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    keys = list(doc["rows"][0]["key"]) if doc["rows"] else list(doc["by"])
+    for k in keys:
+        t.add_column(k, no_wrap=True)
+    t.add_column("new/s", justify="right")
+    t.add_column("count", justify="right")
+    t.add_column("share", justify="right")
+    t.add_column("states")
+    for r in doc["rows"]:
+        cells = ["-" if v is None or v == "" else str(v) for v in r["key"].values()]
+        cells += [f"{r['rate']:g}", str(r["count"]), f"{r['share'] * 100:.2f}%", _states(r["states"], r["count"])]
+        t.add_row(*cells)
+    if not doc["rows"]:
+        lines.append("no new entries in the window")
+        return Group(*lines)
+    return Group(*lines, t)
+
+
+def write_rate_csv(doc: dict, out) -> None:
+    w = csv.writer(out)
+    keys = list(doc["rows"][0]["key"]) if doc["rows"] else list(doc["by"])
+    w.writerow(keys + ["rate", "count", "share", "states"])
+    for r in doc["rows"]:
+        w.writerow(["" if v is None else v for v in r["key"].values()]
+                   + [r["rate"], r["count"], r["share"], ";".join(f"{k}={v}" for k, v in r["states"].items())])

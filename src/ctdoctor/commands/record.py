@@ -1,0 +1,80 @@
+"""ctdoctor record: capture the evidence of a filling table automatically (a daemon).
+
+Samples every netns each ``--interval`` seconds; when one crosses ``--threshold`` or its
+drop / insert_failed counters rise, writes ``DIR/<UTC time>-<netns>.tar.gz`` (a host image:
+read it with ``--root``). ``ctdoctor incidents --dir DIR`` lists them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ctdoctor.commands.common import PERIOD, bounded, require_live
+from ctdoctor.errors import UsageError
+
+
+def _size(text: str) -> int:
+    import argparse
+
+    from ctdoctor.record import parse_size
+
+    try:
+        v = parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if v < 1 << 20:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1M")
+    return v
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--dir", required=True, metavar="DIR", help="where incident bundles go (created, mode 0700)")
+    p.add_argument("--threshold", type=bounded(float, 0, 1, lo_open=True), default=0.8, metavar="F",
+                   help="capture when a netns's count / max reaches this (default 0.8)")
+    p.add_argument("--interval", type=PERIOD, default=1.0, metavar="S", help="seconds between samples (default 1)")
+    p.add_argument("--cooldown", type=bounded(float, 0, 86400 * 7), default=600.0, metavar="S",
+                   help="at most one incident per netns per this many seconds (default 600)")
+    p.add_argument("--keep", type=bounded(int, 1, 100000), default=50, metavar="N",
+                   help="keep at most N bundles; the oldest go first (default 50)")
+    p.add_argument("--max-size", type=_size, default=2 << 30, metavar="SIZE",
+                   help="keep the bundles under this total (default 2G)")
+    p.add_argument("--rate-seconds", type=bounded(float, 0.5, 60), default=3.0, metavar="S",
+                   help="seconds of new-flow events recorded in each incident (default 3)")
+
+
+def run(args) -> int:
+    require_live(args, "record")
+    fmt = getattr(args, "format", None)
+    if fmt not in (None, "text"):
+        raise UsageError("--format does not apply to record (it logs one line per event)")
+    if os.geteuid() != 0:
+        raise UsageError("record needs root (to enter every netns, dump its table and receive its events)")
+    import threading
+
+    from ctdoctor.export.live import parse_wanted
+    from ctdoctor.record import Recorder
+
+    d = args.dir
+    if os.path.exists(d) and not os.path.isdir(d):
+        raise UsageError(f"--dir {d}: not a directory")
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--dir {d}: {e.strerror}") from None
+    if not os.access(d, os.W_OK):
+        raise UsageError(f"--dir {d}: not writable")
+    rec = Recorder(d, args.threshold, args.interval, args.keep, args.max_size, args.cooldown,
+                   wanted=parse_wanted(getattr(args, "netns", None) or "all"), rate_seconds=args.rate_seconds)
+    stop = threading.Event()
+    import signal
+
+    def _stop(signum, frame):
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _stop)
+    rec.run(stop)
+    from ctdoctor.record import log
+
+    log(f"stopped; {rec.captured} incident(s) captured")
+    return 0
