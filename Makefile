@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv system-deps bench clean
+.PHONY: run test lint venv system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,12 @@ system-deps:
 run: $(STAMP)
 	@$(VENV)/bin/ctdoctor; code=$$?; [ $$code -le 3 ] || exit $$code
 
-test: $(STAMP) system-deps
+# Static checks first (ruff's rules and mypy's settings are in pyproject.toml), then the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+test: $(STAMP) system-deps lint
 	$(PY) -m pytest -q
 
 bench: $(STAMP) system-deps

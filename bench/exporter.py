@@ -89,14 +89,15 @@ def main() -> int:
     for t in ("conntrack", "ip", "prometheus-node-exporter"):
         if not shutil.which(t):
             raise SystemExit(f"needs {t}")
-    gmax = int(open("/proc/sys/net/netfilter/nf_conntrack_max").read())
+    with open("/proc/sys/net/netfilter/nf_conntrack_max") as f:
+        gmax = int(f.read())
     ns = f"ctdbench-{uuid.uuid4().hex[:6]}"
     procs: list[subprocess.Popen] = []
     try:
         subprocess.run(["ip", "netns", "add", ns], check=True)
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "nft", "add table inet b; add chain inet b o { type filter hook "
-                        "output priority 0; }; add rule inet b o ct state new accept"], check=True)
+        subprocess.run(["ip", "netns", "exec", ns, "nft", ("add table inet b; add chain inet b o { type filter hook "
+                        "output priority 0; }; add rule inet b o ct state new accept")], check=True)
         from ctdoctor.lab.scenarios import _tcp_lines
 
         path = f"/tmp/{ns}.ct"

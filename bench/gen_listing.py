@@ -44,9 +44,9 @@ def main(argv=None) -> int:
     def v6(ip):
         return ip.exploded if proc else ip.compressed
 
-    out = open(a.out, "w") if a.out != "-" else sys.stdout
+    out = open(a.out, "w") if a.out != "-" else sys.stdout  # noqa: SIM115 - closed at the end unless stdout
     buf = []
-    for i in range(a.n):
+    for _i in range(a.n):
         r = rnd.random()
         six = rnd.random() < 0.1
         if six:

@@ -31,8 +31,8 @@ CTD = [sys.executable, "-m", "ctdoctor"]
 def netns_add(name: str) -> None:
     subprocess.run(["ip", "netns", "add", name], check=True)
     subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-    subprocess.run(["ip", "netns", "exec", name, "nft", "add table inet b; add chain inet b o { type filter hook "
-                    "output priority 0; }; add rule inet b o ct state new accept"], check=True)
+    subprocess.run(["ip", "netns", "exec", name, "nft", ("add table inet b; add chain inet b o { type filter hook "
+                    "output priority 0; }; add rule inet b o ct state new accept")], check=True)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -44,8 +44,7 @@ def cpu_seconds(pid: int) -> float:
 
 def burst(ns: str, n: int, mode: str, window: float) -> dict:
     """Start both listeners, make n new entries, and return what each counted."""
-    ours = subprocess.Popen(CTD + ["--netns", ns, "top", "--rate", "--by", "src", "--interval", str(window),
-                                   "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ours = subprocess.Popen([*CTD, "--netns", ns, "top", "--rate", "--by", "src", "--interval", str(window), "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     theirs = subprocess.Popen(f"ip netns exec {ns} conntrack -E -e NEW -o timestamp 2>/tmp/{ns}.err | wc -l",
                               shell=True, stdout=subprocess.PIPE)
     time.sleep(1.0)  # both subscribed
@@ -67,11 +66,14 @@ def burst(ns: str, n: int, mode: str, window: float) -> dict:
         for p in procs:
             p.wait()
     took = time.monotonic() - t0
-    out, err = ours.communicate(timeout=window + 60)
+    out, _err = ours.communicate(timeout=window + 60)
     doc = json.loads(out)
     subprocess.run(["ip", "netns", "exec", ns, "pkill", "-INT", "-x", "conntrack"], capture_output=True)
     tw = theirs.communicate(timeout=30)[0]
-    terr = open(f"/tmp/{ns}.err").read() if os.path.exists(f"/tmp/{ns}.err") else ""
+    terr = ""
+    if os.path.exists(f"/tmp/{ns}.err"):
+        with open(f"/tmp/{ns}.err") as f:
+            terr = f.read()
     subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-F"], capture_output=True)
     return {"made": n, "seconds": round(took, 2), "ours": doc["new"], "ours_lost": doc["lost_events"],
             "theirs": int(tw.strip() or 0), "theirs_lost": "ENOBUFS" in terr}
@@ -108,7 +110,7 @@ def main() -> int:
             made.append(name)
         seconds = 15 if a.quick else 60
         with tempfile.TemporaryDirectory() as d:
-            p = subprocess.Popen(CTD + ["record", "--dir", d, "--interval", "1"], stdout=subprocess.DEVNULL,
+            p = subprocess.Popen([*CTD, "record", "--dir", d, "--interval", "1"], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
             time.sleep(3)  # past start-up (imports, first discovery)
             c0, t0 = cpu_seconds(p.pid), time.monotonic()

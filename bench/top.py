@@ -72,13 +72,13 @@ def main() -> int:
         # 1. saved listing
         f1 = os.path.join(work, "listing-1m.txt")
         gen(n_saved, f1)
-        ours = best(CTD + ["top", "--by", "src", "--file", f1], a.repeat)
+        ours = best([*CTD, "top", "--by", "src", "--file", f1], a.repeat)
         theirs = best(f"{AWK} {f1} | sort | uniq -c | sort -rn | head", a.repeat, shell=True)
         results["saved"] = ours / theirs
         print(f"1. saved listing, {n_saved} lines: ctdoctor {ours:.3f}s, awk|sort|uniq {theirs:.3f}s "
               f"-> ratio {ours / theirs:.2f} (target <= {TARGETS['saved']})")
         if not a.quick:
-            py = best(CTD + ["top", "--by", "src", "--file", f1], 1, env={**os.environ, "CTDOCTOR_NO_ACCEL": "1"})
+            py = best([*CTD, "top", "--by", "src", "--file", f1], 1, env={**os.environ, "CTDOCTOR_NO_ACCEL": "1"})
             print(f"   pure-Python fallback: {py:.3f}s -> ratio {py / theirs:.2f}")
 
         # 2. live netns
@@ -94,7 +94,7 @@ def main() -> int:
         t = time.perf_counter()
         subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-R", load], check=True, capture_output=True)
         print(f"   loaded {n_live} entries with conntrack -R in {time.perf_counter() - t:.2f}s")
-        ours = best(CTD + ["--netns", ns, "top", "--by", "src"], a.repeat)
+        ours = best([*CTD, "--netns", ns, "top", "--by", "src"], a.repeat)
         pipe = best(f"ip netns exec {ns} conntrack -L 2>/dev/null | {AWK} | sort | uniq -c | sort -rn | head",
                     a.repeat, shell=True)
         cat = best(["ip", "netns", "exec", ns, "cat", "/proc/net/nf_conntrack"], a.repeat)
@@ -104,7 +104,7 @@ def main() -> int:
               f"-> ratio {ours / cat:.2f} (target <= {TARGETS['live_vs_cat']})")
 
         # 4. ctnetlink path
-        nl = best(CTD + ["--netns", ns, "top", "--by", "src", "--via", "netlink"], a.repeat)
+        nl = best([*CTD, "--netns", ns, "top", "--by", "src", "--via", "netlink"], a.repeat)
         ctl = best(["ip", "netns", "exec", ns, "conntrack", "-L"], a.repeat)
         dec = decoder_rate(ns, a.repeat)
         results["netlink_vs_conntrack"] = (n_live / nl) / (n_live / ctl)
@@ -115,7 +115,7 @@ def main() -> int:
         # 3. peak RSS
         f3 = os.path.join(work, "listing-4m.txt")
         gen(n_rss, f3)
-        rss = peak_rss_mb(CTD + ["top", "--by", "src", "--file", f3])
+        rss = peak_rss_mb([*CTD, "top", "--by", "src", "--file", f3])
         results["rss_mb"] = rss
         print(f"3. peak RSS over {n_rss} lines: {rss:.0f} MB (target <= {TARGETS['rss_mb']} MB)")
     finally:

@@ -165,3 +165,10 @@ from hypothesis import settings as _hyp_settings  # noqa: E402
 _hyp_settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     _hyp_settings.load_profile("ci")
+
+
+def assert_exit_matches(rc: int, doc: dict) -> None:
+    """The doctor's exit code is the Nagios status its report implies (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)."""
+    s = doc["summary"]
+    want = 2 if s["critical"] else 1 if s["warning"] else 3 if any(u["id"] == "CT001" for u in doc["unknown"]) else 0
+    assert rc == want, f"exit {rc}, but the report says {want}: {s}"

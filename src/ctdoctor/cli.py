@@ -60,7 +60,7 @@ def global_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 class _Parser(argparse.ArgumentParser):
     """Usage errors are one line (``ctdoctor: error: ...``) and exit 2, for scripts and Nagios."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"ctdoctor: error: {message} (see: {self.prog} --help)\n")
 
 
@@ -68,8 +68,8 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
     p = _Parser(
         prog="ctdoctor",
         description="See, explain, fix and guard Linux netfilter connection tracking (nf_conntrack).",
-        epilog="Without a command, runs `%s`. Exit codes of doctor: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; "
-               "other commands: 0 success, 1 failure, 2 bad usage or input." % DEFAULT_COMMAND,
+        epilog=f"Without a command, runs `{DEFAULT_COMMAND}`. Exit codes of doctor: 0 OK, 1 WARNING, 2 CRITICAL, "
+               "3 UNKNOWN; other commands: 0 success, 1 failure, 2 bad usage or input.",
     )
     p.add_argument("--version", action="version", version=f"ctdoctor {__version__}")
     _global_options(p, suppress=False)
@@ -96,7 +96,7 @@ def choose_command(argv: list[str], commands: dict) -> tuple[str | None, list[st
     if any(a in ("-h", "--help", "--version") for a in rest):
         return None, argv
     chosen = DEFAULT_COMMAND if DEFAULT_COMMAND in commands else "status"
-    return chosen, [chosen] + argv
+    return chosen, [chosen, *argv]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen, argv = choose_command(argv, commands)
     if chosen is not None:
         mod = importlib.import_module(commands[chosen][0])
-        sp = parser._subparsers._group_actions[0].choices[chosen]  # type: ignore[union-attr]
+        sp = parser._subparsers._group_actions[0].choices[chosen]  # type: ignore[union-attr,index]
         mod.add_arguments(sp)
     try:
         args = parser.parse_args(argv)
@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     cleanup.install_signal_handlers()
     code = None
     try:
+        from ctdoctor.commands.common import NOTHING, enforce
+
+        enforce(mod.requires(args) if hasattr(mod, "requires") else NOTHING, args)
         code = int(mod.run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, not at exit, so the code is kept
         return code
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ctdoctor: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("", file=sys.stderr)
+        print(file=sys.stderr)
         return 130
     except PermissionError as e:
         print(f"ctdoctor: error: permission denied: {e.filename or e} (run as root?)", file=sys.stderr)
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return code if code is not None else int(getattr(args, "_exit_code", 0))
-    except Exception as e:  # noqa: BLE001 - never a traceback for the operator
+    except Exception as e:
         import os
 
         if os.environ.get("CTDOCTOR_DEBUG"):

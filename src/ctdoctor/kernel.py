@@ -12,6 +12,22 @@ Sizing defaults follow ``nf_conntrack_init_start`` (net/netfilter/nf_conntrack_c
 from __future__ import annotations
 
 GiB = 1 << 30
+NF = "net.netfilter."  # the prefix of every conntrack sysctl
+
+# Kinds of conntrack kernel log lines (``sources.kernlog`` finds them, checks count them).
+TABLE_FULL, EXPECT_FULL, VMALLOC, VERSION, SUPPRESSED = (
+    "table_full", "expect_full", "vmalloc_fallback", "version", "suppressed")
+
+
+def parse_int(v: str | None) -> int | None:
+    """A sysctl or proc value as an int, or None when it is missing or not a whole number."""
+    if v is None:
+        return None
+    try:
+        return int(v.strip())
+    except ValueError:
+        return None
+
 Version = tuple[int, int, int]
 
 # Defaults read from this generation's nf_conntrack_*_timeout tables (6.x, seconds).

@@ -16,6 +16,8 @@ of 65536, and capped by the memory budget.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ctdoctor import kernel
 from ctdoctor.checks.base import Context
 from ctdoctor.errors import UsageError
@@ -62,7 +64,7 @@ def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) ->
     snap = ctx.snap
     ram, cpus, ver = snap.mem_total, snap.cpus, snap.version
     size, estimated = ctx.entry_size()
-    cands = []
+    cands: list[dict[str, Any]] = []
     if ram:
         b, m = kernel.default_sizing(ram, ver)
         cands.append({"rule": "kernel default", "max": m, "buckets": b,
@@ -89,7 +91,7 @@ def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) ->
                 rate = s.states["TIME_WAIT"] / tw_timeout
                 rate_how = f"{s.states['TIME_WAIT']} TIME_WAIT entries / {tw_timeout} s time_wait timeout"
     if rate is not None:
-        est = init.count or 0
+        est = (init.count if init else None) or 0
         life = (ctx.setting("nf_conntrack_tcp_timeout_time_wait") or 120) + 60
         little = int(rate * life) + est
         cands.append({"rule": "Little's law", "max": little, "buckets": None,
@@ -98,7 +100,7 @@ def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) ->
     load = [c["max"] for c in cands if c["rule"] in ("observed peak", "Little's law")]
     floor = [c["max"] for c in cands if c["rule"] in ("kernel default", "kube-proxy")]
     pick = _round_up(int(max(load or [0]) * headroom))
-    pick = max([pick] + floor) if floor else pick
+    pick = max([pick, *floor]) if floor else pick
     capped = False
     if budget:
         most = budget // (size + 8)
@@ -106,7 +108,7 @@ def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) ->
             pick, capped = max(ROUND, (most // ROUND) * ROUND), True
     buckets = pick if ver is None or ver >= (5, 15, 0) else pick // 4
     mem = pick * size + buckets * 8
-    timeouts = []
+    timeouts: list[dict[str, Any]] = []
     for st in snap.namespaces:
         if st.fill is None or st.fill < 0.3:
             continue

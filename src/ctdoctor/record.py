@@ -24,6 +24,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import IO
 
 from ctdoctor.errors import Failure, InputError
 
@@ -68,7 +69,7 @@ class Recorder:
         self.reader = NetnsReader(wanted)
         self.watch: dict[str, NetnsWatch] = {}
         self.child: subprocess.Popen | None = None
-        self.child_out = None
+        self.child_out: IO[bytes] | None = None
         self.child_trigger: Trigger | None = None
         self.queue: deque[Trigger] = deque()
         self.captured = 0
@@ -133,7 +134,8 @@ class Recorder:
         import tempfile
 
         # spec in, result out through files: nothing can block on a full pipe
-        spec_f, self.child_out = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        spec_f = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the child, closed below
+        self.child_out = tempfile.TemporaryFile()  # noqa: SIM115 - read and closed in poll_capture
         spec_f.write(json.dumps(spec).encode())
         spec_f.seek(0)
         self.child = subprocess.Popen([sys.executable, "-m", "ctdoctor.record", "capture"], stdin=spec_f,
@@ -148,6 +150,7 @@ class Recorder:
             return
         if self.child.poll() is None:
             return
+        assert self.child_out is not None
         self.child_out.seek(0)
         text = self.child_out.read(1 << 16).decode("utf-8", "replace").strip()
         self.child_out.close()
@@ -248,7 +251,7 @@ def bundles(directory: str) -> list[tuple[str, int]]:
 
 
 def parse_size(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.I)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
     if not m:
         raise ValueError(f"{text!r} is not a size (e.g. 500M, 2G)")
     return int(float(m.group(1)) * 1024 ** " KMGT".index((m.group(2) or " ").upper()))
@@ -282,7 +285,7 @@ def capture(spec: dict) -> str:
         incident["top"] = tops.get("top", {})
         incident["listed"] = tops.get("listed")
         peaks = [h["count"] / h["max"] for h in spec["history"] if h.get("max")]
-        incident["peak_fill"] = round(max(peaks + [spec["fill"] or 0]), 4)
+        incident["peak_fill"] = round(max([*peaks, spec["fill"] or 0]), 4)
         return json.dumps(incident, indent=2).encode()
 
     collect(spec["output"], only={netns}, entries_for={netns}, on_listing=on_listing,
@@ -310,7 +313,7 @@ def _rates(ref, seconds: float) -> tuple[dict, str]:
             c.close()
     out = {}
     lost = False
-    for (k, q), w in zip(queries.items(), wins):
+    for (k, q), w in zip(queries.items(), wins, strict=True):
         doc = rate.build_doc(q, [[w]], 10, int(w.lost), 1)
         out[k] = [{"key": r["key"][k], "rate": r["rate"], "count": r["count"]} for r in doc["rows"]]
         out["new_per_second"] = doc["new_per_second"]
@@ -326,7 +329,7 @@ def _listing_tops(path: str) -> dict:
     with open(path, "rb") as f:
         ts = tally_stream_multi(f, qs)
     top = {}
-    for k, q, t in zip(keys, qs, ts):
+    for k, q, t in zip(keys, qs, ts, strict=True):
         _, rs = rows(t, q, 10)
         top[k] = [{"key": r["key"][k], "count": r["count"], "share": r["share"]} for r in rs]
     return {"top": top, "listed": ts[0].total}
@@ -370,4 +373,4 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
 
 
-__all__ = ["Recorder", "bundles", "read_incident", "parse_size"]
+__all__ = ["Recorder", "bundles", "parse_size", "read_incident"]

@@ -213,8 +213,8 @@ def scan_line(line: bytes):
                 zrep = str(z).encode()
     if tup != 1 or not (src and dst and rsrc and rdst):
         return None
-    a, b, c, d = norm_addr(src), norm_addr(dst), norm_addr(rsrc), norm_addr(rdst)
-    if a is None or b is None or c is None or d is None:
+    a, b, c2, d = norm_addr(src), norm_addr(dst), norm_addr(rsrc), norm_addr(rdst)
+    if a is None or b is None or c2 is None or d is None:
         return None
     if state:
         lab = state
@@ -230,5 +230,5 @@ def scan_line(line: bytes):
         lab = b"REPLIED"
     if not l3:
         l3 = b"ipv6" if b":" in a else b"ipv4"
-    return (l3, proto, lab, a, b, sport, dport, c, d, mark or b"0", zone or zorig or zrep or b"0",
+    return (l3, proto, lab, a, b, sport, dport, c2, d, mark or b"0", zone or zorig or zrep or b"0",
             unreplied, assured, cnt[0], cnt[1], cnt[2], cnt[3])

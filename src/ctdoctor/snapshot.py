@@ -19,15 +19,20 @@ from ctdoctor.errors import InputError
 from ctdoctor.sources import modules as modmod
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources.firewall import (
-    RulesParseError, RulesSummary, parse_iptables_list, parse_iptables_save, parse_nft_json, parse_nft_text)
+    RulesParseError,
+    RulesSummary,
+    parse_iptables_list,
+    parse_iptables_save,
+    parse_nft_json,
+    parse_nft_text,
+)
 from ctdoctor.sources.hostroot import BUNDLE, LIVE, SOSREPORT, Captured, HostRoot, mangle_command, run_command
 from ctdoctor.sources.kernlog import KernelLogEvent, dedupe, parse_kernel_log
 from ctdoctor.sources.persisted import Persisted, read_persisted
 from ctdoctor.sources.stats import CpuStats, StatsParseError, parse_conntrack_S, parse_proc_stat
 from ctdoctor.sources.sysctl import NF, canonical, parse_int, parse_sysctl_a
+from ctdoctor.sources.system import conntrack_slab, count_cpus, parse_kernel_release, parse_meminfo, parse_slabinfo
 from ctdoctor.textsafe import clean
-from ctdoctor.sources.system import (
-    conntrack_slab, count_cpus, parse_kernel_release, parse_meminfo, parse_slabinfo)
 
 STAT = "proc/net/stat/nf_conntrack"
 LISTING = "proc/net/nf_conntrack"
@@ -60,6 +65,26 @@ class NetnsView:
     def open_listing(self):
         """(binary stream, source, tailed) of the entry listing, or None."""
         raise NotImplementedError
+
+    def prefetch(self, rels: list[str], dirs: list[str]) -> None:
+        """Read these files and folders in one go (live: one fork into the netns, not one per file)."""
+
+    def sample_stats(self) -> CpuStats | None:
+        """The stats file read again now (a second sample for rates); None where time stands still."""
+        return None
+
+    def recorded_second_sample(self, notes: list[str]) -> tuple[CpuStats, float] | None:
+        """(second stats sample, seconds after the first) that a capture recorded, if any."""
+        return None
+
+    def saved_rule_files(self) -> list[tuple[str, str]]:
+        """(text, source) of rules saved on disk for a service to load (RHEL's /etc/sysconfig/iptables):
+        read where the live ruleset was not captured."""
+        return []
+
+    def rule_listings(self) -> list[Captured]:
+        """`iptables -t T -nvL` captures, for sosreports that kept no iptables-save."""
+        return []
 
 
 def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict, dict]:
@@ -128,6 +153,15 @@ class LiveNetnsView(NetnsView):
         except OSError:
             return None
 
+    def sample_stats(self) -> CpuStats | None:
+        files, _ = nsmod.call_in(self.ref, _read_files_here, [STAT], [])
+        if STAT not in files:
+            return None
+        try:
+            return parse_proc_stat(files[STAT], "/" + STAT)
+        except StatsParseError:
+            return None
+
 
 class ImageNetnsView(NetnsView):
     """A netns inside a host image: files under ``prefix`` and sos-named captures."""
@@ -178,6 +212,39 @@ class ImageNetnsView(NetnsView):
                 tailed = os.path.islink(self.root.path / rel)
                 return f, "/" + rel, tailed
         return None
+
+    def recorded_second_sample(self, notes: list[str]) -> tuple[CpuStats, float] | None:
+        rel = f"ctdoctor/samples/{self.name}/nf_conntrack.stat"
+        later = self.root.read_text(rel)
+        meta = _read_meta(self.root) or {}
+        if not later or not meta.get("stats_interval"):
+            return None
+        try:
+            return parse_proc_stat(later, rel), float(meta["stats_interval"])
+        except StatsParseError as e:
+            notes.append(str(e))
+            return None
+
+    def saved_rule_files(self) -> list[tuple[str, str]]:
+        if self.name != nsmod.INIT:
+            return []
+        out = []
+        for rel in ("etc/sysconfig/iptables", "etc/sysconfig/ip6tables"):
+            text = self.root.read_text(rel)
+            if text:
+                out.append((text, "/" + rel))
+        return out
+
+    def rule_listings(self) -> list[Captured]:
+        out = []
+        for plugin in ("firewall_tables", "networking"):
+            for t in ("nat", "raw", "filter", "mangle"):
+                for cmd in (f"iptables -t {t} -nvL", f"iptables -t {t} -vnxL"):
+                    cap = self.capture(plugin, cmd)
+                    if cap and cap.text.lstrip().startswith("Chain "):
+                        out.append(cap)
+                        break
+        return out
 
 
 # ---- the snapshot ---------------------------------------------------------------
@@ -237,6 +304,7 @@ class Snapshot:
     sources: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what could not be read, and why
     taken_at: float = field(default_factory=time.time)
+    captured_at: float | None = None  # when the host was read: now live, meta.json's "created" in a bundle
 
     @property
     def init(self) -> NetnsState | None:
@@ -294,15 +362,27 @@ def sos_namespaces(root: HostRoot) -> list[str]:
     return names
 
 
-_meta_cache: dict[str, dict | None] = {}
-
-
 def _read_meta(root: HostRoot) -> dict | None:
     """ctdoctor/meta.json of a bundle (read once per image: every netns view asks for it)."""
-    key = str(root.path)
-    if key not in _meta_cache:
-        _meta_cache[key] = _load_meta(root)
-    return _meta_cache[key]
+    if "meta" not in root.cache:
+        root.cache["meta"] = _load_meta(root)
+    return root.cache["meta"]
+
+
+def _created(root: HostRoot) -> float | None:
+    """When a bundle was captured (meta.json ``created``, with its UTC offset), else None."""
+    from datetime import datetime
+
+    created = (_read_meta(root) or {}).get("created")
+    if not isinstance(created, str):
+        return None
+    try:
+        return datetime.strptime(created[:24], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        try:  # no offset: the capturing host's local time, the best we know
+            return time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
+        except ValueError:
+            return None
 
 
 def _load_meta(root: HostRoot) -> dict | None:
@@ -345,8 +425,7 @@ def _load_meta(root: HostRoot) -> dict | None:
 def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
                with_rules: bool = True) -> NetnsState:
     st = NetnsState(view.name, inode, owner, view=view)
-    if isinstance(view, LiveNetnsView):
-        view.prefetch([STAT], [NF_DIR])
+    view.prefetch([STAT], [NF_DIR])
     # Settings: the /proc/sys tree when present, else `sysctl -a` output.
     names = view.listdir(NF_DIR)
     legacy = [] if names else [n for n in view.listdir(LEGACY_NF_DIR) if n.startswith("ip_conntrack")]
@@ -370,9 +449,9 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
                     st.settings[ck] = v
                     st.sources[ck] = cap.source
     for key, attr in (("nf_conntrack_count", "count"), ("nf_conntrack_max", "max"), ("nf_conntrack_buckets", "buckets")):
-        v = parse_int(st.settings.get(NF + key))
-        if v is not None:
-            setattr(st, attr, v)
+        num = parse_int(st.settings.get(NF + key))
+        if num is not None:
+            setattr(st, attr, num)
             st.sources[attr] = st.sources[NF + key]
     # Stats: the proc file, else `conntrack -S`.
     stat_rel = STAT if STAT in files else LEGACY_STAT
@@ -394,15 +473,9 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
     if st.count is None and st.stats is not None and st.stats.entries is not None:
         st.count = st.stats.entries
         st.sources["count"] = st.stats.source + " (entries column)"
-    if isinstance(view, ImageNetnsView):
-        later = view.root.read_text(f"ctdoctor/samples/{view.name}/nf_conntrack.stat")
-        meta = _read_meta(view.root) or {}
-        if later and meta.get("stats_interval"):
-            try:
-                st.stats_later = parse_proc_stat(later, f"ctdoctor/samples/{view.name}/nf_conntrack.stat")
-                st.interval = float(meta["stats_interval"])
-            except StatsParseError as e:
-                notes.append(str(e))
+    recorded = view.recorded_second_sample(notes)
+    if recorded is not None:
+        st.stats_later, st.interval = recorded
     if with_rules:
         st.rules = read_rules(view, notes)
     return st
@@ -412,15 +485,11 @@ def _sample_again(states: list[NetnsState], interval: float) -> None:
     """Second stats sample of every live netns, one interval after the first."""
     time.sleep(interval)
     for st in states:
-        if st.stats is None or not isinstance(st.view, LiveNetnsView):
+        if st.stats is None or st.view is None:
             continue
-        files, _ = nsmod.call_in(st.view.ref, _read_files_here, [STAT], [])
-        if STAT in files:
-            try:
-                st.stats_later = parse_proc_stat(files[STAT], "/" + STAT)
-                st.interval = interval
-            except StatsParseError:
-                pass
+        later = st.view.sample_stats()
+        if later is not None:
+            st.stats_later, st.interval = later, interval
 
 
 def read_rules(view: NetnsView, notes: list[str]) -> RulesSummary:
@@ -444,24 +513,16 @@ def read_rules(view: NetnsView, notes: list[str]) -> RulesSummary:
         found = False
         for cmd in ("iptables-save", "ip6tables-save"):
             cap = view.capture(plugin, cmd)
-            if cap and re.search(r"^\*\w+", cap.text, re.M):
+            if cap and re.search(r"^\*\w+", cap.text, re.MULTILINE):
                 s.merge(parse_iptables_save(cap.text, cap.source))
                 found = True
         if found:
             break
-    if isinstance(view, ImageNetnsView) and not s.seen:
-        for plugin in ("firewall_tables", "networking"):
-            for t in ("nat", "raw", "filter", "mangle"):
-                for cmd in (f"iptables -t {t} -nvL", f"iptables -t {t} -vnxL"):
-                    cap = view.capture(plugin, cmd)
-                    if cap and cap.text.lstrip().startswith("Chain "):
-                        s.merge(parse_iptables_list(cap.text, cap.source))
-                        break
-    if isinstance(view, ImageNetnsView) and view.name == nsmod.INIT:
-        for rel in ("etc/sysconfig/iptables", "etc/sysconfig/ip6tables"):
-            text = view.root.read_text(rel)
-            if text:
-                s.merge(parse_iptables_save(text, "/" + rel))
+    if not s.seen:
+        for cap in view.rule_listings():
+            s.merge(parse_iptables_list(cap.text, cap.source))
+    for text, source in view.saved_rule_files():
+        s.merge(parse_iptables_save(text, source))
     return s
 
 
@@ -542,9 +603,10 @@ def _not_before_birth(events: list[KernelLogEvent], root: HostRoot, snap: Snapsh
                     pass
     else:  # a bundle: collect recorded the boot time and each namespace's birth
         meta = _read_meta(root) or {}
-        boot = meta.get("boot_time")
-        if not isinstance(boot, (int, float)):
+        recorded = meta.get("boot_time")
+        if not isinstance(recorded, (int, float)):
             return events
+        boot = float(recorded)
         for ns in meta.get("namespaces", []):
             born = ns.get("born")
             if isinstance(born, (int, float)) and ns.get("inode"):
@@ -610,6 +672,7 @@ def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
 def build(root: HostRoot, netns: str | None = None, interval: float | None = None,
           with_rules: bool = True, with_log: bool = True) -> Snapshot:
     snap = Snapshot(source=root.kind, root_label=root.label)
+    snap.captured_at = time.time() if root.is_live else _created(root)
     hn = root.read_text("proc/sys/kernel/hostname") or root.read_text("etc/hostname")
     if hn is None and not root.is_live:
         cap = root.capture("general", "hostname") or root.capture("host", "hostname")
@@ -684,4 +747,4 @@ def entry_memory(snap: Snapshot, count: int | None) -> dict | None:
             "source": "estimate: /proc/slabinfo not readable"}
 
 
-__all__ = ["Snapshot", "NetnsState", "build", "entry_memory", "BUNDLE", "SOSREPORT", "LIVE"]
+__all__ = ["BUNDLE", "LIVE", "SOSREPORT", "NetnsState", "Snapshot", "build", "entry_memory"]

@@ -43,13 +43,13 @@ def settings_report(snap: Snapshot) -> dict:
         ck = canonical(key)
         if not (ck.startswith(NF) or ck == "net.nf_conntrack_max"):
             continue
-        live = snap.settings.get(ck)
-        if live is None and ck == "net.nf_conntrack_max":
-            live = snap.settings.get(NF + "nf_conntrack_max")
-        if live is None:
+        now = snap.settings.get(ck)
+        if now is None and ck == "net.nf_conntrack_max":
+            now = snap.settings.get(NF + "nf_conntrack_max")
+        if now is None:
             continue
-        if " ".join(live.split()) != " ".join(s.value.split()):
-            drift.append({"key": ck, "live": live, "persisted": s.value, "file": s.file, "line": s.lineno})
+        if " ".join(now.split()) != " ".join(s.value.split()):
+            drift.append({"key": ck, "live": now, "persisted": s.value, "file": s.file, "line": s.lineno})
     return {"non_default": non_default, "drift": drift}
 
 

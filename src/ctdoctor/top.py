@@ -13,11 +13,32 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from ctdoctor.accel import accelerated
 from ctdoctor.errors import InputError, UsageError
-from ctdoctor.scan import (S_ASSURED, S_DPORT, S_DST, S_L3, S_LABEL, S_MARK, S_OB, S_OPK, S_PROTO, S_RB, S_RDST,
-                           S_RPK, S_RSRC, S_SPORT, S_SRC, S_UNREPLIED, S_ZONE, U64, scan_line)
+from ctdoctor.scan import (
+    S_ASSURED,
+    S_DPORT,
+    S_DST,
+    S_L3,
+    S_LABEL,
+    S_MARK,
+    S_OB,
+    S_OPK,
+    S_PROTO,
+    S_RB,
+    S_RDST,
+    S_RPK,
+    S_RSRC,
+    S_SPORT,
+    S_SRC,
+    S_UNREPLIED,
+    S_ZONE,
+    U64,
+    scan_line,
+)
 from ctdoctor.sources.entries import NOISE_RE, EntryParseError, parse_save_line, read_chunks
 
 # field ids shared with _fastscan.c
@@ -81,6 +102,14 @@ class PyAggregator:
                 self._take(f)
             first = False
         return n, bad, first_bad
+
+    def feed_entries(self, entries) -> int:
+        """Decoded entries straight in (the pure-Python ctnetlink path); returns how many."""
+        n = 0
+        for e in entries:
+            self._take(entry_fields(e))
+            n += 1
+        return n
 
     def _take(self, f) -> None:
         self.total += 1
@@ -156,21 +185,30 @@ def _save_fields(ln: bytes):
         e = parse_save_line(ln.decode("utf-8", "replace"))
     except EntryParseError:
         return None
+    return entry_fields(e, counters=False)
+
+
+def entry_fields(e, counters: bool = True):
+    """An ``Entry`` (a decoded ctnetlink message, a save line) as the scan fields tuple (see scan.S_*):
+    what the aggregator takes, without printing the entry and scanning it again."""
     o, r = e.orig, e.reply
 
     def num(v):
         return b"" if v is None else str(v).encode()
 
+    def cnt(v):
+        return min(v, U64) if counters and v is not None else 0
+
     zone = e.zone if e.zone is not None else o.zone if o.zone is not None else r.zone
     return (e.l3.encode(), e.proto.encode(), label(e).encode(), o.src.encode(), o.dst.encode(), num(o.sport),
             num(o.dport), r.src.encode(), r.dst.encode(), num(e.mark), str(zone or 0).encode(), e.unreplied,
-            e.assured, 0, 0, 0, 0)
+            e.assured, cnt(o.packets), cnt(o.bytes), cnt(r.packets), cnt(r.bytes))
 
 
 def _net(t):
     import ipaddress
 
-    fam, packed, prefix = t
+    _fam, packed, prefix = t
     return ipaddress.ip_network((packed, prefix))
 
 
@@ -182,16 +220,6 @@ def _in(addr: bytes, nets) -> bool:
     except ValueError:
         return False
     return any(a.version == n.version and a in n for n in nets)
-
-
-def accelerated() -> bool:
-    if os.environ.get("CTDOCTOR_NO_ACCEL"):
-        return False
-    try:
-        from ctdoctor import _fastscan  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 # ---- the query ----------------------------------------------------------------------
@@ -270,6 +298,18 @@ def parse_query(by: str, state: str | None, proto: str | None, port: int | None,
     return q
 
 
+class Aggregator(Protocol):
+    """What ``_fastscan.Aggregator`` and ``PyAggregator`` both are."""
+
+    total: int
+    matched: int
+
+    def feed(self, buf: bytes, skip_first_bad: bool = False) -> tuple[int, int, int]: ...
+    def merge(self, other: Any, prefix: bytes = b"") -> None: ...
+    def result(self) -> dict: ...
+    def top(self, limit: int) -> tuple[int, list]: ...
+
+
 # ---- feeding ------------------------------------------------------------------------------
 
 
@@ -278,7 +318,7 @@ class Tally:
     """What one or more listings gave: an aggregator plus line and accounting facts."""
 
     query: Query
-    agg: object = None
+    agg: Aggregator | None = None
     lines: int = 0
     accounting: bool = False
     unreadable: int = 0  # lines that were not an entry (skipped and counted)
@@ -297,7 +337,7 @@ class Tally:
         if count and self.first_bad is None:
             self.first_bad = (line_no, text.decode("utf-8", "replace").strip()[:80])
 
-    def check(self) -> "Tally":
+    def check(self) -> Tally:
         """Reject a listing most of whose lines are not entries; a few bad lines are only counted."""
         if self.unreadable and self.unreadable * 2 > self.total + self.unreadable:
             n, text = self.first_bad or (0, "")
@@ -305,7 +345,7 @@ class Tally:
                              f"{self.total + self.unreadable} lines unreadable: not a conntrack listing)")
         return self
 
-    def merge(self, other: "Tally", prefix: bytes = b"") -> None:
+    def merge(self, other: Tally, prefix: bytes = b"") -> None:
         self.unreadable += other.unreadable
         if self.first_bad is None:
             self.first_bad = other.first_bad
@@ -402,7 +442,7 @@ def tally_stream_multi(f, queries: list[Query], *, skip_first_partial: bool = Fa
                         pass
                 if stop.is_set():
                     return
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+        except BaseException as e:
             err.append(e)
         q.put(None)
 
@@ -446,7 +486,7 @@ def tally_stream_multi(f, queries: list[Query], *, skip_first_partial: bool = Fa
         if isinstance(e, InputError):
             raise e
         raise InputError(f"reading the listing failed: {e}")
-    return [Tally(qq, agg, line_base, acct, bad, first_bad).check() for qq, agg in zip(queries, aggs)]
+    return [Tally(qq, agg, line_base, acct, bad, first_bad).check() for qq, agg in zip(queries, aggs, strict=True)]
 
 
 def _tally_range(path: str, start: int, end: int, query: Query, force_python: bool):
@@ -530,10 +570,11 @@ def rows(tally: Tally, query: Query, limit: int | None) -> tuple[int, list[dict]
     groups, top = tally.agg.top(limit or 0)
     total = tally.total or 1
     out = []
-    for k, cnt, opk, ob, rpk, rb, labels in top:
+    for key, cnt, opk, ob, rpk, rb, labels in top:
         ns = None
+        k = key
         if "netns" in query.by:  # merged with the netns name in front
-            ns_b, _, k = k.partition(SEP)
+            ns_b, _, k = key.partition(SEP)
             ns = ns_b.decode()
         vals = [v.decode("utf-8", "replace") for v in k.split(SEP)] if query.fields() else []
         row = {"key": _key_dict(query, vals, ns), "count": cnt, "share": round(cnt / total, 6),

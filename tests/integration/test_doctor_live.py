@@ -1,18 +1,19 @@
 """The doctor on the real kernel: lab incidents come out as findings, the idle host gives none."""
 
 import json
+from pathlib import Path
 
 import jsonschema
 import pytest
 
-from tests.conftest import needs_kernel, run_cli
+from tests.conftest import assert_exit_matches, needs_kernel, run_cli
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
-SCHEMA = json.loads(open("schemas/doctor.schema.json").read())
+SCHEMA = json.loads((Path(__file__).parents[2] / "src/ctdoctor/schemas/doctor.schema.json").read_text())
 
 
 def doctor(*args):
-    rc, out, err = run_cli("doctor", "--format", "json", *args, timeout=180)
+    rc, out, _err = run_cli("doctor", "--format", "json", *args, timeout=180)
     doc = json.loads(out)
     jsonschema.validate(doc, SCHEMA)
     return rc, doc
@@ -26,7 +27,7 @@ def test_idle_host_has_no_warning_or_critical():
     rc, doc = doctor("--interval", "0.5")
     bad = [f for f in doc["findings"] if f["severity"] in ("critical", "warning")]
     assert rc == 0 and not bad, bad
-    rc, out, err = run_cli("--format", "nagios")
+    rc, out, _err = run_cli("--format", "nagios")
     assert rc == 0 and out.startswith("CONNTRACK OK")
 
 
@@ -51,6 +52,7 @@ def test_table_full_gives_ct001_ct002_ct014_ct018_for_that_netns_by_name(lab):
 def test_early_drop_gives_ct003(lab):
     run = lab("early-drop", 200)
     rc, doc = doctor("--netns", run.netns.name, "--interval", "0")
+    assert_exit_matches(rc, doc)
     (f,) = by(doc, "CT003", run.netns.name)
     assert f["evidence"]["early_drop"]["value"] >= 180
     assert not by(doc, "CT002", run.netns.name), "early drop is not a drop"
@@ -66,6 +68,7 @@ def test_syn_unreplied_gives_ct012(lab):
 def test_time_wait_pileup_gives_ct012_and_ct013(lab):
     run = lab("time-wait-pileup", 1500)
     rc, doc = doctor("--netns", run.netns.name, "--interval", "0")
+    assert_exit_matches(rc, doc)
     assert "TIME_WAIT" in {f["evidence"]["state"] for f in by(doc, "CT012", run.netns.name)}
     heavy = {f["evidence"]["key"]: f for f in by(doc, "CT013", run.netns.name)}
     assert heavy["src"]["evidence"]["value"] == "127.0.0.1" and heavy["dport"]["evidence"]["value"] == "8080"
@@ -89,6 +92,7 @@ def test_notrack_without_accept_gives_ct016_and_ct014(netns):
     try:
         assert json.loads(holder.stdout.readline())["ok"] == 25
         rc, doc = doctor("--netns", netns.name, "--interval", "0")
+        assert_exit_matches(rc, doc)
         assert not by(doc, "CT016", netns.name)
         (f14,) = by(doc, "CT014", netns.name)
         assert f14["title"] == "connections that conntrack does not track"
@@ -100,7 +104,7 @@ def test_notrack_without_accept_gives_ct016_and_ct014(netns):
 
 def test_exit_codes_follow_nagios(lab):
     run = lab("syn-unreplied", 150)
-    rc, out, err = run_cli("doctor", "--netns", run.netns.name, "--interval", "0", "--only", "CT012")
+    rc, _out, _err = run_cli("doctor", "--netns", run.netns.name, "--interval", "0", "--only", "CT012")
     assert rc == 1
-    rc, out, err = run_cli("doctor", "--netns", run.netns.name, "--interval", "0", "--only", "CT017")
+    rc, _out, _err = run_cli("doctor", "--netns", run.netns.name, "--interval", "0", "--only", "CT017")
     assert rc == 0

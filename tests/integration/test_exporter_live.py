@@ -82,7 +82,7 @@ class Server:
     def __init__(self, argv: list[str], url: str, **kw):
         self.argv, self.url, self.kw = argv, url, kw
         self.proc: subprocess.Popen | None = None
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
 
     def __enter__(self):
         self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT, **self.kw)
@@ -105,6 +105,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log.close()
 
 
 def exporter(*args: str) -> Server:
@@ -196,7 +197,7 @@ def query(api: str, expr: str) -> list:
 
 
 def test_prometheus_sees_the_full_netns_its_drops_and_the_alerts(full_netns, full_stack):
-    exp, api, prom = full_stack
+    _exp, api, _prom = full_stack
     ns = full_netns
     gmax = ns.count()
     sel = f'netns="{ns.name}"'
@@ -231,7 +232,7 @@ def test_prometheus_sees_the_full_netns_its_drops_and_the_alerts(full_netns, ful
 
 
 def test_every_dashboard_query_parses_and_returns_data(full_netns, full_stack):
-    exp, api, prom = full_stack
+    _exp, api, _prom = full_stack
     wait_for(lambda: query(api, f'ctdoctor_conntrack_entries_by_state{{netns="{full_netns.name}"}}'), 30,
              "the refresh's state breakdown")
     drop_new_connections(full_netns)
@@ -255,7 +256,7 @@ def test_every_dashboard_query_parses_and_returns_data(full_netns, full_stack):
 
 
 def test_two_hundred_concurrent_scrapes_all_succeed(full_netns, full_stack):
-    exp, api, prom = full_stack
+    exp, _api, _prom = full_stack
     n = 200
     barrier = threading.Barrier(n)
     results: list = [None] * n
@@ -265,7 +266,7 @@ def test_two_hundred_concurrent_scrapes_all_succeed(full_netns, full_stack):
         try:
             body = get(exp.url, timeout=30)
             results[i] = f'netns="{full_netns.name}"' in body.decode()
-        except Exception as e:  # noqa: BLE001 - recorded and asserted below
+        except Exception as e:
             results[i] = e
 
     threads = [threading.Thread(target=scrape, args=(i,)) for i in range(n)]

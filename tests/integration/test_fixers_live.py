@@ -13,6 +13,7 @@ pytestmark = [needs_kernel, pytest.mark.kernel]
 
 def _states(ns):
     rc, out, err = run_cli("--netns", ns, "top", "--by", "state", "--limit", "0", "--format", "json")
+    assert rc == 0, err
     return {r["key"]["state"]: r["count"] for r in json.loads(out)["rows"]}
 
 
@@ -25,6 +26,7 @@ def test_flush_keeps_established_and_dry_run_matches(lab):
     dry = json.loads(out)
     assert dry["deleted"] == 0 and dry["after"] == dry["before"]
     rc, out, err = run_cli("--netns", ns, "flush", "--state", "TIME_WAIT,UNREPLIED", "--format", "json")
+    assert rc == 0, err
     done = json.loads(out)
     assert done["matched"] == dry["matched"] and done["deleted"] + done["already_gone"] == dry["matched"]
     after = _states(ns)
@@ -105,10 +107,11 @@ def test_apply_dry_run_on_this_host_writes_nothing():
     import os
 
     before = os.path.exists("/etc/sysctl.d/90-ctdoctor.conf")
-    rc, out, err = run_cli("apply", "--max", "524288")
+    rc, out, _err = run_cli("apply", "--max", "524288")
     assert rc == 0 and "dry run" in out and "+net.netfilter.nf_conntrack_max = 524288" in out
     assert os.path.exists("/etc/sysctl.d/90-ctdoctor.conf") == before
-    assert open("/proc/sys/net/netfilter/nf_conntrack_max").read().strip() != "524288"
+    with open("/proc/sys/net/netfilter/nf_conntrack_max") as f:
+        assert f.read().strip() != "524288"
 
 
 def test_flush_never_deletes_an_entry_recreated_with_the_same_tuple(netns):

@@ -85,45 +85,49 @@ def test_lab_cli_run_and_list():
 
 
 def test_keep_then_clean():
+    """Tests touch only what they made: a user's own kept lab namespaces survive (clean NAME)."""
     rc, doc = run_json("lab", "run", "nat-loopback", "--scale", "2", "--keep")
     assert rc == 0 and doc["netns"] in labmod.leftovers()
-    rc, out, err = run_cli("lab", "clean")
-    assert rc == 0 and doc["netns"] in out and not labmod.leftovers()
+    rc, out, err = run_cli("lab", "clean", doc["netns"])
+    assert rc == 0 and doc["netns"] in out and doc["netns"] not in labmod.leftovers()
+    rc, out, err = run_cli("lab", "clean", "not-a-lab-ns")
+    assert_one_line_error(rc, err, code=2, contains="not a lab namespace")
 
 
 def _start_long_run():
+    before = set(labmod.leftovers())
     p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "lab", "run", "time-wait-pileup", "--scale", "200000"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 20
-    while not labmod.leftovers() and time.monotonic() < deadline:
+    while not set(labmod.leftovers()) - before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert labmod.leftovers(), "the scenario's netns never appeared"
+    mine = set(labmod.leftovers()) - before
+    assert mine, "the scenario's netns never appeared"
     time.sleep(0.5)
-    return p
+    return p, mine
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_run_removes_its_netns(sig):
-    p = _start_long_run()
+    p, mine = _start_long_run()
     p.send_signal(sig)
     p.wait(timeout=30)
     assert p.returncode != 0
     assert "Traceback" not in p.stderr.read().decode()
-    assert not labmod.leftovers()
+    assert not mine & set(labmod.leftovers())
 
 
 def test_killed_run_is_cleaned_by_lab_clean():
-    p = _start_long_run()
+    p, mine = _start_long_run()
     p.kill()
     p.wait(timeout=10)
-    left = labmod.leftovers()
-    assert left
-    rc, out, err = run_cli("lab", "clean")
-    assert rc == 0 and not labmod.leftovers()
+    assert mine <= set(labmod.leftovers())
+    rc, _out, _err = run_cli("lab", "clean", *sorted(mine))
+    assert rc == 0 and not mine & set(labmod.leftovers())
 
 
 def test_lab_without_root_says_so():
-    rc, out, err = run_cli("lab", "run", "table-full", as_nobody=True)
+    rc, _out, err = run_cli("lab", "run", "table-full", as_nobody=True)
     assert_one_line_error(rc, err, code=2, contains="root")
 
 
@@ -137,5 +141,5 @@ def test_lab_without_conntrack_tool_says_which(tmp_path):
 
 
 def test_lab_refuses_a_host_image(tmp_path):
-    rc, out, err = run_cli("--root", str(tmp_path), "lab", "list")
+    rc, _out, _err = run_cli("--root", str(tmp_path), "lab", "list")
     assert rc == 2

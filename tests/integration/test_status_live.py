@@ -1,8 +1,6 @@
 """`status` and `collect` against the real kernel, in throwaway network namespaces."""
 
-import json
 import re
-import subprocess
 import tarfile
 
 import pytest
@@ -50,6 +48,7 @@ def test_filled_netns_shows_its_own_count_under_netns_all():
         a.load_established(2000)
         b.load_established(10)
         rc, doc = run_json("--netns", "all", "status", "--interval", "0")
+        assert rc == 0
         by = {n["name"]: n for n in doc["namespaces"]}
         assert doc["namespaces"][0]["name"] == "init"
         assert by[a.name]["count"] == 2000 and by[b.name]["count"] == 10
@@ -58,7 +57,7 @@ def test_filled_netns_shows_its_own_count_under_netns_all():
 
 
 def test_unknown_netns_is_a_one_line_error():
-    rc, out, err = run_cli("--netns", "ctdt-does-not-exist", "status")
+    rc, _out, err = run_cli("--netns", "ctdt-does-not-exist", "status")
     assert_one_line_error(rc, err, code=2, contains="no such network namespace")
 
 
@@ -128,10 +127,10 @@ def test_collect_no_entries_and_anonymize(tmp_path):
 
 
 def test_collect_bad_output(tmp_path):
-    rc, out, err = run_cli("collect", "-o", str(tmp_path / "x.zip"))
+    rc, _out, err = run_cli("collect", "-o", str(tmp_path / "x.zip"))
     assert_one_line_error(rc, err, code=2, contains=".tar.gz")
-    rc, out, err = run_cli("collect", "-o", str(tmp_path / "nodir" / "x.tar.gz"))
+    rc, _out, err = run_cli("collect", "-o", str(tmp_path / "nodir" / "x.tar.gz"))
     assert_one_line_error(rc, err, code=2, contains="does not exist")
-    rc, out, err = run_cli("--root", str(tmp_path), "collect", "-o", str(tmp_path / "x.tar.gz"))
+    rc, _out, err = run_cli("--root", str(tmp_path), "collect", "-o", str(tmp_path / "x.tar.gz"))
     assert_one_line_error(rc, err, code=2, contains="running kernel")
     assert not list(tmp_path.glob("*.tar.gz")) and not list(tmp_path.glob(".ctdoctor-bundle-*"))

@@ -1,8 +1,6 @@
 """`top` on the real kernel equals an independent count from `conntrack -L -o extended`."""
 
 import collections
-import ipaddress
-import re
 import socket
 
 import pytest
@@ -72,7 +70,7 @@ def test_top_equals_reference_on_mixed_traffic(lab):
 
 def test_netlink_decoder_equals_proc_parser(lab):
     run = lab("mixed-traffic")
-    ref = [r for r in nsmod.discover() if r.name == run.netns.name][0]
+    ref = next(r for r in nsmod.discover() if r.name == run.netns.name)
     with nsmod.stream_in(ref, "/proc/net/nf_conntrack") as f:
         proc = list(iter_entries(f.read().decode().splitlines()))
     sock = socket.socket(fileno=nsmod.socket_in(ref, socket.AF_NETLINK, socket.SOCK_RAW, 12))
@@ -91,7 +89,7 @@ def test_netlink_decoder_equals_proc_parser(lab):
 
 def test_c_netlink_lines_equal_python_decoder(lab):
     run = lab("mixed-traffic")
-    ref = [r for r in nsmod.discover() if r.name == run.netns.name][0]
+    ref = next(r for r in nsmod.discover() if r.name == run.netns.name)
     sock = socket.socket(fileno=nsmod.socket_in(ref, socket.AF_NETLINK, socket.SOCK_RAW, 12))
     bufs = list(ctnetlink.dump_buffers(sock))
     sock.close()
@@ -106,6 +104,7 @@ def test_top_netns_all_with_the_netns_key(lab):
     a = lab("syn-unreplied", 30)
     b = lab("time-wait-pileup", 40)
     rc, doc = run_json("--netns", "all", "top", "--by", "netns,state", "--limit", "0")
+    assert rc == 0
     got = {(r["key"]["netns"], r["key"]["state"]): r["count"] for r in doc["rows"]}
     assert got[(a.netns.name, "SYN_SENT")] == 30 and got[(b.netns.name, "TIME_WAIT")] == 40
     heads = {h["netns"]: h for h in doc["namespaces"]}

@@ -1,6 +1,5 @@
 """Runs last: the suite left no namespaces, nft tables or changed host-wide sysctls behind."""
 
-import pytest
 
 from tests.conftest import host_state
 

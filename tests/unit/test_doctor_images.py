@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ctdoctor.sources.entries import Entry, Tuple, format_entry
-from tests.conftest import IMAGES, assert_one_line_error, run_cli
+from tests.conftest import IMAGES, assert_exit_matches, assert_one_line_error, run_cli
 
 BASE = IMAGES / "bundle-vm-6.18"
 RHEL7 = IMAGES / "sosreport-gw01-rhel7"
@@ -56,7 +56,7 @@ def stat(cpus=2, count=0, **vals):
     cols = STAT_HEADER.split()
     rows = []
     for _ in range(cpus):
-        row = {c: 0 for c in cols}
+        row = dict.fromkeys(cols, 0)
         row["entries"] = count
         row.update(vals)
         rows.append("  ".join(f"{row[c]:08x}" for c in cols))
@@ -154,6 +154,7 @@ def test_ct018_negative(tmp_path):
 
 def test_ct018_from_a_sosreport():
     rc, doc = doctor(K8S)
+    assert_exit_matches(rc, doc)
     (f,) = find(doc, "CT018")
     assert f["netns"] == "cni-4f1e" and f["evidence"]["count"]["source"].endswith("ip_netns_exec_cni-4f1e_sysctl_-a")
 
@@ -166,6 +167,7 @@ def test_ct002_counters_and_old_log_format(tmp_path):
     (f,) = find(doc, "CT002")
     assert f["severity"] == "warning" and f["evidence"]["drop"]["value"] == 14
     rc, doc = doctor(RHEL7)
+    assert_exit_matches(rc, doc)
     (f,) = find(doc, "CT002")
     # the same 3 events are in sos_commands/kernel/dmesg and /var/log/messages: counted once
     assert f["severity"] == "critical" and f["evidence"]["kernel_log_lines"] == 3
@@ -175,17 +177,20 @@ def test_ct002_counters_and_old_log_format(tmp_path):
 def test_ct002_without_netns_in_the_line_is_inferred(tmp_path):
     dmesg = "[ 12.5] nf_conntrack: nf_conntrack: table full, dropping packet\n"
     rc, doc = doctor(_with_pod(tmp_path, 262144, dmesg))
+    assert_exit_matches(rc, doc)
     by = {f["netns"]: f for f in find(doc, "CT002")}
     assert by["cni-77"]["evidence"]["netns_inferred"] is True
 
 
 def test_ct002_ct003_negative():
     rc, doc = doctor(BASE)
+    assert_exit_matches(rc, doc)
     assert not ids(doc) & {"CT002", "CT003"}
 
 
 def test_ct003_early_drop(tmp_path):
     rc, doc = doctor(image(tmp_path, BASE, {"proc/net/stat/nf_conntrack": stat(count=5, early_drop=40)}))
+    assert_exit_matches(rc, doc)
     (f,) = find(doc, "CT003")
     assert f["severity"] == "warning" and f["evidence"]["early_drop"]["value"] == 80
     assert "CT002" not in ids(doc)
@@ -195,6 +200,7 @@ def test_rates_from_the_bundle_second_sample(tmp_path):
     root = image(tmp_path, BASE, {"proc/net/stat/nf_conntrack": stat(count=5, drop=7),
                               "ctdoctor/samples/init/nf_conntrack.stat": stat(count=5, drop=12)})
     rc, doc = doctor(root)
+    assert_exit_matches(rc, doc)
     (f,) = find(doc, "CT002")
     assert f["evidence"]["drop_per_second"] == 10.0 and f["severity"] == "critical"
 
@@ -205,6 +211,7 @@ def test_rates_from_the_bundle_second_sample(tmp_path):
 def test_ct004_count_far_above_listing(tmp_path):
     rc, doc = doctor(image(tmp_path, BASE, {NF + "nf_conntrack_count": "5000\n",
                                         "proc/net/nf_conntrack": listing({"ESTABLISHED": 10})}))
+    assert_exit_matches(rc, doc)
     (f,) = find(doc, "CT004")
     assert f["evidence"]["gap"] == 4990 and "ecache dying list" in f["explanation"]
 
@@ -213,6 +220,7 @@ def test_ct004_explains_differently_before_5_19(tmp_path):
     root = image(tmp_path, BASE, {NF + "nf_conntrack_count": "5000\n", "proc/net/nf_conntrack": listing({"ESTABLISHED": 10}),
                               "proc/sys/kernel/osrelease": "5.4.0-150-generic\n"})
     rc, doc = doctor(root)
+    assert_exit_matches(rc, doc)
     assert "per-CPU unconfirmed list" in find(doc, "CT004")[0]["explanation"]
 
 
@@ -221,6 +229,7 @@ def test_ct004_negative_and_sample(tmp_path):
                                         "proc/net/nf_conntrack": listing({"ESTABLISHED": 10})}))
     assert "CT004" not in ids(doc)
     rc, doc = doctor(K8S)
+    assert_exit_matches(rc, doc)
     assert any(u["id"] == "CT004" and "sample" in u["reason"] for u in doc["unknown"])
 
 
@@ -231,6 +240,7 @@ def test_ct005_nat_rules_without_nf_nat(tmp_path):
     lsmod = (RHEL7 / "sos_commands/kernel/lsmod").read_text()
     lsmod = "\n".join(ln for ln in lsmod.splitlines() if not ln.startswith(("nf_nat", "iptable_nat")))
     rc, doc = doctor(image(tmp_path, RHEL7, {"sos_commands/kernel/lsmod": lsmod}))
+    assert_exit_matches(rc, doc)
     (f,) = find(doc, "CT005")
     assert f["severity"] == "critical" and f["evidence"]["missing_modules"] == ["nf_nat"]
     assert "nf_conntrack_ipv4" in f["fix"][0], "3.10 needs the per-family module"
@@ -239,6 +249,7 @@ def test_ct005_nat_rules_without_nf_nat(tmp_path):
 
 def test_ct005_negative():
     rc, doc = doctor(RHEL7)
+    assert_exit_matches(rc, doc)
     assert "CT005" not in ids(doc)
 
 
@@ -260,6 +271,7 @@ def test_ct006_ct007_ct008_from_the_rhel7_incident():
 
 def test_ct006_builtin_drift_explanation(tmp_path):
     rc, doc = doctor(image(tmp_path, BASE, {"etc/sysctl.d/90-ct.conf": "net.netfilter.nf_conntrack_max = 524288\n"}))
+    assert_exit_matches(rc, doc)
     (d,) = find(doc, "CT006")
     assert "built into this kernel" in d["explanation"]
 
@@ -269,12 +281,14 @@ def test_ct007_ct008_negatives(tmp_path):
         '#IPTABLES_SYSCTL_LOAD_LIST=".nf_conntrack .bridge-nf"', 'IPTABLES_SYSCTL_LOAD_LIST=".nf_conntrack"')
     rc, doc = doctor(image(tmp_path, RHEL7, {"etc/sysconfig/iptables-config": cfg,
                                              "etc/modprobe.d/nf_conntrack.conf": "remove nf_conntrack /bin/false\n"}))
+    assert_exit_matches(rc, doc)
     assert not ids(doc) & {"CT007", "CT008"}
 
 
 def test_ct008_warning_without_rules(tmp_path):
     root = image(tmp_path, BASE, {"etc/modprobe.d/x.conf": "install nf_nat /bin/false\n"})
     rc, doc = doctor(root)
+    assert_exit_matches(rc, doc)
     (m,) = find(doc, "CT008")
     assert m["severity"] == "warning"
 
@@ -285,6 +299,7 @@ def test_ct015_unknown_without_module_data(tmp_path):
     shutil.rmtree(root / "proc/sys/net/netfilter")
     (root / "sos_commands/kernel/sysctl_-a").unlink()
     rc, doc = doctor(root)
+    assert_exit_matches(rc, doc)
     assert any(u["id"] == "CT015" for u in doc["unknown"])
 
 
@@ -294,6 +309,7 @@ def test_ct015_unknown_without_module_data(tmp_path):
 def test_ct009_ratio_and_chainlength(tmp_path):
     rc, doc = doctor(image(tmp_path, BASE, {NF + "nf_conntrack_buckets": "16384\n",
                                         "proc/net/stat/nf_conntrack": stat(count=0, chainlength=5)}))
+    assert_exit_matches(rc, doc)
     fs = find(doc, "CT009")
     assert {f["severity"] for f in fs} == {"warning"} and len(fs) == 2
     assert fs[0]["evidence"]["ratio"] == 16.0
@@ -301,11 +317,13 @@ def test_ct009_ratio_and_chainlength(tmp_path):
 
 def test_ct009_ct010_ct017_ct019_negative():
     rc, doc = doctor(BASE)
+    assert_exit_matches(rc, doc)
     assert not ids(doc) & {"CT009", "CT010", "CT017", "CT019"}
 
 
 def test_ct010_memory(tmp_path):
     rc, doc = doctor(image(tmp_path, BASE, {NF + "nf_conntrack_max": "60000000\n"}))
+    assert_exit_matches(rc, doc)
     (f,) = find(doc, "CT010")
     assert f["severity"] == "critical" and f["evidence"]["entry_size"]["source"].startswith("/proc/slabinfo")
 
@@ -323,6 +341,7 @@ def test_ct019_expectations(tmp_path):
     expect = "".join(f"296 l3proto = 2 proto=6 src=192.0.2.1 dst=192.0.2.{i % 250} sport=0 dport={20000 + i} "
                      f"ftp\n" for i in range(4000))
     rc, doc = doctor(image(tmp_path, BASE, {"proc/net/nf_conntrack_expect": expect}))
+    assert_exit_matches(rc, doc)
     assert find(doc, "CT019")[0]["severity"] == "critical"
 
 
@@ -333,6 +352,7 @@ def test_ct011_established_dominates_a_busy_table(tmp_path):
     lst = listing({"ESTABLISHED": 900, "TIME_WAIT": 100})
     rc, doc = doctor(image(tmp_path, BASE, {NF + "nf_conntrack_count": "1000\n", NF + "nf_conntrack_max": "1500\n",
                                         NF + "nf_conntrack_buckets": "1024\n", "proc/net/nf_conntrack": lst}))
+    assert_exit_matches(rc, doc)
     (f,) = find(doc, "CT011")
     assert f["evidence"]["state"] == "ESTABLISHED" and f["evidence"]["timeout"]["value"] == 432000
     assert "nf_conntrack_tcp_timeout_established=86400" in f["fix"][0]
@@ -341,6 +361,7 @@ def test_ct011_established_dominates_a_busy_table(tmp_path):
 def test_ct011_negative_when_not_busy(tmp_path):
     lst = listing({"ESTABLISHED": 900, "TIME_WAIT": 100})
     rc, doc = doctor(image(tmp_path, BASE, {NF + "nf_conntrack_count": "1000\n", "proc/net/nf_conntrack": lst}))
+    assert_exit_matches(rc, doc)
     assert "CT011" not in ids(doc)
 
 
@@ -350,12 +371,14 @@ def test_ct011_negative_when_not_busy(tmp_path):
 def test_ct012_state_pileups(tmp_path, states, label):
     n = sum(states.values())
     rc, doc = doctor(image(tmp_path, BASE, {NF + "nf_conntrack_count": f"{n}\n", "proc/net/nf_conntrack": listing(states)}))
+    assert_exit_matches(rc, doc)
     assert label in {f["evidence"]["state"] for f in find(doc, "CT012")}
 
 
 def test_ct012_negative(tmp_path):
     rc, doc = doctor(image(tmp_path, BASE, {NF + "nf_conntrack_count": "300\n",
                                         "proc/net/nf_conntrack": listing({"ESTABLISHED": 290, "TIME_WAIT": 10})}))
+    assert_exit_matches(rc, doc)
     assert "CT012" not in ids(doc)
 
 
@@ -363,6 +386,7 @@ def test_ct013_heavy_source(tmp_path):
     lst = listing({"ESTABLISHED": 2000}, heavy_src="198.51.100.77", heavy_share=0.6)
     rc, doc = doctor(image(tmp_path, BASE, {NF + "nf_conntrack_count": "2000\n", NF + "nf_conntrack_max": "3000\n",
                                         NF + "nf_conntrack_buckets": "3000\n", "proc/net/nf_conntrack": lst}))
+    assert_exit_matches(rc, doc)
     fs = [f for f in find(doc, "CT013") if f["evidence"]["key"] == "src"]
     assert fs and fs[0]["evidence"]["value"] == "198.51.100.77" and fs[0]["severity"] == "warning"
 
@@ -370,6 +394,7 @@ def test_ct013_heavy_source(tmp_path):
 def test_ct013_negative(tmp_path):
     lst = listing({"ESTABLISHED": 2000}, dports=(443, 80, 22, 25, 53, 8080))
     rc, doc = doctor(image(tmp_path, BASE, {NF + "nf_conntrack_count": "2000\n", "proc/net/nf_conntrack": lst}))
+    assert_exit_matches(rc, doc)
     assert not [f for f in find(doc, "CT013") if f["evidence"]["key"] == "src"]
 
 
@@ -377,12 +402,14 @@ def test_ct014_established_sockets_with_a_full_table(tmp_path):
     ss = "0      0      10.0.0.5:22   10.0.0.9:51234\n0      0      10.0.0.5:443  10.0.0.7:40000\n"
     rc, doc = doctor(image(tmp_path, BASE, {NF + "nf_conntrack_count": "262144\n",
                                         "sos_commands/networking/ss_-tanH_state_established": ss}))
+    assert_exit_matches(rc, doc)
     (f,) = find(doc, "CT014")
     assert f["severity"] == "info" and f["evidence"]["established_sockets"]["value"] == 2
 
 
 def test_ct014_negative():
     rc, doc = doctor(BASE)
+    assert_exit_matches(rc, doc)
     assert "CT014" not in ids(doc)
 
 
@@ -409,6 +436,7 @@ def test_ct016_notrack_without_untracked_accept(tmp_path):
     root = image(tmp_path, BASE, {"sos_commands/firewall_tables/nft_-a_list_ruleset": NFT_NOTRACK % "",
                                   "sos_commands/nftables/nft_-j_list_ruleset": None})
     rc, doc = doctor(root)
+    assert_exit_matches(rc, doc)
     (f,) = find(doc, "CT016")
     assert f["severity"] == "warning"
 
@@ -418,6 +446,7 @@ def test_ct016_negative(tmp_path):
                                   NFT_NOTRACK % "ct state untracked accept",
                                   "sos_commands/nftables/nft_-j_list_ruleset": None})
     rc, doc = doctor(root)
+    assert_exit_matches(rc, doc)
     assert "CT016" not in ids(doc)
 
 
@@ -427,9 +456,10 @@ def test_ct016_negative(tmp_path):
 def test_json_validates_against_the_shipped_schema(tmp_path):
     import jsonschema
 
-    schema = json.loads((Path(__file__).parents[2] / "schemas/doctor.schema.json").read_text())
+    schema = json.loads((Path(__file__).parents[2] / "src/ctdoctor/schemas/doctor.schema.json").read_text())
     for root in (BASE, RHEL7, K8S):
         rc, doc = doctor(root)
+        assert_exit_matches(rc, doc)
         jsonschema.validate(doc, schema)
 
 
@@ -438,22 +468,22 @@ def test_only_and_skip(tmp_path):
     assert ids(doc) == {"CT006", "CT008"} and rc == 2
     rc, doc = doctor(RHEL7, "--skip", "CT001,CT002,CT005,CT007,CT008")
     assert rc == 1 and "CT001" not in ids(doc)
-    rc, out, err = run_cli("--root", str(RHEL7), "doctor", "--only", "CT999")
+    rc, _out, err = run_cli("--root", str(RHEL7), "doctor", "--only", "CT999")
     assert_one_line_error(rc, err, code=2, contains="CT999")
 
 
 def test_nagios_output_and_exit_codes(tmp_path):
-    rc, out, err = run_cli("--root", str(RHEL7), "--format", "nagios")
+    rc, out, _err = run_cli("--root", str(RHEL7), "--format", "nagios")
     line = out.strip()
     assert rc == 2 and line.startswith("CONNTRACK CRITICAL - ") and "\n" not in line
     perf = line.split(" | ", 1)[1]
     assert "'count_init'=65536;58982;62259;0;65536" in perf and "'drop_init'=27c" in perf and "'fill_init'=100.00%" in perf
-    rc, out, err = run_cli("--root", str(BASE), "--format", "nagios")
+    rc, out, _err = run_cli("--root", str(BASE), "--format", "nagios")
     assert rc == 0 and out.startswith("CONNTRACK OK")
 
 
 def test_text_output_groups_by_severity():
-    rc, out, err = run_cli("--root", str(RHEL7))
+    rc, out, _err = run_cli("--root", str(RHEL7))
     assert rc == 2
     assert out.index("CRITICAL CT001") < out.index("WARNING CT006") < out.index("INFO CT015")
     assert "$ sysctl -w net.netfilter.nf_conntrack_max=1048576" in out
@@ -483,7 +513,7 @@ def test_compare_two_images_gives_rates(tmp_path):
     rc, doc = doctor(a, "--compare", str(b))
     (f,) = find(doc, "CT002")
     assert f["severity"] == "critical" and f["evidence"]["drop_per_second"] == 1.0  # (80-20)/60
-    rc, out, err = run_cli("doctor", "--compare", str(b))
+    rc, _out, err = run_cli("doctor", "--compare", str(b))
     assert_one_line_error(rc, err, code=2, contains="--compare")
 
 

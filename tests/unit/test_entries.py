@@ -7,8 +7,15 @@ import pytest
 
 from ctdoctor.errors import InputError
 from ctdoctor.sources.entries import (
-    EntryParseError, clean_lines, format_entry, iter_entries, iter_lines, open_listing, parse_line,
-    parse_save_line)
+    EntryParseError,
+    clean_lines,
+    format_entry,
+    iter_entries,
+    iter_lines,
+    open_listing,
+    parse_line,
+    parse_save_line,
+)
 from tests.conftest import DATA
 
 

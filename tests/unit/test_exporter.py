@@ -30,17 +30,17 @@ def samples_of(body: bytes) -> dict:
 
 def exposition(**kw) -> Exposition:
     stats_618 = parse_proc_stat((DATA / "proc_stat_nf_conntrack_6.18").read_text()).sums
-    base = dict(
-        samples=[Sample("init", 4026531840, "pid 1", count=120, stats=stats_618),
+    base = {
+        "samples": [Sample("init", 4026531840, "pid 1", count=120, stats=stats_618),
                  Sample("pod-a", 4026532177, "pause:812 container 3f2a", count=262144, stats={"drop": 17, "clashres": 3}),
                  Sample("pid:999", 4026532300, "sleep:999", readable=False, error="needs root")],
-        limit=262144, buckets=65536,
-        refreshed=Refreshed(at=1700000000.0, duration=0.25, ok=True,
+        "limit": 262144, "buckets": 65536,
+        "refreshed": Refreshed(at=1700000000.0, duration=0.25, ok=True,
                             by_state={"pod-a": [("tcp", "ESTABLISHED", 262000), ("udp", "UNREPLIED", 144)],
                                       "gone-ns": [("tcp", "TIME_WAIT", 5)]},
                             findings=[("CT001", "critical", "pod-a"), ("CT018", "warning", "pod-a"),
                                       ("CT002", "critical", "gone-ns")]),
-        table_full={"pod-a": 42, "unattributed": 3}, kernel_log_readable=True, refreshes=4, refresh_failures=1)
+        "table_full": {"pod-a": 42, "unattributed": 3}, "kernel_log_readable": True, "refreshes": 4, "refresh_failures": 1}
     base.update(kw)
     return Exposition(**base)
 
@@ -232,7 +232,7 @@ def test_textfile_failure_keeps_the_old_file(tmp_path):
 
     target = tmp_path / "ctdoctor.prom"
     target.write_text("old\n")
-    os.mkdir(tmp_path / ".ctdoctor.prom.{}.tmp".format(os.getpid()))  # the temp name is taken by a folder
+    os.mkdir(tmp_path / f".ctdoctor.prom.{os.getpid()}.tmp")  # the temp name is taken by a folder
     with pytest.raises(Failure, match="cannot write"):
         write_textfile(str(tmp_path), b"new\n")
     assert target.read_text() == "old\n"
@@ -248,12 +248,12 @@ def test_textfile_failure_keeps_the_old_file(tmp_path):
     (["--format", "json", "exporter"], "--format"),
 ])
 def test_cli_edges_are_one_line(argv, contains):
-    rc, out, err = run_cli(*argv, timeout=30)
+    rc, _out, err = run_cli(*argv, timeout=30)
     assert_one_line_error(rc, err, code=2, contains=contains)
 
 
 def test_exporter_refuses_a_host_image():
-    rc, out, err = run_cli("--root", str(Path(__file__).parent.parent / "images" / "rhel7_full"), "exporter",
+    rc, _out, err = run_cli("--root", str(Path(__file__).parent.parent / "images" / "rhel7_full"), "exporter",
                            timeout=30)
     assert rc != 0 and "running kernel" in err and len(err.strip().splitlines()) == 1
 
@@ -397,7 +397,7 @@ def test_a_port_in_use_is_a_one_line_error():
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        rc, out, err = run_cli("exporter", "--listen", f"127.0.0.1:{port}", timeout=30)
+        rc, _out, err = run_cli("exporter", "--listen", f"127.0.0.1:{port}", timeout=30)
     assert_one_line_error(rc, err, code=1, contains=f"cannot listen on 127.0.0.1:{port}")
 
 

@@ -1,13 +1,15 @@
 """Rule summaries from nft JSON, nft text, iptables-save and iptables -nvL."""
 
-import json
-import shutil
-import subprocess
 
 import pytest
 
 from ctdoctor.sources.firewall import (
-    RulesParseError, parse_iptables_list, parse_iptables_save, parse_nft_json, parse_nft_text)
+    RulesParseError,
+    parse_iptables_list,
+    parse_iptables_save,
+    parse_nft_json,
+    parse_nft_text,
+)
 from tests.conftest import IMAGES, Netns, needs_kernel
 
 RHEL7 = IMAGES / "sosreport-gw01-rhel7"

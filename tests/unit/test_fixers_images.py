@@ -2,13 +2,11 @@
 a second run is a no-op, and a module reload (files reset to kernel defaults) is restored by guard."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -48,6 +46,7 @@ def rhel_bundle(tmp_path):
 
 def test_plan_candidates_and_pick_on_the_rhel7_incident():
     rc, out, err = run_cli("--root", str(RHEL7), "plan", "--format", "json")
+    assert rc == 0, err
     doc = json.loads(out)
     rules = {c["rule"]: c for c in doc["candidates"]}
     assert rules["kernel default"]["max"] == 65536 and rules["kernel default"]["buckets"] == 16384
@@ -60,6 +59,7 @@ def test_plan_candidates_and_pick_on_the_rhel7_incident():
 
 def test_plan_on_the_healthy_bundle_uses_slab_and_cpus():
     rc, out, err = run_cli("--root", str(BASE), "plan", "--format", "json")
+    assert rc == 0, err
     doc = json.loads(out)
     rules = {c["rule"]: c for c in doc["candidates"]}
     assert rules["kube-proxy"]["max"] == 131072 and rules["kube-proxy"]["buckets"] == 32768
@@ -98,7 +98,7 @@ def test_apply_dry_run_matches_what_yes_writes_and_second_run_is_a_noop(tmp_path
     assert rc == 0 and "dry run" in dry
     assert not (root / "etc/sysctl.d/90-ctdoctor.conf").exists(), "a dry run writes nothing"
     assert "live: sysctl -w net.netfilter.nf_conntrack_max=1048576   # now 65536" in dry
-    rc, out, err = run_cli(*args, "--yes")
+    rc, _out, err = run_cli(*args, "--yes")
     assert rc == 0, err
     for path, added in _added_lines(dry).items():
         text = (root / path.lstrip("/")).read_text().splitlines()
@@ -110,7 +110,7 @@ def test_apply_dry_run_matches_what_yes_writes_and_second_run_is_a_noop(tmp_path
     assert (root / "etc/modprobe.d/ctdoctor.conf").read_text().endswith("options nf_conntrack hashsize=262144\n")
     assert (root / "etc/modules-load.d/ctdoctor.conf").read_text().endswith("nf_conntrack\n")
     cfg = (root / "etc/sysconfig/iptables-config").read_text()
-    assert re.search(r'^IPTABLES_SYSCTL_LOAD_LIST=".nf_conntrack"$', cfg, re.M)
+    assert re.search(r'^IPTABLES_SYSCTL_LOAD_LIST=".nf_conntrack"$', cfg, re.MULTILINE)
     assert (root / "etc/sysconfig/iptables-config.ctdoctor-bak").read_text() == \
         (RHEL7 / "etc/sysconfig/iptables-config").read_text()
     rc, again, err = run_cli(*args, "--yes")
@@ -133,8 +133,8 @@ def test_a_crash_mid_write_leaves_the_old_file(tmp_path, point):
     root = rhel_bundle(tmp_path)
     cfg = root / "etc/sysconfig/iptables-config"
     old = cfg.read_text()
-    rc, out, err = run_cli("--root", str(root), "apply", "--max", "1048576", "--yes",
-                           env={"CTDOCTOR_CRASH_AT": point})
+    rc, _out, _err = run_cli("--root", str(root), "apply", "--max", "1048576", "--yes",
+                             env={"CTDOCTOR_CRASH_AT": point})
     assert rc == -9  # killed
     for p in root.rglob("*"):
         if p.is_file() and not p.name.endswith(".tmp"):
@@ -142,7 +142,7 @@ def test_a_crash_mid_write_leaves_the_old_file(tmp_path, point):
             if p.name == "90-ctdoctor.conf":
                 assert text.endswith("\n") and "nf_conntrack_max = 1048576" in text
     assert cfg.read_text() == old or "IPTABLES_SYSCTL_LOAD_LIST" in cfg.read_text()
-    rc, out, err = run_cli("--root", str(root), "apply", "--max", "1048576", "--yes")
+    rc, _out, _err = run_cli("--root", str(root), "apply", "--max", "1048576", "--yes")
     assert rc == 0, "a later run finishes the job"
     assert 'IPTABLES_SYSCTL_LOAD_LIST=".nf_conntrack"' in cfg.read_text()
 
@@ -152,7 +152,7 @@ def test_a_crash_mid_write_leaves_the_old_file(tmp_path, point):
     (["--max", "0"], "--max"), ([], "nothing to apply"),
 ])
 def test_apply_bad_usage(img, args, msg):
-    rc, out, err = run_cli("--root", str(img), "apply", *args)
+    rc, _out, err = run_cli("--root", str(img), "apply", *args)
     assert_one_line_error(rc, err, code=2, contains=msg)
     assert not (img / "etc/sysctl.d/90-ctdoctor.conf").exists()
 
@@ -182,14 +182,14 @@ def test_guard_once_restores_a_module_reload(tmp_path):
                    "tcp_timeout_established=86400", "--yes")[0] == 0
     _reset_like_a_module_reload(root)
     rc, out, err = run_cli("--root", str(root), "guard", "--once")
-    assert rc == 0
+    assert rc == 0, err
     assert (root / NF / "nf_conntrack_max").read_text().strip() == "1048576"
     assert (root / NF / "nf_conntrack_tcp_timeout_established").read_text().strip() == "86400"
     lines = out.strip().splitlines()
     assert all(ln.startswith("ctdoctor-guard: restored net.netfilter.") for ln in lines) and len(lines) == 2
     # /etc/sysctl.conf is applied last (sysctl.d(5)), so the value comes from there
     assert "nf_conntrack_max 65536 -> 1048576 (persisted in /etc/sysctl.conf:6)" in out
-    rc, out, err = run_cli("--root", str(root), "guard", "--once")
+    rc, out, _err = run_cli("--root", str(root), "guard", "--once")
     assert rc == 0 and out == "", "nothing drifted: nothing logged"
 
 
@@ -229,7 +229,7 @@ def test_guard_loop_restores_within_two_seconds_and_survives_files_vanishing(tmp
 
 
 def test_guard_refuses_a_sosreport():
-    rc, out, err = run_cli("--root", str(RHEL7), "guard", "--once")
+    rc, _out, err = run_cli("--root", str(RHEL7), "guard", "--once")
     assert_one_line_error(rc, err, code=2, contains="sosreport")
 
 
@@ -253,5 +253,5 @@ def test_recover_plan_after_an_unload_on_an_old_kernel(tmp_path):
 
 
 def test_recover_on_a_modern_kernel_has_no_per_family_modules(tmp_path):
-    rc, out, err = run_cli("--root", str(BASE), "recover", "--dry-run")
+    rc, out, _err = run_cli("--root", str(BASE), "recover", "--dry-run")
     assert rc == 0 and "nf_conntrack_ipv4" not in out

@@ -6,7 +6,6 @@ import tarfile
 
 import pytest
 
-from ctdoctor.errors import InputError
 from ctdoctor.sources.hostroot import HostRoot, mangle_command
 from tests.conftest import IMAGES, assert_one_line_error, run_cli
 
@@ -74,7 +73,7 @@ def test_hostile_archives_are_refused_and_write_nothing_outside(tmp_path, kind):
     arc = tmp_path / f"{kind}.tar.gz"
     _tar(arc, HOSTILE[kind])
     before = set(os.listdir("/tmp"))
-    rc, out, err = run_cli("--root", str(arc), "status")
+    rc, _out, err = run_cli("--root", str(arc), "status")
     assert_one_line_error(rc, err, code=2, contains="refusing to unpack")
     assert not os.path.exists("/tmp/escaped-absolute") and not os.path.exists(tmp_path.parent / "escaped-dotdot")
     leftover = {n for n in set(os.listdir("/tmp")) - before if n.startswith("ctdoctor-image-")}
@@ -92,14 +91,14 @@ def test_absolute_symlink_is_left_out_not_followed(tmp_path):
 def test_huge_member_is_refused_before_unpacking(tmp_path):
     arc = tmp_path / "huge.tar.gz"
     _tar(arc, [_file("img/proc/meminfo", b"MemTotal: 1 kB\n"), _file("img/proc/big", b"\0" * (3 << 20))])
-    rc, out, err = run_cli("--root", str(arc), "status", env={"CTDOCTOR_ARCHIVE_MAX_MEMBER": str(1 << 20)})
+    rc, _out, err = run_cli("--root", str(arc), "status", env={"CTDOCTOR_ARCHIVE_MAX_MEMBER": str(1 << 20)})
     assert_one_line_error(rc, err, code=2, contains="over the per-member limit")
 
 
 def test_too_many_members(tmp_path):
     arc = tmp_path / "many.tar.gz"
     _tar(arc, [_file(f"img/proc/f{i}") for i in range(50)])
-    rc, out, err = run_cli("--root", str(arc), "status", env={"CTDOCTOR_ARCHIVE_MAX_MEMBERS": "10"})
+    rc, _out, err = run_cli("--root", str(arc), "status", env={"CTDOCTOR_ARCHIVE_MAX_MEMBERS": "10"})
     assert_one_line_error(rc, err, code=2, contains="members")
 
 
@@ -110,7 +109,7 @@ def test_too_many_members(tmp_path):
 def test_corrupt_archives(tmp_path, content, msg):
     arc = tmp_path / "bad.tar.gz"
     arc.write_bytes(content)
-    rc, out, err = run_cli("--root", str(arc), "status")
+    rc, _out, err = run_cli("--root", str(arc), "status")
     assert_one_line_error(rc, err, code=2)
 
 
@@ -121,7 +120,7 @@ def test_truncated_archive(tmp_path):
     data = good.read_bytes()
     bad = tmp_path / "cut.tar.gz"
     bad.write_bytes(data[: len(data) // 2])
-    rc, out, err = run_cli("--root", str(bad), "status")
+    rc, _out, err = run_cli("--root", str(bad), "status")
     assert_one_line_error(rc, err, code=2, contains="truncated or corrupt")
 
 
@@ -132,7 +131,7 @@ def test_bad_roots(tmp_path, what):
         p.write_text("hello")
     elif what == "emptydir":
         p.mkdir()
-    rc, out, err = run_cli("--root", str(p), "status")
+    rc, _out, err = run_cli("--root", str(p), "status")
     assert_one_line_error(rc, err, code=2)
 
 
@@ -156,7 +155,7 @@ def test_unreadable_root(open_tmp):
     p = tmp_path / "img"
     (p / "proc").mkdir(parents=True)
     p.chmod(0)
-    rc, out, err = run_cli("--root", str(p), "status", as_nobody=True)
+    rc, _out, err = run_cli("--root", str(p), "status", as_nobody=True)
     assert_one_line_error(rc, err, code=2, contains="permission denied")
 
 

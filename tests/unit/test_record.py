@@ -33,7 +33,7 @@ class FakeReader:
 
 
 def recorder(tmp_path, **kw) -> Recorder:
-    args = dict(threshold=0.8, interval=1.0, keep=3, max_size=10 << 20, cooldown=600.0)
+    args = {"threshold": 0.8, "interval": 1.0, "keep": 3, "max_size": 10 << 20, "cooldown": 600.0}
     args.update(kw)
     r = Recorder(str(tmp_path), **args)
     r.reader = FakeReader()
@@ -133,7 +133,7 @@ def test_incidents_lists_and_survives_a_broken_bundle(tmp_path):
     a, b = doc["incidents"]
     assert (a["netns"], a["trigger"], a["top_source"], a["top_new_source_rate"]) == ("pod-a", "fill", "10.1.2.3", 410.5)
     assert "not a readable incident bundle" in b["error"]
-    rc, out, err = run_cli("incidents", "--dir", str(tmp_path))
+    rc, out, _err = run_cli("incidents", "--dir", str(tmp_path))
     assert rc == 0 and "10.1.2.3 (90%)" in out and "410.5/s" in out and "pod-b" in out
 
 
@@ -144,7 +144,7 @@ def test_read_incident_refuses_a_bundle_without_one(tmp_path):
     with tarfile.open(p, "w:gz") as tf:
         ti = tarfile.TarInfo("top/other")
         tf.addfile(ti, io.BytesIO(b""))
-    with pytest.raises(InputError, match="no ctdoctor/incident.json"):
+    with pytest.raises(InputError, match=r"no ctdoctor/incident\.json"):
         read_incident(str(p))
 
 
@@ -158,12 +158,12 @@ def test_read_incident_refuses_a_bundle_without_one(tmp_path):
     (["record", "--dir", "/tmp/x", "--interval", "0"], 2, "--interval"),
 ])
 def test_cli_edges_are_one_line(argv, code, contains):
-    rc, out, err = run_cli(*argv, timeout=30)
+    rc, _out, err = run_cli(*argv, timeout=30)
     assert_one_line_error(rc, err, code=code, contains=contains)
 
 
 def test_record_refuses_a_host_image():
-    rc, out, err = run_cli("--root", str(IMAGES / "bundle-vm-6.18"), "record", "--dir", "/tmp/x", timeout=30)
+    rc, _out, err = run_cli("--root", str(IMAGES / "bundle-vm-6.18"), "record", "--dir", "/tmp/x", timeout=30)
     assert rc == 2 and "running kernel" in err
 
 
@@ -189,7 +189,7 @@ def test_a_cut_listing_is_read_as_a_sample(tmp_path):
     assert text.startswith(b"# ctdoctor: a sample: the first 3 of %d entries\n" % len(lines))
     rc, doc = run_json("--root", str(root), "top", "--by", "src")
     assert rc == 0 and doc["total"] == 3 and doc["unreadable"] == 0 and doc["namespaces"][0]["sample"] is True
-    rc, out, err = run_cli("--root", str(root), "--format", "json", "--only", "CT004")
+    rc, out, _err = run_cli("--root", str(root), "--format", "json", "--only", "CT004")
     d = json.loads(out)
     assert not d["findings"] and "cut" in d["unknown"][0]["reason"]
     assert _cut(str(listing), 10 << 20) is False  # small enough: untouched

@@ -111,7 +111,7 @@ def test_one_long_token_does_not_crash_and_is_one_unreadable_line(tmp_path):
 @pytest.mark.parametrize("seed", range(4))
 def test_c_and_python_agree_on_mutated_real_lines(seed):
     data = corpus(seed)
-    for by, f in zip(KEYSETS, FILTERS):
+    for by, f in zip(KEYSETS, FILTERS, strict=True):
         c, py = both(data, by, **f)
         assert c == py, f"by={by} filters={f} seed={seed}"
     # the corpus really mixes readable and unreadable lines
@@ -192,5 +192,5 @@ def test_most_lines_bad_is_rejected_few_are_counted(tmp_path):
     rc, doc = run_json("top", "--file", str(p))
     assert rc == 0 and doc["unreadable"] == 1 and doc["total"] == 6
     p.write_bytes(b"garbage line\n" * 7 + good)
-    rc, out, err = run_cli("top", "--file", str(p))
+    rc, _out, err = run_cli("top", "--file", str(p))
     assert rc == 2 and "line 1:" in err and "7 of 13 lines unreadable" in err

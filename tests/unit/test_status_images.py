@@ -49,7 +49,7 @@ def test_k8s_sosreport_namespaces_from_sos_names():
 def test_netns_selection_in_an_image():
     rc, doc = run_json("--root", str(K8S), "status", "--netns", "cni-4f1e")
     assert [n["name"] for n in doc["namespaces"]] == ["cni-4f1e"]
-    rc, out, err = run_cli("--root", str(K8S), "status", "--netns", "nope")
+    rc, _out, err = run_cli("--root", str(K8S), "status", "--netns", "nope")
     assert_one_line_error(rc, err, code=2, contains="no such network namespace")
 
 
@@ -71,14 +71,14 @@ def test_sosreport_tarball_equals_directory(tmp_path):
 
 
 def test_text_output_shows_the_fill_and_drift():
-    rc, out, err = run_cli("--root", str(RHEL7), "status")
+    rc, out, _err = run_cli("--root", str(RHEL7), "status")
     assert rc == 0
     assert "65536 / 65536" in out and "100.0%" in out
     assert "net.netfilter.nf_conntrack_max: live 65536, persisted 1048576" in out
 
 
 def test_bad_usage_is_one_line():
-    rc, out, err = run_cli("--root", str(RHEL7), "status", "--format", "nagios")
+    rc, _out, err = run_cli("--root", str(RHEL7), "status", "--format", "nagios")
     assert_one_line_error(rc, err, code=2, contains="--format nagios")
-    rc, out, err = run_cli("status", "--interval", "abc")
+    rc, _out, err = run_cli("status", "--interval", "abc")
     assert rc == 2 and "Traceback" not in err

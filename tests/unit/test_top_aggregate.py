@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctdoctor import top as topmod
-from ctdoctor.sources.entries import format_entry, iter_entries
+from ctdoctor.sources.entries import format_entry
 from tests.conftest import DATA, IMAGES, assert_one_line_error, run_cli, run_json
 from tests.unit.test_entries_property import entries as entry_strategy
 
@@ -39,14 +39,14 @@ def both(data: bytes, by: str, **f):
     out = []
     for force in (False, True):
         agg = q.aggregator(force_python=force)
-        lines, bad, _ = agg.feed(data, False)
+        _lines, bad, _ = agg.feed(data, False)
         assert bad == 0
         out.append((agg.total, agg.matched, dict(agg.result()), agg.top(0)))
     return out
 
 
 @needs_accel
-@pytest.mark.parametrize("by", ALL_KEYS + ["src,state", "dst,dport,proto"])
+@pytest.mark.parametrize("by", [*ALL_KEYS, "src,state", "dst,dport,proto"])
 def test_c_and_python_agree_on_every_key(listing, by):
     c, py = both(listing.read_bytes(), by)
     assert c == py
@@ -95,6 +95,7 @@ def test_top_counts_from_a_real_listing():
 
 def test_ipv6_compressed_and_pair_key():
     rc, doc = run_json("top", "--file", str(DATA / "proc_nf_conntrack_6.18"), "--by", "pair", "--limit", "0")
+    assert rc == 0
     pairs = {r["key"]["pair"] for r in doc["rows"]}
     assert "::1→::1:8081" in pairs and "127.0.0.1→127.0.0.1:8080" in pairs and "127.0.0.1→127.0.0.1" in pairs
 
@@ -102,17 +103,20 @@ def test_ipv6_compressed_and_pair_key():
 def test_reply_keys_show_the_nat_backend():
     rc, doc = run_json("top", "--file", str(DATA / "proc_nf_conntrack_variants"), "--by", "reply-src",
                        "--port", "443", "--limit", "0")
+    assert rc == 0
     assert {r["key"]["reply-src"] for r in doc["rows"]} == {"198.51.100.7", "10.244.0.5"}
     assert doc["matched"] == 2 and doc["total"] == 9
 
 
 def test_accounting_columns():
     rc, doc = run_json("top", "--file", str(DATA / "proc_nf_conntrack_acct_6.18"), "--by", "dport")
+    assert rc == 0
     assert doc["accounting"] and doc["rows"][0]["packets"] == 5 and doc["rows"][0]["bytes"] == 776
 
 
 def test_zone_and_mark_keys():
     rc, doc = run_json("top", "--file", str(DATA / "proc_nf_conntrack_variants"), "--by", "zone,mark", "--limit", "0")
+    assert rc == 0
     keys = {(r["key"]["zone"], r["key"]["mark"]): r["count"] for r in doc["rows"]}
     # zone-orig=5 (conntrack-tools prints it when the zones differ per direction) is the zone, not 0
     assert keys[(3, 0)] == 1 and keys[(5, 16)] == 1 and keys[(0, 0)] == 7
@@ -122,7 +126,7 @@ def test_stdin_gzip_and_csv(tmp_path):
     import gzip
 
     raw = (DATA / "conntrack_L_6.18").read_bytes()
-    rc, out, err = run_cli("top", "--file", "-", "--by", "state", "--format", "csv", input=raw)
+    rc, out, _err = run_cli("top", "--file", "-", "--by", "state", "--format", "csv", input=raw)
     assert rc == 0
     lines = out.strip().splitlines()
     assert lines[0] == "state,count,share,states" and lines[1].startswith("ESTABLISHED,2,")
@@ -155,7 +159,7 @@ def test_big_file_split_across_threads_equals_one_stream(listing, tmp_path):
 def test_bad_file_input_names_the_line(tmp_path, content, line):
     p = tmp_path / "bad"
     p.write_bytes(content)
-    rc, out, err = run_cli("top", "--file", str(p))
+    rc, _out, err = run_cli("top", "--file", str(p))
     assert_one_line_error(rc, err, code=2, contains=f"line {line}")
 
 
@@ -167,7 +171,7 @@ def test_one_bad_line_in_a_big_file_is_counted_not_fatal(tmp_path, listing):
     rc, doc = run_json("top", "--file", str(p))
     assert rc == 0 and doc["unreadable"] == 1 and doc["total"] == 2 * good.count(b"\n")
     assert doc["first_unreadable"]["line"] == n  # the global line number, across the split ranges
-    rc, out, err = run_cli("top", "--file", str(p))
+    rc, _out, err = run_cli("top", "--file", str(p))
     assert rc == 0 and "1 line" in err and f"line {n}" in err
 
 
@@ -176,7 +180,7 @@ def test_mostly_junk_big_file_is_rejected_with_the_global_line(tmp_path, listing
     junk = b"Nov 25 10:00:01 gw kernel: something else entirely\n" * (good.count(b"\n") * 3)
     p = tmp_path / "junk"
     p.write_bytes(good + junk)
-    rc, out, err = run_cli("top", "--file", str(p))
+    rc, _out, err = run_cli("top", "--file", str(p))
     first_junk = good.count(b"\n") + 1
     assert_one_line_error(rc, err, code=2, contains=f"line {first_junk}:")
 
@@ -187,7 +191,7 @@ def test_mostly_junk_big_file_is_rejected_with_the_global_line(tmp_path, listing
     (["--file", "/tmp", "--by", "src"], "directory"),
 ])
 def test_bad_usage(args, msg):
-    rc, out, err = run_cli("top", *args)
+    rc, _out, err = run_cli("top", *args)
     assert_one_line_error(rc, err, code=2, contains=msg)
 
 
@@ -204,6 +208,28 @@ def test_top_on_a_sosreport_with_noise_and_a_cut_listing():
 def test_netns_key_over_an_image():
     k8s = IMAGES / "sosreport-node7-k8s"
     rc, doc = run_json("--root", str(k8s), "top", "--by", "netns,state", "--netns", "all", "--limit", "0")
+    assert rc == 0
     got = {(r["key"]["netns"], r["key"]["state"]): r["count"] for r in doc["rows"]}
     assert got == {("init", "ESTABLISHED"): 1, ("init", "REPLIED"): 1, ("init", "TIME_WAIT"): 1,
                    ("cni-4f1e", "ESTABLISHED"): 2}
+
+
+def test_entries_fed_directly_group_like_their_printed_lines():
+    """The pure-Python ctnetlink path feeds decoded entries to the aggregator without printing and
+    re-scanning them: same groups, states and counters as the scanned text."""
+    from pathlib import Path
+
+    from ctdoctor.sources.entries import format_entry, parse_line
+    from ctdoctor.top import parse_query
+
+    data = Path(__file__).parent.parent / "data"
+    entries = [parse_line(ln) for name in ("conntrack_L_extended_6.18", "proc_nf_conntrack_acct_6.18", "proc_nf_conntrack_6.18")
+               for ln in (data / name).read_text().splitlines() if ln.strip()]
+    assert len(entries) >= 7
+    for by in ("src", "dport,proto", "state", "zone,mark", "reply-src,l3"):
+        q = parse_query(by, None, None, None, None, None)
+        direct, scanned = q.aggregator(force_python=True), q.aggregator(force_python=True)
+        assert direct.feed_entries(entries) == len(entries)
+        scanned.feed("".join(format_entry(e, "extended") + "\n" for e in entries).encode())
+        assert direct.result() == scanned.result(), by
+        assert (direct.total, direct.matched) == (scanned.total, scanned.matched)

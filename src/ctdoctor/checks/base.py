@@ -2,18 +2,18 @@
 
 Checks are pure: ``run(ctx) -> Iterable[Finding | Unknown]``. Everything a
 check needs beyond the Snapshot (the listing's state mix and top keys, socket
-counts, the distribution's paths) is computed lazily by the Context, once,
-and shared.
+counts, the distribution) comes from a ``Facts`` object made outside the
+checks (``ctdoctor.facts``), lazily, once, and shared: a check never reads the host.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ctdoctor import kernel
+from ctdoctor.kernel import NF, parse_int
 from ctdoctor.snapshot import NetnsState, Snapshot
-from ctdoctor.sources.sysctl import NF, parse_int
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITY_ORDER = {CRITICAL: 0, WARNING: 1, INFO: 2}
@@ -65,15 +65,25 @@ def ev(value, source: str | None = None):
     return {"value": value, "source": source} if source else {"value": value}
 
 
+class Facts(Protocol):
+    """What checks may ask beyond the Snapshot; ``ctdoctor.facts.HostFacts`` answers from the host image
+    or the live host, tests can answer from a dict. A check never sees a root."""
+
+    live: bool
+
+    def summary(self, st: NetnsState) -> ListingSummary | None: ...
+    def summary_missing_reason(self, st: NetnsState) -> str: ...
+    def established_sockets(self, st: NetnsState) -> int | None: ...
+    def sockets_source(self, st: NetnsState) -> str: ...
+    def distro(self) -> str: ...
+    def expectations(self) -> tuple[int | None, str | None]: ...
+
+
 class Context:
-    def __init__(self, snap: Snapshot, root=None, live: bool = False):
+    def __init__(self, snap: Snapshot, facts: Facts):
         self.snap = snap
-        self.root = root
-        self.live = live
-        self._summaries: dict[str, ListingSummary | None] = {}
-        self._summary_errors: dict[str, str] = {}
-        self._sockets: dict[str, int | None] = {}
-        self._socket_sources: dict[str, str] = {}
+        self.facts = facts
+        self.live = facts.live
 
     # ---- settings ----------------------------------------------------------
 
@@ -99,101 +109,26 @@ class Context:
     def global_max(self) -> int | None:
         return self.setting("nf_conntrack_max")
 
-    # ---- the listing -----------------------------------------------------------
+    # ---- facts gathered outside the checks (the listing, sockets, host files) ------------
 
     def summary(self, st: NetnsState) -> ListingSummary | None:
-        if st.name in self._summaries:
-            return self._summaries[st.name]
-        result = None
-        try:
-            got = st.open_entries()
-            if got is None and self.live:
-                from ctdoctor.sources import ctnetlink
-
-                got = ctnetlink.listing_source(st)
-            if got is not None:
-                from ctdoctor.top import parse_query, tally_stream_multi
-
-                stream, label, tailed = got
-                qs = [parse_query(k, None, None, None, None, None) for k in ("state", "proto", "src", "dst", "dport")]
-                with stream:
-                    ts = tally_stream_multi(stream, qs, skip_first_partial=tailed)
-                tops = {}
-                proto_states: dict[tuple[str, str], int] = {}
-                for k, q, t in zip(("state", "proto", "src", "dst", "dport"), qs, ts):
-                    from ctdoctor.top import rows
-
-                    _, rs = rows(t, q, 0 if k in ("state", "proto") else 5)
-                    tops[k] = [(str(r["key"][k]), r["count"]) for r in rs]
-                    if k == "proto":  # each protocol's row carries its state mix
-                        for r in rs:
-                            for state, n in r["states"].items():
-                                proto_states[(str(r["key"]["proto"]), state)] = n
-                listed = ts[0].total
-                sample = bool(tailed)  # sosreport kept only the tail of a long listing
-                result = ListingSummary(listed, sample, label, dict(tops.pop("state")), dict(tops.pop("proto")),
-                                        tops, ts[0].unreadable, proto_states)
-                if ts[0].unreadable:
-                    line, text = ts[0].first_bad or (0, "")
-                    self.snap.notes.append(f"{label}: {ts[0].unreadable} line(s) were not conntrack entries and "
-                                           f"were skipped (first: line {line}: {text!r})")
-        except Exception as e:  # noqa: BLE001 - a listing problem makes the listing checks 'not enough data'
-            self._summary_errors[st.name] = f"{type(e).__name__}: {e}"
-        self._summaries[st.name] = result
-        return result
+        return self.facts.summary(st)
 
     def summary_missing_reason(self, st: NetnsState) -> str:
-        return self._summary_errors.get(st.name) or "no entry listing (live /proc, ctnetlink, or a saved one)"
-
-    # ---- sockets ------------------------------------------------------------------
+        return self.facts.summary_missing_reason(st)
 
     def established_sockets(self, st: NetnsState) -> int | None:
-        """ESTABLISHED TCP sockets in the netns: ``ss -tanH state established`` live; in a sosreport
-        what sos captures (``ss -s``'s ``estab N``, else counting ``ESTAB`` rows of ``ss -peaonmi``)."""
-        if st.name in self._sockets:
-            return self._sockets[st.name]
-        n, src = None, None
-        if st.view is not None:
-            cap = st.view.capture("networking", "ss -tanH state established")
-            if cap is not None and "Usage" not in cap.text and not self._is_error(cap.text):
-                n, src = sum(1 for ln in cap.text.splitlines() if ln.strip()), cap.source
-            if n is None and not self.live:
-                cap = st.view.capture("networking", "ss -s")
-                m = re.search(r"^TCP:\s+\d+ \(estab (\d+),", cap.text, re.M) if cap else None
-                if m:
-                    n, src = int(m.group(1)), cap.source
-            if n is None and not self.live:
-                cap = st.view.capture("networking", "ss -peaonmi")
-                if cap and cap.text.lstrip().startswith("Netid"):
-                    n = sum(1 for ln in cap.text.splitlines() if re.match(r"tcp\s+ESTAB\s", ln))
-                    src = cap.source
-        self._sockets[st.name] = n
-        self._socket_sources[st.name] = src or "ss -tanH state established"
-        return n
+        return self.facts.established_sockets(st)
 
     def sockets_source(self, st: NetnsState) -> str:
-        return self._socket_sources.get(st.name, "ss -tanH state established")
-
-    @staticmethod
-    def _is_error(text: str) -> bool:
-        t = text.lstrip()
-        return t.startswith(("Error", "ss:", "Cannot", "Usage"))
-
-    # ---- host facts -----------------------------------------------------------------
+        return self.facts.sockets_source(st)
 
     def distro(self) -> str:
-        """'rhel' (RHEL, CentOS, Fedora, Rocky, Alma, SUSE-like sysconfig), 'debian', or 'other'."""
-        text = ""
-        if self.root is not None:
-            text = self.root.read_text("etc/os-release") or ""
-        ids = " ".join(re.findall(r'^(?:ID|ID_LIKE)="?([^"\n]*)"?', text, re.M)).lower()
-        if any(w in ids for w in ("rhel", "fedora", "centos", "rocky", "almalinux", "ol")):
-            return "rhel"
-        if any(w in ids for w in ("debian", "ubuntu")):
-            return "debian"
-        if self.snap.persisted.iptables_config:
-            return "rhel"
-        return "other"
+        return self.facts.distro()
+
+    def expectations(self) -> tuple[int | None, str | None]:
+        """(entries in the expectation table, where that came from), or (None, None)."""
+        return self.facts.expectations()
 
     def module_state(self, name: str) -> str:
         m = self.snap.modules.get(name)

@@ -25,7 +25,7 @@ How to fix
 
 from ctdoctor import kernel
 from ctdoctor.checks.base import CRITICAL, INFO, WARNING, Finding, Unknown, ev
-from ctdoctor.sources.kernlog import TABLE_FULL
+from ctdoctor.kernel import TABLE_FULL
 
 CODE = "CT002"
 TITLE = "packets dropped by conntrack"

@@ -41,7 +41,7 @@ def run(ctx):
     if kernel.has_per_l3_modules(ctx.version) and ctx.module_state("nf_conntrack_ipv4") == "absent":
         missing.append("nf_conntrack_ipv4")
     if not missing:
-        if ct in ("unknown",):
+        if ct == "unknown":
             yield Unknown(CODE, "not enough data: no module list to tell whether conntrack is loaded")
         return
     load = ["nf_defrag_ipv4", "nf_conntrack"] + (["nf_conntrack_ipv4"] if kernel.has_per_l3_modules(ctx.version)

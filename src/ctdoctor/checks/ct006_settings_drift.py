@@ -31,7 +31,7 @@ How to fix
 """
 
 from ctdoctor.checks.base import WARNING, Finding
-from ctdoctor.sources.sysctl import NF
+from ctdoctor.kernel import NF
 
 CODE = "CT006"
 TITLE = "settings drift: live value differs from the persisted one"

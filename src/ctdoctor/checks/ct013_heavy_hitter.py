@@ -51,7 +51,8 @@ def run(ctx):
                             + " accounts for a large part of the table; if it misbehaves, everybody's new "
                               "connections fail.",
                 fix=[f"ctdoctor top --netns {st.name} {flag} {value} --by src,dst,dport",
-                     f"nft add rule inet filter input ip saddr {value} ct count over 1000 drop   # example cap"
+                     f"nft add rule inet filter input {'ip6' if ':' in value else 'ip'} saddr {value} "
+                     "ct count over 1000 drop   # example cap"
                      if key == "src" else f"ctdoctor notrack --port {value}   # if it needs no state"
                      if key == "dport" else f"ctdoctor top --netns {st.name} --dst {value} --by src"],
             )

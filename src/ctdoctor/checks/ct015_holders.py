@@ -26,7 +26,7 @@ TITLE = "who holds nf_conntrack"
 
 def run(ctx):
     m = ctx.snap.modules.get("nf_conntrack")
-    if m is None or m.state in ("unknown",):
+    if m is None or m.state == "unknown":
         yield Unknown(CODE, "not enough data: no module information")
         return
     if m.state == "builtin":

@@ -26,10 +26,10 @@ CODE = "CT017"
 TITLE = "liberal or loose TCP tracking"
 
 ODD = {
-    "nf_conntrack_tcp_be_liberal": (1, 0, "out-of-window TCP packets are accepted instead of marked INVALID: window "
-                                          "problems and some spoofing go unnoticed"),
-    "nf_conntrack_tcp_loose": (0, 1, "connections already open are not picked up mid-stream: after a flush, "
-                                     "restart or failover they break"),
+    "nf_conntrack_tcp_be_liberal": (1, 0, ("out-of-window TCP packets are accepted instead of marked INVALID: "
+                                                  "window problems and some spoofing go unnoticed")),
+    "nf_conntrack_tcp_loose": (0, 1, ("connections already open are not picked up mid-stream: after a "
+                                             "flush, restart or failover they break")),
     "nf_conntrack_checksum": (0, 1, "packets with bad checksums are tracked like good ones"),
 }
 

@@ -19,7 +19,7 @@ How to fix
 """
 
 from ctdoctor.checks.base import CRITICAL, WARNING, Finding, ev, sysctl_fix
-from ctdoctor.sources.kernlog import EXPECT_FULL
+from ctdoctor.kernel import EXPECT_FULL
 
 CODE = "CT019"
 TITLE = "expectation table full"
@@ -28,13 +28,7 @@ TITLE = "expectation table full"
 def run(ctx):
     lines = [e for e in ctx.snap.kernel_log if e.kind == EXPECT_FULL]
     emax = ctx.setting("nf_conntrack_expect_max")
-    count = None
-    src = None
-    if ctx.root is not None:
-        text = ctx.root.read_text("proc/net/nf_conntrack_expect")
-        if text is not None:
-            count = sum(1 for ln in text.splitlines() if ln.strip())
-            src = "/proc/net/nf_conntrack_expect"
+    count, src = ctx.expectations()
     near = count is not None and emax and count >= 0.9 * emax
     if not lines and not near:
         return

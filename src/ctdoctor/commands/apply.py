@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 
-from ctdoctor.commands.common import bounded, open_root
+from ctdoctor.commands.common import Needs, bounded, open_root
 from ctdoctor.errors import UsageError
 
 TIMEOUT_RE = re.compile(r"^(?:nf_conntrack_)?([a-z0-9_]+)=(\d+)$")
@@ -50,9 +50,9 @@ def compute(args, root):
             raise UsageError(f"--timeout: this kernel has no net.netfilter.{name}")
     if args.from_plan:
         from ctdoctor import plan
-        from ctdoctor.checks.base import Context
+        from ctdoctor.facts import context
 
-        p = plan.make_plan(Context(snap, root, live=root.is_live))
+        p = plan.make_plan(context(snap, root, live=root.is_live))
         max_ = max_ or p["pick"]["max"]
         buckets = buckets or p["pick"]["buckets"]
         for t in p["timeouts"]:
@@ -98,6 +98,9 @@ def overrides(root, changes) -> list[str]:
     return out
 
 
+def requires(args) -> Needs:
+    return Needs(root=True, what="apply --yes", why="to write /etc and sysctls") if args.yes else Needs()
+
 def run(args) -> int:
     from ctdoctor.write.files import diff, write, write_sysctl
 
@@ -127,11 +130,6 @@ def run(args) -> int:
     if not args.yes:
         print(f"dry run{where}: nothing written. Run again with --yes to write these files and apply the values.")
         return 0
-    if root.is_live:
-        import os
-
-        if os.geteuid() != 0:
-            raise UsageError("apply --yes needs root")
     written = write(root, changes)
     from ctdoctor.errors import Failure
 
@@ -146,7 +144,7 @@ def run(args) -> int:
             try:
                 param.write_text(f"{v}\n")
             except OSError as e:
-                raise Failure(f"cannot resize the hash to {v}: nf_conntrack_buckets is read-only and {param}: {e}")
+                raise Failure(f"cannot resize the hash to {v}: nf_conntrack_buckets is read-only and {param}: {e}") from None
     print(f"wrote {len(written)} file(s){where}" + (": " + ", ".join(written) if written else "")
           + f"; applied {len(live)} live value(s)")
     return 1 if warns else 0

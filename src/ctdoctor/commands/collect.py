@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ctdoctor.commands.common import require_live, require_root_user
+from ctdoctor.commands.common import Needs
 from ctdoctor.errors import UsageError
 
 
@@ -16,9 +16,10 @@ def add_arguments(p) -> None:
                    help="with --anonymize: also rename network namespaces (netns-1, netns-2, ...)")
 
 
+def requires(args) -> Needs:
+    return Needs(live=True, root=True, what="collect", why="to enter every netns and read its table")
+
 def run(args) -> int:
-    require_live(args, "collect")
-    require_root_user("collect")
     if args.anonymize_netns and not args.anonymize:
         raise UsageError("--anonymize-netns goes with --anonymize")
     if getattr(args, "netns", None) not in (None, "all"):

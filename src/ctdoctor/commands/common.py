@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ctdoctor.errors import NeedsLiveKernel, UsageError
 
 
@@ -11,16 +13,31 @@ def open_root(args):
     return HostRoot.open(getattr(args, "root", None))
 
 
-def require_live(args, what: str) -> None:
-    if getattr(args, "root", None) not in (None, "", "/"):
-        raise NeedsLiveKernel(f"{what} needs the running kernel; it cannot work on a host image (--root)")
+@dataclass(frozen=True)
+class Needs:
+    """A command's preconditions, declared by its module (``requires(args) -> Needs``) and enforced
+    in one place (``enforce``, called by the CLI before ``run``)."""
+
+    live: bool = False  # the running kernel: a host image (--root) is refused
+    root: bool = False  # euid 0 when acting on the live host
+    what: str = ""  # the command as the user typed it, for the message
+    why: str = "CAP_NET_ADMIN and CAP_SYS_ADMIN"  # what root is needed for
 
 
-def require_root_user(what: str) -> None:
+NOTHING = Needs()
+
+
+def is_image(args) -> bool:
+    return getattr(args, "root", None) not in (None, "", "/")
+
+
+def enforce(needs: Needs, args) -> None:
     import os
 
-    if os.geteuid() != 0:
-        raise UsageError(f"{what} needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN); run it with sudo")
+    if needs.live and is_image(args):
+        raise NeedsLiveKernel(f"{needs.what} needs the running kernel; it cannot work on a host image (--root)")
+    if needs.root and not is_image(args) and os.geteuid() != 0:
+        raise UsageError(f"{needs.what} needs root ({needs.why}); run it with sudo")
 
 
 def check_format(args, allowed: tuple[str, ...]) -> str:

@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     fmt = check_format(args, ("text", "json", "nagios"))
     from ctdoctor import doctor, snapshot
-    from ctdoctor.checks.base import Context
+    from ctdoctor.facts import context
 
     only, skip = doctor.parse_codes(args.only), doctor.parse_codes(args.skip)
     root = open_root(args)
@@ -32,7 +32,7 @@ def run(args) -> int:
     snap = snapshot.build(root, getattr(args, "netns", None) or "all", interval=interval or None)
     if args.compare:
         _compare(snap, args)
-    ctx = Context(snap, root, live=root.is_live)
+    ctx = context(snap, root, live=root.is_live)
     findings, unknown = doctor.run_checks(ctx, only or None, skip or None)
     code = doctor.exit_code(findings, unknown)
     doc = doctor.report(ctx, findings, unknown)
@@ -42,9 +42,9 @@ def run(args) -> int:
 
         emit(doc)
     elif fmt == "nagios":
-        from ctdoctor.render.nagios import render
+        from ctdoctor.render.nagios import render as nagios
 
-        print(render(doc, code, snap.namespaces))
+        print(nagios(doc, code, snap.namespaces))
     else:
         from rich.console import Console
 
@@ -75,19 +75,4 @@ def _compare(snap, args) -> None:
 
 
 def _taken(snap) -> float | None:
-    import json
-    import time
-
-    from ctdoctor.sources.hostroot import HostRoot
-
-    try:
-        root = HostRoot.open(snap.root_label)
-    except Exception:  # noqa: BLE001
-        return None
-    text = root.read_text("ctdoctor/meta.json")
-    if text:
-        try:
-            return time.mktime(time.strptime(json.loads(text)["created"][:19], "%Y-%m-%dT%H:%M:%S"))
-        except (KeyError, ValueError):
-            return None
-    return None
+    return snap.captured_at

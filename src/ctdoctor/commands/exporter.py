@@ -6,7 +6,7 @@ node_exporter's textfile collector (``--textfile DIR``, ``--once`` for a timer).
 
 from __future__ import annotations
 
-from ctdoctor.commands.common import bounded, require_live
+from ctdoctor.commands.common import Needs, bounded
 from ctdoctor.errors import UsageError
 
 REFRESH = bounded(float, 1, 86400)
@@ -24,8 +24,10 @@ def add_arguments(p) -> None:
     p.add_argument("--once", action="store_true", help="with --textfile: write once and exit (for a timer)")
 
 
+def requires(args) -> Needs:
+    return Needs(live=True, what="the exporter")  # unprivileged it serves what it can see, and says so
+
 def run(args) -> int:
-    require_live(args, "the exporter")
     fmt = getattr(args, "format", None)
     if fmt not in (None, "text"):
         raise UsageError("--format does not apply to the exporter (it speaks the Prometheus format)")

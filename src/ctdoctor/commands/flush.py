@@ -3,10 +3,9 @@ ones unless asked, because deleting them breaks live connections under a statefu
 
 from __future__ import annotations
 
-import os
 import socket
 
-from ctdoctor.commands.common import bounded, require_live
+from ctdoctor.commands.common import Needs, bounded
 from ctdoctor.errors import UsageError
 
 
@@ -43,6 +42,9 @@ def _matches(e, states, port, src, dst, include_est):
     return True, False
 
 
+def requires(args) -> Needs:
+    return Needs(live=True, root=True, what="flush", why="CAP_NET_ADMIN to delete entries")
+
 def run(args) -> int:
     import ipaddress
 
@@ -50,9 +52,6 @@ def run(args) -> int:
     from ctdoctor.sources import ctnetlink
     from ctdoctor.sources import netns as nsmod
 
-    require_live(args, "flush")
-    if os.geteuid() != 0:
-        raise UsageError("flush needs root (CAP_NET_ADMIN)")
     states = {s.strip().upper() for s in args.state.split(",") if s.strip()}
     if not states:
         raise UsageError("--state needs at least one state")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ctdoctor.commands.common import PERIOD, open_root
+from ctdoctor.commands.common import PERIOD, Needs, open_root
 from ctdoctor.errors import UsageError
 
 
@@ -29,9 +29,9 @@ def log(msg: str) -> None:
 
 def one_pass(root, state: dict) -> int:
     """Restore drift once; returns the number of values restored (``state["failed"]``: not restored)."""
-    from ctdoctor.textsafe import clean
     from ctdoctor.sources.persisted import read_persisted
     from ctdoctor.sources.sysctl import NF
+    from ctdoctor.textsafe import clean
     from ctdoctor.write.files import write_sysctl
 
     persisted = read_persisted(root)
@@ -67,7 +67,7 @@ def one_pass(root, state: dict) -> int:
             continue
         try:
             write_sysctl(root, key, s.value)
-        except Exception as e:  # noqa: BLE001 - keep guarding the others
+        except Exception as e:
             log(f"could not restore {key} to {s.value}: {e}")
             state["failed"] += 1
             continue
@@ -76,14 +76,14 @@ def one_pass(root, state: dict) -> int:
     return restored
 
 
+def requires(args) -> Needs:
+    return Needs(root=True, what="guard", why="to write sysctls")
+
 def run(args) -> int:
-    import os
 
     root = open_root(args)
     if root.kind == "sosreport":
         raise UsageError("guard works on the live host (or a ctdoctor image directory for tests), not a sosreport")
-    if root.is_live and os.geteuid() != 0:
-        raise UsageError("guard needs root to write sysctls")
     if getattr(args, "netns", None) not in (None, "init"):
         raise UsageError("guard keeps the host's persisted settings (sysctl.d applies to the initial netns); "
                          "--netns is not supported: a namespace's own settings are not persisted by the system")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ctdoctor.commands.common import bounded, check_format, require_live
+from ctdoctor.commands.common import Needs, bounded, check_format
 from ctdoctor.errors import UsageError
 
 
@@ -16,12 +16,16 @@ def add_arguments(p) -> None:
     r.add_argument("scenario")
     r.add_argument("--keep", action="store_true", help="leave the netns in place (remove with: ctdoctor lab clean)")
     r.add_argument("--scale", type=bounded(int, 1, 10**8), default=None, metavar="N", help="size of the scenario (see lab list)")
-    global_options(sub.add_parser("clean", help="remove lab namespaces left behind (found by the ctdlab- prefix)"))
+    c = sub.add_parser("clean", help="remove lab namespaces left behind (found by the ctdlab- prefix)")
+    global_options(c)
+    c.add_argument("names", nargs="*", metavar="NETNS", help="only these lab namespaces (default: every ctdlab-* one)")
 
+
+def requires(args) -> Needs:
+    return Needs(live=True, what="lab")
 
 def run(args) -> int:
     fmt = check_format(args, ("text", "json"))
-    require_live(args, "lab")
     cmd = getattr(args, "lab_command", None)
     if cmd is None:
         raise UsageError("lab needs a subcommand: list, run SCENARIO or clean")
@@ -33,7 +37,10 @@ def run(args) -> int:
         missing = lab.missing_requirements()
         if missing:
             raise UsageError("the lab needs " + "; ".join(missing))
-        removed = lab.clean()
+        bad = [n for n in args.names if not n.startswith(lab.PREFIX)]
+        if bad:
+            raise UsageError(f"not a lab namespace (they start with {lab.PREFIX}): {', '.join(bad)}")
+        removed = lab.clean(args.names or None)
         print(f"removed {len(removed)} lab namespace(s)" + (": " + ", ".join(removed) if removed else ""))
         return 0
     return _run(args, fmt)

@@ -18,11 +18,10 @@ it into there, tagged with the comment ``ctdoctor-notrack``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 
-from ctdoctor.commands.common import require_live
+from ctdoctor.commands.common import Needs
 from ctdoctor.errors import Failure, UsageError
 
 TABLE = "ctdoctor_notrack"
@@ -48,8 +47,8 @@ def ports_of(text: str | None) -> list[int]:
     if not text:
         raise UsageError("--port is required (e.g. --port 53 or --port 53,5353)")
     out = []
-    for part in text.split(","):
-        part = part.strip()
+    for raw in text.split(","):
+        part = raw.strip()
         if not part.isdigit() or not 1 <= int(part) <= 65535:
             raise UsageError(f"--port {part}: not a port number")
         out.append(int(part))
@@ -145,10 +144,7 @@ def accept_position(objs: list[dict], chain: tuple[str, str, str]) -> tuple[str,
                                                           o["rule"].get("chain")) == chain]
 
     def verdict(r):
-        for e in r.get("expr", []):
-            if isinstance(e, dict) and ("drop" in e or "reject" in e):
-                return True
-        return False
+        return any(isinstance(e, dict) and ("drop" in e or "reject" in e) for e in r.get("expr", []))
 
     def conditional(r):
         return any(isinstance(e, dict) and "match" in e for e in r.get("expr", []))
@@ -176,10 +172,15 @@ def parse_chain(text: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
+def requires(args) -> Needs:
+    if args.apply or args.remove:
+        return Needs(live=True, root=True, what="notrack --apply" if args.apply else "notrack --remove",
+                     why="CAP_NET_ADMIN to change the ruleset")
+    return Needs()
+
 def run(args) -> int:
-    require_live(args, "notrack --apply") if (args.apply or args.remove) else None
     ns = getattr(args, "netns", None)
-    ns_args = ["ip", "netns", "exec", ns] if ns and ns not in ("init",) else []
+    ns_args = ["ip", "netns", "exec", ns] if ns and ns != "init" else []
     if ns == "all":
         raise UsageError("notrack works on one netns at a time")
     if args.remove:
@@ -197,24 +198,22 @@ def run(args) -> int:
     table, accepts = nft_rules(ports, args.proto, args.direction)
     if not args.apply:
         print("\n".join(table))
-        print(f"# and in your stateful filter's input (and output, if its policy drops), before any drop:")
+        print("# and in your stateful filter's input (and output, if its policy drops), before any drop:")
         for a in accepts:
             print(f"#   nft insert rule inet filter input {a}")
         for w in warns:
             print(f"# warning: {w}")
         print("# install with --apply (its own table; --remove deletes it)")
         return 0
-    if os.geteuid() != 0:
-        raise UsageError("notrack --apply needs root")
     if shutil.which("nft") is None:
         raise UsageError("notrack --apply needs the nft command (Debian package nftables)")
     named = [parse_chain(c) for c in args.accept_in]
     objs = _ruleset(ns_args)
     chains = stateful_chains(objs)
     known = {(o["chain"]["family"], o["chain"]["table"], o["chain"]["name"]) for o in objs if "chain" in o}
-    for c in named:
-        if c not in known:
-            raise UsageError(f"--accept-in {':'.join(c)}: no such chain")
+    for chain in named:
+        if chain not in known:
+            raise UsageError(f"--accept-in {':'.join(chain)}: no such chain")
     _nft(ns_args, None, "delete", "table", "inet", TABLE)  # idempotent: replace what we installed before
     r = _nft(ns_args, "\n".join(table) + "\n")
     if r.returncode:

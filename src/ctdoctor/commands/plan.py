@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 
 def build(args):
     from ctdoctor import plan, snapshot
-    from ctdoctor.checks.base import Context
+    from ctdoctor.facts import context
 
     if args.headroom < 1:
         raise UsageError("--headroom must be >= 1")
@@ -24,7 +24,7 @@ def build(args):
     interval = args.interval if args.interval is not None else (1.0 if root.is_live else None)
     snap = snapshot.build(root, getattr(args, "netns", None) or "all", interval=interval or None,
                           with_rules=False, with_log=False)
-    ctx = Context(snap, root, live=root.is_live)
+    ctx = context(snap, root, live=root.is_live)
     budget = plan.parse_size(args.memory_budget, snap.mem_total) if args.memory_budget else None
     return plan.make_plan(ctx, args.headroom, budget)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from ctdoctor.commands.common import PERIOD, bounded, require_live
+from ctdoctor.commands.common import PERIOD, Needs, bounded
 from ctdoctor.errors import UsageError
 
 
@@ -42,13 +42,13 @@ def add_arguments(p) -> None:
                    help="seconds of new-flow events recorded in each incident (default 3)")
 
 
+def requires(args) -> Needs:
+    return Needs(live=True, root=True, what="record", why="to enter every netns, dump its table and receive its events")
+
 def run(args) -> int:
-    require_live(args, "record")
     fmt = getattr(args, "format", None)
     if fmt not in (None, "text"):
         raise UsageError("--format does not apply to record (it logs one line per event)")
-    if os.geteuid() != 0:
-        raise UsageError("record needs root (to enter every netns, dump its table and receive its events)")
     import threading
 
     from ctdoctor.export.live import parse_wanted

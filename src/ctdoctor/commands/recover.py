@@ -10,11 +10,10 @@ it still re-applies and verifies.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
-from ctdoctor.commands.common import open_root
+from ctdoctor.commands.common import Needs, open_root
 from ctdoctor.errors import Failure, UsageError
 
 
@@ -51,32 +50,51 @@ def plan(root, snap) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]
     return load, reapply
 
 
+def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+    """A helper command; a missing tool or a hang is a Failure with its name, never an internal error."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise Failure(f"{argv[0]} is not installed (needed to verify tracking)") from None
+    except subprocess.TimeoutExpired:
+        raise Failure(f"{' '.join(argv[:4])} did not finish within {timeout:g} s") from None
+    except OSError as e:
+        raise Failure(f"could not run {argv[0]}: {e}") from None
+
+
 def verify() -> tuple[bool, str]:
     """Is conntrack tracking? A throwaway netns, a ct rule, one loopback connection, one entry."""
     import uuid
 
     ns = f"ctdlab-verify-{uuid.uuid4().hex[:4]}"
     try:
-        r = subprocess.run(["ip", "netns", "add", ns], capture_output=True)
+        r = _run(["ip", "netns", "add", ns])
         if r.returncode:
-            return False, "could not create a test netns: " + r.stderr.decode().strip()
+            return False, "could not create a test netns: " + r.stderr.strip()
         ex = ["ip", "netns", "exec", ns]
-        subprocess.run(ex + ["ip", "link", "set", "lo", "up"], check=True)
-        r = subprocess.run(ex + ["nft", "add table inet v; add chain inet v o { type filter hook output priority 0; };"
-                                       " add rule inet v o ct state new accept"], capture_output=True)
+        r = _run([*ex, "ip", "link", "set", "lo", "up"])
         if r.returncode:
-            return False, "nft could not add a conntrack rule: " + r.stderr.decode().strip()
+            return False, "could not bring up lo in the test netns: " + r.stderr.strip()
+        rule = ("add table inet v; add chain inet v o { type filter hook output priority 0; };"
+                " add rule inet v o ct state new accept")
+        r = _run([*ex, "nft", rule])
+        if r.returncode:
+            return False, "nft could not add a conntrack rule: " + r.stderr.strip()
         code = ("import socket;s=socket.socket();s.bind(('127.0.0.1',0));s.listen();"
                 "c=socket.create_connection(s.getsockname());a,_=s.accept();"
                 "print(open('/proc/sys/net/netfilter/nf_conntrack_count').read().strip())")
-        r = subprocess.run(ex + [sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+        r = _run([*ex, sys.executable, "-c", code], timeout=20)
         if r.returncode or not r.stdout.strip().isdigit():
             return False, "test connection failed: " + (r.stderr.strip().splitlines() or ["?"])[-1]
         n = int(r.stdout.strip())
         return (n >= 1, f"a loopback connection in a test netns became {n} conntrack entr{'y' if n == 1 else 'ies'}")
     finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
+
+def requires(args) -> Needs:
+    # --dry-run shows the plan, also for a host image; the real thing loads modules and writes sysctls
+    return Needs() if args.dry_run else Needs(root=True, what="recover", why="to load modules and write sysctls")
 
 def run(args) -> int:
     from ctdoctor import snapshot
@@ -101,14 +119,12 @@ def run(args) -> int:
             raise UsageError("recover needs the running kernel; with --root use --dry-run to see the plan")
         print("dry run: nothing loaded or written")
         return 0
-    if os.geteuid() != 0:
-        raise UsageError("recover needs root")
     import shutil
 
     if to_load and shutil.which("modprobe") is None:
         raise Failure("modprobe is not installed (package kmod): cannot load " + ", ".join(to_load))
     for m in to_load:
-        r = subprocess.run(["modprobe", m], capture_output=True, text=True)
+        r = _run(["modprobe", m])
         if r.returncode:
             msg = r.stderr.strip()
             if m in ("nf_conntrack", "nf_nat"):
@@ -119,7 +135,7 @@ def run(args) -> int:
     if to_load:  # the module came back with defaults: re-read what drifted
         snap = snapshot.build(root, None, interval=None, with_log=False)
         _, reapply = plan(root, snap)
-    for k, live, want in reapply:
+    for k, _live, want in reapply:
         write_sysctl(root, k, want)
         print(f"applied {k} = {want}")
     ok, how = verify()

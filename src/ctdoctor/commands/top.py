@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from ctdoctor.commands.common import PERIOD, bounded, check_format, open_root
+from ctdoctor.commands.common import PERIOD, Needs, bounded, check_format, open_root
 from ctdoctor.errors import InputError, UsageError
 
 
@@ -150,6 +150,11 @@ def warn_unreadable(doc) -> None:
               file=sys.stderr)
 
 
+def requires(args) -> Needs:
+    if args.rate:  # rates are counted as the running kernel makes entries: a host image has no event stream
+        return Needs(live=True, root=True, what="top --rate", why="CAP_NET_ADMIN to receive conntrack events")
+    return Needs()
+
 def run(args) -> int:
     fmt = check_format(args, ("text", "json", "csv"))
     from ctdoctor.top import parse_query
@@ -193,15 +198,8 @@ def _rate(args, query, fmt: str) -> int:
 
     if args.file:
         raise UsageError("--rate reads the live event stream; it cannot read a saved listing (--file)")
-    if getattr(args, "root", None) not in (None, "", "/"):
-        from ctdoctor.errors import NeedsLiveKernel
-
-        raise NeedsLiveKernel("--rate counts new entries as the running kernel makes them: rates need a live "
-                              "kernel, a host image holds no event stream (use top without --rate on it)")
     if args.watch is not None and fmt != "text":
         raise UsageError("--watch works with --format text only")
-    if os.geteuid() != 0:
-        raise UsageError("--rate needs root (CAP_NET_ADMIN to receive conntrack events); run it with sudo")
     from ctdoctor.sources import netns as nsmod
 
     refs = nsmod.select(nsmod.discover(), getattr(args, "netns", None))
@@ -252,8 +250,7 @@ def _rate_watch(args, query, counters, limit) -> int:
     with _Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
         try:
             while True:
-                quit_now: list[bool] = []
-                roll.add(rate.windows(counters, slice_s, stop=lambda: bool(quit_now)))
+                roll.add(rate.windows(counters, slice_s))
                 doc = rate.build_doc(query, list(roll.slices), limit, roll.lost_windows, roll.windows)
                 live.update(render_rate(doc), refresh=True)
                 if keys.quit_pressed():

@@ -16,6 +16,7 @@ import os
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ctdoctor import __version__
@@ -94,18 +95,18 @@ def _read_netns_files(files: list[str], dirs: list[str]) -> dict[str, bytes]:
     """Runs inside the target netns."""
     out = {}
     for rel in files:
-        d = _read("/" + rel)
-        if d is not None:
-            out[rel] = d
-    for d in dirs:
+        data = _read("/" + rel)
+        if data is not None:
+            out[rel] = data
+    for folder in dirs:
         try:
-            names = sorted(os.listdir("/" + d))
+            names = sorted(os.listdir("/" + folder))
         except OSError:
             continue
         for n in names:
-            v = _read(f"/{d}/{n}")
+            v = _read(f"/{folder}/{n}")
             if v is not None:
-                out[f"{d}/{n}"] = v
+                out[f"{folder}/{n}"] = v
     return out
 
 
@@ -198,7 +199,8 @@ def _host_names(hostname: str) -> list[str]:
 
 def collect(output: str, *, entries: bool = True, anonymize: bool = False, anonymize_netns: bool = False,
             progress=None, only: set[str] | None = None, entries_for: set[str] | None = None,
-            extra: dict[str, bytes] | None = None, on_listing=None, listing_limit: int | None = None) -> dict:
+            extra: dict[str, bytes | Callable[[], bytes]] | None = None, on_listing=None,
+            listing_limit: int | None = None) -> dict:
     """Write the bundle to ``output`` (a .tar.gz) atomically. Returns meta.
 
     ``only``: the namespaces to include (init's host files are always there); ``entries_for``:
@@ -231,7 +233,7 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
     if anon:
         # every copy of the host's names (uname -a, sysctl -a's kernel.hostname, syslog lines) and,
         # with --anonymize-netns, of the namespace names
-        anon.set_names({**{w: "anonymized" for w in _host_names(hostname)}, **alias})
+        anon.set_names({**dict.fromkeys(_host_names(hostname), "anonymized"), **alias})
 
     def shown(ref) -> str:
         return alias.get(ref.name, ref.name)
@@ -249,23 +251,20 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
 
     # 2. host files and commands (init netns)
     for rel in COPY:
-        d = _read("/" + rel)
-        if d is not None:
-            b.add(rel, d)
+        data = _read("/" + rel)
+        if data is not None:
+            b.add(rel, data)
     for d in COPY_DIRS:
         try:
             names = sorted(os.listdir("/" + d))
         except OSError:
             continue
-        for n in names:
-            if d.endswith("udev/rules.d"):
-                v = _read(f"/{d}/{n}")
-                if v is None or b"nf_conntrack" not in v and b"sysctl" not in v:
-                    continue
-            else:
-                v = _read(f"/{d}/{n}")
+        for name in names:
+            v = _read(f"/{d}/{name}")
+            if d.endswith("udev/rules.d") and v is not None and b"nf_conntrack" not in v and b"sysctl" not in v:
+                continue
             if v is not None:
-                b.add(f"{d}/{n}", v)
+                b.add(f"{d}/{name}", v)
     for rel in LOG_FILES:
         v = _read("/" + rel, LOG_TAIL_BYTES)
         if v is not None:
@@ -362,8 +361,8 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         "failed_commands": failed, "boot_time": _boot_time(),
     }
     b.add("ctdoctor/meta.json", json.dumps(meta, indent=2))
-    for rel, data in (extra or {}).items():
-        b.add(rel, data() if callable(data) else data)  # a callable: known only once the listing was read
+    for rel, member in (extra or {}).items():
+        b.add(rel, member() if callable(member) else member)  # a callable: known only once the listing was read
     if anon:
         for rel in list(b.members):
             if rel == "ctdoctor/meta.json":

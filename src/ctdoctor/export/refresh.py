@@ -20,12 +20,12 @@ from ctdoctor.export.metrics import Refreshed
 def refresh(wanted: str) -> dict:
     """Run the doctor over the live host and tally each selected netns's listing by proto and state."""
     from ctdoctor import doctor, snapshot
-    from ctdoctor.checks.base import Context
+    from ctdoctor.facts import context
     from ctdoctor.sources.hostroot import HostRoot
 
     root = HostRoot.live()
     snap = snapshot.build(root, wanted, interval=None)
-    ctx = Context(snap, root, live=True)
+    ctx = context(snap, root, live=True)
     findings, _unknown = doctor.run_checks(ctx)
     by_state: dict[str, list] = {}
     listing_error: dict[str, str] = {}

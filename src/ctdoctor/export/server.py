@@ -102,7 +102,7 @@ class Exporter:
             while not self._stop.wait(every):
                 try:
                     fn()
-                except Exception as e:  # noqa: BLE001 - a background loop must survive one bad round
+                except Exception as e:
                     print(f"ctdoctor exporter: {name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
         t = threading.Thread(target=run, name=name, daemon=True)
@@ -122,7 +122,7 @@ class Exporter:
             self._loop(self.refresh_every, self.refresh_now, "refresh")
 
     def warn_unreadable(self) -> None:
-        samples, limit, _ = self.reader.sample()
+        samples, _limit, _ = self.reader.sample()
         blind = [s.netns for s in samples if not s.readable]
         if blind:
             print(f"ctdoctor exporter: cannot read {len(blind)} netns ({', '.join(blind[:5])}): "
@@ -165,12 +165,12 @@ def make_server(exporter: Exporter, host: str, port: int):
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        def do_GET(self):  # noqa: N802 - the http.server API
+        def do_GET(self):
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 try:
                     body, ctype = render(exporter.exposition(), self.headers.get("Accept", ""))
-                except Exception as e:  # noqa: BLE001 - a scrape answers 500 with the reason, the server lives on
+                except Exception as e:
                     self._send(500, f"ctdoctor exporter: {type(e).__name__}: {e}\n".encode(), "text/plain")
                     return
                 self._send(200, body, ctype)
@@ -179,7 +179,7 @@ def make_server(exporter: Exporter, host: str, port: int):
             else:
                 self._send(404, b"not found: try /metrics\n", "text/plain")
 
-        do_HEAD = do_GET  # noqa: N815
+        do_HEAD = do_GET
 
         def log_message(self, *args):  # scrapes are not logged
             pass

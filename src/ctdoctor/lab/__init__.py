@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -56,15 +55,36 @@ def _run(argv, *, check=True, input=None, timeout=60) -> subprocess.CompletedPro
     return r
 
 
+class Helper(subprocess.Popen):
+    """A traffic helper process: its pipes (always opened), and the JSON it printed when ready."""
+
+    ready: dict  # set by LabNetns.spawn from the helper's first line
+
+    @property
+    def inp(self):
+        assert self.stdin is not None
+        return self.stdin
+
+    @property
+    def out(self):
+        assert self.stdout is not None
+        return self.stdout
+
+    @property
+    def err(self):
+        assert self.stderr is not None
+        return self.stderr
+
+
 class LabNetns:
     """A throwaway netns with lo up and an nft rule that makes conntrack track its traffic."""
 
     def __init__(self, scenario: str):
         self.name = f"{PREFIX}{scenario}-{uuid.uuid4().hex[:4]}"
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[Helper] = []
         self.inode: int | None = None
 
-    def create(self) -> "LabNetns":
+    def create(self) -> LabNetns:
         _run(["ip", "netns", "add", self.name])
         self.inode = os.stat(f"/run/netns/{self.name}").st_ino
         self.exec("ip", "link", "set", "lo", "up")
@@ -83,28 +103,28 @@ class LabNetns:
         r = self.exec(sys.executable, "-m", "ctdoctor.lab.traffic", *map(str, args), timeout=timeout)
         return json.loads(r.stdout.decode().strip().splitlines()[-1])
 
-    def spawn(self, *args) -> subprocess.Popen:
+    def spawn(self, *args) -> Helper:
         """A long-running traffic helper; its first output line is read (it says it is ready)."""
-        p = subprocess.Popen(["ip", "netns", "exec", self.name, sys.executable, "-m", "ctdoctor.lab.traffic",
-                              *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, bufsize=1)
+        p = Helper(["ip", "netns", "exec", self.name, sys.executable, "-m", "ctdoctor.lab.traffic",
+                    *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, text=True, bufsize=1)
         self.procs.append(p)
-        line = p.stdout.readline()
+        line = p.out.readline()
         if not line:
-            raise LabError(f"traffic helper {args[0]} did not start: {p.stderr.read()[:300]}")
-        p.ready = json.loads(line)  # type: ignore[attr-defined]
+            raise LabError(f"traffic helper {args[0]} did not start: {p.err.read()[:300]}")
+        p.ready = json.loads(line)
         return p
 
     @staticmethod
-    def ask(p: subprocess.Popen, command: str, timeout: float = 30) -> dict:
-        p.stdin.write(command + "\n")
-        p.stdin.flush()
+    def ask(p: Helper, command: str, timeout: float = 30) -> dict:
+        p.inp.write(command + "\n")
+        p.inp.flush()
         import select
 
-        r, _, _ = select.select([p.stdout], [], [], timeout)
+        r, _, _ = select.select([p.out], [], [], timeout)
         if not r:
             raise LabError(f"traffic helper did not answer '{command}'")
-        return json.loads(p.stdout.readline())
+        return json.loads(p.out.readline())
 
     # ---- reading the netns ---------------------------------------------------
 
@@ -147,7 +167,7 @@ class LabNetns:
     def destroy(self) -> None:
         for p in self.procs:
             with contextlib.suppress(Exception):
-                p.stdin.close()
+                p.inp.close()
             with contextlib.suppress(Exception):
                 p.terminate()
                 p.wait(timeout=3)
@@ -169,8 +189,11 @@ def leftovers() -> list[str]:
     return [ln.split()[0] for ln in out.splitlines() if ln.startswith(PREFIX)]
 
 
-def clean() -> list[str]:
+def clean(only: list[str] | None = None) -> list[str]:
+    """Delete lab namespaces: every one left behind, or only the ones named."""
     names = leftovers()
+    if only is not None:
+        names = [n for n in names if n in only]
     for n in names:
         destroy_netns(n)
     return names
@@ -258,4 +281,4 @@ def threading_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-__all__ = ["run_scenario", "LabRun", "LabNetns", "clean", "leftovers", "missing_requirements", "PREFIX"]
+__all__ = ["PREFIX", "LabNetns", "LabRun", "clean", "leftovers", "missing_requirements", "run_scenario"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 from ctdoctor.lab import LabRun, kernel_log_lines, new_kernel_log
@@ -285,7 +284,7 @@ class CountMismatch(Scenario):
         run.say(f"loaded {loaded} entries, then deleted them all (conntrack -F)")
         time.sleep(0.3)
         count, listed = ns.count(), ns.listed()
-        listener.stdin.close()
+        listener.inp.close()
         listener.wait(timeout=10)
         deadline = time.monotonic() + 10
         while ns.count() > 0 and time.monotonic() < deadline:

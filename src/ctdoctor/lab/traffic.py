@@ -193,8 +193,11 @@ def mixed(hold: float) -> None:
     srv6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv6.bind(("::1", 7002))
     srv6.listen(64)
-    threading.Thread(target=lambda: [threading.Thread(target=_echo, args=(srv6.accept()[0],), daemon=True).start()
-                                     for _ in iter(int, 1)], daemon=True).start()
+    def accept6() -> None:
+        while True:
+            threading.Thread(target=_echo, args=(srv6.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=accept6, daemon=True).start()
     _echo_server(9090)  # behind the DNAT of port 8080
     held = []
     for _ in range(5):
@@ -239,7 +242,7 @@ def mixed(hold: float) -> None:
     u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     u6.sendto(b"x", ("::1", 7006))
     held.append(u6)
-    for i in range(2):  # ICMP echo (ping socket)
+    for _ in range(2):  # ICMP echo (ping socket)
         ic = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
         ic.sendto(b"\x08\x00\x00\x00\x00\x01\x00\x01", (LOOP4, 0))
         held.append(ic)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 
-def human_bytes(n: int | None) -> str:
-    if n is None:
+def human_bytes(size: int | None) -> str:
+    if size is None:
         return "?"
+    n = float(size)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -27,7 +28,7 @@ def render(doc: dict, console=None):
 
     console = console or Console(highlight=False)
     h = doc["host"]
-    parts = []
+    parts: list = []
     parts.append(f"[bold]{h['hostname'] or '?'}[/]  kernel {h['kernel'] or '?'}  source {h['source']}"
                  + (f" ({h['root']})" if h["source"] != "live" else "")
                  + (f"  cpus {h['cpus']}" if h.get("cpus") else "")
@@ -43,7 +44,7 @@ def render(doc: dict, console=None):
     for ns in doc["namespaces"]:
         stats, rates = ns["stats"], ns["rates"] or {}
 
-        def sr(k):
+        def sr(k, stats=stats, rates=rates):
             v = stats.get(k)
             if v is None:
                 return "?"

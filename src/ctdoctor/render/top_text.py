@@ -30,7 +30,7 @@ def render(doc: dict, prev: dict | None = None):
     filt = f", {doc['matched']} matched the filters" if doc["matched"] != doc["total"] else ""
     lines.append(f"grouped by {', '.join(doc['by'])}: {doc['groups']} groups{filt}")
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    keys = list(doc["rows"][0]["key"]) if doc["rows"] else [k for k in doc["by"]]
+    keys = list(doc["rows"][0]["key"]) if doc["rows"] else list(doc["by"])
     for k in keys:
         t.add_column(k, no_wrap=True)
     t.add_column("count", justify="right")
@@ -106,7 +106,7 @@ def render_rate(doc: dict):
 def write_rate_csv(doc: dict, out) -> None:
     w = csv.writer(out)
     keys = list(doc["rows"][0]["key"]) if doc["rows"] else list(doc["by"])
-    w.writerow(keys + ["rate", "count", "share", "states"])
+    w.writerow([*keys, "rate", "count", "share", "states"])
     for r in doc["rows"]:
         w.writerow(["" if v is None else v for v in r["key"].values()]
                    + [r["rate"], r["count"], r["share"], ";".join(f"{k}={v}" for k, v in r["states"].items())])

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import atexit
 import lzma
-import zlib
 import os
 import posixpath
 import shutil
 import tarfile
 import tempfile
+import zlib
 
 from ctdoctor.errors import InputError
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz")
 
 # Generous for a sosreport, small enough that a bomb cannot fill the disk.
-MAX_MEMBER_BYTES = int(os.environ.get("CTDOCTOR_ARCHIVE_MAX_MEMBER", 2 << 30))
-MAX_TOTAL_BYTES = int(os.environ.get("CTDOCTOR_ARCHIVE_MAX_TOTAL", 8 << 30))
-MAX_MEMBERS = int(os.environ.get("CTDOCTOR_ARCHIVE_MAX_MEMBERS", 200_000))
+MAX_MEMBER_BYTES = int(os.environ.get("CTDOCTOR_ARCHIVE_MAX_MEMBER", str(2 << 30)))
+MAX_TOTAL_BYTES = int(os.environ.get("CTDOCTOR_ARCHIVE_MAX_TOTAL", str(8 << 30)))
+MAX_MEMBERS = int(os.environ.get("CTDOCTOR_ARCHIVE_MAX_MEMBERS", "200000"))
 _unpacked: dict[str, str] = {}  # archive path -> its unpacked folder: unpacked once per process
 
 
@@ -81,10 +81,11 @@ def _verify_stream(path: str) -> None:
 
     with open(path, "rb") as raw:
         magic = raw.read(6)
+    f: gzip.GzipFile | lzma.LZMAFile
     if magic[:2] == b"\x1f\x8b":
-        f = gzip.open(path, "rb")
+        f = gzip.open(path, "rb")  # noqa: SIM115 - closed in the finally below
     elif magic == b"\xfd7zXZ\x00":
-        f = lzma.open(path, "rb")
+        f = lzma.open(path, "rb")  # noqa: SIM115 - closed in the finally below
     else:
         return  # a plain .tar: the tail check below covers it
     limit = MAX_TOTAL_BYTES + (MAX_MEMBERS + 2) * 1024
@@ -108,8 +109,9 @@ def _check_tail(tf: tarfile.TarFile, path: str) -> None:
     """After the last member only zero blocks may follow; anything else is a header tarfile
     could not read, i.e. a damaged archive that would otherwise look complete."""
     try:
-        tf.fileobj.seek(tf.offset)  # type: ignore[union-attr]
-        rest = tf.fileobj.read(1 << 20)  # type: ignore[union-attr]
+        assert tf.fileobj is not None
+        tf.fileobj.seek(tf.offset)
+        rest = tf.fileobj.read(1 << 20)
     except _CORRUPT as e:
         raise InputError(f"{path}: archive truncated or corrupt ({e})") from None
     if rest.strip(b"\x00"):
@@ -123,7 +125,7 @@ def unpack(path: str) -> str:
         return _unpacked[key]
     try:
         _verify_stream(path)
-        tf = tarfile.open(path, "r:*")
+        tf = tarfile.open(path, "r:*")  # noqa: SIM115 - closed after the unpack below
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except PermissionError:

@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import socket
-import struct
-import time
-from dataclasses import dataclass, field
 
 from ctdoctor.errors import Failure
 from ctdoctor.sources import netns as nsmod
-from ctdoctor.sources.ctnetlink import NETLINK_NETFILTER
+from ctdoctor.sources.ctnetlink import NETLINK_NETFILTER, is_conntrack, messages
 
 NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY = 1, 3
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
@@ -64,64 +60,29 @@ def open_events(ref: nsmod.NetnsRef, group: int, rcvbuf: int = RCVBUF) -> socket
     return s
 
 
-def count_messages(buf: bytes) -> int:
-    n, off, end = 0, 0, len(buf)
-    while off + 16 <= end:
-        ln, typ = struct.unpack_from("=IH", buf, off)
-        if ln < 16:
-            break
-        if typ & 0xFF == IPCTNL_MSG_CT_DELETE and typ >> 8 == 1:
-            n += 1
-        off += (ln + 3) & ~3
-    return n
+def count_messages(buf: bytes, msg: int = IPCTNL_MSG_CT_DELETE) -> int:
+    """How many ctnetlink messages of one type (DESTROY events) a buffer holds."""
+    return sum(1 for typ, _o, _e in messages(buf) if is_conntrack(typ, msg))
 
 
-@dataclass
-class Window:
-    """Events of one netns over one window."""
+class Drain:
+    """Every datagram waiting on a non-blocking event socket now, as a few large buffers (in C, GIL
+    released, when built); ``lost`` turns true when the kernel reported ENOBUFS."""
 
-    netns: str
-    seconds: float = 0.0
-    new: int = 0
-    destroyed: int = 0
-    lost: bool = False  # ENOBUFS: the kernel dropped events, counts are a lower bound
-    tally: object = None  # a top.Tally of the NEW events
-    notes: list[str] = field(default_factory=list)
+    def __init__(self, sock: socket.socket, force_python: bool = False):
+        self.sock, self.force_python = sock, force_python
+        self.lost = False
 
-
-class EventCounter:
-    """NEW and DESTROY events of one netns, aggregated by a top query, window after window."""
-
-    def __init__(self, ref: nsmod.NetnsRef, query, force_python: bool = False, rcvbuf: int = RCVBUF):
-        self.ref, self.query, self.force_python = ref, query, force_python
-        self.new_sock = open_events(ref, NFNLGRP_CONNTRACK_NEW, rcvbuf)
-        try:
-            self.del_sock = open_events(ref, NFNLGRP_CONNTRACK_DESTROY, rcvbuf)
-        except Failure:
-            self.new_sock.close()
-            raise
-
-    def close(self) -> None:
-        self.new_sock.close()
-        self.del_sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
-
-    def _drain(self, s: socket.socket, w: Window):
-        """Every datagram waiting now, as a few large buffers: in C (GIL released) when built."""
-        from ctdoctor.top import accelerated
+    def __iter__(self):
+        from ctdoctor.accel import accelerated
 
         try:
             if accelerated() and not self.force_python:
                 from ctdoctor._fastscan import drain_socket
 
                 while True:
-                    buf, lost = drain_socket(s.fileno(), 4 << 20)
-                    w.lost = w.lost or lost
+                    buf, lost = drain_socket(self.sock.fileno(), 4 << 20)
+                    self.lost = self.lost or lost
                     if not buf:
                         return
                     yield buf
@@ -129,47 +90,19 @@ class EventCounter:
                         return
             while True:  # one datagram per recv
                 try:
-                    buf = s.recv(1 << 16)
+                    buf = self.sock.recv(1 << 16)
                 except BlockingIOError:
                     return
                 except OSError as e:
                     if e.errno == errno.ENOBUFS:
-                        w.lost = True
+                        self.lost = True
                         continue
                     raise
                 if not buf:
                     return
                 yield buf
         except OSError as e:
-            raise Failure(f"reading conntrack events of netns {self.ref.name}: {e}") from None
-
-    def window(self, seconds: float, stop=None) -> Window:
-        """Read events for ``seconds`` (or until ``stop()`` is true) and aggregate them."""
-        from ctdoctor.sources.ctnetlink import lines_from
-        from ctdoctor.top import Tally
-
-        agg = self.query.aggregator(self.force_python)
-        w = Window(self.ref.name)
-        t0 = time.monotonic()
-        end = t0 + seconds
-        socks = [self.new_sock, self.del_sock]
-        while True:
-            left = end - time.monotonic()
-            if left <= 0 or (stop is not None and stop()):
-                break
-            r, _, _ = select.select(socks, [], [], min(left, 0.2))
-            for s in r:
-                for buf in self._drain(s, w):
-                    if s is self.del_sock:
-                        w.destroyed += count_messages(buf)
-                        continue
-                    for text in lines_from([buf], self.force_python):
-                        if text:
-                            lines, _bad, _fb = agg.feed(text, False)
-                            w.new += lines
-        w.seconds = time.monotonic() - t0
-        w.tally = Tally(self.query, agg, w.new)
-        return w
+            raise Failure(f"reading conntrack events: {e}") from None
 
 
 def events_enabled(ref: nsmod.NetnsRef) -> str | None:

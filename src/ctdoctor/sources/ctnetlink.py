@@ -14,7 +14,7 @@ import errno
 import os
 import socket
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 from ctdoctor.errors import Failure
 from ctdoctor.sources.entries import Entry, Tuple, format_entry
@@ -174,39 +174,48 @@ def dump_buffers(fd_socket: socket.socket | None = None) -> Iterator[bytes]:
             s.close()
 
 
-def _has_done(buf: bytes) -> bool:
+def messages(buf: bytes) -> Iterator[tuple[int, int, int]]:
+    """(type, offset, end) of each netlink message in a receive buffer (the one loop over messages)."""
     off, n = 0, len(buf)
     while off + 16 <= n:
         ln, typ = struct.unpack_from("=IH", buf, off)
+        if ln < 16 or off + ln > n:
+            return  # truncated: never read past what the kernel sent
+        yield typ, off, off + ln
+        off += (ln + 3) & ~3
+
+
+def error_code(buf: bytes, off: int) -> int:
+    """The (positive) errno an NLMSG_ERROR message carries; 0 is an ACK."""
+    return -struct.unpack_from("=i", buf, off + 16)[0]
+
+
+def _has_done(buf: bytes) -> bool:
+    for typ, off, _end in messages(buf):
         if typ == NLMSG_DONE:
             return True
-        if typ == NLMSG_ERROR:
-            err = struct.unpack_from("=i", buf, off + 16)[0]
-            if err:
-                raise CtnetlinkError(f"ctnetlink dump failed: {os.strerror(-err)}")
-        if ln < 16:
-            break
-        off += (ln + 3) & ~3
+        if typ == NLMSG_ERROR and error_code(buf, off):
+            raise CtnetlinkError(f"ctnetlink dump failed: {os.strerror(error_code(buf, off))}")
     return False
+
+
+def is_conntrack(typ: int, msg: int | None = None) -> bool:
+    """A ctnetlink message (of type ``msg``: IPCTNL_MSG_CT_NEW, _DELETE, ... when given)."""
+    return typ >> 8 == NFNL_SUBSYS_CTNETLINK and (msg is None or typ & 0xFF == msg)
 
 
 def entries_from(buffers) -> Iterator[Entry]:
     for buf in buffers:
-        off, n = 0, len(buf)
-        while off + 16 <= n:
-            ln, typ = struct.unpack_from("=IH", buf, off)
-            if ln < 16:
-                break
+        for typ, off, end in messages(buf):
             if typ == NLMSG_DONE:
                 return
-            if typ & 0xFF00 == NFNL_SUBSYS_CTNETLINK << 8:
-                yield decode_entry(buf, off + 20, off + ln)
-            off += (ln + 3) & ~3
+            if is_conntrack(typ):
+                yield decode_entry(buf, off + 20, end)
 
 
 def lines_from(buffers, force_python: bool = False) -> Iterator[bytes]:
     """Listing lines (conntrack ``-o extended`` format) for each receive buffer of a dump."""
-    from ctdoctor.top import accelerated
+    from ctdoctor.accel import accelerated
 
     if accelerated() and not force_python:
         from ctdoctor._fastscan import netlink_lines
@@ -259,7 +268,7 @@ def listing_source(state):
             fd = nsmod.socket_in(ref, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
             sock = socket.socket(fileno=fd)
     except OSError as e:
-        raise CtnetlinkError(f"ctnetlink is not available ({e}): no /proc/net/nf_conntrack and no netlink dump")
+        raise CtnetlinkError(f"ctnetlink is not available ({e}): no /proc/net/nf_conntrack and no netlink dump") from None
     return _LinesStream(lines_from(dump_buffers(sock)), sock), "ctnetlink dump", False
 
 
@@ -287,9 +296,9 @@ def _tuple_attr(e: Entry, t: Tuple) -> bytes:
         proto += _attr(CTA_PROTO_SRC_PORT, _u16be.pack(t.srckey)) + _attr(CTA_PROTO_DST_PORT, _u16be.pack(t.dstkey))
     elif t.icmp_type is not None:
         six = e.proto == "icmpv6"
-        proto += _attr(CTA_PROTO_ICMPV6_ID if six else CTA_PROTO_ICMP_ID, _u16be.pack(t.icmp_id))
-        proto += _attr(CTA_PROTO_ICMPV6_TYPE if six else CTA_PROTO_ICMP_TYPE, bytes([t.icmp_type]))
-        proto += _attr(CTA_PROTO_ICMPV6_CODE if six else CTA_PROTO_ICMP_CODE, bytes([t.icmp_code]))
+        proto += _attr(CTA_PROTO_ICMPV6_ID if six else CTA_PROTO_ICMP_ID, _u16be.pack(t.icmp_id or 0))
+        proto += _attr(CTA_PROTO_ICMPV6_TYPE if six else CTA_PROTO_ICMP_TYPE, bytes([t.icmp_type or 0]))
+        proto += _attr(CTA_PROTO_ICMPV6_CODE if six else CTA_PROTO_ICMP_CODE, bytes([t.icmp_code or 0]))
     body = _attr(CTA_TUPLE_IP, ip, True) + _attr(CTA_TUPLE_PROTO, proto, True)
     if t.zone is not None:
         body += _attr(CTA_TUPLE_ZONE, _u16be.pack(t.zone))
@@ -322,19 +331,15 @@ def delete_entries(sock: socket.socket, entries: list[Entry], batch: int = 256) 
         acks = 0
         while acks < len(part):
             buf = sock.recv(1 << 16)
-            off = 0
-            while off + 16 <= len(buf):
-                ln, typ = struct.unpack_from("=IH", buf, off)
-                if typ == NLMSG_ERROR:
-                    err = struct.unpack_from("=i", buf, off + 16)[0]
-                    acks += 1
-                    if err == 0:
-                        deleted += 1
-                    elif -err == errno.ENOENT:  # expired, deleted, or re-created (another id) meanwhile
-                        gone += 1
-                    else:
-                        raise CtnetlinkError(f"deleting an entry failed: {os.strerror(-err)}")
-                if ln < 16:
-                    break
-                off += (ln + 3) & ~3
+            for typ, off, _end in messages(buf):
+                if typ != NLMSG_ERROR:
+                    continue
+                err = error_code(buf, off)
+                acks += 1
+                if err == 0:
+                    deleted += 1
+                elif err == errno.ENOENT:  # expired, deleted, or re-created (another id) meanwhile
+                    gone += 1
+                else:
+                    raise CtnetlinkError(f"deleting an entry failed: {os.strerror(err)}")
     return deleted, gone

@@ -20,10 +20,12 @@ Lines are parsed by their ``key=value`` tokens, never by column position.
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Iterable, Iterator
+from typing import IO
 
 from ctdoctor.errors import InputError
 
@@ -87,24 +89,20 @@ class Entry:
     extra: dict = field(default_factory=dict)
 
 
-_v6_cache: dict[str, str] = {}
-
-
 def norm_addr(a: str) -> str:
     """IPv4 unchanged; IPv6 compressed exactly as ``conntrack`` prints it (inet_ntop: RFC 5952,
     with the IPv4-mapped/compatible forms in dotted notation)."""
     if ":" not in a:
         return a
-    c = _v6_cache.get(a)
-    if c is None:
-        try:
-            c = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, a))
-        except (OSError, ValueError):
-            raise EntryParseError(f"bad IPv6 address {a!r}") from None
-        if len(_v6_cache) > 200_000:
-            _v6_cache.clear()
-        _v6_cache[a] = c
-    return c
+    return _norm_v6(a)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a table repeats few addresses many times
+def _norm_v6(a: str) -> str:
+    try:
+        return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, a))
+    except (OSError, ValueError):
+        raise EntryParseError(f"bad IPv6 address {a!r}") from None
 
 
 def _int(key: str, v: str) -> int:
@@ -349,9 +347,7 @@ def _fmt_tuple(e: Entry, t: Tuple, proc: bool) -> str:
 def format_entry(e: Entry, style: str = "proc") -> str:
     """Render an entry as /proc/net/nf_conntrack (``proc``) or ``conntrack -L`` (``default``/``extended``)."""
     proc = style == "proc"
-    if proc:
-        s = f"{e.l3:<8} {L3_NAMES[e.l3]} {e.proto:<8} {e.protonum} "
-    elif style == "extended":
+    if proc or style == "extended":
         s = f"{e.l3:<8} {L3_NAMES[e.l3]} {e.proto:<8} {e.protonum} "
     else:
         s = f"{e.proto:<8} {e.protonum} "
@@ -400,7 +396,7 @@ def open_listing(path: str) -> IO[bytes]:
         f = sys.stdin.buffer
     else:
         try:
-            f = open(path, "rb")
+            f = open(path, "rb")  # noqa: SIM115 - the caller's stream (open_listing returns it)
         except FileNotFoundError:
             raise InputError(f"{path}: no such file") from None
         except PermissionError:
@@ -452,16 +448,15 @@ def numbered_lines(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
     """(line number in the file, line): blank lines dropped, entries that merged
     stderr split in two (sosreport) rejoined."""
     carry = ""
-    for n, ln in enumerate(lines, 1):
-        if "(conntrack-tools)" in ln or "nfct_labelmap_new" in ln:
-            cleaned = NOISE_RE.sub("", ln)
+    for n, raw in enumerate(lines, 1):
+        if "(conntrack-tools)" in raw or "nfct_labelmap_new" in raw:
+            cleaned = NOISE_RE.sub("", raw)
             if cleaned.strip():
                 # The noise sat in the middle of an entry: the rest of it is on the next line.
                 carry = cleaned
             continue
-        if carry:
-            ln = carry + ln
-            carry = ""
+        ln = carry + raw if carry else raw
+        carry = ""
         if ln.strip():
             yield n, ln
     if carry.strip():
@@ -477,7 +472,7 @@ def iter_entries(lines: Iterable[str], *, skip_first_partial: bool = False) -> I
     """Entries from listing lines; a bad line raises InputError naming its number."""
     first = True
     for n, ln in numbered_lines(lines):
-        if ln.startswith("-A ") or ln.startswith("-I "):
+        if ln.startswith(("-A ", "-I ")):
             parse = parse_save_line
         else:
             parse = parse_line
@@ -487,8 +482,6 @@ def iter_entries(lines: Iterable[str], *, skip_first_partial: bool = False) -> I
             if first and skip_first_partial:
                 first = False
                 continue
-            e = err
-        if isinstance(e, EntryParseError):
-            raise InputError(f"line {n}: not a conntrack entry ({e}): {ln[:80]!r}")
+            raise InputError(f"line {n}: not a conntrack entry ({err}): {ln[:80]!r}") from None
         first = False
         yield e

@@ -27,7 +27,7 @@ class RulesSummary:
     helpers: list[str] = field(default_factory=list)
     nat_chains: list[str] = field(default_factory=list)  # base chains of type nat
 
-    def merge(self, other: "RulesSummary") -> None:
+    def merge(self, other: RulesSummary) -> None:
         for k in ("sources", "nat", "notrack", "nfqueue", "ct_state", "untracked_accept", "helpers", "nat_chains"):
             getattr(self, k).extend(getattr(other, k))
 
@@ -73,10 +73,10 @@ def parse_nft_json(text: str, source: str) -> RulesSummary:
             exprs = r.get("expr", [])
             flat = json.dumps(exprs)
             where = f"{r.get('family')} {r.get('table')} {r.get('chain')} handle {r.get('handle')}"
-            keys = set()
-            for e in exprs:
-                if isinstance(e, dict):
-                    keys.update(e.keys())
+            keys: set[str] = set()
+            for ex in exprs:
+                if isinstance(ex, dict):
+                    keys.update(ex.keys())
             if keys & set(NAT_WORDS):
                 s.nat.append(where)
             if "notrack" in keys:

@@ -51,15 +51,16 @@ class HostRoot:
     label: str = "/"
     denied: list[str] = field(default_factory=list)  # paths we were not allowed to read
     irregular: list[str] = field(default_factory=list)  # FIFOs, devices, sockets: never read
+    cache: dict = field(default_factory=dict, repr=False)  # facts parsed once per image (meta.json)
 
     # ---- construction -------------------------------------------------
 
     @classmethod
-    def live(cls) -> "HostRoot":
+    def live(cls) -> HostRoot:
         return cls(Path("/"), LIVE, "/")
 
     @classmethod
-    def open(cls, spec: str | None) -> "HostRoot":
+    def open(cls, spec: str | None) -> HostRoot:
         """Open what ``--root`` names: nothing or ``/`` (live), a directory, or an archive."""
         if spec in (None, "", "/"):
             return cls.live()

@@ -17,8 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-TABLE_FULL, EXPECT_FULL, VMALLOC, VERSION, SUPPRESSED = (
-    "table_full", "expect_full", "vmalloc_fallback", "version", "suppressed")
+from ctdoctor.kernel import EXPECT_FULL, SUPPRESSED, TABLE_FULL, VERSION, VMALLOC
 
 _TS = re.compile(
     r"^(?:\[\s*(?P<mono>\d+\.\d+)\]\s*"                     # dmesg
@@ -91,16 +90,21 @@ def dedupe(events: list[KernelLogEvent]) -> tuple[list[KernelLogEvent], int]:
         groups.setdefault((e.kind, e.netns_inode, e.text), {}).setdefault(e.source, []).append(e)
     out: list[KernelLogEvent] = []
     for by_source in groups.values():
-        stamped = {}
-        unstamped = []
+        stamped: dict[str, KernelLogEvent] = {}
+        unstamped: list[list[KernelLogEvent]] = []
+        evs: list[KernelLogEvent]
         for evs in by_source.values():
             if all(e.mono for e in evs):
                 for e in evs:
-                    stamped.setdefault(e.mono, e)
+                    stamped.setdefault(e.mono or "", e)
             else:
                 unstamped.append(evs)
-        candidates = [list(stamped.values())] + unstamped
-        out.extend(max(candidates, key=len))
+        candidates: list[list[KernelLogEvent]] = [list(stamped.values()), *unstamped]
+        best = candidates[0]
+        for cand in candidates[1:]:  # the source that saw the most (first of equals)
+            if len(cand) > len(best):
+                best = cand
+        out.extend(best)
     order = {id(e): i for i, e in enumerate(events)}
     out.sort(key=lambda e: order[id(e)])
     return out, len(events) - len(out)

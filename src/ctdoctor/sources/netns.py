@@ -58,7 +58,7 @@ def discover(proc: str = "/proc", run_netns: str = "/run/netns") -> list[NetnsRe
         if ino is not None and ino not in found:
             found[ino] = NetnsRef(name, ino, p, "ip netns")
     try:
-        pids = sorted((int(d) for d in os.listdir(proc) if d.isdigit()))
+        pids = sorted(int(d) for d in os.listdir(proc) if d.isdigit())
     except OSError:
         pids = []
     for pid in pids:
@@ -146,7 +146,7 @@ def call_in(ref: NetnsRef, fn, *args):
         try:
             setns(ref.path)
             payload = (True, fn(*args))
-        except BaseException as e:  # noqa: BLE001 - reported to the parent
+        except BaseException as e:
             payload = (False, f"{type(e).__name__}: {e}")
         try:
             data = pickle.dumps(payload)
@@ -179,7 +179,7 @@ def _fd_from_child(ref: NetnsRef, make_fd, what: str) -> int:
         try:
             setns(ref.path)
             socket.send_fds(child, [b"ok"], [make_fd()])
-        except BaseException as e:  # noqa: BLE001 - reported to the parent
+        except BaseException as e:
             try:
                 child.sendall(f"{type(e).__name__}: {e}".encode()[:500])
             except OSError:

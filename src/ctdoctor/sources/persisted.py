@@ -21,8 +21,8 @@ import shlex
 from dataclasses import dataclass, field
 
 from ctdoctor.sources.hostroot import HostRoot
-from ctdoctor.textsafe import clean
 from ctdoctor.sources.sysctl import canonical
+from ctdoctor.textsafe import clean
 
 CONF_DIRS = ("etc", "run", "usr/local/lib", "usr/lib", "lib")
 
@@ -71,7 +71,7 @@ def config_files(root: HostRoot, subdir: str, suffix: str = ".conf") -> list[str
             except OSError:
                 masked = False
             chosen[name] = None if masked else path
-    return [chosen[n] for n in sorted(chosen) if chosen[n]]
+    return [p for n in sorted(chosen) if (p := chosen[n])]
 
 
 def _logical_lines(text: str):
@@ -167,7 +167,7 @@ def read_persisted(root: HostRoot) -> Persisted:
             p.sysctl_all.append(s)
             p.sysctl[s.key] = s
     # /etc/modprobe.conf: the only modprobe config on RHEL 5 (module-init-tools read it first)
-    for f in ["etc/modprobe.conf"] + config_files(root, "modprobe.d"):
+    for f in ["etc/modprobe.conf", *config_files(root, "modprobe.d")]:
         text = root.read_text(f)
         if text:
             p.modprobe.extend(parse_modprobe_conf(text, root.display(f)))

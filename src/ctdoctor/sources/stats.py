@@ -62,7 +62,7 @@ def parse_proc_stat(text: str, source: str = "/proc/net/stat/nf_conntrack") -> C
         if len(vals) != len(header):
             raise StatsParseError(f"{source}: line {n} has {len(vals)} columns, header has {len(header)} (truncated?)")
         try:
-            row = {h: int(v, 16) for h, v in zip(header, vals)}
+            row = {h: int(v, 16) for h, v in zip(header, vals, strict=True)}
         except ValueError:
             raise StatsParseError(f"{source}: line {n} is not hex numbers") from None
         st.per_cpu.append(row)
@@ -73,9 +73,9 @@ def parse_proc_stat(text: str, source: str = "/proc/net/stat/nf_conntrack") -> C
 def parse_conntrack_S(text: str, source: str = "conntrack -S") -> CpuStats:
     st = CpuStats(source=source)
     cols: list[str] = []
-    for n, ln in enumerate(text.splitlines(), 1):
-        ln = ln.strip()
-        if not ln or ln.startswith("conntrack v") or ln.startswith("sysctl:"):
+    for n, raw in enumerate(text.splitlines(), 1):
+        ln = raw.strip()
+        if not ln or ln.startswith(("conntrack v", "sysctl:")):
             continue
         if not ln.startswith("cpu="):
             if "=" in ln and ln.split("=")[0].isidentifier():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-NF = "net.netfilter."
+from ctdoctor.kernel import NF, parse_int  # noqa: F401 - re-exported for the readers
 
 _LEGACY = {
     "net.nf_conntrack_max": NF + "nf_conntrack_max",
@@ -72,11 +72,3 @@ def parse_sysctl_a(text: str) -> dict[str, str]:
     return out
 
 
-def parse_int(v: str | None) -> int | None:
-    if v is None:
-        return None
-    v = v.strip()
-    try:
-        return int(v)
-    except ValueError:
-        return None

@@ -72,6 +72,6 @@ def count_cpus(cpuinfo: str | None, possible: str | None = None) -> int | None:
         if n:
             return n
     if cpuinfo:
-        n = len(re.findall(r"^processor\s*:", cpuinfo, re.M))
+        n = len(re.findall(r"^processor\s*:", cpuinfo, re.MULTILINE))
         return n or None
     return None

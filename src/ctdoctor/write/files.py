@@ -40,7 +40,7 @@ def read_current(root: HostRoot, path: str) -> str | None:
 
 
 def diff(changes: list[FileChange]) -> str:
-    out = []
+    out: list[str] = []
     for c in changes:
         if not c.changed:
             continue

@@ -91,14 +91,14 @@ def _order(kv):
 def set_shell_var(text: str, key: str, value: str) -> str:
     """Set KEY="value" in a sysconfig file: replace the active line, else the commented example, else append."""
     line = f'{key}="{value}"'
-    existing = re.search(rf'^{key}=(.*)$', text, re.M)
+    existing = re.search(rf'^{key}=(.*)$', text, re.MULTILINE)
     if existing:
         cur = existing.group(1).strip().strip("\"'")
         if value in cur.split():
             return text
         merged = f'{key}="{(cur + " " + value).strip()}"'
         return text[:existing.start()] + merged + text[existing.end():]
-    commented = re.search(rf'^#\s*{key}=.*$', text, re.M)
+    commented = re.search(rf'^#\s*{key}=.*$', text, re.MULTILINE)
     if commented:
         return text[:commented.end()] + "\n" + line + text[commented.end():]
     return text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"

@@ -1,0 +1,134 @@
+"""Facts the checks need beyond the Snapshot, gathered from the host image or the live host.
+
+Checks get these through ``checks.base.Context`` (which sees only the ``Facts`` protocol):
+the listing's state mix and top keys (one read of the listing per netns, only when a
+check asks), ESTABLISHED socket counts, the distribution, the expectation table.
+This module may read the root; checks may not.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ctdoctor.checks.base import ListingSummary
+from ctdoctor.snapshot import NetnsState, Snapshot
+
+
+class HostFacts:
+    def __init__(self, snap: Snapshot, root=None, live: bool = False):
+        self.snap = snap
+        self.root = root
+        self.live = live
+        self._summaries: dict[str, ListingSummary | None] = {}
+        self._summary_errors: dict[str, str] = {}
+        self._sockets: dict[str, int | None] = {}
+        self._socket_sources: dict[str, str] = {}
+
+
+    def summary(self, st: NetnsState) -> ListingSummary | None:
+        if st.name in self._summaries:
+            return self._summaries[st.name]
+        result = None
+        try:
+            got = st.open_entries()
+            if got is None and self.live:
+                from ctdoctor.sources import ctnetlink
+
+                got = ctnetlink.listing_source(st)
+            if got is not None:
+                from ctdoctor.top import parse_query, tally_stream_multi
+
+                stream, label, tailed = got
+                qs = [parse_query(k, None, None, None, None, None) for k in ("state", "proto", "src", "dst", "dport")]
+                with stream:
+                    ts = tally_stream_multi(stream, qs, skip_first_partial=tailed)
+                tops = {}
+                proto_states: dict[tuple[str, str], int] = {}
+                for k, q, t in zip(("state", "proto", "src", "dst", "dport"), qs, ts, strict=True):
+                    from ctdoctor.top import rows
+
+                    _, rs = rows(t, q, 0 if k in ("state", "proto") else 5)
+                    tops[k] = [(str(r["key"][k]), r["count"]) for r in rs]
+                    if k == "proto":  # each protocol's row carries its state mix
+                        for r in rs:
+                            for state, n in r["states"].items():
+                                proto_states[(str(r["key"]["proto"]), state)] = n
+                listed = ts[0].total
+                sample = bool(tailed)  # sosreport kept only the tail of a long listing
+                result = ListingSummary(listed, sample, label, dict(tops.pop("state")), dict(tops.pop("proto")),
+                                        tops, ts[0].unreadable, proto_states)
+                if ts[0].unreadable:
+                    line, text = ts[0].first_bad or (0, "")
+                    self.snap.notes.append(f"{label}: {ts[0].unreadable} line(s) were not conntrack entries and "
+                                           f"were skipped (first: line {line}: {text!r})")
+        except Exception as e:
+            self._summary_errors[st.name] = f"{type(e).__name__}: {e}"
+        self._summaries[st.name] = result
+        return result
+
+    def summary_missing_reason(self, st: NetnsState) -> str:
+        return self._summary_errors.get(st.name) or "no entry listing (live /proc, ctnetlink, or a saved one)"
+
+
+    def established_sockets(self, st: NetnsState) -> int | None:
+        """ESTABLISHED TCP sockets in the netns: ``ss -tanH state established`` live; in a sosreport
+        what sos captures (``ss -s``'s ``estab N``, else counting ``ESTAB`` rows of ``ss -peaonmi``)."""
+        if st.name in self._sockets:
+            return self._sockets[st.name]
+        n, src = None, None
+        if st.view is not None:
+            cap = st.view.capture("networking", "ss -tanH state established")
+            if cap is not None and "Usage" not in cap.text and not self._is_error(cap.text):
+                n, src = sum(1 for ln in cap.text.splitlines() if ln.strip()), cap.source
+            if n is None and not self.live:
+                cap = st.view.capture("networking", "ss -s")
+                m = re.search(r"^TCP:\s+\d+ \(estab (\d+),", cap.text, re.MULTILINE) if cap else None
+                if m and cap:
+                    n, src = int(m.group(1)), cap.source
+            if n is None and not self.live:
+                cap = st.view.capture("networking", "ss -peaonmi")
+                if cap and cap.text.lstrip().startswith("Netid"):
+                    n = sum(1 for ln in cap.text.splitlines() if re.match(r"tcp\s+ESTAB\s", ln))
+                    src = cap.source
+        self._sockets[st.name] = n
+        self._socket_sources[st.name] = src or "ss -tanH state established"
+        return n
+
+    def sockets_source(self, st: NetnsState) -> str:
+        return self._socket_sources.get(st.name, "ss -tanH state established")
+
+    @staticmethod
+    def _is_error(text: str) -> bool:
+        t = text.lstrip()
+        return t.startswith(("Error", "ss:", "Cannot", "Usage"))
+
+
+    def distro(self) -> str:
+        """'rhel' (RHEL, CentOS, Fedora, Rocky, Alma, SUSE-like sysconfig), 'debian', or 'other'."""
+        text = ""
+        if self.root is not None:
+            text = self.root.read_text("etc/os-release") or ""
+        # whole IDs: a substring test took Solus ("solus" holds "ol") for Oracle Linux
+        ids = set(" ".join(re.findall(r'^(?:ID|ID_LIKE)="?([^"\n]*)"?', text, re.MULTILINE)).lower().split())
+        if ids & {"rhel", "fedora", "centos", "rocky", "almalinux", "ol", "amzn", "suse", "sles", "opensuse"}:
+            return "rhel"
+        if ids & {"debian", "ubuntu"}:
+            return "debian"
+        if self.snap.persisted.iptables_config:
+            return "rhel"
+        return "other"
+
+    def expectations(self) -> tuple[int | None, str | None]:
+        if self.root is None:
+            return None, None
+        text = self.root.read_text("proc/net/nf_conntrack_expect")
+        if text is None:
+            return None, None
+        return sum(1 for ln in text.splitlines() if ln.strip()), "/proc/net/nf_conntrack_expect"
+
+
+def context(snap: Snapshot, root=None, live: bool = False):
+    """The checks' Context over this snapshot, its facts read from ``root``."""
+    from ctdoctor.checks.base import Context
+
+    return Context(snap, HostFacts(snap, root, live))

@@ -1,0 +1,56 @@
+"""The architecture of DESIGN.md §1, held by the imports: checks see facts, sources see nothing above them."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).parent.parent.parent / "src" / "ctdoctor"
+# what sources/ may import from ctdoctor: itself and the neutral bottom modules
+BOTTOM = {"ctdoctor.errors", "ctdoctor.textsafe", "ctdoctor.kernel", "ctdoctor.scan", "ctdoctor.accel",
+          "ctdoctor._fastscan"}
+
+
+def imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "ctdoctor":
+                out |= {f"ctdoctor.{a.name}" for a in node.names}
+            else:
+                out.add(node.module)
+    return {m for m in out if m.startswith("ctdoctor")}
+
+
+def test_checks_import_neither_sources_nor_render_nor_the_cli():
+    bad = {}
+    for p in (SRC / "checks").glob("*.py"):
+        wrong = {m for m in imports(p) if m.startswith(("ctdoctor.sources", "ctdoctor.render", "ctdoctor.cli",
+                                                          "ctdoctor.commands", "ctdoctor.facts"))}
+        if wrong:
+            bad[p.name] = sorted(wrong)
+    assert not bad, bad
+
+
+def test_sources_import_nothing_above_them():
+    bad = {}
+    for p in (SRC / "sources").glob("*.py"):
+        wrong = {m for m in imports(p) if not m.startswith("ctdoctor.sources") and m not in BOTTOM}
+        if wrong:
+            bad[p.name] = sorted(wrong)
+    assert not bad, bad
+
+
+def test_the_bottom_modules_import_no_other_ctdoctor_module():
+    for name in ("errors", "textsafe", "kernel", "scan", "accel"):
+        assert imports(SRC / f"{name}.py") <= BOTTOM, name
+
+
+def test_a_check_never_reads_the_host():
+    """No check touches a root, a file or a subprocess: it gets facts through its Context."""
+    for p in (SRC / "checks").glob("*.py"):
+        text = p.read_text()
+        for word in ("ctx.root", ".read_text(", "open(", "subprocess", "os.listdir"):
+            assert word not in text, f"{p.name}: {word}"
