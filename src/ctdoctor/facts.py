@@ -48,14 +48,16 @@ class HostFacts:
                     from ctdoctor.top import rows
 
                     _, rs = rows(t, q, 0 if k in ("state", "proto") else 5)
-                    tops[k] = [(str(r["key"][k]), r["count"]) for r in rs]
+                    # a key an entry lacks (ICMP has no port) stays None, never the string "None"
+                    tops[k] = [(None if r["key"][k] is None else str(r["key"][k]), r["count"]) for r in rs]
                     if k == "proto":  # each protocol's row carries its state mix
                         for r in rs:
                             for state, n in r["states"].items():
                                 proto_states[(str(r["key"]["proto"]), state)] = n
                 listed = ts[0].total
                 sample = bool(tailed)  # sosreport kept only the tail of a long listing
-                result = ListingSummary(listed, sample, label, dict(tops.pop("state")), dict(tops.pop("proto")),
+                result = ListingSummary(listed, sample, label, {str(v): n for v, n in tops.pop("state")},
+                                        {str(v): n for v, n in tops.pop("proto")},
                                         tops, ts[0].unreadable, proto_states)
                 if ts[0].unreadable:
                     line, text = ts[0].first_bad or (0, "")

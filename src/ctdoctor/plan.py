@@ -60,10 +60,10 @@ def _round_up(n: int) -> int:
     return max(ROUND, ((n + ROUND - 1) // ROUND) * ROUND)
 
 
-def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) -> dict:
+def _candidates(ctx: Context) -> list[dict[str, Any]]:
+    """Each sizing rule's max (and buckets where the rule has them), with its reason."""
     snap = ctx.snap
     ram, cpus, ver = snap.mem_total, snap.cpus, snap.version
-    size, estimated = ctx.entry_size()
     cands: list[dict[str, Any]] = []
     if ram:
         b, m = kernel.default_sizing(ram, ver)
@@ -74,29 +74,61 @@ def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) ->
         cands.append({"rule": "kube-proxy", "max": m, "buckets": m // 4,
                       "reason": f"max(32768 × {cpus} CPUs, 131072), buckets = max / 4"})
     counts = [(st.count, st.name) for st in snap.namespaces if st.count is not None]
-    peak, peak_ns = max(counts) if counts else (None, None)
-    if peak is not None:
+    if counts:
+        peak, peak_ns = max(counts)
         cands.append({"rule": "observed peak", "max": peak, "buckets": None,
                       "reason": f"largest count now: {peak} in netns {peak_ns}"})
-    rate, rate_how = None, None
     init = snap.namespaces[0] if snap.namespaces else None
-    if init is not None:
-        r = init.rates() or {}
-        if r.get("insert"):
-            rate, rate_how = r["insert"], f"insert counter over {init.interval:g} s"
-        else:
-            s = ctx.summary(init)
-            tw_timeout = ctx.setting("nf_conntrack_tcp_timeout_time_wait") or 120
-            if s is not None and s.states.get("TIME_WAIT"):
-                rate = s.states["TIME_WAIT"] / tw_timeout
-                rate_how = f"{s.states['TIME_WAIT']} TIME_WAIT entries / {tw_timeout} s time_wait timeout"
+    rate, rate_how = _flow_rate(ctx, init)
     if rate is not None:
         est = (init.count if init else None) or 0
         life = (ctx.setting("nf_conntrack_tcp_timeout_time_wait") or 120) + 60
-        little = int(rate * life) + est
-        cands.append({"rule": "Little's law", "max": little, "buckets": None,
+        cands.append({"rule": "Little's law", "max": int(rate * life) + est, "buckets": None,
                       "reason": f"{rate:.1f} new flows/s ({rate_how}) × {life} s lifetime after close + "
                                 f"{est} live entries"})
+    return cands
+
+
+def _flow_rate(ctx: Context, init) -> tuple[float | None, str | None]:
+    """New flows per second: the insert counter's rate, else TIME_WAIT entries / their timeout."""
+    if init is None:
+        return None, None
+    r = init.rates() or {}
+    if r.get("insert"):
+        return r["insert"], f"insert counter over {init.interval:g} s"
+    s = ctx.summary(init)
+    tw_timeout = ctx.setting("nf_conntrack_tcp_timeout_time_wait") or 120
+    if s is not None and s.states.get("TIME_WAIT"):
+        return (s.states["TIME_WAIT"] / tw_timeout,
+                f"{s.states['TIME_WAIT']} TIME_WAIT entries / {tw_timeout} s time_wait timeout")
+    return None, None
+
+
+def _timeouts(ctx: Context) -> list[dict[str, Any]]:
+    """Timeouts worth lowering: a state holding >= 20 % of a netns at least 30 % full, kept longer than needed."""
+    from ctdoctor.checks.ct011_timeouts import RULES
+
+    timeouts: list[dict[str, Any]] = []
+    for st in ctx.snap.namespaces:
+        if st.fill is None or st.fill < 0.3:
+            continue
+        s = ctx.summary(st)
+        if not s or not s.listed:
+            continue
+        for label, (key, limit, suggest) in RULES.items():
+            share = s.states.get(label, 0) / s.listed
+            cur = ctx.setting(key, st)
+            if share >= 0.2 and cur and cur > limit and not any(t["name"] == key for t in timeouts):
+                timeouts.append({"name": key, "current": cur, "suggested": suggest,
+                                 "reason": f"{label} is {share * 100:.0f}% of netns {st.name}'s entries"})
+    return timeouts
+
+
+def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) -> dict:
+    snap = ctx.snap
+    ram, cpus, ver = snap.mem_total, snap.cpus, snap.version
+    size, estimated = ctx.entry_size()
+    cands = _candidates(ctx)
     load = [c["max"] for c in cands if c["rule"] in ("observed peak", "Little's law")]
     floor = [c["max"] for c in cands if c["rule"] in ("kernel default", "kube-proxy")]
     pick = _round_up(int(max(load or [0]) * headroom))
@@ -108,21 +140,7 @@ def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) ->
             pick, capped = max(ROUND, (most // ROUND) * ROUND), True
     buckets = pick if ver is None or ver >= (5, 15, 0) else pick // 4
     mem = pick * size + buckets * 8
-    timeouts: list[dict[str, Any]] = []
-    for st in snap.namespaces:
-        if st.fill is None or st.fill < 0.3:
-            continue
-        s = ctx.summary(st)
-        if not s or not s.listed:
-            continue
-        from ctdoctor.checks.ct011_timeouts import RULES
-
-        for label, (key, limit, suggest) in RULES.items():
-            share = s.states.get(label, 0) / s.listed
-            cur = ctx.setting(key, st)
-            if share >= 0.2 and cur and cur > limit and not any(t["name"] == key for t in timeouts):
-                timeouts.append({"name": key, "current": cur, "suggested": suggest,
-                                 "reason": f"{label} is {share * 100:.0f}% of netns {st.name}'s entries"})
+    timeouts = _timeouts(ctx)
     return {
         "schema": 1,
         "host": {"kernel": snap.release, "mem_total": ram, "cpus": cpus},

@@ -14,7 +14,8 @@ import os
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from enum import Enum
+from typing import Any, Protocol, TypedDict
 
 from ctdoctor.accel import accelerated
 from ctdoctor.errors import InputError, UsageError
@@ -510,9 +511,9 @@ def _tally_range(path: str, start: int, end: int, query: Query, force_python: bo
                 data += f.readline()  # finish the line that started inside the range
                 pos = f.tell()
             if b"\x00" in data:
-                return tally, lines + data[: data.index(b"\x00")].count(b"\n") + 1, "binary"
+                return tally, lines + data[: data.index(b"\x00")].count(b"\n") + 1, RangeEnd.BINARY
             if b"(conntrack-tools)" in data or b"nfct_labelmap" in data:
-                return tally, 0, "noise"
+                return tally, 0, RangeEnd.NOISE
             acct = acct or b"packets=" in data
             n, nbad, fb = agg.feed(data, False)
             if nbad:
@@ -520,7 +521,15 @@ def _tally_range(path: str, start: int, end: int, query: Query, force_python: bo
                 tally.note_bad(nbad, lines + fb, data.split(b"\n")[fb - 1])
             lines += n
     tally.agg, tally.lines, tally.accounting = agg, lines, acct
-    return tally, 0, None
+    return tally, 0, RangeEnd.DONE
+
+
+class RangeEnd(Enum):
+    """How a worker's range of a saved listing ended."""
+
+    DONE = "done"
+    BINARY = "binary"  # NUL bytes: not a listing
+    NOISE = "noise"  # conntrack-tools stderr merged in: the whole file goes through the noise filter
 
 
 def tally_file(path: str, query: Query, *, workers: int | None = None, force_python: bool = False) -> Tally:
@@ -548,10 +557,10 @@ def tally_file(path: str, query: Query, *, workers: int | None = None, force_pyt
     total = Tally(query)
     base = 0
     for tally, bin_line, kind in parts:
-        if kind == "noise":
+        if kind is RangeEnd.NOISE:
             with open(path, "rb") as f:
                 return tally_stream(f, query, force_python=force_python)
-        if kind == "binary":
+        if kind is RangeEnd.BINARY:
             raise InputError(f"line {base + bin_line}: binary data, not a conntrack listing")
         if tally.first_bad is not None:
             tally.first_bad = (base + tally.first_bad[0], tally.first_bad[1])
@@ -563,13 +572,25 @@ def tally_file(path: str, query: Query, *, workers: int | None = None, force_pyt
 # ---- rows ----------------------------------------------------------------------------------
 
 
-def rows(tally: Tally, query: Query, limit: int | None) -> tuple[int, list[dict]]:
+class Row(TypedDict, total=False):
+    """One row of ``top``: its key values, count, share of what was read, state mix, packets/bytes."""
+
+    key: dict[str, Any]
+    count: int
+    share: float
+    states: dict[str, int]
+    packets: int
+    bytes: int
+    rate: float  # top --rate only
+
+
+def rows(tally: Tally, query: Query, limit: int | None) -> tuple[int, list[Row]]:
     """(number of groups, rows): key, count, share of the listed total, state mix, packets/bytes."""
     if tally.agg is None:
         return 0, []
     groups, top = tally.agg.top(limit or 0)
     total = tally.total or 1
-    out = []
+    out: list[Row] = []
     for key, cnt, opk, ob, rpk, rb, labels in top:
         ns = None
         k = key
@@ -577,8 +598,8 @@ def rows(tally: Tally, query: Query, limit: int | None) -> tuple[int, list[dict]
             ns_b, _, k = key.partition(SEP)
             ns = ns_b.decode()
         vals = [v.decode("utf-8", "replace") for v in k.split(SEP)] if query.fields() else []
-        row = {"key": _key_dict(query, vals, ns), "count": cnt, "share": round(cnt / total, 6),
-               "states": {lab.decode(): n for lab, n in sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))}}
+        row: Row = {"key": _key_dict(query, vals, ns), "count": cnt, "share": round(cnt / total, 6),
+                    "states": {lab.decode(): n for lab, n in sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))}}
         if tally.accounting:
             row["packets"], row["bytes"] = opk + rpk, ob + rb
         out.append(row)

@@ -9,20 +9,30 @@ checks (``ctdoctor.facts``), lazily, once, and shared: a check never reads the h
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import StrEnum
+from typing import Any, Protocol, TypedDict
 
 from ctdoctor import kernel
 from ctdoctor.kernel import NF, parse_int
 from ctdoctor.snapshot import NetnsState, Snapshot
 
-CRITICAL, WARNING, INFO = "critical", "warning", "info"
+
+class Severity(StrEnum):
+    """A finding's severity (its JSON value is the lower-case name)."""
+
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+CRITICAL, WARNING, INFO = Severity.CRITICAL, Severity.WARNING, Severity.INFO
 SEVERITY_ORDER = {CRITICAL: 0, WARNING: 1, INFO: 2}
 
 
 @dataclass
 class Finding:
     id: str
-    severity: str
+    severity: Severity
     title: str
     summary: str
     netns: str | None = None
@@ -55,12 +65,19 @@ class ListingSummary:
     source: str
     states: dict[str, int]
     protos: dict[str, int]
-    top: dict[str, list[tuple[str, int]]]  # src/dst/dport -> [(value, count)] largest first
+    top: dict[str, list[tuple[str | None, int]]]  # src/dst/dport -> [(value, count)] largest first
     unreadable: int = 0  # lines skipped because they were not entries
     proto_states: dict[tuple[str, str], int] = field(default_factory=dict)  # (proto, state mix label) -> n
 
 
-def ev(value, source: str | None = None):
+class Evidence(TypedDict, total=False):
+    """One evidence item of a finding: the value, and the file or command it came from."""
+
+    value: Any
+    source: str
+
+
+def ev(value, source: str | None = None) -> Evidence:
     """An evidence item: the value and the file it came from."""
     return {"value": value, "source": source} if source else {"value": value}
 

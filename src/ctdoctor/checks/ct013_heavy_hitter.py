@@ -39,7 +39,7 @@ def run(ctx):
                 continue
             value, n = top[0]
             share = n / s.listed
-            if share < 0.3 or value in ("", "None"):
+            if share < 0.3 or not value:
                 continue
             flag = {"src": "--src", "dst": "--dst", "dport": "--port"}[key]
             yield Finding(

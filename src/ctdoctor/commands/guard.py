@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass, field
 
 from ctdoctor.commands.common import PERIOD, Needs, open_root
 from ctdoctor.errors import UsageError
@@ -27,8 +28,18 @@ def log(msg: str) -> None:
     print(f"ctdoctor-guard: {msg}", flush=True)
 
 
-def one_pass(root, state: dict) -> int:
-    """Restore drift once; returns the number of values restored (``state["failed"]``: not restored)."""
+@dataclass
+class GuardState:
+    """What guard remembers between passes, so each condition is logged once, not every second."""
+
+    had_config: bool = True
+    failed: int = 0  # values not restored in the last pass
+    bad: dict[str, str] = field(default_factory=dict)  # key -> the non-numeric persisted value reported
+    missing: set[str] = field(default_factory=set)  # keys whose sysctl does not exist now
+
+
+def one_pass(root, state: GuardState) -> int:
+    """Restore drift once; returns the number of values restored (``state.failed``: not restored)."""
     from ctdoctor.sources.persisted import read_persisted
     from ctdoctor.sources.sysctl import NF
     from ctdoctor.textsafe import clean
@@ -37,39 +48,39 @@ def one_pass(root, state: dict) -> int:
     persisted = read_persisted(root)
     wanted = {k: s for k, s in persisted.sysctl.items() if k.startswith(NF) and not k.endswith("_count")}
     if not wanted:
-        if state.get("had_config", True):
+        if state.had_config:
             log("no net.netfilter settings are persisted (sysctl.d, sysctl.conf): nothing to guard")
-        state["had_config"] = False
+        state.had_config = False
         return 0
-    if not state.get("had_config", True):
+    if not state.had_config:
         log(f"persisted settings are back: guarding {len(wanted)} value(s)")
-    state["had_config"] = True
+    state.had_config = True
     restored = 0
-    state["failed"] = 0
+    state.failed = 0
     for key, s in sorted(wanted.items()):
         value = " ".join(s.value.split())
         if not all(w.lstrip("-").isdigit() and len(w) <= 20 for w in value.split()) or not value:
             # every net.netfilter sysctl is numeric: never write junk a file holds into the kernel
-            if state.get(("bad", key)) != value:
+            if state.bad.get(key) != value:
                 log(f"not restoring {key}: the persisted value {clean(s.value, 40)!r} ({s.file}:{s.lineno}) "
                     "is not a number")
-            state[("bad", key)] = value
-            state["failed"] += 1
+            state.bad[key] = value
+            state.failed += 1
             continue
         live = root.read_text("proc/sys/" + key.replace(".", "/"))
         if live is None:
-            if state.get(("missing", key)) is None:
+            if key not in state.missing:
                 log(f"{key} does not exist now (nf_conntrack not loaded?); will restore it when it appears")
-            state[("missing", key)] = True
+            state.missing.add(key)
             continue
-        state.pop(("missing", key), None)
+        state.missing.discard(key)
         if " ".join(live.split()) == " ".join(s.value.split()):
             continue
         try:
             write_sysctl(root, key, s.value)
         except Exception as e:
             log(f"could not restore {key} to {s.value}: {e}")
-            state["failed"] += 1
+            state.failed += 1
             continue
         restored += 1
         log(f"restored {key} {live.strip()} -> {s.value} (persisted in {s.file}:{s.lineno})")
@@ -87,10 +98,10 @@ def run(args) -> int:
     if getattr(args, "netns", None) not in (None, "init"):
         raise UsageError("guard keeps the host's persisted settings (sysctl.d applies to the initial netns); "
                          "--netns is not supported: a namespace's own settings are not persisted by the system")
-    state: dict = {}
+    state = GuardState()
     if args.once:
         one_pass(root, state)
-        return 1 if state.get("failed") else 0
+        return 1 if state.failed else 0
     log(f"guarding net.netfilter settings every {args.interval:g}s")
     try:
         while True:

@@ -197,16 +197,7 @@ def _host_names(hostname: str) -> list[str]:
     return sorted((n for n in names if len(n) >= 2), key=len, reverse=True)
 
 
-def collect(output: str, *, entries: bool = True, anonymize: bool = False, anonymize_netns: bool = False,
-            progress=None, only: set[str] | None = None, entries_for: set[str] | None = None,
-            extra: dict[str, bytes | Callable[[], bytes]] | None = None, on_listing=None,
-            listing_limit: int | None = None) -> dict:
-    """Write the bundle to ``output`` (a .tar.gz) atomically. Returns meta.
-
-    ``only``: the namespaces to include (init's host files are always there); ``entries_for``:
-    whose listings to include (default: all included); ``extra``: more members, bytes or a
-    callable giving them (``record``'s incident.json); ``on_listing(ref, path)``: called with each spooled listing before it is cut
-    to ``listing_limit`` bytes (at a line boundary)."""
+def _check_output(output: str) -> None:
     if not output.endswith((".tar.gz", ".tgz")):
         raise InputError(f"-o {output}: the bundle is a .tar.gz file; give a name ending in .tar.gz")
     out_dir = os.path.dirname(os.path.abspath(output))
@@ -214,42 +205,18 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         raise InputError(f"-o {output}: directory {out_dir} does not exist")
     if not os.access(out_dir, os.W_OK):
         raise InputError(f"-o {output}: cannot write to {out_dir} (permission denied)")
-    anon = Anonymizer() if anonymize else None
-    hostname = (_read("/proc/sys/kernel/hostname") or b"host").decode().strip()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    shown_host = "anonymized" if anon else hostname
-    b = Bundle(top=f"ctdoctor-{shown_host}-{stamp}")
-    refs = nsmod.discover()
-    if only is not None:
-        refs = [r for r in refs if r.is_init or r.name in only]
-    alias: dict[str, str] = {}
-    if anonymize_netns:
-        n = 0
-        for r in refs:
-            if not r.is_init:
-                n += 1
-                alias[r.name] = f"netns-{n}"
 
-    if anon:
-        # every copy of the host's names (uname -a, sysctl -a's kernel.hostname, syslog lines) and,
-        # with --anonymize-netns, of the namespace names
-        anon.set_names({**dict.fromkeys(_host_names(hostname), "anonymized"), **alias})
 
-    def shown(ref) -> str:
-        return alias.get(ref.name, ref.name)
+def _netns_aliases(refs, anonymize_netns: bool) -> dict[str, str]:
+    """ip-netns / pid names -> netns-N stand-ins (--anonymize-netns); init keeps its name."""
+    if not anonymize_netns:
+        return {}
+    others = [r for r in refs if not r.is_init]
+    return {r.name: f"netns-{i}" for i, r in enumerate(others, 1)}
 
-    steps = 3 + len(refs) * (3 if entries else 2)
-    tick = progress or (lambda msg: None)
-    tick(("start", steps))
 
-    # 1. first stats sample of every netns, so the second lands one interval later
-    t0 = time.monotonic()
-    first: dict[str, dict[str, bytes]] = {}
-    for ref in refs:
-        first[ref.name] = nsmod.call_in(ref, _read_netns_files, NETNS_FILES, NETNS_DIRS)
-    tick("stats sample 1")
-
-    # 2. host files and commands (init netns)
+def _host_files(b: Bundle) -> None:
+    """Files copied whole from the initial netns's view of the host (COPY, COPY_DIRS, logs, modules)."""
     for rel in COPY:
         data = _read("/" + rel)
         if data is not None:
@@ -270,90 +237,126 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         if v is not None:
             b.add(rel, v)
     release = (_read("/proc/sys/kernel/osrelease") or b"").decode().strip()
-    for rel in (f"lib/modules/{release}/modules.builtin",):
-        v = _read("/" + rel)
-        if v is not None:
-            b.add(rel, v)
+    v = _read(f"/lib/modules/{release}/modules.builtin")
+    if v is not None:
+        b.add(f"lib/modules/{release}/modules.builtin", v)
     for mod in CONNTRACK_MODULES:
-        base = f"sys/module/{mod}"
-        if not os.path.isdir("/" + base):
-            continue
-        for sub in ("refcnt", "initstate"):
-            v = _read(f"/{base}/{sub}")
+        _module_files(b, f"sys/module/{mod}")
+
+
+def _module_files(b: Bundle, base: str) -> None:
+    if not os.path.isdir("/" + base):
+        return
+    for sub in ("refcnt", "initstate"):
+        v = _read(f"/{base}/{sub}")
+        if v is not None:
+            b.add(f"{base}/{sub}", v)
+    try:
+        for p in sorted(os.listdir(f"/{base}/parameters")):
+            v = _read(f"/{base}/parameters/{p}")
             if v is not None:
-                b.add(f"{base}/{sub}", v)
-        try:
-            for p in sorted(os.listdir(f"/{base}/parameters")):
-                v = _read(f"/{base}/parameters/{p}")
-                if v is not None:
-                    b.add(f"{base}/parameters/{p}", v)
-        except OSError:
-            pass
-        try:
-            for h in sorted(os.listdir(f"/{base}/holders")):
-                b.add(f"{base}/holders/{h}", b"")
-        except OSError:
-            pass
-    tick("host files")
-    failed: dict[str, int] = {}
+                b.add(f"{base}/parameters/{p}", v)
+    except OSError:
+        pass
+    try:
+        for h in sorted(os.listdir(f"/{base}/holders")):
+            b.add(f"{base}/holders/{h}", b"")
+    except OSError:
+        pass
+
+
+def _host_commands(b: Bundle, failed: dict[str, int]) -> None:
     for plugin, cmd in COMMANDS:
         cap = run_command(cmd, timeout=60)
         if cap is not None and cap.status != 0:
             failed[cmd] = cap.status  # its text is an error message: not saved as the output
         elif cap is not None:
             b.add(f"sos_commands/{plugin}/{mangle_command(cmd)}", cap.text)
-    tick("commands")
 
+
+def _netns_commands(b: Bundle, ref, prefix: str, shown: str, sos_name: str | None, failed: dict[str, int]) -> None:
+    """A non-initial netns's commands, under ctdoctor's own path and the names sosreport uses."""
+    pre = nsmod.preexec_for(ref)
+    for plugin, cmd in NETNS_COMMANDS:
+        cap = run_command(cmd, timeout=60, preexec_fn=pre)
+        if cap is None:
+            continue
+        if cap.status != 0:
+            failed[f"{cmd} (netns {shown})"] = cap.status
+            continue
+        b.add(f"{prefix}sos_commands/{plugin}/{mangle_command(cmd)}", cap.text)
+        if sos_name:
+            name = mangle_command(f"ip netns exec {sos_name} {cmd}")
+            where = (f"sos_commands/networking/namespaces/{sos_name}/{name}" if plugin == "networking"
+                     else f"sos_commands/{plugin}/{name}")
+            b.add(where, cap.text)
+
+
+def _anonymize(b: Bundle, anon: Anonymizer) -> None:
+    for rel in list(b.members):
+        if rel == "ctdoctor/meta.json":
+            continue
+        if rel.startswith(("proc/sys/", "sys/")) or "/proc/sys/" in rel:
+            b.members[rel] = anon.names(b.members[rel])
+            continue
+        b.members[rel] = anon.data(b.members[rel])
+    for rel in ("proc/sys/kernel/hostname", "etc/hostname"):
+        if rel in b.members:
+            b.members[rel] = b"anonymized\n"
+
+
+def collect(output: str, *, entries: bool = True, anonymize: bool = False, anonymize_netns: bool = False,
+            progress=None, only: set[str] | None = None, entries_for: set[str] | None = None,
+            extra: dict[str, bytes | Callable[[], bytes]] | None = None, on_listing=None,
+            listing_limit: int | None = None) -> dict:
+    """Write the bundle to ``output`` (a .tar.gz) atomically. Returns meta.
+
+    ``only``: the namespaces to include (init's host files are always there); ``entries_for``:
+    whose listings to include (default: all included); ``extra``: more members, bytes or a
+    callable giving them (``record``'s incident.json); ``on_listing(ref, path)``: called with each
+    spooled listing before it is cut to ``listing_limit`` bytes (at a line boundary)."""
+    _check_output(output)
+    anon = Anonymizer() if anonymize else None
+    hostname = (_read("/proc/sys/kernel/hostname") or b"host").decode().strip()
+    b = Bundle(top=f"ctdoctor-{'anonymized' if anon else hostname}-{time.strftime('%Y%m%d-%H%M%S')}")
+    refs = [r for r in nsmod.discover() if only is None or r.is_init or r.name in only]
+    alias = _netns_aliases(refs, anonymize_netns)
+    if anon:
+        # every copy of the host's names (uname -a, sysctl -a's kernel.hostname, syslog lines) and,
+        # with --anonymize-netns, of the namespace names
+        anon.set_names({**dict.fromkeys(_host_names(hostname), "anonymized"), **alias})
+    tick = progress or (lambda msg: None)
+    tick(("start", 3 + len(refs) * (3 if entries else 2)))
+
+    # 1. first stats sample of every netns, so the second lands one interval later
+    t0 = time.monotonic()
+    first = {ref.name: nsmod.call_in(ref, _read_netns_files, NETNS_FILES, NETNS_DIRS) for ref in refs}
+    tick("stats sample 1")
+    # 2. host files and commands (init netns)
+    _host_files(b)
+    tick("host files")
+    failed: dict[str, int] = {}
+    _host_commands(b, failed)
+    tick("commands")
     # 3. per netns: files, commands, entries
     metas = []
     for ref in refs:
-        init = ref.is_init
-        prefix = "" if init else f"ctdoctor/netns/{shown(ref)}/"
-        sos_name = shown(ref) if ref.owner == "ip netns" else None
+        shown = alias.get(ref.name, ref.name)
+        prefix = "" if ref.is_init else f"ctdoctor/netns/{shown}/"
+        sos_name = shown if ref.owner == "ip netns" else None
         for rel, data in first[ref.name].items():
             b.add(prefix + rel, data)
-        if not init:
-            pre = nsmod.preexec_for(ref)
-            for plugin, cmd in NETNS_COMMANDS:
-                cap = run_command(cmd, timeout=60, preexec_fn=pre)
-                if cap is None:
-                    continue
-                if cap.status != 0:
-                    failed[f"{cmd} (netns {shown(ref)})"] = cap.status
-                    continue
-                b.add(f"{prefix}sos_commands/{plugin}/{mangle_command(cmd)}", cap.text)
-                if sos_name:
-                    name = mangle_command(f"ip netns exec {sos_name} {cmd}")
-                    where = (f"sos_commands/networking/namespaces/{sos_name}/{name}" if plugin == "networking"
-                             else f"sos_commands/{plugin}/{name}")
-                    b.add(where, cap.text)
+        if not ref.is_init:
+            _netns_commands(b, ref, prefix, shown, sos_name, failed)
         tick(f"netns {ref.name}")
         if entries and (entries_for is None or ref.name in entries_for):
-            _spool_listing(b, ref, prefix + LISTING, anon)
-            tmp = b.spooled.get(prefix + LISTING)
-            if tmp and on_listing is not None:
-                on_listing(ref, tmp)
-            if tmp and listing_limit is not None:
-                _cut(tmp, listing_limit)
+            _listing(b, ref, prefix + LISTING, anon, on_listing, listing_limit)
             tick(f"entries {ref.name}")
-        try:
-            born = None if init else os.stat(ref.path).st_ctime  # kernel log lines older than this are not its
-        except OSError:
-            born = None
-        metas.append({"name": shown(ref), "inode": ref.inode, "owner": "hidden" if alias else ref.owner,
-                      "sos_name": sos_name, "born": born})
-
+        metas.append({"name": shown, "inode": ref.inode, "owner": "hidden" if alias else ref.owner,
+                      "sos_name": sos_name, "born": _born(ref)})
     # 4. second stats sample
-    wait = STATS_INTERVAL - (time.monotonic() - t0)
-    if wait > 0:
-        time.sleep(wait)
-    interval = time.monotonic() - t0
-    for ref in refs:
-        later = nsmod.call_in(ref, _read_netns_files, ["proc/net/stat/nf_conntrack"], [])
-        if "proc/net/stat/nf_conntrack" in later:
-            b.add(f"ctdoctor/samples/{shown(ref)}/nf_conntrack.stat", later["proc/net/stat/nf_conntrack"])
+    interval = _second_sample(b, refs, alias, t0)
     tick("stats sample 2")
-
     meta = {
         "format": "ctdoctor-bundle", "format_version": 1, "ctdoctor": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anonymized": anonymize, "entries": entries,
@@ -364,18 +367,41 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
     for rel, member in (extra or {}).items():
         b.add(rel, member() if callable(member) else member)  # a callable: known only once the listing was read
     if anon:
-        for rel in list(b.members):
-            if rel == "ctdoctor/meta.json":
-                continue
-            if rel.startswith(("proc/sys/", "sys/")) or "/proc/sys/" in rel:
-                b.members[rel] = anon.names(b.members[rel])
-                continue
-            b.members[rel] = anon.data(b.members[rel])
-        for rel in ("proc/sys/kernel/hostname", "etc/hostname"):
-            if rel in b.members:
-                b.members[rel] = b"anonymized\n"
+        _anonymize(b, anon)
     _write_tar(b, output)
     return meta
+
+
+def _listing(b: Bundle, ref, rel: str, anon, on_listing, listing_limit: int | None) -> None:
+    _spool_listing(b, ref, rel, anon)
+    tmp = b.spooled.get(rel)
+    if tmp and on_listing is not None:
+        on_listing(ref, tmp)
+    if tmp and listing_limit is not None:
+        _cut(tmp, listing_limit)
+
+
+def _born(ref) -> float | None:
+    """When a non-initial netns appeared (kernel log lines older than this are not its)."""
+    if ref.is_init:
+        return None
+    try:
+        return os.stat(ref.path).st_ctime
+    except OSError:
+        return None
+
+
+def _second_sample(b: Bundle, refs, alias: dict[str, str], t0: float) -> float:
+    wait = STATS_INTERVAL - (time.monotonic() - t0)
+    if wait > 0:
+        time.sleep(wait)
+    interval = time.monotonic() - t0
+    for ref in refs:
+        later = nsmod.call_in(ref, _read_netns_files, ["proc/net/stat/nf_conntrack"], [])
+        if "proc/net/stat/nf_conntrack" in later:
+            b.add(f"ctdoctor/samples/{alias.get(ref.name, ref.name)}/nf_conntrack.stat",
+                  later["proc/net/stat/nf_conntrack"])
+    return interval
 
 
 SAMPLE_MARK = b"# ctdoctor: a sample:"

@@ -118,6 +118,24 @@ def parse_line(line: str) -> Entry:
     Lenient like ``scan.scan_line``: a ``[...]`` flag may hold spaces (``-o ktimestamp``) and
     bare words that vendor kernels add are skipped."""
     toks = _tokens(line)
+    l3, proto, protonum, timeout, state, i = _head(toks)
+    body = _Body()
+    for tok in toks[i:]:
+        body.take(tok)
+    if len(body.tuples) != 2:
+        raise EntryParseError("entry does not have an original and a reply tuple")
+    orig, reply = (_mk_tuple(t) for t in body.tuples)
+    if not l3:
+        l3 = "ipv6" if ":" in orig.src else "ipv4"
+    e = Entry(l3, proto, protonum, timeout, state, orig, reply, body.unreplied, body.assured, body.offload)
+    _set_tail(e, body.tail_kw, body.extra)
+    if body.extra:
+        e.extra = body.extra
+    return e
+
+
+def _head(toks: list[str]) -> tuple[str, str, int, int | None, str | None, int]:
+    """``[l3 l3num] proto protonum [timeout] [STATE]`` -> (l3, proto, protonum, timeout, state, next index)."""
     n = len(toks)
     if n < 4:
         raise EntryParseError("too few fields for a conntrack entry")
@@ -142,72 +160,72 @@ def parse_line(line: str) -> Entry:
     if i < n and "=" not in toks[i] and not toks[i].startswith("["):
         state = toks[i]
         i += 1
-    tuples: list[dict] = []
-    cur: dict | None = None
-    tail = False
-    e_kw: dict = {}
-    extra: dict = {}
-    unreplied = assured = False
-    offload = None
-    for tok in toks[i:]:
+    return l3, proto, protonum, timeout, state, i
+
+
+_FLAG_OFFLOAD = {"[OFFLOAD]": "OFFLOAD", "[HW_OFFLOAD]": "HW_OFFLOAD"}
+
+
+class _Body:
+    """The tuples, flags and tail of an entry line, token by token."""
+
+    def __init__(self):
+        self.tuples: list[dict] = []
+        self.cur: dict | None = None
+        self.tail = False
+        self.tail_kw: dict[str, str] = {}
+        self.extra: dict = {}
+        self.unreplied = self.assured = False
+        self.offload: str | None = None
+
+    def take(self, tok: str) -> None:
         if tok[0] == "[":
-            if tok == "[UNREPLIED]":
-                unreplied = True
-                continue
-            tail = True
-            if tok == "[ASSURED]":
-                assured = True
-            elif tok == "[OFFLOAD]":
-                offload = "OFFLOAD"
-            elif tok == "[HW_OFFLOAD]":
-                offload = "HW_OFFLOAD"
-            else:
-                extra.setdefault("flags", []).append(tok.strip("[]"))
-            continue
+            self._flag(tok)
+            return
         k, eq, v = tok.partition("=")
         if not eq:
-            extra.setdefault("words", []).append(tok)
-            continue
-        if k in ("timeout", "stream_timeout") and not tuples:  # old GRE print_conntrack
-            extra[k] = v.rstrip(",")
-        elif k == "src" and not tail:
-            if len(tuples) == 2:
+            self.extra.setdefault("words", []).append(tok)
+        elif k in ("timeout", "stream_timeout") and not self.tuples:  # old GRE print_conntrack
+            self.extra[k] = v.rstrip(",")
+        elif k == "src" and not self.tail:
+            if len(self.tuples) == 2:
                 raise EntryParseError("more than two tuples")
-            cur = {"src": v}
-            tuples.append(cur)
-        elif not tail and cur is not None and k in TUPLE_KEYS:
-            cur[k] = v
-        elif k in TAIL_KEYS or tail or k == "id":
-            tail = True
-            e_kw[k] = v
+            self.cur = {"src": v}
+            self.tuples.append(self.cur)
+        elif not self.tail and self.cur is not None and k in TUPLE_KEYS:
+            self.cur[k] = v
+        elif k in TAIL_KEYS or self.tail or k == "id":
+            self.tail = True
+            self.tail_kw[k] = v
         else:
-            extra[k] = v
-    if len(tuples) != 2:
-        raise EntryParseError("entry does not have an original and a reply tuple")
-    orig, reply = (_mk_tuple(t) for t in tuples)
-    if not l3:
-        l3 = "ipv6" if ":" in orig.src else "ipv4"
-    e = Entry(l3, proto, protonum, timeout, state, orig, reply, unreplied, assured, offload)
-    for k, v in e_kw.items():
-        if k == "mark":
-            e.mark = _int(k, v)
-        elif k == "zone":
-            e.zone = _int(k, v)
-        elif k == "use":
-            e.use = _int(k, v)
-        elif k == "id":
-            e.id = _int(k, v)
-        elif k == "delta-time":
-            e.delta_time = _int(k, v)
+            self.extra[k] = v
+
+    def _flag(self, tok: str) -> None:
+        if tok == "[UNREPLIED]":  # between the tuples: does not end them
+            self.unreplied = True
+            return
+        self.tail = True
+        if tok == "[ASSURED]":
+            self.assured = True
+        elif tok in _FLAG_OFFLOAD:
+            self.offload = _FLAG_OFFLOAD[tok]
+        else:
+            self.extra.setdefault("flags", []).append(tok.strip("[]"))
+
+
+_TAIL_INTS = {"mark": "mark", "zone": "zone", "use": "use", "id": "id", "delta-time": "delta_time"}
+
+
+def _set_tail(e: Entry, kw: dict[str, str], extra: dict) -> None:
+    for k, v in kw.items():
+        if k in _TAIL_INTS:
+            setattr(e, _TAIL_INTS[k], _int(k, v))
         elif k == "secctx":
             e.secctx = v
         elif k == "labels":
             e.labels = v
         else:
             extra[k] = v
-    if extra:
-        e.extra = extra
-    return e
 
 
 def _tokens(line: str) -> list[str]:

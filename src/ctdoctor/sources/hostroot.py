@@ -16,11 +16,21 @@ import shutil
 import stat
 import subprocess
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from ctdoctor.errors import InputError
 
-LIVE, BUNDLE, SOSREPORT = "live", "bundle", "sosreport"
+
+class RootKind(StrEnum):
+    """What a HostRoot reads (its JSON value is the lower-case name)."""
+
+    LIVE = "live"
+    BUNDLE = "bundle"
+    SOSREPORT = "sosreport"
+
+
+LIVE, BUNDLE, SOSREPORT = RootKind.LIVE, RootKind.BUNDLE, RootKind.SOSREPORT
 
 # Files larger than this are not slurped by read_text (entry listings are streamed).
 READ_LIMIT = 64 << 20

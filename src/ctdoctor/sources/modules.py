@@ -9,9 +9,19 @@ in /proc/modules), *loaded* (listed in /proc/modules / lsmod), or *absent*.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-BUILTIN, LOADED, ABSENT, UNKNOWN = "builtin", "loaded", "absent", "unknown"
-PRESENT = "present"  # loaded or built in; no module list says which
+
+class ModuleState(StrEnum):
+    BUILTIN = "builtin"
+    LOADED = "loaded"
+    ABSENT = "absent"
+    UNKNOWN = "unknown"
+    PRESENT = "present"  # loaded or built in; no module list says which
+
+
+BUILTIN, LOADED, ABSENT, UNKNOWN, PRESENT = (ModuleState.BUILTIN, ModuleState.LOADED, ModuleState.ABSENT,
+                                             ModuleState.UNKNOWN, ModuleState.PRESENT)
 
 CONNTRACK_MODULES = (
     "nf_conntrack", "nf_conntrack_ipv4", "nf_conntrack_ipv6", "nf_defrag_ipv4", "nf_defrag_ipv6",
