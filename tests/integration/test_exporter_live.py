@@ -294,3 +294,18 @@ def test_textfile_once_for_node_exporters_textfile_collector(full_netns, tmp_pat
     assert value(m, "ctdoctor_conntrack_entries", netns=full_netns.name) == full_netns.count()
     assert value(m, "ctdoctor_conntrack_entries_by_state", netns=full_netns.name, proto="tcp",
                  state="ESTABLISHED") == full_netns.count()
+
+
+def test_unprivileged_it_serves_what_it_can_see_and_says_what_it_cannot():
+    port = free_port()
+    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "ctdoctor",
+            "exporter", "--listen", f"127.0.0.1:{port}", "--refresh", "1"]
+    with Server(argv, f"http://127.0.0.1:{port}/metrics", env={**os.environ, "HOME": "/"}) as exp:
+        m = metrics(exp.url)
+        time.sleep(2.5)  # two refresh rounds: a failing refresh is reported once, not every round
+        out = exp.output()
+    assert value(m, "ctdoctor_conntrack_entries", netns="init") is not None
+    assert value(m, "ctdoctor_conntrack_entries_limit", netns="init") > 0
+    assert value(m, "ctdoctor_exporter_kernel_log_readable") == 0
+    assert "not root" in out and "Traceback" not in out
+    assert out.count("refresh failed") <= 1

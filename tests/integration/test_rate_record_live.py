@@ -92,12 +92,9 @@ def test_rate_needs_the_live_kernel():
 
 
 def fill_lines(n: int, src: str) -> str:
-    out = []
-    for i in range(n):
-        dst = f"127.{1 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
-        out.append(f"-A -t 431999 -u SEEN_REPLY,ASSURED -s {src} -d {dst} -r {dst} -q {src} -p tcp --sport 40000 "
-                   f"--dport 443 --reply-port-src 443 --reply-port-dst 40000 --state ESTABLISHED\n")
-    return "".join(out)
+    from ctdoctor.lab.scenarios import _tcp_lines
+
+    return _tcp_lines(n, dport=443, src=src)
 
 
 def load(ns: Netns, text: str) -> None:

@@ -54,3 +54,44 @@ def test_a_check_never_reads_the_host():
         text = p.read_text()
         for word in ("ctx.root", ".read_text(", "open(", "subprocess", "os.listdir"):
             assert word not in text, f"{p.name}: {word}"
+
+
+def test_distro_matches_whole_ids(tmp_path):
+    """Solus (ID=solus) holds "ol" but is not Oracle Linux; Oracle Linux (ID="ol") is RHEL-like."""
+    from ctdoctor.facts import HostFacts
+    from ctdoctor.snapshot import Snapshot
+    from ctdoctor.sources.hostroot import HostRoot
+
+    def distro(os_release: str) -> str:
+        (tmp_path / "etc").mkdir(exist_ok=True)
+        (tmp_path / "etc/os-release").write_text(os_release)
+        root = HostRoot(tmp_path, "bundle", str(tmp_path))
+        return HostFacts(Snapshot("bundle", str(tmp_path)), root).distro()
+
+    assert distro('NAME="Solus"\nID="solus"\n') == "other"
+    assert distro('NAME="Oracle Linux Server"\nID="ol"\nID_LIKE="fedora"\n') == "rhel"
+    assert distro('ID=ubuntu\nID_LIKE=debian\n') == "debian"
+    assert distro('ID="rocky"\nID_LIKE="rhel centos fedora"\n') == "rhel"
+
+
+def test_preconditions_are_declared_and_enforced_in_one_place():
+    """Every command that needs the live kernel or root says so in requires(); the CLI refuses
+    before the command runs (one line, exit 2)."""
+    import argparse
+
+    from ctdoctor.commands import collect, exporter, flush, record, top
+    from ctdoctor.commands.common import Needs, enforce
+    from ctdoctor.errors import NeedsLiveKernel
+
+    image = argparse.Namespace(root="/some/image", rate=True)
+    for mod in (collect, exporter, flush, record):
+        needs = mod.requires(argparse.Namespace())
+        assert needs.live, mod.__name__
+        try:
+            enforce(needs, image)
+        except NeedsLiveKernel as e:
+            assert "running kernel" in str(e)
+        else:
+            raise AssertionError(f"{mod.__name__} ran on a host image")
+    assert top.requires(argparse.Namespace(rate=False)) == Needs()
+    assert top.requires(argparse.Namespace(rate=True)).root

@@ -175,21 +175,25 @@ def run(args) -> int:
     doc = build_doc(args, query)
     if fmt != "json":
         warn_unreadable(doc)
+    _emit(doc, fmt, "render", "write_csv")
+    return 0
+
+
+def _emit(doc: dict, fmt: str, text_renderer: str, csv_writer: str) -> None:
+    """Print a top document as JSON, CSV or a rich table (renderers named in render.top_text)."""
     if fmt == "json":
         from ctdoctor.render.jsonout import emit
 
         emit(doc)
-    elif fmt == "csv":
-        from ctdoctor.render.top_text import write_csv
+        return
+    from ctdoctor.render import top_text
 
-        write_csv(doc, sys.stdout)
-    else:
-        from rich.console import Console
+    if fmt == "csv":
+        getattr(top_text, csv_writer)(doc, sys.stdout)
+        return
+    from rich.console import Console
 
-        from ctdoctor.render.top_text import render
-
-        Console(highlight=False).print(render(doc))
-    return 0
+    Console(highlight=False).print(getattr(top_text, text_renderer)(doc))
 
 
 def _rate(args, query, fmt: str) -> int:
@@ -221,20 +225,7 @@ def _rate(args, query, fmt: str) -> int:
 def _emit_rate(doc: dict, fmt: str) -> None:
     for n in doc.get("notes", []):
         print(f"ctdoctor: note: {n}", file=sys.stderr)
-    if fmt == "json":
-        from ctdoctor.render.jsonout import emit
-
-        emit(doc)
-    elif fmt == "csv":
-        from ctdoctor.render.top_text import write_rate_csv
-
-        write_rate_csv(doc, sys.stdout)
-    else:
-        from rich.console import Console
-
-        from ctdoctor.render.top_text import render_rate
-
-        Console(highlight=False).print(render_rate(doc))
+    _emit(doc, fmt, "render_rate", "write_rate_csv")
 
 
 def _rate_watch(args, query, counters, limit) -> int:

@@ -87,7 +87,8 @@ class Exporter:
             old = self.refreshed
             self.refreshed = Refreshed(old.at, r.duration, False, r.error, old.by_state, old.listing_error,
                                        old.findings)
-            print(f"ctdoctor exporter: refresh failed: {r.error}", file=sys.stderr, flush=True)
+            if r.error != old.error:  # once per new reason, not every --refresh seconds
+                print(f"ctdoctor exporter: refresh failed: {r.error}", file=sys.stderr, flush=True)
         return self.refreshed
 
     def exposition(self) -> Exposition:

@@ -9,12 +9,12 @@ from ctdoctor.lab import LabRun, kernel_log_lines, new_kernel_log
 SERVICE_PORT = 8080
 
 
-def _tcp_lines(n: int, *, dport: int = 80, timeout: int = 431999) -> str:
-    """n distinct ASSURED ESTABLISHED TCP entries on loopback, as `conntrack -o save` lines."""
+def _tcp_lines(n: int, *, dport: int = 80, timeout: int = 431999, src: str = "127.0.0.1") -> str:
+    """n distinct ASSURED ESTABLISHED TCP entries on loopback from ``src``, as `conntrack -o save` lines."""
     out = []
     for i in range(n):
         dst = f"127.{1 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}"
-        out.append(f"-A -t {timeout} -u SEEN_REPLY,ASSURED -s 127.0.0.1 -d {dst} -r {dst} -q 127.0.0.1 "
+        out.append(f"-A -t {timeout} -u SEEN_REPLY,ASSURED -s {src} -d {dst} -r {dst} -q {src} "
                    f"-p tcp --sport 40000 --dport {dport} --reply-port-src {dport} --reply-port-dst 40000 "
                    f"--state ESTABLISHED\n")
     return "".join(out)

@@ -133,31 +133,27 @@ def paced(src: str, dst: str, port: int, per_second: float, seconds: float) -> N
         delay = t0 + i / per_second - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind((src, 0))
-            s.sendto(b"x", (dst, port))
-            sent += 1
-        except OSError:
-            pass
-        finally:
-            s.close()
+        sent += _datagram(dst, port, src)
     _out(sent=sent, seconds=round(time.monotonic() - t0, 3))
+
+
+def _datagram(dst: str, port: int, src: str | None = None) -> int:
+    """One datagram from a fresh socket (a new source port: a new conntrack entry); 1 if sent."""
+    s = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if src is not None:
+            s.bind((src, 0))
+        s.sendto(b"x", (dst, port))
+        return 1
+    except OSError:
+        return 0
+    finally:
+        s.close()
 
 
 def udp(port: int, n: int, host: str = LOOP4) -> None:
     """n UDP flows (distinct source ports) that nobody answers."""
-    sent = 0
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.sendto(b"x", (host, port))
-            sent += 1
-        except OSError:
-            pass
-        finally:
-            s.close()
-    _out(sent=sent)
+    _out(sent=sum(_datagram(host, port) for _ in range(n)))
 
 
 def connect_many(port: int, n: int, hold: float, server_port: int | None = None) -> None:
