@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint venv system-deps bench clean
+.PHONY: run test lint wheel venv system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,9 +49,14 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest -q
 
+# A binary wheel with the C scanner, for hosts without a compiler (same Python version and arch).
+wheel: $(STAMP)
+	$(PY) -m pip wheel --no-deps -q -w dist .
+	@ls dist/*.whl
+
 bench: $(STAMP) system-deps
 	$(PY) bench/top.py
 	$(PY) bench/exporter.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
