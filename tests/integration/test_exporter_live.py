@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -309,3 +310,21 @@ def test_unprivileged_it_serves_what_it_can_see_and_says_what_it_cannot():
     assert value(m, "ctdoctor_exporter_kernel_log_readable") == 0
     assert "not root" in out and "Traceback" not in out
     assert out.count("refresh failed") <= 1
+
+
+def test_textfile_loop_rewrites_the_file_and_stops_cleanly(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "exporter", "--textfile", str(tmp_path), "--refresh", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    target = tmp_path / "ctdoctor.prom"
+    try:
+        first = wait_for(lambda: target.exists() and target.stat().st_mtime_ns, 60, "the first textfile")
+        wait_for(lambda: target.stat().st_mtime_ns != first, 30, "the textfile to be rewritten")
+        got = {(x.name, tuple(sorted(x.labels.items()))): x.value
+               for fam in text_string_to_metric_families(target.read_text()) for x in fam.samples}
+        assert ("ctdoctor_conntrack_entries", (("netns", "init"),)) in got
+        assert got[("ctdoctor_exporter_refreshes_total", ())] >= 1  # each write follows a refresh
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _out, err = p.communicate(timeout=15)
+    assert b"Traceback" not in err
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["ctdoctor.prom"]  # no temp file left behind
