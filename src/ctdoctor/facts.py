@@ -15,10 +15,12 @@ from ctdoctor.snapshot import NetnsState, Snapshot
 
 
 class HostFacts:
-    def __init__(self, snap: Snapshot, root=None, live: bool = False):
+    def __init__(self, snap: Snapshot, root=None, live: bool = False, prefer_netlink: bool = False):
         self.snap = snap
         self.root = root
         self.live = live
+        # the exporter's refresh reads live listings over ctnetlink (C decoder) before /proc
+        self.prefer_netlink = prefer_netlink and live
         self._summaries: dict[str, ListingSummary | None] = {}
         self._summary_errors: dict[str, str] = {}
         self._sockets: dict[str, int | None] = {}
@@ -30,7 +32,9 @@ class HostFacts:
             return self._summaries[st.name]
         result = None
         try:
-            got = st.open_entries()
+            got = self._netlink(st) if self.prefer_netlink else None
+            if got is None:
+                got = st.open_entries()
             if got is None and self.live:
                 from ctdoctor.sources import ctnetlink
 
@@ -120,6 +124,15 @@ class HostFacts:
             return "rhel"
         return "other"
 
+    @staticmethod
+    def _netlink(st: NetnsState):
+        from ctdoctor.sources import ctnetlink
+
+        try:
+            return ctnetlink.listing_source(st)
+        except ctnetlink.CtnetlinkError:
+            return None  # then /proc
+
     def expectations(self) -> tuple[int | None, str | None]:
         if self.root is None:
             return None, None
@@ -129,8 +142,8 @@ class HostFacts:
         return sum(1 for ln in text.splitlines() if ln.strip()), "/proc/net/nf_conntrack_expect"
 
 
-def context(snap: Snapshot, root=None, live: bool = False):
+def context(snap: Snapshot, root=None, live: bool = False, prefer_netlink: bool = False):
     """The checks' Context over this snapshot, its facts read from ``root``."""
     from ctdoctor.checks.base import Context
 
-    return Context(snap, HostFacts(snap, root, live))
+    return Context(snap, HostFacts(snap, root, live, prefer_netlink))

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from ctdoctor import kernel
-from ctdoctor.errors import InputError
+from ctdoctor.errors import Failure, InputError
 from ctdoctor.sources import modules as modmod
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources.firewall import (
@@ -701,8 +701,7 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
             snap.entry_size, snap.entry_size_source = s.objsize, f"/proc/slabinfo ({s.name} objsize)"
 
     views = _views(root, netns)
-    for view, inode, owner in views:
-        snap.namespaces.append(read_netns(view, inode, owner, snap.notes, with_rules))
+    snap.namespaces.extend(_read_all(views, snap.notes, with_rules))
     if interval and root.is_live:
         _sample_again(snap.namespaces, interval)
     if snap.namespaces and snap.namespaces[0].name == nsmod.INIT:
@@ -731,8 +730,21 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
 def netns_states(root: HostRoot, netns: str | None = None) -> tuple[list[NetnsState], list[str]]:
     """Just the namespaces' counts, max and listing sources (what `top` and `flush` need)."""
     notes: list[str] = []
-    states = [read_netns(v, ino, owner, notes, with_rules=False) for v, ino, owner in _views(root, netns)]
-    return states, notes
+    return _read_all(_views(root, netns), notes, with_rules=False), notes
+
+
+def _read_all(views, notes: list[str], with_rules: bool) -> list[NetnsState]:
+    """Every selected netns; one deleted while we read (a pod went away) is left out with a note."""
+    out = []
+    for view, inode, owner in views:
+        try:
+            out.append(read_netns(view, inode, owner, notes, with_rules))
+        except Failure:
+            ref = getattr(view, "ref", None)
+            if ref is None or not nsmod.gone(ref):
+                raise
+            notes.append(f"netns {view.name} went away while it was read: left out")
+    return out
 
 
 def entry_memory(snap: Snapshot, count: int | None) -> dict | None:

@@ -142,7 +142,8 @@ class Recording:
 def test_record_captures_a_filling_netns_that_every_command_reads_back(tmp_path):
     gmax = int(Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text())
     n = int(gmax * 0.6)
-    with Netns("rec") as ns, Recording(tmp_path / "incidents", "--threshold", "0.5") as rec:
+    # --netns: the test watches only the netns it made (another full one on the host is not its business)
+    with Netns("rec") as ns, Recording(tmp_path / "incidents", "--threshold", "0.5", "--netns", ns.name) as rec:
         load(ns, fill_lines(n, "127.0.0.77"))
         deadline = time.monotonic() + 60
         while not rec.bundles():
@@ -177,7 +178,7 @@ def test_record_captures_a_filling_netns_that_every_command_reads_back(tmp_path)
 def test_record_stops_within_a_second_during_a_capture_and_leaves_no_temp_files(tmp_path):
     gmax = int(Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text())
     with Netns("rec") as ns, Recording(tmp_path / "incidents", "--threshold", "0.3",
-                                       "--rate-seconds", "5") as rec:
+                                       "--rate-seconds", "5", "--netns", ns.name) as rec:
         load(ns, fill_lines(int(gmax * 0.4), "127.0.0.78"))
         deadline = time.monotonic() + 30
         while b"capturing" not in rec.log.read_bytes():

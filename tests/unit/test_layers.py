@@ -95,3 +95,32 @@ def test_preconditions_are_declared_and_enforced_in_one_place():
             raise AssertionError(f"{mod.__name__} ran on a host image")
     assert top.requires(argparse.Namespace(rate=False)) == Needs()
     assert top.requires(argparse.Namespace(rate=True)).root
+
+
+def test_a_netns_deleted_while_it_is_read_is_left_out_with_a_note(monkeypatch, tmp_path):
+    """A pod deleted between discovery and reading: the doctor/top/collect go on without it and say so,
+    but a failure inside a netns that still exists is still an error."""
+    import pytest
+
+    from ctdoctor import snapshot
+    from ctdoctor.errors import Failure
+    from ctdoctor.export import collect
+    from ctdoctor.sources import netns as nsmod
+
+    ghost = nsmod.NetnsRef("pod-gone", 4026599999, str(tmp_path / "no-such-netns"), "ip netns")
+    alive_path = tmp_path / "alive"
+    alive_path.write_text("")
+    alive = nsmod.NetnsRef("pod-alive", alive_path.stat().st_ino, str(alive_path), "ip netns")
+
+    def boom(ref, fn, *a):
+        raise Failure(f"reading inside netns {ref.name} failed: FileNotFoundError")
+
+    monkeypatch.setattr(nsmod, "call_in", boom)
+    notes: list[str] = []
+    got = snapshot._read_all([(snapshot.LiveNetnsView(ghost), ghost.inode, "ip netns")], notes, with_rules=False)
+    assert got == [] and notes == ["netns pod-gone went away while it was read: left out"]
+    assert collect._read_in(ghost, ["proc/net/stat/nf_conntrack"], []) is None
+    with pytest.raises(Failure):
+        snapshot._read_all([(snapshot.LiveNetnsView(alive), alive.inode, "ip netns")], [], with_rules=False)
+    with pytest.raises(Failure):
+        collect._read_in(alive, ["proc/net/stat/nf_conntrack"], [])

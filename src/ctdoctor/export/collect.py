@@ -330,7 +330,15 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
 
     # 1. first stats sample of every netns, so the second lands one interval later
     t0 = time.monotonic()
-    first = {ref.name: nsmod.call_in(ref, _read_netns_files, NETNS_FILES, NETNS_DIRS) for ref in refs}
+    first: dict[str, dict[str, bytes]] = {}
+    vanished: list[str] = []
+    for ref in list(refs):
+        got = _read_in(ref, NETNS_FILES, NETNS_DIRS)
+        if got is None:  # deleted between discovery and now (a pod went away): left out, and said so
+            refs.remove(ref)
+            vanished.append(alias.get(ref.name, ref.name))
+        else:
+            first[ref.name] = got
     tick("stats sample 1")
     # 2. host files and commands (init netns)
     _host_files(b)
@@ -342,6 +350,8 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
     metas = []
     for ref in refs:
         shown = alias.get(ref.name, ref.name)
+        if nsmod.gone(ref):
+            vanished.append(shown)  # went away while we read the others: its first sample stays
         prefix = "" if ref.is_init else f"ctdoctor/netns/{shown}/"
         sos_name = shown if ref.owner == "ip netns" else None
         for rel, data in first[ref.name].items():
@@ -361,7 +371,7 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         "format": "ctdoctor-bundle", "format_version": 1, "ctdoctor": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anonymized": anonymize, "entries": entries,
         "stats_interval": round(interval, 3), "namespaces": metas,
-        "failed_commands": failed, "boot_time": _boot_time(),
+        "failed_commands": failed, "boot_time": _boot_time(), "vanished": sorted(set(vanished)),
     }
     b.add("ctdoctor/meta.json", json.dumps(meta, indent=2))
     for rel, member in (extra or {}).items():
@@ -391,14 +401,24 @@ def _born(ref) -> float | None:
         return None
 
 
+def _read_in(ref, files: list[str], dirs: list[str]) -> dict[str, bytes] | None:
+    """Files read inside a netns; None when the netns is gone (deleted while we worked)."""
+    try:
+        return nsmod.call_in(ref, _read_netns_files, files, dirs)
+    except Failure:
+        if nsmod.gone(ref):
+            return None
+        raise
+
+
 def _second_sample(b: Bundle, refs, alias: dict[str, str], t0: float) -> float:
     wait = STATS_INTERVAL - (time.monotonic() - t0)
     if wait > 0:
         time.sleep(wait)
     interval = time.monotonic() - t0
     for ref in refs:
-        later = nsmod.call_in(ref, _read_netns_files, ["proc/net/stat/nf_conntrack"], [])
-        if "proc/net/stat/nf_conntrack" in later:
+        later = _read_in(ref, ["proc/net/stat/nf_conntrack"], [])
+        if later and "proc/net/stat/nf_conntrack" in later:
             b.add(f"ctdoctor/samples/{alias.get(ref.name, ref.name)}/nf_conntrack.stat",
                   later["proc/net/stat/nf_conntrack"])
     return interval

@@ -25,7 +25,7 @@ def refresh(wanted: str) -> dict:
 
     root = HostRoot.live()
     snap = snapshot.build(root, wanted, interval=None)
-    ctx = context(snap, root, live=True)
+    ctx = context(snap, root, live=True, prefer_netlink=True)  # the C decoder, no kernel text formatting
     findings, _unknown = doctor.run_checks(ctx)
     by_state: dict[str, list] = {}
     listing_error: dict[str, str] = {}

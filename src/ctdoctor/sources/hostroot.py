@@ -250,7 +250,7 @@ def run_command(cmd: str, timeout: float = 30.0, preexec_fn=None) -> Captured | 
             preexec_fn=preexec_fn,
             env={**os.environ, "LC_ALL": "C"},
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, subprocess.SubprocessError):  # not runnable, timed out, or preexec (setns) failed
         return None
     return Captured(r.stdout.decode("utf-8", "replace"), cmd, status=r.returncode)
 

@@ -131,6 +131,16 @@ def setns(path: str) -> None:
         os.close(fd)
 
 
+def gone(ref: NetnsRef) -> bool:
+    """The netns went away since it was found (a pod deleted, ip netns del): its path no longer names it."""
+    if ref.is_init:
+        return False
+    try:
+        return os.stat(ref.path).st_ino != ref.inode
+    except OSError:
+        return True
+
+
 def is_current(ref: NetnsRef) -> bool:
     return _self_inode() == ref.inode
 
