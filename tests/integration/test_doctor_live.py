@@ -53,7 +53,9 @@ def test_early_drop_gives_ct003(lab):
     run = lab("early-drop", 200)
     rc, doc = doctor("--netns", run.netns.name, "--interval", "0")
     assert_exit_matches(rc, doc)
-    (f,) = by(doc, "CT003", run.netns.name)
+    found = by(doc, "CT003", run.netns.name)
+    assert len(found) == 1, f"no CT003; the lab saw {run.observed}; notes {doc['notes']}"
+    (f,) = found
     assert f["evidence"]["early_drop"]["value"] >= 180
     assert not by(doc, "CT002", run.netns.name), "early drop is not a drop"
 
