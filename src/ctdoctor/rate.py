@@ -13,7 +13,7 @@ import select
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ctdoctor.errors import Failure
 from ctdoctor.sources import ctevents
@@ -30,7 +30,6 @@ class Window:
     destroyed: int = 0
     lost: bool = False  # ENOBUFS: the kernel dropped events, counts are a lower bound
     tally: object = None  # a top.Tally of the NEW events
-    notes: list[str] = field(default_factory=list)
 
 
 class EventCounter:

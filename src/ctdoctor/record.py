@@ -73,15 +73,12 @@ class Recorder:
         self.child_trigger: Trigger | None = None
         self.queue: deque[Trigger] = deque()
         self.captured = 0
-        self.discovered = 0.0
 
     # ---- sampling and triggers ------------------------------------------------------------------------
 
     def sample(self) -> list[Trigger]:
         now = time.time()
-        if now - self.discovered >= 5.0:
-            self.reader.rediscover()
-            self.discovered = now
+        self.reader.rediscover_soon(5.0)
         samples, limit, _ = self.reader.sample()
         out = []
         seen = set()
@@ -182,9 +179,6 @@ class Recorder:
 
     # ---- the disk ---------------------------------------------------------------------------------------
 
-    def bundles(self) -> list[tuple[str, int]]:
-        return bundles(self.dir)
-
     def disk_problem(self) -> str | None:
         """Why a capture now could fill the disk, else None."""
         try:
@@ -193,7 +187,7 @@ class Recorder:
             return f"{self.dir}: {e.strerror}"
         free = st.f_bavail * st.f_frsize
         total = st.f_blocks * st.f_frsize
-        have = self.bundles()
+        have = bundles(self.dir)
         last = have[-1][1] if have else 0
         if free < max(total * 0.05, 2 * last, 64 << 20):
             return f"only {free >> 20} MiB free on the file system of {self.dir} (kept above 5% and 64 MiB)"
@@ -203,7 +197,7 @@ class Recorder:
 
     def prune(self) -> list[str]:
         """Remove the oldest bundles past --keep and --max-size."""
-        have = self.bundles()
+        have = bundles(self.dir)
         removed = []
         while have and (len(have) > self.keep or (self.max_size and sum(s for _, s in have) > self.max_size)):
             if len(have) == 1:  # never remove the incident just captured

@@ -590,10 +590,12 @@ def _not_before_birth(events: list[KernelLogEvent], root: HostRoot, snap: Snapsh
 
     births = {}
     if root.is_live:
-        try:
-            boot = time.time() - float((root.read_text("proc/uptime") or "").split()[0])
-        except (IndexError, ValueError):
+        from ctdoctor.sources.system import boot_time
+
+        live_boot = boot_time(root.read_text("proc/uptime"))
+        if live_boot is None:
             return events
+        boot = live_boot
         for st in snap.namespaces:
             ref = getattr(st.view, "ref", None)
             if st.inode and ref is not None and not ref.is_init:

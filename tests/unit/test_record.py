@@ -25,6 +25,9 @@ class FakeReader:
     def rediscover(self):
         pass
 
+    def rediscover_soon(self, min_gap: float = 1.0):
+        pass
+
     def sample(self):
         return list(self.samples), self.limit, 256
 

@@ -35,6 +35,7 @@ def run(args) -> int:
         raise UsageError("--once goes with --textfile DIR")
     if args.textfile and args.listen:
         raise UsageError("--textfile writes a file instead of serving: leave out --listen")
+    from ctdoctor import kernel
     from ctdoctor.export import live, server
     from ctdoctor.sources.system import parse_kernel_release
 
@@ -45,7 +46,7 @@ def run(args) -> int:
             version = parse_kernel_release(f.read())
     except OSError:
         version = None
-    names_init = bool(version and version >= (6, 18, 0))  # 6.18+ names every non-init netns in the line
+    names_init = kernel.logs_netns_inode(version)  # 6.18+ names every non-init netns: a line without one is init's
     exp = server.Exporter(wanted, args.refresh, names_init, discover_every=args.discover)
     if args.textfile:
         server.textfile(exp, args.textfile, args.once)

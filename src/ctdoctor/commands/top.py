@@ -175,25 +175,24 @@ def run(args) -> int:
     doc = build_doc(args, query)
     if fmt != "json":
         warn_unreadable(doc)
-    _emit(doc, fmt, "render", "write_csv")
+    from ctdoctor.render import top_text
+
+    _emit(doc, fmt, top_text.render, top_text.write_csv)
     return 0
 
 
-def _emit(doc: dict, fmt: str, text_renderer: str, csv_writer: str) -> None:
-    """Print a top document as JSON, CSV or a rich table (renderers named in render.top_text)."""
+def _emit(doc: dict, fmt: str, text_renderer, csv_writer) -> None:
+    """Print a top document as JSON, CSV or a rich table."""
     if fmt == "json":
         from ctdoctor.render.jsonout import emit
 
         emit(doc)
-        return
-    from ctdoctor.render import top_text
+    elif fmt == "csv":
+        csv_writer(doc, sys.stdout)
+    else:
+        from rich.console import Console
 
-    if fmt == "csv":
-        getattr(top_text, csv_writer)(doc, sys.stdout)
-        return
-    from rich.console import Console
-
-    Console(highlight=False).print(getattr(top_text, text_renderer)(doc))
+        Console(highlight=False).print(text_renderer(doc))
 
 
 def _rate(args, query, fmt: str) -> int:
@@ -225,7 +224,9 @@ def _rate(args, query, fmt: str) -> int:
 def _emit_rate(doc: dict, fmt: str) -> None:
     for n in doc.get("notes", []):
         print(f"ctdoctor: note: {n}", file=sys.stderr)
-    _emit(doc, fmt, "render_rate", "write_rate_csv")
+    from ctdoctor.render import top_text
+
+    _emit(doc, fmt, top_text.render_rate, top_text.write_rate_csv)
 
 
 def _rate_watch(args, query, counters, limit) -> int:

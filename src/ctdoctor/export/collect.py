@@ -184,11 +184,10 @@ class Anonymizer:
 
 
 def _boot_time() -> float | None:
-    try:
-        with open("/proc/uptime") as f:
-            return round(time.time() - float(f.read().split()[0]), 3)
-    except (OSError, ValueError, IndexError):
-        return None
+    from ctdoctor.sources.system import boot_time
+
+    b = boot_time((_read("/proc/uptime") or b"").decode())
+    return round(b, 3) if b is not None else None
 
 
 def _host_names(hostname: str) -> list[str]:

@@ -14,14 +14,15 @@ line is counted once, as it comes, and tied to the netns it names.
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
 
 from ctdoctor.export.metrics import Sample
 from ctdoctor.sources import netns as nsmod
+from ctdoctor.sources.kernlog import TABLE_FULL_RE
 from ctdoctor.sources.stats import StatsParseError, parse_proc_stat
+from ctdoctor.sources.system import boot_time
 
 COUNT = "/proc/sys/net/netfilter/nf_conntrack_count"
 STAT = "/proc/net/stat/nf_conntrack"
@@ -36,11 +37,6 @@ def _pread_int(fd: int | None) -> int | None:
         return int(os.pread(fd, 64, 0))
     except (OSError, ValueError):
         return None
-
-
-def _boot_time() -> float:
-    with open("/proc/uptime") as f:
-        return time.time() - float(f.read().split()[0])
 
 
 @dataclass
@@ -78,7 +74,8 @@ class NetnsReader:
         self._lock = threading.Lock()
         self._discover_lock = threading.Lock()  # the discovery loop and the log follower may both ask
         self._handles: dict[int, Handle] = {}  # inode -> handle
-        self._boot = _boot_time()
+        with open("/proc/uptime") as f:
+            self._boot = boot_time(f.read()) or 0.0
         self.limit_fd = self._open_here(MAX)
         self.buckets_fd = self._open_here(BUCKETS)
         self.discovered_at = 0.0
@@ -202,7 +199,6 @@ class NetnsReader:
 
 # ---- the kernel log ------------------------------------------------------------------------------
 
-_TABLE_FULL = re.compile(r"(?:nf|ip)_conntrack: (?:nf_conntrack: )?table full(?: in netns (\d+))?, dropping packet")
 UNATTRIBUTED, UNKNOWN = "unattributed", "unknown"
 
 
@@ -250,15 +246,17 @@ class KernelLogFollower:
         mono, msg = got
         if "table full" not in msg:
             return
-        m = _TABLE_FULL.search(msg)
+        m = TABLE_FULL_RE.search(msg)
         if not m:
             return
         key: object
-        if m.group(1):
-            ino = int(m.group(1))
-            if self.reader.name_of(ino, mono) is None and live:
+        if m.group("netns"):
+            ino = int(m.group("netns"))
+            name = self.reader.name_of(ino, mono)
+            if name is None and live:
                 self.reader.rediscover_soon()  # a namespace made since the last discovery
-            key = ino if self.reader.name_of(ino, mono) is not None else UNKNOWN
+                name = self.reader.name_of(ino, mono)
+            key = ino if name is not None else UNKNOWN
         elif self.names_init:
             key = nsmod.INIT
         elif live and len(self._full_now) == 1:  # older kernels name no netns: the one at the limit now

@@ -64,7 +64,6 @@ class Exposition:
     refreshed: Refreshed
     table_full: dict[str, int]  # netns -> kernel log lines
     kernel_log_readable: bool | None
-    scrape_errors: int = 0
     refreshes: int = 0
     refresh_failures: int = 0
 

@@ -11,6 +11,7 @@ A scrape reads the held count and stat files and renders: microseconds per netns
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -85,8 +86,7 @@ class Exporter:
             self.failures += 1
             # keep the last good data (its timestamp says how old it is) but say the refresh failed
             old = self.refreshed
-            self.refreshed = Refreshed(old.at, r.duration, False, r.error, old.by_state, old.listing_error,
-                                       old.findings)
+            self.refreshed = dataclasses.replace(old, duration=r.duration, ok=False, error=r.error)
             if r.error != old.error:  # once per new reason, not every --refresh seconds
                 print(f"ctdoctor exporter: refresh failed: {r.error}", file=sys.stderr, flush=True)
         return self.refreshed
@@ -124,11 +124,10 @@ class Exporter:
 
     def warn_unreadable(self) -> None:
         samples, _limit, _ = self.reader.sample()
-        blind = [s.netns for s in samples if not s.readable]
+        blind = [s for s in samples if not s.readable]
         if blind:
-            print(f"ctdoctor exporter: cannot read {len(blind)} netns ({', '.join(blind[:5])}): "
-                  f"{samples[[s.netns for s in samples].index(blind[0])].error}; run as root for all of them",
-                  file=sys.stderr, flush=True)
+            print(f"ctdoctor exporter: cannot read {len(blind)} netns ({', '.join(s.netns for s in blind[:5])}): "
+                  f"{blind[0].error}; run as root for all of them", file=sys.stderr, flush=True)
         if os.geteuid() != 0:
             print("ctdoctor exporter: not root: other users' and containers' namespaces are not found, and the "
                   "per-state breakdown and findings need CAP_NET_ADMIN", file=sys.stderr, flush=True)

@@ -26,8 +26,10 @@ _TS = re.compile(
     r"|(?P<syslog>[A-Z][a-z]{2}\s+\d+\s+[\d:]+)\s+\S+\s+kernel:\s*(?:\[\s*(?P<mono3>[\d.]+)\]\s*)?"
     r")?"
 )
+TABLE_FULL_RE = re.compile(r"(?:nf|ip)_conntrack: (?:nf_conntrack: )?table full(?: in netns (?P<netns>\d+))?, "
+                           r"dropping packet")
 _RULES = [
-    (TABLE_FULL, re.compile(r"(?:nf|ip)_conntrack: (?:nf_conntrack: )?table full(?: in netns (?P<netns>\d+))?, dropping packet")),
+    (TABLE_FULL, TABLE_FULL_RE),
     (EXPECT_FULL, re.compile(r"nf_conntrack: (?:nf_conntrack: )?expectation table full")),
     (VMALLOC, re.compile(r"(?:nf|ip)_conntrack: (?:nf_conntrack: )?falling back to vmalloc")),
     (VERSION, re.compile(r"(?:nf|ip)_conntrack version [\d.]+ \((?P<buckets>\d+) buckets, (?P<max>\d+) max\)")),

@@ -20,6 +20,16 @@ def parse_kernel_release(text: str | None) -> tuple[int, int, int] | None:
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
+def boot_time(uptime: str | None, now: float | None = None) -> float | None:
+    """When the host booted (unix time), from /proc/uptime's first field; None if unreadable."""
+    import time
+
+    try:
+        return (time.time() if now is None else now) - float((uptime or "").split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
 def parse_meminfo(text: str) -> dict[str, int]:
     """/proc/meminfo -> {field: bytes}."""
     out = {}
