@@ -1,21 +1,28 @@
 /*
- * _fastscan: optional accelerator for `ctdoctor top`.
+ * _fastscan: optional accelerator for `ctdoctor top` and the doctor's listing summary.
  *
- * Scans conntrack listing text (/proc/net/nf_conntrack, conntrack -L
- * [-o extended]) and aggregates entries by a key made of selected fields,
- * keeping per (key, state label) the count and the accounting sums. It must
- * give exactly what ctdoctor.top.PyAggregator gives (tests compare both);
+ * Reads conntrack listing text (/proc/net/nf_conntrack, conntrack -L [-o extended]) or
+ * ctnetlink dump/event messages, and aggregates entries by a key made of selected fields,
+ * keeping per (key, state label) the count and the accounting sums. It must give exactly what
+ * ctdoctor.top.PyAggregator gives (tests compare both, line by line and table by table);
  * ctdoctor works without it.
  *
+ * Lines are read in two ways with one result: parse_canon, one pass over the bytes for a line
+ * in the exact shape the kernel and conntrack-tools print (ctdoctor/canonical.py describes it),
+ * and parse_line, the general rules (ctdoctor/scan.py, the twin of scan_line) for every line
+ * parse_canon declines. A line parse_canon accepts is one parse_line reads the same way.
+ *
  * Aggregator(fields, states, protos, port, src_nets, dst_nets)
- *   fields:   tuple of field ids (see FIELD_* below) forming the key
+ *   fields:   tuple of field ids (see F_* below) forming the key
  *   states:   tuple of bytes labels to keep, or None
  *   protos:   tuple of bytes protocol names to keep, or None
  *   port:     orig sport or dport to match, or -1
  *   src_nets, dst_nets: tuple of (family, packed address, prefix) or None
  * .feed(buf, skip_first_bad) -> (lines, bad lines, first bad line or 0)
+ * .feed_netlink(buf) -> (entries, malformed messages, done)
  * .result() -> {(key bytes, label bytes): [count, opk, ob, rpk, rb]}
- * .matched, .total
+ * .matched, .total, .accounting
+ * feed_many((agg, ...), buf, skip_first_bad), netlink_feed((agg, ...), buf): one read, many tables.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,6 +33,7 @@
 #include <stdio.h>
 #include <errno.h>
 #include <sys/socket.h>
+#include <sys/mman.h>
 
 enum { F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC, F_RDST, F_L3, NFIELDS };
 
@@ -40,18 +48,27 @@ typedef struct {
     unsigned char bin[4][16];
     int fam[4];
     span sport, dport, mark, zone;
-    int unreplied, assured, offload, hw_offload;
+    int unreplied, assured, offload, hw_offload, acct;
     unsigned long long opk, ob, rpk, rb;
 } entry;
 
+/* A record of the table: one cache line, with the key and label inside it when they fit (an
+   address and a state do), so a lookup touches the index and this line, nothing else. */
+#define INLINE_KEY 40
 typedef struct {
-    char *key;          /* key bytes, then label bytes */
-    uint32_t klen, llen;
     uint64_t hash;      /* of key and label */
-    uint64_t khash;     /* of the key alone */
     long long count;
-    unsigned long long opk, ob, rpk, rb;
+    uint16_t klen;
+    uint8_t llen, pad8;
+    uint32_t pad32;
+    union { char inl[INLINE_KEY]; char *ptr; } k;  /* key bytes, then label bytes */
 } slot;
+
+typedef struct { unsigned long long opk, ob, rpk, rb; } sums;  /* accounting, beside each record */
+
+static inline const char *slot_key(const slot *s) {
+    return (size_t)s->klen + s->llen <= INLINE_KEY ? s->k.inl : s->k.ptr;
+}
 
 typedef struct {
     PyObject_HEAD
@@ -62,26 +79,23 @@ typedef struct {
     long port;
     int nsrc, ndst;
     struct net { int family; unsigned char addr[16]; int prefix; } src_nets[64], dst_nets[64];
-    slot *slots;        /* records, dense: used of rcap */
+    slot *slots;        /* records, dense: used of rcap (64-byte aligned) */
+    sums *sums;         /* their counter sums, same numbering */
     size_t rcap, used;
-    uint32_t *index;    /* open addressing: record number + 1, 0 = empty; cap entries */
+    uint64_t *index;    /* open addressing: (hash tag << 32) | (record number + 1), 0 = empty */
     size_t cap;
     char **blocks;      /* arena for key bytes: freed all at once */
     size_t nblocks, bused, bcap;
     long long matched, total;
+    int accounting;     /* an entry had packets=/bytes= counters */
+    int noise;          /* an unreadable line was conntrack-tools' or sysctl's stderr */
+    long long binary_line;  /* the last feed's first line with a NUL byte, or 0 */
 } Aggregator;
 
 #define BLOCK (1 << 20)
 #define PROTO_MAX 32
 #define STATE_MAX 32
 #define U64MAX 18446744073709551615ULL
-
-static char *arena_alloc(void *ap, size_t n);
-
-static uint64_t fnv(const char *p, size_t n, uint64_t h) {
-    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)p[i]; h *= 1099511628211ULL; }
-    return h;
-}
 
 static unsigned long long sat_add(unsigned long long a, unsigned long long b) {
     return a > U64MAX - b ? U64MAX : a + b;
@@ -107,12 +121,13 @@ static int is_alnum_tok(const char *p, Py_ssize_t n) {
     return 1;
 }
 
+static inline int is_state_char(char c) {
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
 static int is_state_tok(const char *p, Py_ssize_t n) {
     if (n <= 0 || n > STATE_MAX) return 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        char c = p[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || c == '_')) return 0;
-    }
+    for (Py_ssize_t i = 0; i < n; i++) if (!is_state_char(p[i])) return 0;
     return 1;
 }
 
@@ -175,6 +190,8 @@ static int addr_check(span a, unsigned char *bin, int *fam) {
     *fam = AF_INET;
     return 0;
 }
+
+/* ---- the general rules: the twin of scan.scan_line ------------------------------------------- */
 
 /* The next token: spaces separate; a "[" token runs to the next token ending in "]". */
 static inline int next_token(const char **qp, const char *end, span *t) {
@@ -242,7 +259,7 @@ static int parse_line(const char *p, const char *end, entry *e) {
         if (!eq) continue;  /* a bare word: vendor output */
         Py_ssize_t kl = eq - s;
         span val = { eq + 1, n - kl - 1 };
-        /* the key, told apart by its length first (this loop is the hot path) */
+        /* the key, told apart by its length first */
         int key = K_OTHER;
         switch (kl) {
         case 3: key = KEYIS("src") ? K_SRC : KEYIS("dst") ? K_DST : KEYIS("use") ? K_TAIL : K_OTHER; break;
@@ -287,6 +304,7 @@ static int parse_line(const char *p, const char *end, entry *e) {
             if (number(val, 20, U64MAX, &v) < 0) return -1;
             if (tup == 0) { if (key == K_BYTES) e->ob = v; else e->opk = v; }
             else { if (key == K_BYTES) e->rb = v; else e->rpk = v; }
+            e->acct = 1;
             break;
         case K_ZORIG: case K_ZREPLY:
             if (number(val, 5, 65535, &v) < 0) return -1;
@@ -300,6 +318,333 @@ static int parse_line(const char *p, const char *end, entry *e) {
     if (!e->mark.n) { e->mark.p = "0"; e->mark.n = 1; }
     if (!e->zone.n) e->zone = zorig.n ? zorig : zrep.n ? zrep : (span){"0", 1};
     return 0;
+}
+
+/* ---- the canonical line, in one pass (ctdoctor/canonical.py has the grammar) ------------------ */
+
+/* The cursor of parse_canon: q moves over [q, end); every helper returns 0 or -1. */
+typedef struct { const char *q, *end; } cur;
+
+static inline int lit(cur *c, const char *s, size_t n) {
+    if ((size_t)(c->end - c->q) < n || memcmp(c->q, s, n) != 0) return -1;
+    c->q += n;
+    return 0;
+}
+#define LIT(c, s) lit((c), (s), sizeof(s) - 1)
+#define HAS(c, s) ((size_t)((c)->end - (c)->q) >= sizeof(s) - 1 && memcmp((c)->q, (s), sizeof(s) - 1) == 0)
+
+/* Runs of one class of characters: spaces, digits, state or protocol characters. (A 16-byte
+   SSE2 mask per step measured slower here: the runs are short.) */
+enum { C_SPACE, C_DIGIT, C_STATE, C_PROTO };
+
+static inline int in_class(unsigned char ch, int cls) {
+    switch (cls) {
+    case C_SPACE: return ch == ' ';
+    case C_DIGIT: return (unsigned char)(ch - '0') < 10;
+    case C_STATE: return (unsigned char)(ch - '0') < 10 || (unsigned char)(ch - 'A') < 26 || ch == '_';
+    default: return (unsigned char)(ch - '0') < 10 || (unsigned char)(ch - 'a') < 26;
+    }
+}
+
+/* How many bytes from p on are in the class (stops at end). */
+static inline Py_ssize_t run_of(const char *p, const char *end, int cls) {
+    const char *q = p;
+    while (q < end && in_class((unsigned char)*q, cls)) q++;
+    return q - p;
+}
+
+static inline int spaces(cur *c) {  /* one or more */
+    Py_ssize_t n = run_of(c->q, c->end, C_SPACE);
+    if (!n) return -1;
+    c->q += n;
+    return 0;
+}
+
+static inline int space(cur *c) {  /* exactly one: the body is printed with single spaces */
+    if (c->q >= c->end || *c->q != ' ') return -1;
+    c->q++;
+    return 0;
+}
+
+static inline int digits(cur *c, span *s) {  /* one or more, any value */
+    Py_ssize_t n = run_of(c->q, c->end, C_DIGIT);
+    if (!n) return -1;
+    if (s) { s->p = c->q; s->n = n; }
+    c->q += n;
+    return 0;
+}
+
+/* A decimal without leading zeros and at most limit (ports, zones, marks as the kernel prints them). */
+static inline int canon_num(cur *c, unsigned long long limit, int maxd, span *s) {
+    const char *b = c->q;
+    Py_ssize_t n = run_of(b, c->end, C_DIGIT);
+    if (n == 0 || n > maxd || (n > 1 && *b == '0')) return -1;
+    unsigned long long v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) v = v * 10 + (unsigned)(b[i] - '0');
+    if (v > limit) return -1;
+    if (s) { s->p = b; s->n = n; }
+    c->q += n;
+    return 0;
+}
+
+static inline int counter(cur *c, unsigned long long *out) {  /* at most 19 digits: always < 2^64 */
+    const char *b = c->q;
+    Py_ssize_t n = run_of(b, c->end, C_DIGIT);
+    if (n == 0 || n > 19) return -1;
+    unsigned long long v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) v = v * 10 + (unsigned)(b[i] - '0');
+    *out = v;
+    c->q += n;
+    return 0;
+}
+
+static inline int nonspace(cur *c) {  /* one or more characters up to a space (a NUL: not canonical) */
+    const char *b = c->q;
+    while (c->q < c->end && *c->q != ' ' && *c->q) c->q++;
+    return c->q == b ? -1 : 0;
+}
+
+static inline int hexval(char ch) {
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* One octet of 1-3 digits at p (the bytes after it may be read: they are inside the line);
+   -1 when it has a leading zero or is over 255. Without branches: octet lengths are random,
+   so a branch on them mispredicts. */
+static inline int octet_at(const char *p, int len) {
+    unsigned a = (unsigned char)p[0] - '0', b = (unsigned char)p[1] - '0', c = (unsigned char)p[2] - '0';
+    unsigned two = len >= 2, three = len >= 3;
+    unsigned v = a + two * (a * 9 + b) + three * (a * 90 + b * 9 + c);  /* a, a*10+b or a*100+b*10+c */
+    unsigned bad = ((unsigned)(len - 1) > 2u) | (two & (a == 0)) | (v > 255);
+    return bad ? -1 : (int)v;
+}
+
+/* IPv4 by inet_pton's rules from 16 bytes at once: which are digits, dots and the space that
+   ends the address, as bit masks; then each octet from its length. 0, -1 not IPv4, -2 too near
+   the end of the line to load 16 bytes (the scalar rule decides). */
+static inline int v4_sse(const char *b, const char *end, span *s, unsigned char *bin) {
+    if (end - b < 19) return -2;
+    __m128i v = _mm_loadu_si128((const __m128i *)b);
+    __m128i d = _mm_sub_epi8(v, _mm_set1_epi8('0'));
+    unsigned md = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d));
+    unsigned mdot = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8('.')));
+    unsigned msp = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')));
+    if (!msp) return -1;  /* 16 characters without a space: not an IPv4 address */
+    int len = __builtin_ctz(msp);
+    unsigned in = (1u << len) - 1;
+    if (((md | mdot) & in) != in) return -1;
+    unsigned dots = mdot & in, d2 = dots & (dots - 1), d3 = d2 & (d2 - 1);
+    if (!d3 || (d3 & (d3 - 1))) return -1;  /* exactly three dots */
+    int p1 = __builtin_ctz(dots), p2 = __builtin_ctz(d2), p3 = __builtin_ctz(d3);
+    int o0 = octet_at(b, p1), o1 = octet_at(b + p1 + 1, p2 - p1 - 1), o2 = octet_at(b + p2 + 1, p3 - p2 - 1),
+        o3 = octet_at(b + p3 + 1, len - p3 - 1);
+    if ((o0 | o1 | o2 | o3) < 0) return -1;
+    bin[0] = (unsigned char)o0; bin[1] = (unsigned char)o1; bin[2] = (unsigned char)o2; bin[3] = (unsigned char)o3;
+    s->p = b; s->n = len;
+    return 0;
+}
+#endif
+
+/* An address followed by a space: IPv4 by inet_pton's rules (one pass: octets <= 255, no leading
+   zeros), or IPv6 in the full 8 x 4 hex form /proc prints. */
+static inline int canon_addr(cur *c, span *s, unsigned char *bin, int *fam) {
+    const char *b = c->q, *e = c->end, *q = b;
+#if defined(__SSE2__)
+    int r = v4_sse(b, e, s, bin);
+    if (r == 0) {
+        *fam = AF_INET;
+        c->q = b + s->n;
+        return 0;
+    }
+    if (r == -1) goto not_v4;
+#endif
+    {
+        unsigned v = 0;
+        int oct = 0, nd = 0;
+        while (q < e) {
+            unsigned d = (unsigned char)*q - '0';
+            if (d < 10) {
+                if (nd && v == 0) goto not_v4;  /* a leading zero */
+                v = v * 10 + d;
+                if (v > 255) goto not_v4;
+                nd++;
+            } else if (*q == '.') {
+                if (!nd || oct == 3) goto not_v4;
+                bin[oct++] = (unsigned char)v;
+                v = 0; nd = 0;
+            } else break;
+            q++;
+        }
+        if (q < e && *q == ' ' && oct == 3 && nd) {
+            bin[3] = (unsigned char)v;
+            *fam = AF_INET;
+            s->p = b; s->n = q - b;
+            c->q = q;
+            return 0;
+        }
+    }
+not_v4:
+    if (e - b > 39 && b[39] == ' ' && b[4] == ':') {
+        for (int g = 0; g < 8; g++) {
+            const char *h = b + g * 5;
+            int v0 = hexval(h[0]), v1 = hexval(h[1]), v2 = hexval(h[2]), v3 = hexval(h[3]);
+            if ((v0 | v1 | v2 | v3) < 0 || (g < 7 && h[4] != ':')) return -1;
+            bin[g * 2] = (unsigned char)(v0 << 4 | v1);
+            bin[g * 2 + 1] = (unsigned char)(v2 << 4 | v3);
+        }
+        *fam = AF_INET6;
+        s->p = b; s->n = 39;
+        c->q = b + 39;
+        return 0;
+    }
+    return -1;
+}
+
+/* sport=P dport=P | type=N code=N id=N | srckey=0xH dstkey=0xH, each followed by a space. */
+static inline int canon_l4(cur *c, span *sport, span *dport) {
+    if (HAS(c, "sport=")) {
+        c->q += 6;
+        if (canon_num(c, 65535, 5, sport) || space(c) || LIT(c, "dport=") || canon_num(c, 65535, 5, dport) ||
+            space(c)) return -1;
+    } else if (HAS(c, "type=")) {
+        c->q += 5;
+        if (digits(c, NULL) || LIT(c, " code=") || digits(c, NULL) || LIT(c, " id=") || digits(c, NULL) ||
+            space(c)) return -1;
+    } else if (HAS(c, "srckey=0x")) {
+        c->q += 9;
+        const char *b = c->q;
+        while (c->q < c->end && ((*c->q >= '0' && *c->q <= '9') || (*c->q >= 'a' && *c->q <= 'f'))) c->q++;
+        if (c->q == b || LIT(c, " dstkey=0x")) return -1;
+        b = c->q;
+        while (c->q < c->end && ((*c->q >= '0' && *c->q <= '9') || (*c->q >= 'a' && *c->q <= 'f'))) c->q++;
+        if (c->q == b || space(c)) return -1;
+    }
+    return 0;
+}
+
+static inline int canon_acct(cur *c, entry *e, unsigned long long *pk, unsigned long long *by) {
+    if (!HAS(c, "packets=")) return 0;
+    c->q += 8;
+    if (counter(c, pk) || LIT(c, " bytes=") || counter(c, by) || space(c)) return -1;
+    e->acct = 1;
+    return 0;
+}
+
+/* Parse a line in the canonical shape into e exactly as parse_line would; -1: not in the shape
+   (then parse_line decides). [p, end) is trimmed of spaces and \r at both ends. */
+static int parse_canon(const char *p, const char *end, entry *e) {
+    cur c = { p, end };
+    span zorig = {0}, zrep = {0}, dummy;
+    /* what may stay unset (addresses and their binary form are always written on success):
+       field by field, which is cheaper than clearing the whole entry for every line */
+    e->l3.n = e->state.n = e->sport.n = e->dport.n = e->mark.n = e->zone.n = 0;
+    e->l3.p = e->state.p = e->sport.p = e->dport.p = NULL;
+    e->unreplied = e->assured = e->offload = e->hw_offload = e->acct = 0;
+    e->opk = e->ob = e->rpk = e->rb = 0;
+    /* head: [ipv4|ipv6 L3NUM] PROTO PROTONUM [TIMEOUT] [STATE] */
+    if (HAS(&c, "ipv4 ") || HAS(&c, "ipv6 ")) {
+        e->l3.p = c.q; e->l3.n = 4;
+        c.q += 4;
+        if (spaces(&c) || digits(&c, NULL) || spaces(&c)) return -1;
+    } else if (HAS(&c, "unknown ")) {
+        return -1;  /* "unknown" as l3 or as protocol: the head rule of parse_line decides */
+    }
+    const char *b = c.q;
+    if (c.q >= c.end || *c.q < 'a' || *c.q > 'z') return -1;
+    c.q += run_of(c.q, c.end, C_PROTO);
+    if (c.q - b > PROTO_MAX) return -1;
+    e->proto.p = b; e->proto.n = c.q - b;
+    if (spaces(&c)) return -1;
+    b = c.q;
+    unsigned pn = 0;
+    while (c.q < c.end && (unsigned char)(*c.q - '0') < 10) {
+        if (c.q - b >= 3) return -1;
+        pn = pn * 10 + (unsigned)(*c.q - '0');
+        c.q++;
+    }
+    if (c.q == b || pn > 255 || spaces(&c)) return -1;
+    Py_ssize_t n = run_of(c.q, c.end, C_DIGIT);  /* the timeout, when a space follows */
+    if (n && c.q + n < c.end && c.q[n] == ' ') { c.q += n; spaces(&c); }
+    n = run_of(c.q, c.end, C_STATE);  /* the state: at most 32 of its characters, then a space */
+    if (n && n <= STATE_MAX && c.q + n < c.end && c.q[n] == ' ') {
+        e->state.p = c.q; e->state.n = n;
+        c.q += n;
+        spaces(&c);
+    }
+    /* the original tuple */
+    if (LIT(&c, "src=") || canon_addr(&c, &e->addr[0], e->bin[0], &e->fam[0]) || LIT(&c, " dst=") ||
+        canon_addr(&c, &e->addr[1], e->bin[1], &e->fam[1]) || space(&c) || canon_l4(&c, &e->sport, &e->dport))
+        return -1;
+    if (HAS(&c, "zone-orig=")) { c.q += 10; if (canon_num(&c, 65535, 5, &zorig) || space(&c)) return -1; }
+    if (canon_acct(&c, e, &e->opk, &e->ob)) return -1;
+    if (HAS(&c, "[UNREPLIED] ")) { c.q += 12; e->unreplied = 1; }
+    /* the reply tuple */
+    span rs = {0}, rd = {0};
+    if (LIT(&c, "src=") || canon_addr(&c, &e->addr[2], e->bin[2], &e->fam[2]) || LIT(&c, " dst=") ||
+        canon_addr(&c, &e->addr[3], e->bin[3], &e->fam[3]) || space(&c) || canon_l4(&c, &rs, &rd))
+        return -1;
+    if (HAS(&c, "zone-reply=")) { c.q += 11; if (canon_num(&c, 65535, 5, &zrep) || space(&c)) return -1; }
+    if (canon_acct(&c, e, &e->rpk, &e->rb)) return -1;
+    /* the tail */
+    if (HAS(&c, "[ASSURED] ")) { c.q += 10; e->assured = 1; }
+    else if (HAS(&c, "[OFFLOAD] ")) { c.q += 10; e->offload = 1; }
+    else if (HAS(&c, "[HW_OFFLOAD] ")) { c.q += 13; e->hw_offload = 1; }
+    if (HAS(&c, "mark=")) { c.q += 5; if (canon_num(&c, 0xFFFFFFFFULL, 10, &e->mark) || space(&c)) return -1; }
+    if (HAS(&c, "secmark=")) { c.q += 8; if (digits(&c, NULL) || space(&c)) return -1; }
+    if (HAS(&c, "secctx=")) { c.q += 7; if (nonspace(&c) || space(&c)) return -1; }
+    if (HAS(&c, "zone=")) { c.q += 5; if (canon_num(&c, 65535, 5, &e->zone) || space(&c)) return -1; }
+    if (HAS(&c, "delta-time=")) { c.q += 11; if (digits(&c, NULL) || space(&c)) return -1; }
+    if (HAS(&c, "helper=")) { c.q += 7; if (nonspace(&c) || space(&c)) return -1; }
+    if (LIT(&c, "use=") || digits(&c, &dummy)) return -1;
+    if (HAS(&c, " id=")) { c.q += 4; if (digits(&c, NULL)) return -1; }
+    if (HAS(&c, " labels=")) { c.q += 8; if (nonspace(&c)) return -1; }
+    if (c.q != c.end) return -1;
+    if (!e->mark.n) { e->mark.p = "0"; e->mark.n = 1; }
+    if (!e->zone.n) e->zone = zorig.n ? zorig : zrep.n ? zrep : (span){"0", 1};
+    return 0;
+}
+
+/* As feed reads a line: parse_canon, else (no NUL byte in it) parse_line. */
+static inline int read_line(const char *s, const char *te, entry *e) {
+    if (parse_canon(s, te, e) == 0) return 0;
+    if (memchr(s, 0, te - s)) return -1;
+    return parse_line(s, te, e);
+}
+
+/* ---- the table ------------------------------------------------------------------------------- */
+
+static inline uint64_t mix64(uint64_t h) {
+    h ^= h >> 33; h *= 0xff51afd7ed558ccdULL; h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53ULL; h ^= h >> 33;
+    return h;
+}
+
+/* 8 bytes a step; keys are short (an address and a state), so this is a few multiplies. */
+static inline uint64_t hash_bytes(const char *p, size_t n, uint64_t seed) {
+    uint64_t h = seed ^ (n * 0x9E3779B97F4A7C15ULL);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+        h = (h << 27) | (h >> 37);
+        p += 8; n -= 8;
+    }
+    if (n) {
+        uint64_t w = 0;
+        memcpy(&w, p, n);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+    }
+    return mix64(h);
+}
+
+#define SEED 0x2545F4914F6CDD1DULL
+
+static inline uint64_t key_hash(const char *kl, size_t klen, size_t llen) {
+    return hash_bytes(kl, klen + llen, SEED ^ (uint64_t)klen);  /* the key's length tells key from label */
 }
 
 static int in_nets(const unsigned char *bin, int fam, struct net *nets, int n) {
@@ -333,8 +678,7 @@ static int tuple_has(PyObject *tup, span s) {
     return 0;
 }
 
-static char *arena_alloc(void *ap, size_t n) {
-    Aggregator *a = ap;
+static char *arena_alloc(Aggregator *a, size_t n) {
     if (n > BLOCK / 4) {  /* a huge key: its own block */
         char **nb = realloc(a->blocks, (a->nblocks + 1) * sizeof(char *));
         if (!nb) return NULL;
@@ -361,80 +705,170 @@ static char *arena_alloc(void *ap, size_t n) {
     return p;
 }
 
+static inline uint64_t tag_of(uint64_t h) { return h >> 32; }
+
+/* The table's big arrays are anonymous mappings: they grow with mremap (no copy), start on a
+   page (so 64-byte records stay on one cache line each), and ask for huge pages past 2 MiB
+   (a table of 262,144 keys otherwise takes 5,000 page faults). */
+static void *map_grow(void *old, size_t oldsize, size_t size) {
+    void *p = old ? mremap(old, oldsize, size, MREMAP_MAYMOVE)
+                  : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+    if (size >= (2u << 20)) madvise(p, size, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+static void map_free(void *p, size_t size) {
+    if (p) munmap(p, size);
+}
+
 static int grow(Aggregator *a) {
-    size_t ncap = a->cap ? a->cap * 2 : 4096;
+    size_t ncap = a->cap ? a->cap * 2 : 8192;
     if (ncap > 0xFFFFFFFFULL) return -1;  /* record numbers are 32-bit */
-    uint32_t *ni = calloc(ncap, sizeof(uint32_t));
+    uint64_t *ni = map_grow(NULL, 0, ncap * sizeof(uint64_t));  /* zeroed */
     if (!ni) return -1;
     for (size_t i = 0; i < a->used; i++) {
         size_t j = a->slots[i].hash & (ncap - 1);
         while (ni[j]) j = (j + 1) & (ncap - 1);
-        ni[j] = (uint32_t)(i + 1);
+        ni[j] = (tag_of(a->slots[i].hash) << 32) | (uint64_t)(i + 1);
     }
-    free(a->index);
+    map_free(a->index, a->cap * sizeof(uint64_t));
     a->index = ni;
     a->cap = ncap;
     return 0;
 }
 
-/* a new record at the end of the dense array; returns NULL on no memory */
-static slot *new_record(Aggregator *a, size_t j) {
-    if (a->used == a->rcap) {
-        size_t nr = a->rcap ? a->rcap + a->rcap / 2 : 4096;
-        slot *ns = realloc(a->slots, nr * sizeof(slot));
-        if (!ns) return NULL;
-        a->slots = ns;
-        a->rcap = nr;
+/* Room for more records: slots stay 64-byte aligned (one cache line each). */
+static int more_records(Aggregator *a) {
+    size_t nr = a->rcap ? a->rcap * 2 : 4096;
+    slot *ns = map_grow(a->slots, a->rcap * sizeof(slot), nr * sizeof(slot));
+    if (!ns) return -1;
+    a->slots = ns;
+    sums *nu = map_grow(a->sums, a->rcap * sizeof(sums), nr * sizeof(sums));
+    if (!nu) {  /* keep the slots' new size consistent with the old sums: shrink back */
+        slot *back = map_grow(a->slots, nr * sizeof(slot), a->rcap * sizeof(slot));
+        if (back) a->slots = back;
+        return -1;
     }
-    a->index[j] = (uint32_t)(a->used + 1);
-    return &a->slots[a->used++];
-}
-
-#define FNV0 1469598103934665603ULL
-
-static int add_counts(Aggregator *a, const char *pre, size_t plen, const char *key, size_t klen, span label,
-                      long long cnt, unsigned long long opk, unsigned long long ob, unsigned long long rpk,
-                      unsigned long long rb) {
-    if ((a->used + 1) * 10 >= a->cap * 7 && grow(a) < 0) return -1;
-    uint64_t kh = fnv(key, klen, fnv(pre, plen, FNV0));
-    uint64_t h = fnv(label.p, label.n, kh);
-    size_t tl = plen + klen;
-    size_t j = h & (a->cap - 1);
-    while (a->index[j]) {
-        slot *s = &a->slots[a->index[j] - 1];
-        if (s->hash == h && s->klen == tl && s->llen == (uint32_t)label.n && memcmp(s->key, pre, plen) == 0 &&
-            memcmp(s->key + plen, key, klen) == 0 && memcmp(s->key + tl, label.p, label.n) == 0) {
-            s->count += cnt;
-            s->opk = sat_add(s->opk, opk); s->ob = sat_add(s->ob, ob);
-            s->rpk = sat_add(s->rpk, rpk); s->rb = sat_add(s->rb, rb);
-            return 0;
-        }
-        j = (j + 1) & (a->cap - 1);
-    }
-    slot *s = new_record(a, j);
-    if (!s) return -1;
-    s->key = arena_alloc(a, tl + label.n + 1);
-    if (!s->key) return -1;
-    memcpy(s->key, pre, plen);
-    memcpy(s->key + plen, key, klen);
-    memcpy(s->key + tl, label.p, label.n);
-    s->klen = (uint32_t)tl; s->llen = (uint32_t)label.n; s->hash = h; s->khash = kh;
-    s->count = cnt; s->opk = opk; s->ob = ob; s->rpk = rpk; s->rb = rb;
+    a->sums = nu;
+    a->rcap = nr;
     return 0;
 }
 
-static void key_put(char *key, size_t *k, size_t cap, const char *p, size_t n) {
-    if (*k + n > cap) n = cap - *k;  /* cannot happen: every field is bounded */
+/* Add counts under (key, label); kl is key then label, contiguous, h their hash (key_hash).
+   0, or -1 on no memory. */
+static int add_counts(Aggregator *a, const char *kl, size_t klen, size_t llen, uint64_t h, long long cnt,
+                      unsigned long long opk, unsigned long long ob, unsigned long long rpk, unsigned long long rb) {
+    if ((a->used + 1) * 10 >= a->cap * 7 && grow(a) < 0) return -1;
+    uint64_t tag = tag_of(h);
+    size_t tl = klen + llen;
+    size_t j = h & (a->cap - 1);
+    uint64_t ix;
+    while ((ix = a->index[j]) != 0) {
+        if ((ix >> 32) == tag) {
+            size_t r = (ix & 0xFFFFFFFFULL) - 1;
+            slot *s = &a->slots[r];
+            if (s->hash == h && s->klen == klen && s->llen == llen && memcmp(slot_key(s), kl, tl) == 0) {
+                s->count += cnt;
+                if (opk | ob | rpk | rb) {
+                    sums *u = &a->sums[r];
+                    u->opk = sat_add(u->opk, opk); u->ob = sat_add(u->ob, ob);
+                    u->rpk = sat_add(u->rpk, rpk); u->rb = sat_add(u->rb, rb);
+                }
+                return 0;
+            }
+        }
+        j = (j + 1) & (a->cap - 1);
+    }
+    if (a->used == a->rcap && more_records(a) < 0) return -1;
+    slot *s = &a->slots[a->used];
+    if (tl <= INLINE_KEY) memcpy(s->k.inl, kl, tl);
+    else {
+        s->k.ptr = arena_alloc(a, tl);
+        if (!s->k.ptr) return -1;
+        memcpy(s->k.ptr, kl, tl);
+    }
+    s->klen = (uint16_t)klen; s->llen = (uint8_t)llen; s->hash = h;
+    s->count = cnt;
+    sums *u = &a->sums[a->used];
+    u->opk = opk; u->ob = ob; u->rpk = rpk; u->rb = rb;
+    a->used++;
+    a->index[j] = (tag << 32) | (uint64_t)a->used;
+    return 0;
+}
+
+#define KEYMAX 2048  /* every field is bounded: 11 fields of at most 64 bytes, and a label of 32 */
+
+static inline void key_put(char *key, size_t *k, const char *p, size_t n) {
+    if (*k + n > KEYMAX - 64) n = KEYMAX - 64 - *k;  /* cannot happen: every field is bounded */
     memcpy(key + *k, p, n);
     *k += n;
 }
 
-/* 0 taken or filtered out, -1 no memory */
-static int take(Aggregator *a, entry *e) {
-    char key[1024];
+/* inet_ntop(AF_INET6) as glibc prints it (RFC 5952: the longest run of two or more zero words,
+   the first of equals, as "::"; ::a.b.c.d and ::ffff:a.b.c.d in dotted form), without the
+   sprintf per word that made it the dearest part of an IPv6 key. out: at least 46 bytes. */
+static size_t ntop6(const unsigned char *src, char *out) {
+    static const char hex[] = "0123456789abcdef";
+    unsigned w[8];
+    int best = -1, blen = 0, cur = -1, clen = 0;
+    for (int i = 0; i < 8; i++) {
+        w[i] = (unsigned)src[2 * i] << 8 | src[2 * i + 1];
+        if (w[i] == 0) {
+            if (cur < 0) { cur = i; clen = 1; } else clen++;
+        } else if (cur >= 0) {
+            if (best < 0 || clen > blen) { best = cur; blen = clen; }
+            cur = -1;
+        }
+    }
+    if (cur >= 0 && (best < 0 || clen > blen)) { best = cur; blen = clen; }
+    if (best >= 0 && blen < 2) best = -1;
+    char *t = out;
+    for (int i = 0; i < 8; i++) {
+        if (best >= 0 && i >= best && i < best + blen) {
+            if (i == best) *t++ = ':';
+            continue;
+        }
+        if (i) *t++ = ':';
+        if (i == 6 && best == 0 && (blen == 6 || (blen == 5 && w[5] == 0xffff))) {
+            for (int k = 12; k < 16; k++) {
+                unsigned v = src[k];
+                if (v >= 100) { *t++ = (char)('0' + v / 100); v %= 100; *t++ = (char)('0' + v / 10); *t++ = (char)('0' + v % 10); }
+                else if (v >= 10) { *t++ = (char)('0' + v / 10); *t++ = (char)('0' + v % 10); }
+                else *t++ = (char)('0' + v);
+                if (k < 15) *t++ = '.';
+            }
+            *t = 0;
+            return (size_t)(t - out);
+        }
+        unsigned v = w[i];
+        int started = 0;
+        for (int sh = 12; sh >= 0; sh -= 4) {
+            unsigned d = (v >> sh) & 15;
+            if (d || started || sh == 0) { *t++ = hex[d]; started = 1; }
+        }
+    }
+    if (best >= 0 && best + blen == 8) *t++ = ':';
+    *t = 0;
+    return (size_t)(t - out);
+}
+
+/* An entry made ready for the table: its key and label, their hash, and its counters. */
+typedef struct {
+    const char *kl;
+    size_t klen, llen;
+    uint64_t h;
+    unsigned long long opk, ob, rpk, rb;
+} ready;
+
+/* Filters, then the key (into buf, KEYMAX bytes) and its hash; 1 when the entry is counted. */
+static int prepare(Aggregator *a, entry *e, char *key, ready *r) {
     size_t k = 0;
     span label = label_of(e);
     a->total++;
+    if (e->acct) a->accounting = 1;
     if (a->protos && !tuple_has(a->protos, e->proto)) return 0;
     if (a->states) {
         int ok = tuple_has(a->states, label);
@@ -451,7 +885,7 @@ static int take(Aggregator *a, entry *e) {
     if (a->ndst && !in_nets(e->bin[1], e->fam[1], a->dst_nets, a->ndst)) return 0;
     a->matched++;
     for (int f = 0; f < a->nfields; f++) {
-        if (f) key_put(key, &k, sizeof key, "\x1f", 1);
+        if (f) key_put(key, &k, "\x1f", 1);
         const char *p = "";
         size_t n = 0;
         char v6[48];
@@ -474,25 +908,62 @@ static int take(Aggregator *a, entry *e) {
         }
         if (ai >= 0) {
             if (e->fam[ai] == AF_INET6) {  /* RFC 5952, as conntrack prints it */
-                if (!inet_ntop(AF_INET6, e->bin[ai], v6, sizeof v6)) v6[0] = 0;
-                p = v6; n = strlen(v6);
+                n = ntop6(e->bin[ai], v6);
+                p = v6;
             } else { p = e->addr[ai].p; n = (size_t)e->addr[ai].n; }
         }
-        key_put(key, &k, sizeof key, p, n);
+        key_put(key, &k, p, n);
     }
-    return add_counts(a, "", 0, key, k, label, 1, e->opk, e->ob, e->rpk, e->rb);
+    memcpy(key + k, label.p, (size_t)label.n);
+    r->kl = key; r->klen = k; r->llen = (size_t)label.n;
+    r->h = key_hash(key, k, (size_t)label.n);
+    r->opk = e->opk; r->ob = e->ob; r->rpk = e->rpk; r->rb = e->rb;
+    return 1;
 }
 
-/* feed(buf, skip_first_bad=False) -> (lines, bad lines, first bad line or 0) */
-static PyObject *agg_feed(Aggregator *a, PyObject *args) {
-    Py_buffer buf;
-    int skip_first_bad = 0;
-    if (!PyArg_ParseTuple(args, "y*|p", &buf, &skip_first_bad)) return NULL;
-    const char *p = buf.buf, *end = p + buf.len;
-    long long lines = 0, bad = 0, first_bad = 0;
-    int first = 1, nomem = 0;
-    entry e;
-    Py_BEGIN_ALLOW_THREADS
+/* Entries of a batch into each aggregator. Lookups in a big table wait on memory: the index
+   entries of the whole batch are fetched first, then the records they point to, then each is
+   counted, so the waits overlap instead of adding up. 0, or -1 on no memory. */
+#define BATCH 16
+static int take_batch(Aggregator **aggs, int na, entry *ents, int n, char *keys) {
+    ready rs[BATCH];
+    int keep[BATCH];
+    for (int i = 0; i < na; i++) {
+        Aggregator *a = aggs[i];
+        for (int j = 0; j < n; j++) {
+            keep[j] = prepare(a, &ents[j], keys + (size_t)j * KEYMAX, &rs[j]);
+            if (keep[j] && a->cap) __builtin_prefetch(&a->index[rs[j].h & (a->cap - 1)]);
+        }
+        for (int j = 0; j < n; j++) {
+            if (!keep[j] || !a->cap) continue;
+            uint64_t ix = a->index[rs[j].h & (a->cap - 1)];
+            if (ix) __builtin_prefetch(&a->slots[(ix & 0xFFFFFFFFULL) - 1]);
+        }
+        for (int j = 0; j < n; j++)
+            if (keep[j] && add_counts(a, rs[j].kl, rs[j].klen, rs[j].llen, rs[j].h, 1, rs[j].opk, rs[j].ob,
+                                      rs[j].rpk, rs[j].rb) < 0) return -1;
+    }
+    return 0;
+}
+
+/* ---- reading text ---------------------------------------------------------------------------- */
+
+/* What a read of text found besides entries. */
+typedef struct { long long lines, bad, first_bad, binary_line; int noise, nomem; } text_read;
+
+static int is_noise(const char *s, const char *te) {  /* conntrack-tools' or sysctl's stderr */
+    return memmem(s, te - s, "(conntrack-tools)", 17) || memmem(s, te - s, "nfct_labelmap", 13);
+}
+
+/* Read every line of buf into each aggregator, BATCH entries at a time. A line parse_canon
+   declines is checked for NUL bytes (binary data: unreadable, and reported) before the general
+   rules read it; an unreadable one is checked for conntrack-tools' stderr. */
+static void feed_text(Aggregator **aggs, int na, const char *p, const char *end, int skip_first_bad,
+                      char *keys, text_read *out) {
+    long long lines = 0;
+    int first = 1, n = 0;
+    entry ents[BATCH];
+    memset(out, 0, sizeof(*out));
     while (p < end) {
         const char *nl = memchr(p, '\n', end - p);
         const char *le = nl ? nl : end;
@@ -502,36 +973,339 @@ static PyObject *agg_feed(Aggregator *a, PyObject *args) {
         const char *te = le;
         while (te > s && (te[-1] == ' ' || te[-1] == '\r')) te--;
         if (s < te) {
-            if (parse_line(s, te, &e) < 0) {
-                if (!(first && skip_first_bad)) { bad++; if (!first_bad) first_bad = lines; }
-            } else if (take(a, &e) < 0) {
-                nomem = 1;
-                break;
+            int ok = parse_canon(s, te, &ents[n]) == 0;
+            if (!ok) {
+                if (memchr(s, 0, te - s)) {
+                    if (!out->binary_line) out->binary_line = lines;
+                } else ok = parse_line(s, te, &ents[n]) == 0;
+            }
+            if (!ok) {
+                if (!(first && skip_first_bad)) { out->bad++; if (!out->first_bad) out->first_bad = lines; }
+                if (!out->noise && is_noise(s, te)) out->noise = 1;
+            } else if (++n == BATCH) {
+                if (take_batch(aggs, na, ents, n, keys) < 0) { out->nomem = 1; return; }
+                n = 0;
             }
             first = 0;
         }
         p = nl ? nl + 1 : end;
     }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&buf);
-    if (nomem) return PyErr_NoMemory();
-    return Py_BuildValue("(LLL)", lines, bad, first_bad);
+    if (n && take_batch(aggs, na, ents, n, keys) < 0) out->nomem = 1;
+    out->lines = lines;
 }
+
+static PyTypeObject AggregatorType;
+
+/* (lines, bad lines, first bad line or 0); the aggregators' binary_line and noise are set. */
+static PyObject *text_result(Aggregator **aggs, int na, Py_buffer *buf, int skip_first_bad) {
+    text_read r;
+    char *keys = malloc((size_t)BATCH * KEYMAX);
+    if (!keys) { PyBuffer_Release(buf); return PyErr_NoMemory(); }
+    Py_BEGIN_ALLOW_THREADS
+    feed_text(aggs, na, buf->buf, (const char *)buf->buf + buf->len, skip_first_bad, keys, &r);
+    Py_END_ALLOW_THREADS
+    free(keys);
+    PyBuffer_Release(buf);
+    for (int i = 0; i < na; i++) {
+        aggs[i]->binary_line = r.binary_line;
+        aggs[i]->noise |= r.noise;
+    }
+    if (r.nomem) return PyErr_NoMemory();
+    return Py_BuildValue("(LLL)", r.lines, r.bad, r.first_bad);
+}
+
+/* feed(buf, skip_first_bad=False) -> (lines, bad lines, first bad line or 0) */
+static PyObject *agg_feed(Aggregator *a, PyObject *args) {
+    Py_buffer buf;
+    int skip_first_bad = 0;
+    if (!PyArg_ParseTuple(args, "y*|p", &buf, &skip_first_bad)) return NULL;
+    return text_result(&a, 1, &buf, skip_first_bad);
+}
+
+/* The aggregators of a tuple, as an array (borrowed); NULL with an exception set if one is not. */
+static Aggregator **agg_array(PyObject *tup, int *n) {
+    if (!PyTuple_Check(tup) || PyTuple_GET_SIZE(tup) < 1 || PyTuple_GET_SIZE(tup) > 64) {
+        PyErr_SetString(PyExc_ValueError, "a tuple of 1 to 64 Aggregators");
+        return NULL;
+    }
+    *n = (int)PyTuple_GET_SIZE(tup);
+    Aggregator **out = malloc(sizeof(Aggregator *) * (size_t)*n);
+    if (!out) { PyErr_NoMemory(); return NULL; }
+    for (int i = 0; i < *n; i++) {
+        PyObject *o = PyTuple_GET_ITEM(tup, i);
+        if (!PyObject_TypeCheck(o, &AggregatorType)) {
+            free(out);
+            PyErr_SetString(PyExc_TypeError, "not an Aggregator");
+            return NULL;
+        }
+        out[i] = (Aggregator *)o;
+    }
+    return out;
+}
+
+/* feed_many((agg, ...), buf, skip_first_bad=False): each line read once, taken by every table.
+   The tuple keeps the aggregators alive while the GIL is released. */
+static PyObject *feed_many(PyObject *self, PyObject *args) {
+    PyObject *tup;
+    Py_buffer buf;
+    int skip_first_bad = 0, n;
+    if (!PyArg_ParseTuple(args, "Oy*|p", &tup, &buf, &skip_first_bad)) return NULL;
+    Aggregator **aggs = agg_array(tup, &n);
+    if (!aggs) { PyBuffer_Release(&buf); return NULL; }
+    PyObject *r = text_result(aggs, n, &buf, skip_first_bad);
+    free(aggs);
+    return r;
+}
+
+/* scan_fields(line, how) -> the scan.S_* tuple or None; how 0: the general rules, 1: only the
+   canonical shape (None when parse_canon declines), 2: both as feed reads it. For the tests. */
+static PyObject *scan_fields(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    int how;
+    if (!PyArg_ParseTuple(args, "y*i", &buf, &how)) return NULL;
+    const char *s = buf.buf, *te = s + buf.len;
+    while (s < te && (*s == ' ' || *s == '\r')) s++;
+    while (te > s && (te[-1] == ' ' || te[-1] == '\r')) te--;
+    entry e;
+    int r = how == 0 ? parse_line(s, te, &e) : how == 1 ? parse_canon(s, te, &e) : read_line(s, te, &e);
+    if (s >= te || r < 0) { PyBuffer_Release(&buf); Py_RETURN_NONE; }
+    char v6[4][48];
+    span a[4];
+    for (int k = 0; k < 4; k++) {
+        if (e.fam[k] == AF_INET6) {
+            a[k].n = (Py_ssize_t)ntop6(e.bin[k], v6[k]);
+            a[k].p = v6[k];
+        } else a[k] = e.addr[k];
+    }
+    span lab = label_of(&e);
+    const char *l3 = e.l3.n ? e.l3.p : (e.fam[0] == AF_INET6 ? "ipv6" : "ipv4");
+    Py_ssize_t l3n = e.l3.n ? e.l3.n : 4;
+    PyObject *res = Py_BuildValue("(y#y#y#y#y#y#y#y#y#y#y#NNKKKKN)", l3, l3n, e.proto.p, e.proto.n, lab.p, lab.n,
+                                  a[0].p, a[0].n, a[1].p, a[1].n, e.sport.p ? e.sport.p : "", e.sport.n,
+                                  e.dport.p ? e.dport.p : "", e.dport.n, a[2].p, a[2].n, a[3].p, a[3].n,
+                                  e.mark.p, e.mark.n, e.zone.p, e.zone.n, PyBool_FromLong(e.unreplied),
+                                  PyBool_FromLong(e.assured), e.opk, e.ob, e.rpk, e.rb, PyBool_FromLong(e.acct));
+    PyBuffer_Release(&buf);
+    return res;
+}
+
+/* ---- reading ctnetlink messages -------------------------------------------------------------- */
+
+typedef struct { const unsigned char *p; int n; } nla;
+
+static void nla_parse(const unsigned char *p, int len, nla *out, int max) {
+    for (int i = 0; i < max; i++) { out[i].p = NULL; out[i].n = 0; }
+    int off = 0;
+    while (off + 4 <= len) {
+        uint16_t l, t;
+        memcpy(&l, p + off, 2); memcpy(&t, p + off + 2, 2);
+        if (l < 4 || off + l > len) break;
+        t &= 0x3fff;
+        if (t < max) { out[t].p = p + off + 4; out[t].n = l - 4; }
+        off += (l + 3) & ~3;
+    }
+}
+
+static unsigned be16(const unsigned char *p) { return (p[0] << 8) | p[1]; }
+static unsigned long be32(const unsigned char *p) {
+    return ((unsigned long)p[0] << 24) | ((unsigned long)p[1] << 16) | ((unsigned long)p[2] << 8) | p[3];
+}
+static unsigned long long be64(const unsigned char *p) {
+    return ((unsigned long long)be32(p) << 32) | be32(p + 4);
+}
+
+static const char *TCPS[] = {"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
+                             "TIME_WAIT", "CLOSE", "SYN_SENT2"};
+static const char *SCTPS[] = {"NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
+                              "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED"};
+static const char *DCCPS[] = {"NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT",
+                              "IGNORE", "INVALID"};
+
+static const char *proto_name(int n) {
+    switch (n) {
+    case 1: return "icmp"; case 6: return "tcp"; case 17: return "udp"; case 33: return "dccp";
+    case 47: return "gre"; case 58: return "icmpv6"; case 132: return "sctp"; case 136: return "udplite";
+    }
+    return "unknown";
+}
+
+/* Text the entry's spans point to when it comes from netlink. */
+typedef struct { char addr[4][48]; char sport[8], dport[8], mark[16], zone[8], state[16]; } nl_text;
+
+/* One tuple: addresses into e (slots k, k+1) and, for the original tuple, the ports; returns the
+   protocol number or -1 when the tuple is malformed. zone: CTA_TUPLE_ZONE or -1. */
+static int nl_tuple(nla t, entry *e, int k, nl_text *tx, int orig, int *zone) {
+    nla a[8], ip[8], pr[16];
+    nla_parse(t.p, t.n, a, 8);
+    *zone = -1;
+    if (!a[1].p) return -1;
+    nla_parse(a[1].p, a[1].n, ip, 8);
+    int fam;
+    const unsigned char *s, *d;
+    if (ip[1].p && ip[2].p && ip[1].n == 4 && ip[2].n == 4) { fam = AF_INET; s = ip[1].p; d = ip[2].p; }
+    else if (ip[3].p && ip[4].p && ip[3].n == 16 && ip[4].n == 16) { fam = AF_INET6; s = ip[3].p; d = ip[4].p; }
+    else return -1;
+    for (int x = 0; x < 2; x++) {
+        const unsigned char *src = x ? d : s;
+        memset(e->bin[k + x], 0, 16);
+        memcpy(e->bin[k + x], src, fam == AF_INET ? 4 : 16);
+        e->fam[k + x] = fam;
+        inet_ntop(fam, src, tx->addr[k + x], sizeof tx->addr[k + x]);
+        e->addr[k + x].p = tx->addr[k + x];
+        e->addr[k + x].n = (Py_ssize_t)strlen(tx->addr[k + x]);
+    }
+    int proto = 0;  /* no CTA_TUPLE_PROTO: protocol 0, "unknown", as decode_entry reads it */
+    if (a[2].p) {
+        nla_parse(a[2].p, a[2].n, pr, 16);
+        if (!pr[1].p || pr[1].n < 1) return -1;
+        proto = pr[1].p[0];
+        if (!pr[2].p != !pr[3].p || (pr[2].p && (pr[2].n < 2 || pr[3].n < 2))) return -1;
+        /* ports travel in CTA_PROTO_SRC/DST_PORT; GRE's keys too (they are not ports) */
+        if (orig && proto != 47 && pr[2].p) {
+            e->sport.n = snprintf(tx->sport, sizeof tx->sport, "%u", be16(pr[2].p));
+            e->sport.p = tx->sport;
+            e->dport.n = snprintf(tx->dport, sizeof tx->dport, "%u", be16(pr[3].p));
+            e->dport.p = tx->dport;
+        }
+    }
+    if (a[3].p && a[3].n >= 2) *zone = (int)be16(a[3].p);
+    return proto;
+}
+
+/* A CT_NEW message's attributes (after nfgenmsg) into e, as ctnetlink.decode_entry and
+   top.entry_fields read them; -1 when malformed. */
+static int nl_entry(const unsigned char *p, int len, int family, entry *e, nl_text *tx) {
+    nla a[32];
+    memset(e, 0, sizeof(*e));
+    nla_parse(p, len, a, 32);
+    int zo, zr;
+    if (!a[1].p || !a[2].p) return -1;
+    int proto = nl_tuple(a[1], e, 0, tx, 1, &zo);
+    if (proto < 0 || nl_tuple(a[2], e, 2, tx, 0, &zr) < 0) return -1;
+    e->l3.p = family == AF_INET ? "ipv4" : "ipv6";
+    e->l3.n = 4;
+    e->proto.p = proto_name(proto);
+    e->proto.n = (Py_ssize_t)strlen(e->proto.p);
+    unsigned long status = a[3].p && a[3].n >= 4 ? be32(a[3].p) : 0;
+    e->hw_offload = (status & (1 << 15)) != 0;
+    e->offload = !e->hw_offload && (status & (1 << 14)) != 0;
+    e->unreplied = !(status & (1 << 1));
+    e->assured = (status & (1 << 2)) && !e->offload && !e->hw_offload;
+    if (a[4].p) {
+        nla pi[4], st[4];
+        nla_parse(a[4].p, a[4].n, pi, 4);
+        const char **names = NULL; int k = 0;
+        if (pi[1].p) { names = TCPS; k = 1; }
+        else if (pi[3].p) { names = SCTPS; k = 3; }
+        else if (pi[2].p) { names = DCCPS; k = 2; }
+        if (names) {
+            nla_parse(pi[k].p, pi[k].n, st, 4);
+            if (st[1].p && st[1].n >= 1) {
+                int i = st[1].p[0];
+                if (i < 10) { e->state.p = names[i]; e->state.n = (Py_ssize_t)strlen(names[i]); }
+                else { e->state.n = snprintf(tx->state, sizeof tx->state, "%d", i); e->state.p = tx->state; }
+            }
+        }
+    }
+    if (a[8].p && a[8].n >= 4) {
+        e->mark.n = snprintf(tx->mark, sizeof tx->mark, "%lu", be32(a[8].p));
+        e->mark.p = tx->mark;
+    } else { e->mark.p = ""; e->mark.n = 0; }  /* no CTA_MARK: entry_fields gives b"" */
+    int zone = a[18].p && a[18].n >= 2 ? (int)be16(a[18].p) : zo >= 0 ? zo : zr >= 0 ? zr : 0;
+    e->zone.n = snprintf(tx->zone, sizeof tx->zone, "%d", zone);
+    e->zone.p = tx->zone;
+    for (int d = 0; d < 2; d++) {
+        nla c = a[9 + d], k[4];
+        if (!c.p) continue;
+        nla_parse(c.p, c.n, k, 4);
+        if (k[1].p && k[2].p && k[1].n >= 8 && k[2].n >= 8) {
+            if (d == 0) { e->opk = be64(k[1].p); e->ob = be64(k[2].p); }
+            else { e->rpk = be64(k[1].p); e->rb = be64(k[2].p); }
+            e->acct = 1;
+        } else return -1;
+    }
+    return 0;
+}
+
+/* Read every conntrack message of a netlink receive buffer into each aggregator. */
+static void feed_nl(Aggregator **aggs, int na, const unsigned char *p, Py_ssize_t n, char *keys, long long *entries,
+                    long long *malformed, int *done, int *err, int *nomem) {
+    Py_ssize_t off = 0;
+    entry ents[BATCH];
+    nl_text tx[BATCH];
+    int k = 0;
+    while (off + 16 <= n) {
+        uint32_t len; uint16_t type;
+        memcpy(&len, p + off, 4); memcpy(&type, p + off + 4, 2);
+        if (len < 16 || off + len > n) break;
+        if (type == 3) { *done = 1; break; }
+        if (type == 2 && len >= 20) { int32_t x; memcpy(&x, p + off + 16, 4); if (x) { *err = -x; break; } }
+        if ((type >> 8) == 1) {  /* a ctnetlink message: a dump's or an event's entry */
+            if (len < 20 || nl_entry(p + off + 20, (int)len - 20, p[off + 16], &ents[k], &tx[k]) < 0) (*malformed)++;
+            else {
+                (*entries)++;
+                if (++k == BATCH) {
+                    if (take_batch(aggs, na, ents, k, keys) < 0) { *nomem = 1; return; }
+                    k = 0;
+                }
+            }
+        }
+        off += (len + 3) & ~3;
+    }
+    if (k && take_batch(aggs, na, ents, k, keys) < 0) *nomem = 1;
+}
+
+static PyObject *nl_result(Py_buffer *pb, Aggregator **aggs, int na) {
+    long long entries = 0, malformed = 0;
+    int done = 0, err = 0, nomem = 0;
+    char *keys = malloc((size_t)BATCH * KEYMAX);
+    if (!keys) { PyBuffer_Release(pb); return PyErr_NoMemory(); }
+    Py_BEGIN_ALLOW_THREADS
+    feed_nl(aggs, na, pb->buf, pb->len, keys, &entries, &malformed, &done, &err, &nomem);
+    Py_END_ALLOW_THREADS
+    free(keys);
+    PyBuffer_Release(pb);
+    if (nomem) return PyErr_NoMemory();
+    if (err) { errno = err; return PyErr_SetFromErrno(PyExc_OSError); }
+    return Py_BuildValue("(LLO)", entries, malformed, done ? Py_True : Py_False);
+}
+
+/* feed_netlink(buf) -> (entries, malformed messages, done): a dump's or event socket's buffer. */
+static PyObject *agg_feed_netlink(Aggregator *a, PyObject *args) {
+    Py_buffer pb;
+    if (!PyArg_ParseTuple(args, "y*", &pb)) return NULL;
+    return nl_result(&pb, &a, 1);
+}
+
+/* netlink_feed((agg, ...), buf) -> (entries, malformed messages, done) */
+static PyObject *netlink_feed(PyObject *self, PyObject *args) {
+    PyObject *tup;
+    Py_buffer pb;
+    int n;
+    if (!PyArg_ParseTuple(args, "Oy*", &tup, &pb)) return NULL;
+    Aggregator **aggs = agg_array(tup, &n);
+    if (!aggs) { PyBuffer_Release(&pb); return NULL; }
+    PyObject *r = nl_result(&pb, aggs, n);
+    free(aggs);
+    return r;
+}
+
+/* ---- results --------------------------------------------------------------------------------- */
 
 static PyObject *agg_result(Aggregator *a, PyObject *noargs) {
     PyObject *d = PyDict_New();
     if (!d) return NULL;
     for (size_t i = 0; i < a->used; i++) {
         slot *s = &a->slots[i];
-        PyObject *k = Py_BuildValue("(y#y#)", s->key, (Py_ssize_t)s->klen, s->key + s->klen, (Py_ssize_t)s->llen);
-        PyObject *v = Py_BuildValue("[LKKKK]", s->count, s->opk, s->ob, s->rpk, s->rb);
+        sums *u = &a->sums[i];
+        const char *key = slot_key(s);
+        PyObject *k = Py_BuildValue("(y#y#)", key, (Py_ssize_t)s->klen, key + s->klen, (Py_ssize_t)s->llen);
+        PyObject *v = Py_BuildValue("[LKKKK]", s->count, u->opk, u->ob, u->rpk, u->rb);
         if (!k || !v || PyDict_SetItem(d, k, v) < 0) { Py_XDECREF(k); Py_XDECREF(v); Py_DECREF(d); return NULL; }
         Py_DECREF(k); Py_DECREF(v);
     }
     return d;
 }
-
-static PyTypeObject AggregatorType;
 
 static PyObject *agg_merge(Aggregator *a, PyObject *args) {
     PyObject *o;
@@ -539,125 +1313,168 @@ static PyObject *agg_merge(Aggregator *a, PyObject *args) {
     Py_ssize_t plen = 0;
     if (!PyArg_ParseTuple(args, "O!|y#", &AggregatorType, &o, &pre, &plen)) return NULL;
     Aggregator *b = (Aggregator *)o;
-    for (size_t i = 0; i < b->used; i++) {
-        slot *s = &b->slots[i];
-        span lab = { s->key + s->klen, s->llen };
-        if (add_counts(a, pre, plen, s->key, s->klen, lab, s->count, s->opk, s->ob, s->rpk, s->rb) < 0)
-            return PyErr_NoMemory();
+    char stack[KEYMAX];
+    int nomem = 0, toolong = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (size_t i = 0; i < b->used && !nomem && !toolong; i += BATCH) {
+        size_t n = b->used - i < BATCH ? b->used - i : BATCH;
+        uint64_t hs[BATCH];
+        /* as in take_batch: fetch the index entries of a batch before counting them */
+        for (size_t j = 0; j < n; j++) {
+            slot *s = &b->slots[i + j];
+            if (plen) {
+                if ((size_t)plen + s->klen + s->llen > sizeof stack) { hs[j] = 0; continue; }
+                memcpy(stack, pre, (size_t)plen);
+                memcpy(stack + plen, slot_key(s), s->klen + s->llen);
+                hs[j] = key_hash(stack, (size_t)plen + s->klen, s->llen);
+            } else hs[j] = s->hash;  /* the same bytes: the same hash */
+            if (a->cap) __builtin_prefetch(&a->index[hs[j] & (a->cap - 1)]);
+        }
+        for (size_t j = 0; j < n; j++) {
+            slot *s = &b->slots[i + j];
+            sums *u = &b->sums[i + j];
+            size_t tl = (size_t)plen + s->klen + s->llen;
+            if ((size_t)plen + s->klen > 0xFFFF) { toolong = 1; break; }
+            char *kl = tl <= sizeof stack ? stack : malloc(tl);
+            if (!kl) { nomem = 1; break; }
+            memcpy(kl, pre, (size_t)plen);
+            memcpy(kl + plen, slot_key(s), s->klen + s->llen);
+            size_t kn = (size_t)plen + s->klen;
+            uint64_t h = tl <= sizeof stack ? hs[j] : key_hash(kl, kn, s->llen);
+            int r = add_counts(a, kl, kn, s->llen, h, s->count, u->opk, u->ob, u->rpk, u->rb);
+            if (kl != stack) free(kl);
+            if (r < 0) { nomem = 1; break; }
+        }
     }
+    Py_END_ALLOW_THREADS
+    if (toolong) { PyErr_SetString(PyExc_ValueError, "key too long"); return NULL; }
+    if (nomem) return PyErr_NoMemory();
     a->matched += b->matched;
     a->total += b->total;
+    a->accounting |= b->accounting;
     Py_RETURN_NONE;
 }
 
-typedef struct { size_t first; long long count; unsigned long long opk, ob, rpk, rb; long rank; } group;
+/* ---- top(limit) ------------------------------------------------------------------------------
+   Rows are keys; a key's records (one per label) are grouped in three passes: (1) each record's
+   group, by the key alone, into gid[], with the group's count; (2) the best groups by count,
+   then key bytes; (3) over the records in order, the sums and label counts of the winners only. */
 
 static Aggregator *sort_ctx;
-static group *sort_groups;
+static const uint32_t *sort_first;   /* group -> its first record */
+static const long long *sort_count;  /* group -> entries */
 
 static int cmp_group(const void *x, const void *y) {
-    const group *g = &sort_groups[*(const size_t *)x], *h = &sort_groups[*(const size_t *)y];
-    if (g->count != h->count) return g->count > h->count ? -1 : 1;
-    slot *a = &sort_ctx->slots[g->first], *b = &sort_ctx->slots[h->first];
+    uint32_t g = *(const uint32_t *)x, h = *(const uint32_t *)y;
+    if (sort_count[g] != sort_count[h]) return sort_count[g] > sort_count[h] ? -1 : 1;
+    slot *a = &sort_ctx->slots[sort_first[g]], *b = &sort_ctx->slots[sort_first[h]];
     size_t n = a->klen < b->klen ? a->klen : b->klen;
-    int c = memcmp(a->key, b->key, n);
+    int c = memcmp(slot_key(a), slot_key(b), n);
     if (c) return c;
     return a->klen < b->klen ? -1 : (a->klen > b->klen ? 1 : 0);
-}
-
-static size_t find_group(Aggregator *a, group *gs, size_t *tab, size_t tcap, slot *s, int create, size_t *ng) {
-    size_t j = s->khash & (tcap - 1);
-    while (tab[j] != (size_t)-1) {
-        slot *f = &a->slots[gs[tab[j]].first];
-        if (f->khash == s->khash && f->klen == s->klen && memcmp(f->key, s->key, s->klen) == 0) return tab[j];
-        j = (j + 1) & (tcap - 1);
-    }
-    if (!create) return (size_t)-1;
-    tab[j] = (*ng)++;
-    return tab[j];
 }
 
 /* top(limit) -> (groups, [(key, count, opk, ob, rpk, rb, {label: count})]) sorted by count, then key bytes */
 static PyObject *agg_top(Aggregator *a, PyObject *args) {
     Py_ssize_t limit;
     if (!PyArg_ParseTuple(args, "n", &limit)) return NULL;
-    size_t tcap = 16;
-    while (tcap < a->used * 2 + 2) tcap <<= 1;
-    size_t *tab = malloc(tcap * sizeof(size_t));
-    group *gs = calloc(a->used + 1, sizeof(group));
-    size_t ng = 0;
-    if (!tab || !gs) { free(tab); free(gs); return PyErr_NoMemory(); }
-    memset(tab, 0xff, tcap * sizeof(size_t));
-    for (size_t i = 0; i < a->used; i++) {
-        slot *s = &a->slots[i];
-        size_t before = ng;
-        size_t g = find_group(a, gs, tab, tcap, s, 0, &ng);
-        if (g == (size_t)-1) {
-            gs[ng].first = i;
-            g = find_group(a, gs, tab, tcap, s, 1, &ng);
-            gs[g].rank = -1;
-        }
-        (void)before;
-        gs[g].count += s->count; gs[g].opk = sat_add(gs[g].opk, s->opk); gs[g].ob = sat_add(gs[g].ob, s->ob);
-        gs[g].rpk = sat_add(gs[g].rpk, s->rpk); gs[g].rb = sat_add(gs[g].rb, s->rb);
+    size_t used = a->used, tcap = 16;
+    while (tcap < used * 2 + 2) tcap <<= 1;
+    uint32_t *tab = malloc(tcap * sizeof(uint32_t));   /* group + 1, 0 empty */
+    uint64_t *kh = malloc((used + 1) * sizeof(uint64_t));
+    uint32_t *gid = malloc((used + 1) * sizeof(uint32_t));
+    uint32_t *first = malloc((used + 1) * sizeof(uint32_t));
+    long long *count = calloc(used + 1, sizeof(long long));
+    if (!tab || !kh || !gid || !first || !count) {
+        free(tab); free(kh); free(gid); free(first); free(count);
+        return PyErr_NoMemory();
     }
-    size_t *order = malloc((ng + 1) * sizeof(size_t));
-    if (!order) { free(tab); free(gs); return PyErr_NoMemory(); }
-    sort_ctx = a; sort_groups = gs;
+    memset(tab, 0, tcap * sizeof(uint32_t));
+    size_t ng = 0;
+    for (size_t i = 0; i < used; i++) kh[i] = hash_bytes(slot_key(&a->slots[i]), a->slots[i].klen, SEED);
+    for (size_t i = 0; i < used; i++) {  /* pass 1 */
+        if (i + 8 < used) __builtin_prefetch(&tab[kh[i + 8] & (tcap - 1)]);
+        slot *s = &a->slots[i];
+        size_t j = kh[i] & (tcap - 1);
+        uint32_t g;
+        for (;;) {
+            uint32_t t = tab[j];
+            if (!t) { g = (uint32_t)ng++; tab[j] = g + 1; first[g] = (uint32_t)i; break; }
+            slot *f = &a->slots[first[t - 1]];
+            if (kh[first[t - 1]] == kh[i] && f->klen == s->klen && memcmp(slot_key(f), slot_key(s), s->klen) == 0) {
+                g = t - 1;
+                break;
+            }
+            j = (j + 1) & (tcap - 1);
+        }
+        gid[i] = g;
+        count[g] += s->count;
+    }
+    free(tab); free(kh);
     size_t n = (limit > 0 && (size_t)limit < ng) ? (size_t)limit : ng;
+    uint32_t *order = malloc((ng + 1) * sizeof(uint32_t));
+    long *rank = malloc((ng + 1) * sizeof(long));
+    if (!order || !rank) { free(order); free(rank); free(gid); free(first); free(count); return PyErr_NoMemory(); }
+    sort_ctx = a; sort_first = first; sort_count = count;
     if (n == ng) {
-        for (size_t i = 0; i < ng; i++) order[i] = i;
-        qsort(order, ng, sizeof(size_t), cmp_group);
-    } else {
-        /* keep the n best in a heap whose root is the worst of them */
+        for (size_t g = 0; g < ng; g++) order[g] = (uint32_t)g;
+        qsort(order, ng, sizeof(uint32_t), cmp_group);
+    } else {  /* pass 2: the n best in a heap whose root is the worst of them */
         size_t hn = 0;
-        for (size_t i = 0; i < ng; i++) {
+        for (uint32_t g = 0; g < ng; g++) {
             if (hn < n) {
                 size_t c = hn++;
-                order[c] = i;
+                order[c] = g;
                 while (c > 0) {
                     size_t p = (c - 1) / 2;
                     if (cmp_group(&order[c], &order[p]) <= 0) break;
-                    size_t t = order[c]; order[c] = order[p]; order[p] = t; c = p;
+                    uint32_t t = order[c]; order[c] = order[p]; order[p] = t; c = p;
                 }
-            } else if (cmp_group(&i, &order[0]) < 0) {
-                order[0] = i;
+            } else if (cmp_group(&g, &order[0]) < 0) {
+                order[0] = g;
                 size_t c = 0;
                 for (;;) {
                     size_t l = 2 * c + 1, r = l + 1, m = c;
                     if (l < hn && cmp_group(&order[l], &order[m]) > 0) m = l;
                     if (r < hn && cmp_group(&order[r], &order[m]) > 0) m = r;
                     if (m == c) break;
-                    size_t t = order[c]; order[c] = order[m]; order[m] = t; c = m;
+                    uint32_t t = order[c]; order[c] = order[m]; order[m] = t; c = m;
                 }
             }
         }
-        qsort(order, n, sizeof(size_t), cmp_group);
+        qsort(order, n, sizeof(uint32_t), cmp_group);
     }
-    PyObject *rows = PyList_New(n);
+    for (size_t g = 0; g < ng; g++) rank[g] = -1;
+    for (size_t r = 0; r < n; r++) rank[order[r]] = (long)r;
+    PyObject *rows = PyList_New((Py_ssize_t)n);
     PyObject **labels = calloc(n + 1, sizeof(PyObject *));
-    if (!rows || !labels) { free(tab); free(gs); free(order); Py_XDECREF(rows); free(labels); return PyErr_NoMemory(); }
-    for (size_t r = 0; r < n; r++) { gs[order[r]].rank = (long)r; labels[r] = PyDict_New(); }
-    for (size_t i = 0; i < a->used; i++) {
+    sums *tot = calloc(n + 1, sizeof(sums));
+    if (!rows || !labels || !tot) {
+        Py_XDECREF(rows); free(labels); free(tot); free(order); free(rank); free(gid); free(first); free(count);
+        return PyErr_NoMemory();
+    }
+    for (size_t r = 0; r < n; r++) labels[r] = PyDict_New();
+    for (size_t i = 0; i < used; i++) {  /* pass 3: in record order, only the winners */
+        long r = rank[gid[i]];
+        if (r < 0) continue;
         slot *s = &a->slots[i];
-        size_t g = find_group(a, gs, tab, tcap, s, 0, &ng);
-        if (gs[g].rank < 0) continue;
-        PyObject *k = PyBytes_FromStringAndSize(s->key + s->klen, s->llen);
+        sums *u = &a->sums[i], *t = &tot[r];
+        t->opk = sat_add(t->opk, u->opk); t->ob = sat_add(t->ob, u->ob);
+        t->rpk = sat_add(t->rpk, u->rpk); t->rb = sat_add(t->rb, u->rb);
+        PyObject *k = PyBytes_FromStringAndSize(slot_key(s) + s->klen, s->llen);
         PyObject *v = PyLong_FromLongLong(s->count);
-        PyDict_SetItem(labels[gs[g].rank], k, v);
+        PyDict_SetItem(labels[r], k, v);
         Py_DECREF(k); Py_DECREF(v);
     }
     for (size_t r = 0; r < n; r++) {
-        group *g = &gs[order[r]];
-        slot *f = &a->slots[g->first];
-        PyObject *row = Py_BuildValue("(y#LKKKKN)", f->key, (Py_ssize_t)f->klen, g->count, g->opk, g->ob, g->rpk,
-                                      g->rb, labels[r]);
-        PyList_SET_ITEM(rows, r, row);
+        uint32_t g = order[r];
+        slot *f = &a->slots[first[g]];
+        PyObject *row = Py_BuildValue("(y#LKKKKN)", slot_key(f), (Py_ssize_t)f->klen, count[g], tot[r].opk,
+                                      tot[r].ob, tot[r].rpk, tot[r].rb, labels[r]);
+        PyList_SET_ITEM(rows, (Py_ssize_t)r, row);
     }
-    free(labels); free(tab); free(order);
-    PyObject *res = Py_BuildValue("(nN)", (Py_ssize_t)ng, rows);
-    free(gs);
-    return res;
+    free(labels); free(tot); free(order); free(rank); free(gid); free(first); free(count);
+    return Py_BuildValue("(nN)", (Py_ssize_t)ng, rows);
 }
 
 static int parse_nets(PyObject *obj, struct net *nets, int *n) {
@@ -705,8 +1522,9 @@ static int agg_init(Aggregator *a, PyObject *args, PyObject *kw) {
 static void agg_dealloc(Aggregator *a) {
     for (size_t i = 0; i < a->nblocks; i++) free(a->blocks[i]);
     free(a->blocks);
-    free(a->slots);
-    free(a->index);
+    map_free(a->slots, a->rcap * sizeof(slot));
+    map_free(a->sums, a->rcap * sizeof(sums));
+    map_free(a->index, a->cap * sizeof(uint64_t));
     Py_XDECREF(a->states);
     Py_XDECREF(a->protos);
     Py_TYPE(a)->tp_free((PyObject *)a);
@@ -714,9 +1532,14 @@ static void agg_dealloc(Aggregator *a) {
 
 static PyObject *agg_get_matched(Aggregator *a, void *c) { return PyLong_FromLongLong(a->matched); }
 static PyObject *agg_get_total(Aggregator *a, void *c) { return PyLong_FromLongLong(a->total); }
+static PyObject *agg_get_accounting(Aggregator *a, void *c) { return PyBool_FromLong(a->accounting); }
+static PyObject *agg_get_noise(Aggregator *a, void *c) { return PyBool_FromLong(a->noise); }
+static PyObject *agg_get_binary_line(Aggregator *a, void *c) { return PyLong_FromLongLong(a->binary_line); }
 
 static PyMethodDef agg_methods[] = {
-    {"feed", (PyCFunction)agg_feed, METH_VARARGS, "feed(buf, skip_first_bad=False) -> (lines, bad_line)"},
+    {"feed", (PyCFunction)agg_feed, METH_VARARGS, "feed(buf, skip_first_bad=False) -> (lines, bad, first bad line)"},
+    {"feed_netlink", (PyCFunction)agg_feed_netlink, METH_VARARGS,
+     "feed_netlink(buf) -> (entries, malformed messages, done)"},
     {"result", (PyCFunction)agg_result, METH_NOARGS, "{(key, label): [count, opk, ob, rpk, rb]}"},
     {"merge", (PyCFunction)agg_merge, METH_VARARGS, "merge(other, prefix=b'') adds other's counts, keys prefixed"},
     {"top", (PyCFunction)agg_top, METH_VARARGS, "top(limit) -> (groups, rows)"},
@@ -726,6 +1549,9 @@ static PyMethodDef agg_methods[] = {
 static PyGetSetDef agg_getset[] = {
     {"matched", (getter)agg_get_matched, NULL, "entries that passed the filters", NULL},
     {"total", (getter)agg_get_total, NULL, "entries read", NULL},
+    {"accounting", (getter)agg_get_accounting, NULL, "an entry had packets=/bytes= counters", NULL},
+    {"noise", (getter)agg_get_noise, NULL, "an unreadable line was conntrack-tools' stderr", NULL},
+    {"binary_line", (getter)agg_get_binary_line, NULL, "the last feed's first line with a NUL byte, or 0", NULL},
     {NULL}
 };
 
@@ -741,177 +1567,25 @@ static PyTypeObject AggregatorType = {
     .tp_getset = agg_getset,
 };
 
-/* ---- ctnetlink dump -> listing lines (as ctnetlink.decode_entry + entries.format_entry "extended") ---- */
-
-typedef struct { const unsigned char *p; int n; } nla;
-
-static void nla_parse(const unsigned char *p, int len, nla *out, int max) {
-    for (int i = 0; i < max; i++) { out[i].p = NULL; out[i].n = 0; }
-    int off = 0;
-    while (off + 4 <= len) {
-        uint16_t l, t;
-        memcpy(&l, p + off, 2); memcpy(&t, p + off + 2, 2);
-        if (l < 4 || off + l > len) break;
-        t &= 0x3fff;
-        if (t < max) { out[t].p = p + off + 4; out[t].n = l - 4; }
-        off += (l + 3) & ~3;
-    }
-}
-
-static unsigned be16(const unsigned char *p) { return (p[0] << 8) | p[1]; }
-static unsigned long be32(const unsigned char *p) {
-    return ((unsigned long)p[0] << 24) | ((unsigned long)p[1] << 16) | ((unsigned long)p[2] << 8) | p[3];
-}
-static unsigned long long be64(const unsigned char *p) {
-    return ((unsigned long long)be32(p) << 32) | be32(p + 4);
-}
-
-typedef struct { char buf[512]; size_t n; } sbuf;
-static void sb_add(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int w = vsnprintf(b->buf + b->n, sizeof(b->buf) - b->n, fmt, ap);
-    va_end(ap);
-    if (w > 0) b->n += (size_t)w < sizeof(b->buf) - b->n ? (size_t)w : sizeof(b->buf) - b->n - 1;
-}
-
-static const char *TCPS[] = {"NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
-                             "TIME_WAIT", "CLOSE", "SYN_SENT2"};
-static const char *SCTPS[] = {"NONE", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "ESTABLISHED", "SHUTDOWN_SENT",
-                              "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT", "HEARTBEAT_SENT", "HEARTBEAT_ACKED"};
-static const char *DCCPS[] = {"NONE", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING", "TIMEWAIT",
-                              "IGNORE", "INVALID"};
-
-static const char *proto_name(int n) {
-    switch (n) {
-    case 1: return "icmp"; case 6: return "tcp"; case 17: return "udp"; case 33: return "dccp";
-    case 47: return "gre"; case 58: return "icmpv6"; case 132: return "sctp"; case 136: return "udplite";
-    }
-    return "unknown";
-}
-
-/* one tuple: "src=.. dst=.. " + ports/icmp/gre; returns protonum or -1 */
-static int put_tuple(sbuf *b, nla t, int *zone) {
-    nla a[8], ip[8], pr[16];
-    nla_parse(t.p, t.n, a, 8);
-    *zone = -1;
-    if (!a[1].p) return -1;
-    nla_parse(a[1].p, a[1].n, ip, 8);
-    char s[64], d[64];
-    if (ip[1].p && ip[2].p && ip[1].n == 4 && ip[2].n == 4) {
-        inet_ntop(AF_INET, ip[1].p, s, sizeof s); inet_ntop(AF_INET, ip[2].p, d, sizeof d);
-    } else if (ip[3].p && ip[4].p && ip[3].n == 16 && ip[4].n == 16) {
-        inet_ntop(AF_INET6, ip[3].p, s, sizeof s); inet_ntop(AF_INET6, ip[4].p, d, sizeof d);
-    } else return -1;
-    sb_add(b, "src=%s dst=%s ", s, d);
-    int proto = 0;
-    if (a[2].p) {
-        nla_parse(a[2].p, a[2].n, pr, 16);
-        if (pr[1].p) proto = pr[1].p[0];
-        if (proto == 6 || proto == 17 || proto == 136 || proto == 33 || proto == 132) {
-            if (pr[2].p && pr[3].p) sb_add(b, "sport=%u dport=%u ", be16(pr[2].p), be16(pr[3].p));
-        } else if (proto == 47) {
-            if (pr[2].p && pr[3].p) sb_add(b, "srckey=0x%x dstkey=0x%x ", be16(pr[2].p), be16(pr[3].p));
-        } else if (proto == 1 && pr[5].p) {
-            sb_add(b, "type=%u code=%u id=%u ", pr[5].p[0], pr[6].p ? pr[6].p[0] : 0, pr[4].p ? be16(pr[4].p) : 0);
-        } else if (proto == 58 && pr[8].p) {
-            sb_add(b, "type=%u code=%u id=%u ", pr[8].p[0], pr[9].p ? pr[9].p[0] : 0, pr[7].p ? be16(pr[7].p) : 0);
-        }
-    }
-    if (a[3].p && a[3].n >= 2) *zone = (int)be16(a[3].p);
-    return proto;
-}
-
-static void put_counters(sbuf *b, nla c) {
-    nla k[4];
-    if (!c.p) return;
-    nla_parse(c.p, c.n, k, 4);
-    if (k[1].p && k[2].p) sb_add(b, "packets=%llu bytes=%llu ", be64(k[1].p), be64(k[2].p));
-}
-
-/* netlink_lines(buf) -> (lines bytes, done bool) */
-static PyObject *netlink_lines(PyObject *self, PyObject *args) {
+/* netlink_done(buf) -> whether the buffer holds NLMSG_DONE (the end of a dump); an NLMSG_ERROR
+   with an error raises OSError. The headers only: the dump's reader asks it of every buffer. */
+static PyObject *netlink_done(PyObject *self, PyObject *args) {
     Py_buffer pb;
     if (!PyArg_ParseTuple(args, "y*", &pb)) return NULL;
     const unsigned char *p = pb.buf;
     Py_ssize_t n = pb.len, off = 0;
-    size_t cap = (size_t)n * 2 + 1024, used = 0;
-    char *out = malloc(cap);
     int done = 0, err = 0;
-    if (!out) { PyBuffer_Release(&pb); return PyErr_NoMemory(); }
     while (off + 16 <= n) {
         uint32_t len; uint16_t type;
         memcpy(&len, p + off, 4); memcpy(&type, p + off + 4, 2);
         if (len < 16 || off + len > n) break;
         if (type == 3) { done = 1; break; }
-        if (type == 2) { int32_t e; memcpy(&e, p + off + 16, 4); if (e) { err = -e; break; } }
-        if ((type & 0xff00) == (1 << 8) && len >= 20) {
-            int family = p[off + 16];
-            nla a[32];
-            nla_parse(p + off + 20, (int)len - 20, a, 32);
-            sbuf b; b.n = 0;
-            sbuf t1, t2; t1.n = t2.n = 0;
-            int zo, zr;
-            int proto = a[1].p ? put_tuple(&t1, a[1], &zo) : -1;
-            int proto2 = a[2].p ? put_tuple(&t2, a[2], &zr) : -1;
-            if (proto >= 0 && proto2 >= 0) {
-                unsigned long status = a[3].p ? be32(a[3].p) : 0;
-                int offl = (status & (1 << 15)) ? 2 : (status & (1 << 14)) ? 1 : 0;
-                const char *l3 = family == AF_INET ? "ipv4" : "ipv6";
-                sb_add(&b, "%-8s %d %-8s %d ", l3, family == AF_INET ? 2 : 10, proto_name(proto), proto);
-                if (!offl && a[7].p) sb_add(&b, "%lu ", be32(a[7].p));
-                if (a[4].p) {
-                    nla pi[4], st[4];
-                    nla_parse(a[4].p, a[4].n, pi, 4);
-                    const char **names = NULL; int nn = 0, k = 0;
-                    if (pi[1].p) { names = TCPS; nn = 10; k = 1; }
-                    else if (pi[3].p) { names = SCTPS; nn = 10; k = 3; }
-                    else if (pi[2].p) { names = DCCPS; nn = 10; k = 2; }
-                    if (names) {
-                        nla_parse(pi[k].p, pi[k].n, st, 4);
-                        if (st[1].p) {
-                            int i = st[1].p[0];
-                            if (i < nn) sb_add(&b, "%s ", names[i]); else sb_add(&b, "%d ", i);
-                        }
-                    }
-                }
-                sb_add(&b, "%.*s", (int)t1.n, t1.buf);
-                if (zo >= 0) sb_add(&b, "zone-orig=%d ", zo);
-                put_counters(&b, a[9]);
-                if (!(status & (1 << 1))) sb_add(&b, "[UNREPLIED] ");
-                sb_add(&b, "%.*s", (int)t2.n, t2.buf);
-                if (zr >= 0) sb_add(&b, "zone-reply=%d ", zr);
-                put_counters(&b, a[10]);
-                if (offl == 2) sb_add(&b, "[HW_OFFLOAD] ");
-                else if (offl == 1) sb_add(&b, "[OFFLOAD] ");
-                else if (status & (1 << 2)) sb_add(&b, "[ASSURED] ");
-                if (a[8].p) sb_add(&b, "mark=%lu ", be32(a[8].p));
-                if (a[19].p) {
-                    nla sc[4];
-                    nla_parse(a[19].p, a[19].n, sc, 4);
-                    if (sc[1].p) sb_add(&b, "secctx=%.*s ", (int)strnlen((const char *)sc[1].p, sc[1].n), sc[1].p);
-                }
-                if (a[18].p) sb_add(&b, "zone=%u ", be16(a[18].p));
-                sb_add(&b, "use=%lu", a[11].p ? be32(a[11].p) : 1UL);
-                if (a[12].p) sb_add(&b, " id=%lu", be32(a[12].p));
-                sb_add(&b, "\n");
-                if (used + b.n > cap) {
-                    cap = (used + b.n) * 2;
-                    char *no = realloc(out, cap);
-                    if (!no) { free(out); PyBuffer_Release(&pb); return PyErr_NoMemory(); }
-                    out = no;
-                }
-                memcpy(out + used, b.buf, b.n);
-                used += b.n;
-            }
-        }
+        if (type == 2 && len >= 20) { int32_t x; memcpy(&x, p + off + 16, 4); if (x) { err = -x; break; } }
         off += (len + 3) & ~3;
     }
     PyBuffer_Release(&pb);
-    if (err) { free(out); errno = err; return PyErr_SetFromErrno(PyExc_OSError); }
-    PyObject *r = Py_BuildValue("(y#O)", out, (Py_ssize_t)used, done ? Py_True : Py_False);
-    free(out);
-    return r;
+    if (err) { errno = err; return PyErr_SetFromErrno(PyExc_OSError); }
+    return PyBool_FromLong(done);
 }
 
 /* drain_socket(fd, cap) -> (bytes, lost): every datagram waiting on a non-blocking netlink socket,
@@ -946,7 +1620,10 @@ static PyObject *drain_socket(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef mod_methods[] = {
-    {"netlink_lines", netlink_lines, METH_VARARGS, "netlink_lines(buf) -> (listing lines, done)"},
+    {"feed_many", feed_many, METH_VARARGS, "feed_many((agg, ...), buf, skip_first_bad=False) -> (lines, bad, first)"},
+    {"netlink_feed", netlink_feed, METH_VARARGS, "netlink_feed((agg, ...), buf) -> (entries, malformed, done)"},
+    {"scan_fields", scan_fields, METH_VARARGS, "scan_fields(line, how) -> scan.S_* fields or None (tests)"},
+    {"netlink_done", netlink_done, METH_VARARGS, "netlink_done(buf) -> whether it holds NLMSG_DONE"},
     {"drain_socket", drain_socket, METH_VARARGS, "drain_socket(fd, cap) -> (datagrams padded to 4 bytes, enobufs)"},
     {NULL}
 };

@@ -34,11 +34,12 @@ COMMANDS = {
 DEFAULT_COMMAND = "doctor"
 
 
-def _available() -> dict:
-    """Only commands whose module is shipped are offered."""
+def _available(only: str | None = None) -> dict:
+    """Only commands whose module is shipped are offered (``only``: just that one is looked up)."""
     import importlib.util
 
-    return {k: v for k, v in COMMANDS.items() if importlib.util.find_spec(v[0]) is not None}
+    names = [only] if only in COMMANDS else list(COMMANDS)
+    return {k: COMMANDS[k] for k in names if importlib.util.find_spec(COMMANDS[k][0]) is not None}
 
 
 def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
@@ -103,10 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     from ctdoctor.errors import CtdError
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = _available()
+    # Only the command actually used gets a parser with its own flags (its module imported
+    # lazily); the full set is built for --help, a bad command and the like.
+    chosen, argv = choose_command(argv, COMMANDS)
+    commands = _available(chosen)
+    if chosen not in commands:
+        chosen, commands = None, _available()
     parser = build_parser(commands)
-    # Attach each command's own flags only for the command actually used (lazy import).
-    chosen, argv = choose_command(argv, commands)
     if chosen is not None:
         mod = importlib.import_module(commands[chosen][0])
         sp = parser._subparsers._group_actions[0].choices[chosen]  # type: ignore[union-attr,index]

@@ -55,13 +55,11 @@ class EventCounter:
         self.close()
 
     def window(self, seconds: float, stop=None) -> Window:
-        """Read events for ``seconds`` (or until ``stop()`` is true) and aggregate them."""
-        from ctdoctor.accel import accelerated
-        from ctdoctor.sources.ctnetlink import entries_from, lines_from
-        from ctdoctor.top import Tally
+        """Read events for ``seconds`` (or until ``stop()`` is true) and aggregate them: NEW events
+        go straight into the aggregator (decoded in C when built), DESTROY events are counted."""
+        from ctdoctor.top import Feeder, Tally
 
-        agg = self.query.aggregator(self.force_python)
-        direct = self.force_python or not accelerated()  # Python: entries in, no text round trip
+        feeder = Feeder([self.query], self.force_python)
         w = Window(self.ref.name)
         t0 = time.monotonic()
         end = t0 + seconds
@@ -77,16 +75,11 @@ class EventCounter:
                     if s is self.del_sock:
                         w.destroyed += ctevents.count_messages(buf)
                         continue
-                    if direct:
-                        w.new += agg.feed_entries(entries_from([buf]))
-                        continue
-                    for text in lines_from([buf]):
-                        if text:
-                            lines, _bad, _fb = agg.feed(text, False)
-                            w.new += lines
+                    new, _malformed, _done = feeder.feed_netlink(buf)
+                    w.new += new
                 w.lost = w.lost or drain.lost
         w.seconds = time.monotonic() - t0
-        w.tally = Tally(self.query, agg, w.new)
+        w.tally = Tally(self.query, feeder.aggs[0], w.new)
         return w
 
 

@@ -14,7 +14,8 @@ A line is split at spaces. It reads::
   ``[start=Tue Apr  6 10:11:12 2021]``). ``[ASSURED]``, ``[OFFLOAD]``, ``[HW_OFFLOAD]`` end the
   tuples (the tail begins); ``[UNREPLIED]`` and unknown flags (vendor ``[FASTNAT]``) do not.
 - Tuples: ``src=`` opens one (a third is an error); ``dst``, ``sport``, ``dport``,
-  ``packets``, ``bytes``, ``zone-orig``, ``zone-reply`` belong to the open tuple. Ports are
+  ``packets``, ``bytes``, ``zone-orig``, ``zone-reply`` belong to the open tuple (a listing
+  whose entries carry ``packets``/``bytes`` has accounting on: their sums are shown). Ports are
   0-65535, counters 0..2^64-1, zones 0-65535, marks 0..2^32-1, all plain decimal.
 - Tail: ``mark=``, ``zone=``, ``use=``, ``secctx=``, ``labels=``, ``helper=``,
   ``delta-time=``, ``id=`` (after the tuples). Other ``key=value`` tokens and bare words
@@ -29,8 +30,6 @@ admits only the canonical form); numbers without leading zeros; the zone is ``zo
 
 from __future__ import annotations
 
-import socket
-
 U64 = (1 << 64) - 1
 _PROTO_MAX = _STATE_MAX = 32
 _ALNUM = frozenset(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -39,9 +38,9 @@ _L3 = (b"ipv4", b"ipv6", b"unknown")
 _TAIL_FLAGS = {b"[ASSURED]": "assured", b"[OFFLOAD]": "offload", b"[HW_OFFLOAD]": "hw_offload"}
 _TAIL_KEYS = {b"use", b"secctx", b"labels", b"helper", b"delta-time"}
 
-# scan_line's result, a tuple indexed by these
+# scan_line's result, a tuple indexed by these (S_ACCT: a tuple had packets= or bytes=)
 (S_L3, S_PROTO, S_LABEL, S_SRC, S_DST, S_SPORT, S_DPORT, S_RSRC, S_RDST, S_MARK, S_ZONE, S_UNREPLIED,
- S_ASSURED, S_OPK, S_OB, S_RPK, S_RB) = range(17)
+ S_ASSURED, S_OPK, S_OB, S_RPK, S_RB, S_ACCT) = range(18)
 
 _addr_cache: dict[bytes, bytes | None] = {}
 
@@ -63,6 +62,8 @@ def norm_addr(a: bytes) -> bytes | None:
     r = _addr_cache.get(a, b"")
     if r != b"":
         return r
+    import socket  # here, not at import: only lines outside the canonical shape get here
+
     out: bytes | None
     if b"\x00" in a:
         out = None
@@ -141,7 +142,7 @@ def scan_line(line: bytes):  # noqa: C901 - the C scanner's twin, branch for bra
     tail = False
     src = dst = rsrc = rdst = b""
     sport = dport = mark = zone = zorig = zrep = b""
-    unreplied = assured = offload = hw = False
+    unreplied = assured = offload = hw = acct = False
     cnt = [0, 0, 0, 0]  # opk, ob, rpk, rb
     for t in toks[i:]:
         if t[0] == 0x5B:  # "["
@@ -203,6 +204,7 @@ def scan_line(line: bytes):  # noqa: C901 - the C scanner's twin, branch for bra
             if c is None:
                 return None
             cnt[tup * 2 + (k == b"bytes")] = c
+            acct = True
         elif k == b"zone-orig" or k == b"zone-reply":
             z = _number(v, 5, 65535)
             if z is None:
@@ -231,4 +233,4 @@ def scan_line(line: bytes):  # noqa: C901 - the C scanner's twin, branch for bra
     if not l3:
         l3 = b"ipv6" if b":" in a else b"ipv4"
     return (l3, proto, lab, a, b, sport, dport, c2, d, mark or b"0", zone or zorig or zrep or b"0",
-            unreplied, assured, cnt[0], cnt[1], cnt[2], cnt[3])
+            unreplied, assured, cnt[0], cnt[1], cnt[2], cnt[3], acct)

@@ -9,7 +9,6 @@ netns" for each kind of root, and one function turns its answers into a
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -391,6 +390,8 @@ def _load_meta(root: HostRoot) -> dict | None:
     if text is None:
         return None
     try:
+        import json
+
         meta = json.loads(text)
     except (ValueError, RecursionError):  # JSONDecodeError, and ints over Python's digit limit
         raise InputError(f"{root.label}: {META} is not valid JSON") from None

@@ -1,6 +1,7 @@
 """The C scanner and its pure-Python twin agree on every input, valid or not, and the C one
 never crashes: fuzzed real lines (flipped bytes, cut lines, long tokens, junk), and one build
-of the extension under AddressSanitizer fed the same corpus.
+of the extension under AddressSanitizer fed the same corpus, mutated ctnetlink messages and
+every entry point (feed, feed_many, merge with a long prefix, top, netlink_feed, scan_fields).
 
 Hypothesis runs derandomised in CI (tests/conftest.py selects the "ci" profile), so a failure
 there is reproducible; locally every run draws new examples.
@@ -167,17 +168,42 @@ def test_scanner_under_address_sanitizer(tmp_path):
                     f"-I{inc}", str(src), "-o", str(out)], check=True, capture_output=True)
     corpus_file = tmp_path / "corpus"
     corpus_file.write_bytes(corpus(11, 4000) + b"src=" + b"9" * 100000 + b"\n" + b"[" * 70000 + b"\n")
+    from ctdoctor.sources.entries import Entry, Tuple
+    from tests.unit.test_fastpaths import DONE, encode  # here: that module imports this one
+
+    nl = b"".join(encode(e) for e in (
+        Entry("ipv4", "udp", 17, 30, None, Tuple("10.0.0.1", "10.0.0.2", 5, 53), Tuple("10.0.0.2", "10.0.0.1", 53, 5),
+              unreplied=True, mark=3, use=1, secctx="system_u:object_r:x:s0", zone=4),
+        Entry("ipv6", "tcp", 6, 30, "SYN_SENT", Tuple("::1", "::2", 5, 80, packets=1, bytes=60),
+              Tuple("::2", "::1", 80, 5, packets=0, bytes=0), unreplied=True, mark=0, use=1))) + DONE
+    (tmp_path / "netlink").write_bytes(nl)
     script = f"""
-import importlib.util, sys
+import importlib.util, random, sys
 spec = importlib.util.spec_from_file_location("_fastscan", {str(out)!r})
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 data = open({str(corpus_file)!r}, "rb").read()
+nl = open({str(tmp_path / "netlink")!r}, "rb").read()
 for fields in [(0,), (1, 3), (4, 5), (6, 7), (8, 9, 10), (2, 0, 1, 3)]:
     a = m.Aggregator(fields, None, None, -1, None, None)
     for i in range(0, len(data), 65536):
-        a.feed(data[i:i + 65536])
+        a.feed(memoryview(data)[i:i + 65536])
     b = m.Aggregator(fields, (b"ESTABLISHED",), (b"tcp",), 443, ((4, bytes(4), 0),), None)
-    b.feed(data); b.merge(a, b"pre"); b.top(3); a.top(0); a.result()
+    b.feed(data); b.merge(a, b"pre" * 50); b.top(3); a.top(0); a.top(1); a.result()
+    c = m.Aggregator(fields, None, None, -1, None, ((6, bytes(16), 8),))
+    m.feed_many((a, b, c), data, True)
+    rng = random.Random(len(fields))
+    for _ in range(2000):
+        x = bytearray(nl)
+        for _ in range(rng.randint(0, 5)):
+            x[rng.randrange(len(x))] = rng.randrange(256)
+        x = bytes(x[:rng.randrange(len(x) + 1)])
+        try:
+            m.netlink_feed((a, c), x); m.netlink_done(x)
+        except OSError:
+            pass
+for ln in data.split(b"\\n")[:3000]:
+    for how in (0, 1, 2):
+        m.scan_fields(ln, how)
 print("ok")
 """
     env = {**os.environ, "LD_PRELOAD": _asan_runtime(), "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"}

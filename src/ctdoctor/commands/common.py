@@ -72,3 +72,23 @@ def bounded(kind=float, lo: float | None = None, hi: float | None = None, *, lo_
 
 SECONDS = bounded(float, 0, 86400)  # an interval that may be 0 (no sampling)
 PERIOD = bounded(float, 0.05, 86400)  # a redraw / polling period: never a busy loop
+
+
+def warm_imports(*modules: str):
+    """Import modules in a background thread: the renderer's (rich, ~20 ms) while the C scanner,
+    which releases the GIL, reads the listing. The thread is joined before it is needed, and an
+    import that fails there fails again, with its message, where the module is used."""
+    import threading
+
+    def load():
+        import importlib
+
+        for m in modules:
+            try:
+                importlib.import_module(m)
+            except Exception:
+                return
+
+    t = threading.Thread(target=load, name="ctdoctor-warm", daemon=True)
+    t.start()
+    return t

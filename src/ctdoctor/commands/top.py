@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from ctdoctor.commands.common import PERIOD, Needs, bounded, check_format, open_root
+from ctdoctor.commands.common import PERIOD, Needs, bounded, check_format, open_root, warm_imports
 from ctdoctor.errors import InputError, UsageError
 
 
@@ -55,7 +55,6 @@ def _sources(args):
 
 
 def tally_all(args, query):
-    from ctdoctor.sources.entries import open_listing
     from ctdoctor.top import SEP, Tally, tally_file, tally_stream
 
     srcs, root = _sources(args)
@@ -67,6 +66,8 @@ def tally_all(args, query):
             if s.label != "stdin" and os.path.isfile(s.label) and not _is_gzip(s.label):
                 t = tally_file(s.label, query)
             else:
+                from ctdoctor.sources.entries import open_listing
+
                 with open_listing(args.file) as f:
                     t = tally_stream(f, query)
             header.append({"netns": None, "source": s.label, "listed": t.total, "count": None, "max": None})
@@ -172,7 +173,14 @@ def run(args) -> int:
         if args.file:
             raise UsageError("--watch needs a live table, not --file")
         return _watch(args, query)
+    from ctdoctor.accel import accelerated
+
+    # the table's renderer loads while the C scanner reads (the Python one holds the GIL, and forks)
+    warm = warm_imports("rich.console", "rich.table", "ctdoctor.render.top_text") \
+        if fmt == "text" and accelerated() else None
     doc = build_doc(args, query)
+    if warm is not None:
+        warm.join()
     if fmt != "json":
         warn_unreadable(doc)
     from ctdoctor.render import top_text

@@ -2,8 +2,8 @@
 
 A NETLINK_NETFILTER socket made inside the netns joins the multicast group of NEW
 events (and a second one DESTROY events). Each NEW event carries the entry as a
-dump does, so the same decoder turns a receive buffer into listing lines and the
-same aggregator as ``top`` groups them by the ``--by`` keys.
+dump does, so the same decoder reads a receive buffer straight into the same
+aggregator as ``top``, which groups them by the ``--by`` keys.
 
 When events come faster than we read them the kernel drops them and the next
 ``recv`` fails with ENOBUFS: it says *that* events were lost, not how many. We

@@ -3,8 +3,9 @@
 pyroute2's ``dump_entries`` builds a rich object per entry (about 4.4 k
 entries/s here), far too slow for a full table; this module sends one
 ``IPCTNL_MSG_CT_GET`` dump request and decodes the replies with
-``struct.unpack_from`` straight into ``entries.Entry`` (or, for ``top``, into
-listing lines in conntrack's ``-o extended`` format for the aggregator).
+``struct.unpack_from`` straight into ``entries.Entry``. For ``top`` and the
+doctor, ``DumpSource`` hands the raw receive buffers to the aggregators, which
+the C scanner decodes itself (``netlink_feed``): no text in between.
 Attribute numbers are those of linux/netfilter/nfnetlink_conntrack.h.
 """
 
@@ -17,7 +18,7 @@ import struct
 from collections.abc import Iterator
 
 from ctdoctor.errors import Failure
-from ctdoctor.sources.entries import Entry, Tuple, format_entry
+from ctdoctor.sources.entries import Entry, Tuple
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -154,13 +155,7 @@ def dump_buffers(fd_socket: socket.socket | None = None) -> Iterator[bytes]:
     """Raw receive buffers of a full conntrack dump of the current netns."""
     s = fd_socket or socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     try:
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        except OSError:
-            pass
-        s.bind((0, 0))
-        seq = int.from_bytes(os.urandom(3), "little") or 1
-        s.send(_request(seq))
+        start_dump(s)
         while True:
             buf = s.recv(1 << 20)
             if not buf:
@@ -213,41 +208,65 @@ def entries_from(buffers) -> Iterator[Entry]:
                 yield decode_entry(buf, off + 20, end)
 
 
-def lines_from(buffers, force_python: bool = False) -> Iterator[bytes]:
-    """Listing lines (conntrack ``-o extended`` format) for each receive buffer of a dump."""
+def decode_messages(buf) -> tuple[list[Entry], int, bool]:
+    """The entries of one receive buffer (dump or events), how many ctnetlink messages in it
+    were malformed, and whether it ends the dump: the pure-Python twin of the C
+    ``netlink_feed``. An NLMSG_ERROR raises."""
+    buf = bytes(buf)
+    out: list[Entry] = []
+    bad = 0
+    for typ, off, end in messages(buf):
+        if typ == NLMSG_DONE:
+            return out, bad, True
+        if typ == NLMSG_ERROR and end - off >= 20 and error_code(buf, off):
+            raise CtnetlinkError(f"ctnetlink dump failed: {os.strerror(error_code(buf, off))}")
+        if is_conntrack(typ):
+            try:
+                out.append(decode_entry(buf, off + 20, end))
+            except (KeyError, IndexError, ValueError, struct.error):
+                bad += 1
+    return out, bad, False
+
+
+def has_done(buf, n: int) -> bool:
+    """Does buf[:n] hold the NLMSG_DONE that ends a dump? (An NLMSG_ERROR raises.) In C when built:
+    the reader thread asks it of every buffer, before it reads on."""
     from ctdoctor.accel import accelerated
 
-    if accelerated() and not force_python:
-        from ctdoctor._fastscan import netlink_lines
+    if accelerated():
+        from ctdoctor._fastscan import netlink_done
 
-        for buf in buffers:
-            text, done = netlink_lines(buf)
-            yield text
-            if done:
-                return
-        return
-    for buf in buffers:
-        yield "".join(format_entry(e, "extended") + "\n" for e in entries_from([buf])).encode()
+        with memoryview(buf) as view:
+            return netlink_done(view[:n])
+    return _has_done(bytes(buf[:n]))
 
 
-class _LinesStream:
-    """A read()-able byte stream of listing lines made from the dump, for the aggregator."""
+def start_dump(sock: socket.socket) -> None:
+    """Ask for every entry of the socket's netns (the replies are read with ``receive``)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    except OSError:
+        pass
+    sock.bind((0, 0))
+    sock.send(_request(int.from_bytes(os.urandom(3), "little") or 1))
 
-    def __init__(self, chunks: Iterator[bytes], sock: socket.socket):
-        self._it, self._sock = chunks, sock
 
-    def read(self, n: int = -1) -> bytes:
-        want = n if n > 0 else 1 << 22
-        parts, size = [], 0
-        for c in self._it:  # whole dump buffers: each ends at a line boundary
-            parts.append(c)
-            size += len(c)
-            if size >= want:
-                break
-        return b"".join(parts)
+class DumpSource:
+    """A ctnetlink dump of one netns that ``top.tally_stream_multi`` reads straight into its
+    aggregators (C: ``netlink_feed``; Python: ``decode_messages``), with no listing text."""
 
-    def close(self):
-        self._sock.close()
+    is_netlink_dump = True
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def start(self) -> socket.socket:
+        """Send the dump request; the socket then has the replies to read."""
+        start_dump(self.sock)
+        return self.sock
+
+    def close(self) -> None:
+        self.sock.close()
 
     def __enter__(self):
         return self
@@ -257,7 +276,7 @@ class _LinesStream:
 
 
 def listing_source(state):
-    """(stream, label, tailed) over a ctnetlink dump of the netns of ``state`` (a live NetnsState)."""
+    """(source, label, tailed) over a ctnetlink dump of the netns of ``state`` (a live NetnsState)."""
     from ctdoctor.sources import netns as nsmod
 
     ref = state.view.ref
@@ -269,7 +288,7 @@ def listing_source(state):
             sock = socket.socket(fileno=fd)
     except OSError as e:
         raise CtnetlinkError(f"ctnetlink is not available ({e}): no /proc/net/nf_conntrack and no netlink dump") from None
-    return _LinesStream(lines_from(dump_buffers(sock)), sock), "ctnetlink dump", False
+    return DumpSource(sock), "ctnetlink dump", False
 
 
 # ---- deleting entries (flush) --------------------------------------------------------------------

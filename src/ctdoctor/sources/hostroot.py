@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
-import subprocess
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -238,6 +236,9 @@ def _read_capped(f, limit: int) -> bytes:
 
 def run_command(cmd: str, timeout: float = 30.0, preexec_fn=None) -> Captured | None:
     """Run a command on the live host; None when the program is not installed."""
+    import shutil
+    import subprocess
+
     argv = cmd.split()
     if shutil.which(argv[0]) is None:
         return None

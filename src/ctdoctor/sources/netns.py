@@ -10,9 +10,7 @@ the reading task's netns.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import pickle
 import re
 from dataclasses import dataclass
 
@@ -120,6 +118,8 @@ _libc = None
 
 def setns(path: str) -> None:
     global _libc
+    import ctypes
+
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY)
@@ -147,6 +147,8 @@ def is_current(ref: NetnsRef) -> bool:
 
 def call_in(ref: NetnsRef, fn, *args):
     """Run ``fn(*args)`` inside the netns (in a forked child) and return its result."""
+    import pickle
+
     if is_current(ref):
         return fn(*args)
     r, w = os.pipe()
