@@ -80,7 +80,7 @@ typedef struct {
     int nsrc, ndst;
     struct net { int family; unsigned char addr[16]; int prefix; } src_nets[64], dst_nets[64];
     slot *slots;        /* records, dense: used of rcap (64-byte aligned) */
-    sums *sums;         /* their counter sums, same numbering */
+    sums *sums;         /* their counter sums, same numbering; NULL until a counter is not 0 */
     size_t rcap, used;
     uint64_t *index;    /* open addressing: (hash tag << 32) | (record number + 1), 0 = empty */
     size_t cap;
@@ -746,15 +746,31 @@ static int more_records(Aggregator *a) {
     slot *ns = map_grow(a->slots, a->rcap * sizeof(slot), nr * sizeof(slot));
     if (!ns) return -1;
     a->slots = ns;
-    sums *nu = map_grow(a->sums, a->rcap * sizeof(sums), nr * sizeof(sums));
-    if (!nu) {  /* keep the slots' new size consistent with the old sums: shrink back */
-        slot *back = map_grow(a->slots, nr * sizeof(slot), a->rcap * sizeof(slot));
-        if (back) a->slots = back;
-        return -1;
+    if (a->sums) {
+        sums *nu = map_grow(a->sums, a->rcap * sizeof(sums), nr * sizeof(sums));
+        if (!nu) {  /* keep the slots' new size consistent with the old sums: shrink back */
+            slot *back = map_grow(a->slots, nr * sizeof(slot), a->rcap * sizeof(slot));
+            if (back) a->slots = back;
+            return -1;
+        }
+        a->sums = nu;
     }
-    a->sums = nu;
     a->rcap = nr;
     return 0;
+}
+
+/* The sums array, made (zeroed) when the first counter that is not 0 comes: a listing without
+   accounting never writes it. */
+static int need_sums(Aggregator *a) {
+    if (a->sums) return 0;
+    a->sums = map_grow(NULL, 0, (a->rcap ? a->rcap : 1) * sizeof(sums));
+    return a->sums ? 0 : -1;
+}
+
+static const sums NO_SUMS = {0, 0, 0, 0};
+
+static inline const sums *sums_of(const Aggregator *a, size_t i) {
+    return a->sums ? &a->sums[i] : &NO_SUMS;
 }
 
 /* Add counts under (key, label); kl is key then label, contiguous, h their hash (key_hash).
@@ -773,6 +789,7 @@ static int add_counts(Aggregator *a, const char *kl, size_t klen, size_t llen, u
             if (s->hash == h && s->klen == klen && s->llen == llen && memcmp(slot_key(s), kl, tl) == 0) {
                 s->count += cnt;
                 if (opk | ob | rpk | rb) {
+                    if (need_sums(a) < 0) return -1;
                     sums *u = &a->sums[r];
                     u->opk = sat_add(u->opk, opk); u->ob = sat_add(u->ob, ob);
                     u->rpk = sat_add(u->rpk, rpk); u->rb = sat_add(u->rb, rb);
@@ -792,8 +809,13 @@ static int add_counts(Aggregator *a, const char *kl, size_t klen, size_t llen, u
     }
     s->klen = (uint16_t)klen; s->llen = (uint8_t)llen; s->hash = h;
     s->count = cnt;
-    sums *u = &a->sums[a->used];
-    u->opk = opk; u->ob = ob; u->rpk = rpk; u->rb = rb;
+    if (opk | ob | rpk | rb) {
+        if (need_sums(a) < 0) return -1;
+    }
+    if (a->sums) {
+        sums *u = &a->sums[a->used];
+        u->opk = opk; u->ob = ob; u->rpk = rpk; u->rb = rb;
+    }
     a->used++;
     a->index[j] = (tag << 32) | (uint64_t)a->used;
     return 0;
@@ -1297,7 +1319,7 @@ static PyObject *agg_result(Aggregator *a, PyObject *noargs) {
     if (!d) return NULL;
     for (size_t i = 0; i < a->used; i++) {
         slot *s = &a->slots[i];
-        sums *u = &a->sums[i];
+        const sums *u = sums_of(a, i);
         const char *key = slot_key(s);
         PyObject *k = Py_BuildValue("(y#y#)", key, (Py_ssize_t)s->klen, key + s->klen, (Py_ssize_t)s->llen);
         PyObject *v = Py_BuildValue("[LKKKK]", s->count, u->opk, u->ob, u->rpk, u->rb);
@@ -1332,7 +1354,7 @@ static PyObject *agg_merge(Aggregator *a, PyObject *args) {
         }
         for (size_t j = 0; j < n; j++) {
             slot *s = &b->slots[i + j];
-            sums *u = &b->sums[i + j];
+            const sums *u = sums_of(b, i + j);
             size_t tl = (size_t)plen + s->klen + s->llen;
             if ((size_t)plen + s->klen > 0xFFFF) { toolong = 1; break; }
             char *kl = tl <= sizeof stack ? stack : malloc(tl);
@@ -1458,7 +1480,8 @@ static PyObject *agg_top(Aggregator *a, PyObject *args) {
         long r = rank[gid[i]];
         if (r < 0) continue;
         slot *s = &a->slots[i];
-        sums *u = &a->sums[i], *t = &tot[r];
+        const sums *u = sums_of(a, i);
+        sums *t = &tot[r];
         t->opk = sat_add(t->opk, u->opk); t->ob = sat_add(t->ob, u->ob);
         t->rpk = sat_add(t->rpk, u->rpk); t->rb = sat_add(t->rb, u->rb);
         PyObject *k = PyBytes_FromStringAndSize(slot_key(s) + s->klen, s->llen);
@@ -1523,7 +1546,7 @@ static void agg_dealloc(Aggregator *a) {
     for (size_t i = 0; i < a->nblocks; i++) free(a->blocks[i]);
     free(a->blocks);
     map_free(a->slots, a->rcap * sizeof(slot));
-    map_free(a->sums, a->rcap * sizeof(sums));
+    map_free(a->sums, (a->rcap ? a->rcap : 1) * sizeof(sums));
     map_free(a->index, a->cap * sizeof(uint64_t));
     Py_XDECREF(a->states);
     Py_XDECREF(a->protos);

@@ -119,17 +119,21 @@ class LiveNetnsView(NetnsView):
         self.name = ref.name
         self._files: dict[str, str] = {}
         self._dirs: dict[str, list[str]] = {}
+        self._absent: set[str] = set()  # asked for in a read inside the netns, and not there
 
     def prefetch(self, rels: list[str], dirs: list[str]) -> None:
         files, listed = nsmod.call_in(self.ref, _read_files_here, rels, dirs)
         self._files.update(files)
         self._dirs.update(listed)
+        self._absent.update(r for r in rels if r not in files)
+        self._absent.update(f"{d}/{n}" for d, names in listed.items() for n in names if f"{d}/{n}" not in files)
 
     def read_many(self, rels):
-        missing = [r for r in rels if r not in self._files]
-        if missing:
+        missing = [r for r in rels if r not in self._files and r not in self._absent]
+        if missing:  # one more fork into the netns only for files not asked for yet
             files, _ = nsmod.call_in(self.ref, _read_files_here, missing, [])
             self._files.update(files)
+            self._absent.update(r for r in missing if r not in files)
         return {r: (self._files[r], "/" + r) for r in rels if r in self._files}
 
     def listdir(self, rel):
@@ -426,7 +430,7 @@ def _load_meta(root: HostRoot) -> dict | None:
 def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
                with_rules: bool = True) -> NetnsState:
     st = NetnsState(view.name, inode, owner, view=view)
-    view.prefetch([STAT], [NF_DIR])
+    view.prefetch([STAT, LEGACY_STAT], [NF_DIR])
     # Settings: the /proc/sys tree when present, else `sysctl -a` output.
     names = view.listdir(NF_DIR)
     legacy = [] if names else [n for n in view.listdir(LEGACY_NF_DIR) if n.startswith("ip_conntrack")]

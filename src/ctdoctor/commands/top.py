@@ -54,10 +54,25 @@ def _sources(args):
     return out, root
 
 
-def tally_all(args, query):
-    from ctdoctor.top import SEP, Tally, tally_file, tally_stream
+def tally_all(args, query, warm: bool = False):
+    """The listings of the selected sources, aggregated. ``warm``: the text renderer (rich, ~20 ms
+    of imports) loads in a thread while the C scanner reads (it releases the GIL; the Python one
+    holds it, and forks), started after the setup, whose imports it would slow."""
+    from ctdoctor.accel import accelerated
 
     srcs, root = _sources(args)
+    warming = warm_imports("rich.console", "rich.table", "ctdoctor.render.top_text") \
+        if warm and accelerated() else None
+    try:
+        return _tally_sources(args, query, srcs, root)
+    finally:
+        if warming is not None:
+            warming.join()
+
+
+def _tally_sources(args, query, srcs, root):
+    from ctdoctor.top import SEP, Tally, tally_file, tally_stream
+
     combined = Tally(query)
     header = []
     notes: list[str] = []
@@ -112,10 +127,10 @@ def _is_gzip(path):
         return f.read(2) == b"\x1f\x8b"
 
 
-def build_doc(args, query):
+def build_doc(args, query, warm: bool = False):
     from ctdoctor.top import rows
 
-    tally, header, notes = tally_all(args, query)
+    tally, header, notes = tally_all(args, query, warm)
     limit = args.limit if args.limit and args.limit > 0 else None
     groups, top_rows = rows(tally, query, limit)
     doc = {
@@ -173,14 +188,7 @@ def run(args) -> int:
         if args.file:
             raise UsageError("--watch needs a live table, not --file")
         return _watch(args, query)
-    from ctdoctor.accel import accelerated
-
-    # the table's renderer loads while the C scanner reads (the Python one holds the GIL, and forks)
-    warm = warm_imports("rich.console", "rich.table", "ctdoctor.render.top_text") \
-        if fmt == "text" and accelerated() else None
-    doc = build_doc(args, query)
-    if warm is not None:
-        warm.join()
+    doc = build_doc(args, query, warm=fmt == "text")
     if fmt != "json":
         warn_unreadable(doc)
     from ctdoctor.render import top_text

@@ -116,15 +116,24 @@ def select(refs: list[NetnsRef], wanted: str | None) -> list[NetnsRef]:
 _libc = None
 
 
-def setns(path: str) -> None:
+def _load_libc():
+    """libc through ctypes, loaded once in the process that forks: each child that enters a
+    netns then has it (importing ctypes there cost every fork 5 ms)."""
     global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def setns(path: str) -> None:
     import ctypes
 
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
+    libc = _load_libc()
     fd = os.open(path, os.O_RDONLY)
     try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
     finally:
@@ -151,6 +160,7 @@ def call_in(ref: NetnsRef, fn, *args):
 
     if is_current(ref):
         return fn(*args)
+    _load_libc()
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
@@ -184,6 +194,7 @@ def _fd_from_child(ref: NetnsRef, make_fd, what: str) -> int:
     """Run ``make_fd()`` in a child that entered the netns; the fd comes back over SCM_RIGHTS."""
     import socket
 
+    _load_libc()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
