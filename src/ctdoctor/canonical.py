@@ -36,8 +36,8 @@ each starts with its own keyword, so the empty branch never makes another readin
 The chunk regex has two alternatives: tier 1 (IPv4 and full-form IPv6 lines; only the groups
 the caller asked for) and the rest of the line. A marker group is set for every non-empty line
 that is not tier 1, so ``any(map(itemgetter(marker), found))`` tells in one C-level pass
-whether a chunk needs the slow path at all; there, ``TIER2`` (every field, any IPv6 text) is
-tried on the line before ``scan_line``.
+whether a chunk needs the slow path at all; there, ``second_tier()`` (every field, any IPv6 text)
+is tried on the line before ``scan_line``.
 """
 
 from __future__ import annotations
@@ -205,12 +205,16 @@ def grammar(want: frozenset[str], combine: bool = True) -> Grammar:
     return g
 
 
-def _tier2() -> tuple[re.Pattern[bytes], dict[str, int]]:
-    b = _Builder(1)
-    _line(b, frozenset(), tier2=True)
-    return re.compile(b.text()), {k: v + 1 for k, v in b.at.items()}  # match.group numbers
+_tier2: tuple[re.Pattern[bytes], dict[str, int]] | None = None
 
 
-# One line (with its newline) in the shape, every field captured, IPv6 in any text: lines of
-# ``conntrack -L`` with compressed IPv6 addresses. Group numbers by field.
-TIER2, TIER2_AT = _tier2()
+def second_tier() -> tuple[re.Pattern[bytes], dict[str, int]]:
+    """One line (with its newline) in the shape, every field captured, IPv6 in any text: lines of
+    ``conntrack -L`` with compressed IPv6 addresses; and the group number of each field.
+    Compiled when first asked for (15 ms: most listings never need it)."""
+    global _tier2
+    if _tier2 is None:
+        b = _Builder(1)
+        _line(b, frozenset(), tier2=True)
+        _tier2 = re.compile(b.text()), {k: v + 1 for k, v in b.at.items()}  # match.group numbers
+    return _tier2

@@ -9,7 +9,7 @@
 3. only the *distinct* tuples become keys and labels (the fold), when the pending counter
    grows large and at the end;
 4. a chunk whose marker group is set anywhere has lines outside the shape: those, and only
-   those, are read one by one (``canonical.TIER2``, then ``scan.scan_line``).
+   those, are read one by one (``canonical.second_tier()``, then ``scan.scan_line``).
 
 Results are exactly those of feeding every line through ``scan.scan_line`` (tests compare).
 """
@@ -291,10 +291,10 @@ def _fields(get):
 
 
 def _slow(line: bytes):
-    """One line outside tier 1: ``canonical.TIER2`` (any IPv6 text), else the general rules."""
-    m = canonical.TIER2.fullmatch(line + b"\n")
+    """One line outside tier 1: ``canonical.second_tier()`` (any IPv6 text), else the general rules."""
+    pattern, at = canonical.second_tier()
+    m = pattern.fullmatch(line + b"\n")
     if m is not None:
-        at = canonical.TIER2_AT
         f = _fields(lambda k: m.group(at[k]) or b"" if k in at else b"")
         if f is not None:
             return f

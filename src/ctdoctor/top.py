@@ -896,6 +896,9 @@ def _ranges_in_processes(path: str, ranges, query: Query) -> list:
     cuts = _line_starts(path, [s for s, _e in ranges] + [ranges[-1][1]])
     if threading.active_count() > 1:  # forking a threaded process is unsafe: read them in turn
         return [_tally_span(path, cuts[i], cuts[i + 1], query, True) for i in range(len(ranges))]
+    from ctdoctor import canonical, pyscan
+
+    canonical.grammar(pyscan.needs(query.aggregator(force_python=True)))  # compiled once, before the forks
     children = []
     try:
         for i in range(1, len(ranges)):
