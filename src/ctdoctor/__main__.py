@@ -1,3 +1,3 @@
-from ctdoctor.cli import main
+from ctdoctor.cli import entry
 
-raise SystemExit(main())
+entry()

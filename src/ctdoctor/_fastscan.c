@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 enum { F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC, F_RDST, F_L3, NFIELDS };
 
@@ -1642,11 +1643,36 @@ static PyObject *drain_socket(PyObject *self, PyObject *args) {
     return r;
 }
 
+/* read_full(fd, buffer) -> bytes read: read() until the buffer is full or the end, without the GIL.
+ * /proc/net/nf_conntrack gives at most a page per read(): from Python each of those would take the
+ * GIL back (and wait up to a switch interval for it while another thread runs Python). */
+static PyObject *read_full(PyObject *self, PyObject *args) {
+    int fd; Py_buffer pb;
+    if (!PyArg_ParseTuple(args, "iw*", &fd, &pb)) return NULL;
+    char *p = pb.buf; Py_ssize_t got = 0, len = pb.len; int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (got < len) {
+        ssize_t n = read(fd, p + got, (size_t)(len - got));
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            err = errno;
+            break;
+        }
+        if (n == 0) break;
+        got += n;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&pb);
+    if (err) { errno = err; return PyErr_SetFromErrno(PyExc_OSError); }
+    return PyLong_FromSsize_t(got);
+}
+
 static PyMethodDef mod_methods[] = {
     {"feed_many", feed_many, METH_VARARGS, "feed_many((agg, ...), buf, skip_first_bad=False) -> (lines, bad, first)"},
     {"netlink_feed", netlink_feed, METH_VARARGS, "netlink_feed((agg, ...), buf) -> (entries, malformed, done)"},
     {"scan_fields", scan_fields, METH_VARARGS, "scan_fields(line, how) -> scan.S_* fields or None (tests)"},
     {"netlink_done", netlink_done, METH_VARARGS, "netlink_done(buf) -> whether it holds NLMSG_DONE"},
+    {"read_full", read_full, METH_VARARGS, "read_full(fd, buffer) -> bytes read (until full or the end; no GIL)"},
     {"drain_socket", drain_socket, METH_VARARGS, "drain_socket(fd, cap) -> (datagrams padded to 4 bytes, enobufs)"},
     {NULL}
 };

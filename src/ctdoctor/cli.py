@@ -65,6 +65,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"ctdoctor: error: {message} (see: {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """``ctdoctor 0.1.0 (C scanner)``: a fleet installed from a wheel can see that it got the C
+    scanner (found when asked, not when every parser is built)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ctdoctor.accel import accelerated, disabled
+
+        scanner = "C scanner" if accelerated() else \
+            "pure-Python scanner: CTDOCTOR_NO_ACCEL is set" if disabled() else \
+            "pure-Python scanner: the C one is not built"
+        print(f"ctdoctor {__version__} ({scanner})")  # on stdout, as argparse's own version action
+        parser.exit(0)
+
+
 def build_parser(commands: dict) -> argparse.ArgumentParser:
     p = _Parser(
         prog="ctdoctor",
@@ -72,7 +86,7 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
         epilog=f"Without a command, runs `{DEFAULT_COMMAND}`. Exit codes of doctor: 0 OK, 1 WARNING, 2 CRITICAL, "
                "3 UNKNOWN; other commands: 0 success, 1 failure, 2 bad usage or input.",
     )
-    p.add_argument("--version", action="version", version=f"ctdoctor {__version__}")
+    p.add_argument("--version", action=_Version, nargs=0, help="show the version and the scanner `top` uses, and exit")
     _global_options(p, suppress=False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (mod, help_) in commands.items():
@@ -98,6 +112,15 @@ def choose_command(argv: list[str], commands: dict) -> tuple[str | None, list[st
         return None, argv
     chosen = DEFAULT_COMMAND if DEFAULT_COMMAND in commands else "status"
     return chosen, [chosen, *argv]
+
+
+def entry() -> None:
+    """The console script (and ``python -m ctdoctor``): ``main()``, then the exit."""
+    code = main()
+    from ctdoctor import cleanup
+
+    cleanup.exit_now_if_allowed(code)
+    raise SystemExit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

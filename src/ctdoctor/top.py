@@ -594,8 +594,20 @@ class _Reader:
         self.full: queue.Queue = queue.Queue()
         for _ in range(count):
             self.free.put(bytearray(size))
-        self.stop = False
+        self.stop = self.started = False
         self.thread = threading.Thread(target=self._run, name="ctdoctor-reader", daemon=True)
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            self.thread.start()
+
+    def close(self) -> None:
+        """Stop a reader whose buffers will not be read (it returns when it next wants a free one)."""
+        self.stop = True
+        self.free.put(None)
+        if self.started:
+            self.thread.join(timeout=1)
 
     def _run(self) -> None:
         while True:
@@ -614,7 +626,7 @@ class _Reader:
                 return
 
     def __iter__(self):
-        self.thread.start()
+        self.start()
         prev = None
         try:
             while True:
@@ -633,9 +645,35 @@ class _Reader:
                 prev = buf
                 yield buf, n
         finally:
-            self.stop = True
-            self.free.put(None)  # a reader waiting for a free buffer sees it and returns
-            self.thread.join(timeout=1)  # one blocked reading a pipe stays (a daemon) until data comes
+            # a reader waiting for a free buffer sees None and returns; one blocked reading a pipe
+            # stays (a daemon) until data comes
+            self.close()
+
+
+class StartedListing:
+    """An unbuffered live listing whose reader thread (C ``read_full``, C-scanner-sized buffers) is
+    already running: the kernel formats it while the caller does the rest of its setup. Read it
+    once with ``tally_stream``; ``close()`` stops the reader and closes the file."""
+
+    def __init__(self, stream, inode: int | None = None):
+        from functools import partial
+
+        from ctdoctor._fastscan import read_full
+
+        self.stream, self.inode = stream, inode
+        # 8 MiB ahead: what the kernel formats of a big table while the setup runs (~50 ms)
+        self.reader = _Reader(partial(read_full, stream.fileno()), size=CHUNK, count=8)
+        self.reader.start()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _line_text(buf, n: int) -> bytes:
@@ -723,12 +761,42 @@ def tally_stream_multi(f, queries: list[Query], *, skip_first_partial: bool = Fa
         return _tally_netlink(f, queries, force_python)
     st = _StreamTally(Feeder(queries, force_python), skip_first_partial, clean_noise)
     carry = b""
+    reader = f.reader if isinstance(f, StartedListing) else \
+        _Reader(_filler(f, st.feeder.python), size=PY_CHUNK if st.feeder.python else CHUNK)
     with _no_gc():
-        for buf, n in _Reader(f.readinto, size=PY_CHUNK if st.feeder.python else CHUNK):
+        for buf, n in reader:
             carry = st.chunk(buf, n, carry)
         if carry:
             st.lines(carry, 0, len(carry))  # the last line, without its newline
     return [t.check() for t in st.feeder.tallies(st.line_base, st.bad, st.first_bad)]
+
+
+def _filler(f, python: bool):
+    """How the reader fills a buffer from f. An unbuffered file (a live /proc listing, which gives a
+    page per read) is read until the buffer is full: by C ``read_full`` without the GIL, else in
+    a loop."""
+    import io
+
+    if not isinstance(f, io.FileIO):
+        return f.readinto  # buffered: its readinto fills the buffer
+    if not python and accelerated():
+        from functools import partial
+
+        from ctdoctor._fastscan import read_full
+
+        return partial(read_full, f.fileno())
+
+    def fill(buf) -> int:  # a raw file's readinto is one read(): one page of /proc
+        got = 0
+        with memoryview(buf) as view:
+            while got < len(buf):
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+        return got
+
+    return fill
 
 
 def _tally_netlink(dump, queries: list[Query], force_python: bool) -> list[Tally]:

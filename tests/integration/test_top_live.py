@@ -122,3 +122,41 @@ def test_top_netns_all_with_the_netns_key(lab):
     assert got[(a.netns.name, "SYN_SENT")] == 30 and got[(b.netns.name, "TIME_WAIT")] == 40
     heads = {h["netns"]: h for h in doc["namespaces"]}
     assert heads[a.netns.name]["count"] == 30 and heads["init"]["netns"] == "init"
+
+
+def test_the_listing_read_before_the_setup_is_the_chosen_netns_and_counts_the_same(lab):
+    """`--netns NAME top` starts reading /proc in that netns before its setup (imports, discovery,
+    the counts); it is the table of that netns, counted as the normal path counts it. A netns
+    named another way (its inode) takes the normal path; both give the same rows."""
+    import argparse
+
+    from ctdoctor.accel import accelerated
+    from ctdoctor.commands import top as topcmd
+    from ctdoctor.top import parse_query
+
+    if not accelerated():
+        pytest.skip("C accelerator not built")
+    run = lab("mixed-traffic")
+    name = run.netns.name
+    inode = next(r.inode for r in nsmod.discover() if r.name == name)
+
+    def args(netns):
+        return argparse.Namespace(file=None, root=None, via="auto", netns=netns, limit=0)
+
+    started = topcmd._early_listing(args(name))
+    assert started is not None and started.inode == inode
+    started.close()
+    assert not started.reader.thread.is_alive()
+    assert topcmd._early_listing(args(str(inode))) is None
+    assert topcmd._early_listing(args("all")) is None
+    assert topcmd._early_listing(argparse.Namespace(file=None, root=None, via="netlink", netns=name)) is None
+    assert topcmd._early_listing(args("ctdt-no-such-netns")) is None  # the normal path says what is wrong
+
+    q = parse_query("src,state", None, None, None, None, None)
+    early = topcmd.build_doc(args(name), q, early=True)
+    plain = topcmd.build_doc(args(name), q, early=False)
+    by_inode = topcmd.build_doc(args(str(inode)), q, early=True)
+    assert early["total"] == run.netns.count() > 20
+    for doc in (plain, by_inode):
+        assert (doc["total"], doc["rows"]) == (early["total"], early["rows"])
+        assert doc["netns"] == early["netns"] == name

@@ -182,6 +182,44 @@ def test_a_canonical_line_with_a_bad_value_is_read_by_the_rules():
             assert (reference(line, q)[1] == 1) is readable, (old, new)
 
 
+def _values():
+    return ([str(i).encode() for i in range(100000)] + [b"0" * k + str(i).encode() for k in (1, 2) for i in range(1000)]
+            + [b"", b"655350", b"1000000", b"2555", b"25 5"])
+
+
+@pytest.mark.parametrize("fast_form, plain", [(canonical._OCTET, canonical.OCTET_PLAIN), (canonical.PORT, canonical.PORT_PLAIN)],
+                         ids=["octet", "port"])
+def test_number_patterns_take_exactly_what_the_textbook_forms_take(fast_form, plain):
+    """The first-digit-branching octet and port patterns accept every value the textbook
+    alternation accepts and nothing else (a value is always followed by a delimiter)."""
+    import re
+
+    fast_re, plain_re = re.compile(fast_form + rb" "), re.compile(plain + rb" ")
+    differ = [v for v in _values() if bool(fast_re.fullmatch(v + b" ")) != bool(plain_re.fullmatch(v + b" "))]
+    assert differ == []
+    assert fast_re.fullmatch(b"0 ") and not fast_re.fullmatch(b"00 ")
+
+
+def test_every_octet_and_port_value_in_a_line_is_read_as_the_rules_read_it():
+    """In a whole line, through the fast path and through scan_line: every octet 0-999 (and with a
+    leading zero), ports around each boundary of 0-65535."""
+    base = (b"ipv4     2 tcp      6 100 ESTABLISHED src=10.0.0.1 dst=192.0.2.1 sport=40000 dport=443 "
+            b"src=192.0.2.1 dst=10.0.0.1 sport=443 dport=40000 [ASSURED] mark=0 zone=0 use=2")
+    octets = [str(i).encode() for i in range(1000)] + [b"0" + str(i).encode() for i in range(100)]
+    ports = [str(p).encode() for b in (0, 9, 99, 999, 5999, 6000, 6499, 6553, 6554, 9999, 59999, 64999, 65499,
+                                       65529, 65535, 99999) for p in range(max(0, b - 2), b + 3)] + [b"00", b"080"]
+    lines = [base.replace(b"src=10.0.0.1 ", b"src=10.0." + o + b".1 ", 1) for o in octets]
+    lines += [base.replace(b"src=192.0.2.1 dst=10.0.0.1 ", b"src=192.0.2.1 dst=" + o + b".0.0.1 ", 1) for o in octets]
+    lines += [base.replace(b"dport=443 ", b"dport=" + p + b" ", 1) for p in ports]
+    lines += [base.replace(b"sport=443 dport=40000", b"sport=443 dport=" + p, 1) for p in ports]
+    data = b"\n".join(lines) + b"\n"
+    for by in ("src", "dport", "reply-src,reply-dst"):
+        q = query(by)
+        assert fast(data, q, True) == reference(data, q)
+    accepted = sum(1 for o in octets if o == str(int(o)).encode() and int(o) <= 255)
+    assert reference(data, query("src"))[1] >= accepted  # the valid ones were read, not rejected
+
+
 # ---- C: one pass = general rules = scan_line ----------------------------------------------------
 
 

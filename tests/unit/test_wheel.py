@@ -26,3 +26,33 @@ def test_the_wheel_carries_the_c_scanner(tmp_path):
     assert any(n.startswith("ctdoctor/_fastscan") and n.endswith(".so") for n in names)
     for must in ("ctdoctor/py.typed", "ctdoctor/_fastscan.pyi", "ctdoctor/schemas/doctor.schema.json"):
         assert must in names
+
+
+def test_the_installed_wheel_runs_top_with_its_c_scanner(tmp_path):
+    """What a host without a compiler does: install the wheel (no build step) and run it."""
+    from ctdoctor.accel import accelerated
+
+    if not accelerated():
+        pytest.skip("no compiler here: the wheel would be pure Python")
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    (whl,) = wheels.glob("ctdoctor-*.whl")
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site),
+                        str(whl)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)}  # the wheel's copy first, no compiler needed
+
+    def ctd(*args):
+        return subprocess.run([sys.executable, "-m", "ctdoctor", *args], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=120)
+
+    where = subprocess.run([sys.executable, "-c", "import ctdoctor._fastscan as f; print(f.__file__)"],
+                           capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+    v = ctd("--version")
+    assert v.returncode == 0 and "(C scanner)" in v.stdout
+    t = ctd("top", "--by", "dport", "--file", str(ROOT / "tests/data/proc_nf_conntrack_6.18"), "--format", "json")
+    assert t.returncode == 0, t.stderr
+    assert '"total":' in t.stdout

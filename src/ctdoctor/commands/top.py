@@ -35,6 +35,7 @@ def add_arguments(p) -> None:
 class Source:
     def __init__(self, name, label, opener, state=None):
         self.name, self.label, self.opener, self.state = name, label, opener, state
+        self.started = None  # its listing, already being read (_early_listing)
 
 
 def _sources(args):
@@ -54,20 +55,56 @@ def _sources(args):
     return out, root
 
 
-def tally_all(args, query, warm: bool = False):
+def tally_all(args, query, warm: bool = False, early: bool = False):
     """The listings of the selected sources, aggregated. ``warm``: the text renderer (rich, ~20 ms
     of imports) loads in a thread while the C scanner reads (it releases the GIL; the Python one
-    holds it, and forks), started after the setup, whose imports it would slow."""
+    holds it, and forks), started after the setup, whose imports it would slow. ``early``: the
+    kernel starts formatting a single live listing before the setup (see ``_early_listing``)."""
     from ctdoctor.accel import accelerated
 
-    srcs, root = _sources(args)
-    warming = warm_imports("rich.console", "rich.table", "ctdoctor.render.top_text") \
-        if warm and accelerated() else None
+    started = _early_listing(args) if early and accelerated() else None
     try:
-        return _tally_sources(args, query, srcs, root)
+        srcs, root = _sources(args)
+        if started is not None:
+            mine = [s for s in srcs if s.state is not None and s.state.inode == started.inode]
+            if len(srcs) == 1 and mine:
+                mine[0].started, started = started, None
+        warming = warm_imports("rich.console", "rich.table", "ctdoctor.render.top_text") \
+            if warm and accelerated() else None
+        try:
+            return _tally_sources(args, query, srcs, root)
+        finally:
+            if warming is not None:
+                warming.join()
     finally:
-        if warming is not None:
-            warming.join()
+        if started is not None:  # not the netns the setup chose, or the setup failed: not read
+            started.close()
+
+
+def _early_listing(args):
+    """A live /proc listing of the one netns ``--netns`` names (init, or an ``ip netns`` name),
+    opened and being read by the reader thread before the rest of the setup (imports, netns
+    discovery, the counts): the kernel's formatting, most of the time of a big table, runs
+    meanwhile on another CPU. None when that does not apply or fails: the normal path then opens
+    it, and reports any error."""
+    if args.file or getattr(args, "root", None) not in (None, "", "/") or getattr(args, "via", "auto") == "netlink":
+        return None
+    from ctdoctor.sources import netns as nsmod
+    from ctdoctor.top import StartedListing
+
+    wanted = getattr(args, "netns", None)
+    if not wanted or wanted == nsmod.INIT:
+        path, name, is_init = "/proc/1/ns/net", nsmod.INIT, True
+    elif "/" not in wanted and wanted not in (".", "..", "all") and not wanted.startswith("pid:"):
+        path, name, is_init = f"/run/netns/{wanted}", wanted, False
+    else:
+        return None
+    try:
+        inode = os.stat(path).st_ino
+        stream = nsmod.stream_in(nsmod.NetnsRef(name, inode, path, is_init=is_init), "/proc/net/nf_conntrack")
+    except (OSError, nsmod.Failure):
+        return None
+    return StartedListing(stream, inode)
 
 
 def _tally_sources(args, query, srcs, root):
@@ -90,7 +127,10 @@ def _tally_sources(args, query, srcs, root):
             via = getattr(args, "via", "auto")
             if via != "auto" and (root is None or not root.is_live):
                 raise UsageError("--via chooses between live sources; a host image has only its saved listing")
-            got = s.opener() if via in ("auto", "proc") else None
+            if s.started is not None:
+                got, s.started = (s.started, "/proc/net/nf_conntrack", False), None
+            else:
+                got = s.opener() if via in ("auto", "proc") else None
             if got is None and via == "proc":
                 raise InputError(f"/proc/net/nf_conntrack is not readable in netns {s.name} (try --via netlink)")
             if got is None:
@@ -127,10 +167,10 @@ def _is_gzip(path):
         return f.read(2) == b"\x1f\x8b"
 
 
-def build_doc(args, query, warm: bool = False):
+def build_doc(args, query, warm: bool = False, early: bool = False):
     from ctdoctor.top import rows
 
-    tally, header, notes = tally_all(args, query, warm)
+    tally, header, notes = tally_all(args, query, warm, early)
     limit = args.limit if args.limit and args.limit > 0 else None
     groups, top_rows = rows(tally, query, limit)
     doc = {
@@ -188,12 +228,15 @@ def run(args) -> int:
         if args.file:
             raise UsageError("--watch needs a live table, not --file")
         return _watch(args, query)
-    doc = build_doc(args, query, warm=fmt == "text")
+    doc = build_doc(args, query, warm=fmt == "text", early=True)
     if fmt != "json":
         warn_unreadable(doc)
     from ctdoctor.render import top_text
 
     _emit(doc, fmt, top_text.render, top_text.write_csv)
+    from ctdoctor import cleanup
+
+    cleanup.skip_teardown()  # nothing left to write: the tables need not be freed one object at a time
     return 0
 
 

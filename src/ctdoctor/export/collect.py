@@ -454,7 +454,7 @@ def _spool_listing(b: Bundle, ref, rel: str, anon) -> None:
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                src = nsmod.stream_in(ref, "/" + LISTING)
+                src = io.BufferedReader(nsmod.stream_in(ref, "/" + LISTING), 1 << 20)
             except OSError:
                 os.unlink(tmp)
                 return

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ctdoctor.errors import Failure, InputError
 
@@ -20,8 +20,9 @@ CLONE_NEWNET = 0x40000000
 INIT = "init"
 
 
-@dataclass
-class NetnsRef:
+class NetnsRef(NamedTuple):
+    """A netns found on the host (a NamedTuple: no dataclasses import before the first read)."""
+
     name: str
     inode: int
     path: str  # a file whose open fd can be passed to setns()
@@ -245,8 +246,10 @@ def socket_in(ref: NetnsRef, family: int, type_: int, proto: int) -> int:
 
 
 def stream_in(ref: NetnsRef, path: str):
-    """An open binary stream of a file as read inside the netns (for big listings)."""
-    return os.fdopen(open_in(ref, path), "rb", buffering=1 << 20)
+    """An open binary stream (unbuffered: a raw ``FileIO``) of a file as read inside the netns.
+    The scanner reads it with ``_fastscan.read_full``; wrap it in ``io.BufferedReader`` for reads
+    of a given size."""
+    return os.fdopen(open_in(ref, path), "rb", buffering=0)
 
 
 def preexec_for(ref: NetnsRef):
