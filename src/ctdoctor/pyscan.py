@@ -184,6 +184,15 @@ def _label(state: bytes, unrep: bytes, tflag: bytes) -> bytes:
 _FLAG_LABEL = {(u, f): _label(b"", u, _TFLAG[f]) for u in (b"", b"U") for f in _TFLAG}
 
 
+class _Labels(dict):
+    """(state as captured with its padding, unrep, tflag) -> the row label, computed when first asked."""
+
+    def __missing__(self, k: tuple[bytes, bytes, bytes]) -> bytes:
+        state, unrep, tflag = k
+        v = self[k] = state.rstrip(b" ") or _FLAG_LABEL[(unrep, tflag)]
+        return v
+
+
 _FOLDERS: dict[tuple, Callable] = {}
 
 # the key's part of each top.F_* field, as Python source over a tuple ``t`` (``src``: the source
@@ -201,19 +210,23 @@ def _folder(fields: tuple[int, ...], ix: tuple[int, ...], combined: bool) -> Cal
         return cached
     at = dict(zip(LAYOUT, ix, strict=True))
     key = " + SEP + ".join(_KEY_PART[f].format(**at) for f in fields) if fields else "b''"
-    head = (f"ss = t[{at['state_src']}]\n        j = ss.find(b'src=')\n        state = ss[:j].rstrip(b' ')\n"
-            f"        src = ss[j + 4:]" if combined else f"state = t[{at['state']}]\n        src = t[{at['src']}]")
+    # combined: the state as captured (with its padding) and the flags name the label, through a
+    # per-fold cache (one lookup instead of a strip and a choice; equal labels share one object)
+    head = (f"state, _, src = t[{at['state_src']}].partition(b'src=')\n"
+            f"        lab = labels[(state, t[{at['unrep']}], t[{at['tflag']}])]" if combined else
+            f"state = t[{at['state']}]\n        src = t[{at['src']}]\n"
+            f"        lab = state or _FLAG_LABEL[(t[{at['unrep']}], t[{at['tflag']}])]")
     code = f"""
 def fold(pending, counts, rows):
     total = 0
     acct = False
+    labels = _Labels()
     for t, n in pending.items():
         if not t[{at['t1']}]:
             continue  # not tier 1 (read already) or a blank line
         {head}
         if b':' in src:
             src = _addr(src)
-        lab = state or _FLAG_LABEL[(t[{at['unrep']}], t[{at['tflag']}])]
         key = {key}
         total += n
         counts[key] = counts.get(key, 0) + n
@@ -229,7 +242,8 @@ def fold(pending, counts, rows):
             _add_counters(v, ao, ar, n)
     return total, acct
 """
-    env: dict[str, Any] = {"_addr": _addr, "_FLAG_LABEL": _FLAG_LABEL, "SEP": SEP, "_add_counters": _add_counters}
+    env: dict[str, Any] = {"_addr": _addr, "_FLAG_LABEL": _FLAG_LABEL, "SEP": SEP, "_add_counters": _add_counters,
+                           "_Labels": _Labels}
     exec(compile(code, f"<ctdoctor fold {fields}>", "exec"), env)  # our own code, written above
     fn: Callable = env["fold"]
     _FOLDERS[(fields, ix, combined)] = fn
