@@ -656,13 +656,9 @@ class StartedListing:
     once with ``tally_stream``; ``close()`` stops the reader and closes the file."""
 
     def __init__(self, stream, inode: int | None = None):
-        from functools import partial
-
-        from ctdoctor._fastscan import read_full
-
         self.stream, self.inode = stream, inode
         # 8 MiB ahead: what the kernel formats of a big table while the setup runs (~50 ms)
-        self.reader = _Reader(partial(read_full, stream.fileno()), size=CHUNK, count=8)
+        self.reader = _Reader(_filler(stream, python=False), size=CHUNK, count=8)
         self.reader.start()
 
     def close(self) -> None:

@@ -151,6 +151,9 @@ def test_the_listing_read_before_the_setup_is_the_chosen_netns_and_counts_the_sa
     assert topcmd._early_listing(args("all")) is None
     assert topcmd._early_listing(argparse.Namespace(file=None, root=None, via="netlink", netns=name)) is None
     assert topcmd._early_listing(args("ctdt-no-such-netns")) is None  # the normal path says what is wrong
+    init = topcmd._early_listing(args(None))  # also where pid 1's netns link cannot be read (a sandbox)
+    assert init is not None and init.inode == nsmod.discover()[0].inode
+    init.close()
 
     q = parse_query("src,state", None, None, None, None, None)
     early = topcmd.build_doc(args(name), q, early=True)
@@ -160,3 +163,5 @@ def test_the_listing_read_before_the_setup_is_the_chosen_netns_and_counts_the_sa
     for doc in (plain, by_inode):
         assert (doc["total"], doc["rows"]) == (early["total"], early["rows"])
         assert doc["netns"] == early["netns"] == name
+    host = topcmd.build_doc(args(None), q, early=True)
+    assert host["netns"] == "init" and sum(r["count"] for r in host["rows"]) == host["matched"]

@@ -117,3 +117,16 @@ def test_version_says_which_scanner_top_uses():
     assert ("(C scanner)" in out) is accelerated()
     rc, out, _ = run_cli("--version", env={"CTDOCTOR_NO_ACCEL": "1"})
     assert rc == 0 and "(pure-Python scanner: CTDOCTOR_NO_ACCEL is set)" in out
+
+
+def test_named_ref_finds_init_and_ip_netns_names_without_discovery(tmp_path):
+    from ctdoctor.sources import netns as nsmod
+
+    (tmp_path / "blue").write_text("")
+    ref = nsmod.named_ref("blue", run_netns=str(tmp_path))
+    assert ref is not None and ref.name == "blue" and ref.inode == os.stat(tmp_path / "blue").st_ino
+    assert ref.path == str(tmp_path / "blue") and not ref.is_init
+    init = nsmod.named_ref(None, run_netns=str(tmp_path))
+    assert init is not None and init.is_init and init.name == "init" and init == nsmod.named_ref("init")
+    for other in ("all", "pid:1", "../blue", ".", "4026531840", "red"):
+        assert nsmod.named_ref(other, run_netns=str(tmp_path)) is None, other

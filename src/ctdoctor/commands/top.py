@@ -32,6 +32,9 @@ def add_arguments(p) -> None:
                    help="with --rate: seconds of events per window (default 5; with --watch, the rolling window)")
 
 
+PROC_LISTING = "/proc/net/nf_conntrack"  # as the netns reading it sees it
+
+
 class Source:
     def __init__(self, name, label, opener, state=None):
         self.name, self.label, self.opener, self.state = name, label, opener, state
@@ -92,19 +95,14 @@ def _early_listing(args):
     from ctdoctor.sources import netns as nsmod
     from ctdoctor.top import StartedListing
 
-    wanted = getattr(args, "netns", None)
-    if not wanted or wanted == nsmod.INIT:
-        path, name, is_init = "/proc/1/ns/net", nsmod.INIT, True
-    elif "/" not in wanted and wanted not in (".", "..", "all") and not wanted.startswith("pid:"):
-        path, name, is_init = f"/run/netns/{wanted}", wanted, False
-    else:
+    ref = nsmod.named_ref(getattr(args, "netns", None))
+    if ref is None:
         return None
     try:
-        inode = os.stat(path).st_ino
-        stream = nsmod.stream_in(nsmod.NetnsRef(name, inode, path, is_init=is_init), "/proc/net/nf_conntrack")
+        stream = nsmod.stream_in(ref, PROC_LISTING)
     except (OSError, nsmod.Failure):
         return None
-    return StartedListing(stream, inode)
+    return StartedListing(stream, ref.inode)
 
 
 def _tally_sources(args, query, srcs, root):
@@ -128,7 +126,7 @@ def _tally_sources(args, query, srcs, root):
             if via != "auto" and (root is None or not root.is_live):
                 raise UsageError("--via chooses between live sources; a host image has only its saved listing")
             if s.started is not None:
-                got, s.started = (s.started, "/proc/net/nf_conntrack", False), None
+                got, s.started = (s.started, PROC_LISTING, False), None
             else:
                 got = s.opener() if via in ("auto", "proc") else None
             if got is None and via == "proc":

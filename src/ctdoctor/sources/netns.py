@@ -41,12 +41,18 @@ def _self_inode() -> int | None:
     return _inode_of("/proc/self/ns/net")
 
 
+def _init_ref(proc: str = "/proc") -> NetnsRef | None:
+    """The initial netns: pid 1's; our own where pid 1's cannot be seen (a sandbox that hides it)."""
+    ino = _inode_of(f"{proc}/1/ns/net") or _self_inode()
+    return None if ino is None else NetnsRef(INIT, ino, f"{proc}/1/ns/net", "pid 1", True)
+
+
 def discover(proc: str = "/proc", run_netns: str = "/run/netns") -> list[NetnsRef]:
     """Every netns on the host: init first, then ip-netns names, then process-owned ones."""
     found: dict[int, NetnsRef] = {}
-    init_ino = _inode_of(f"{proc}/1/ns/net") or _self_inode()
-    if init_ino is not None:
-        found[init_ino] = NetnsRef(INIT, init_ino, f"{proc}/1/ns/net", "pid 1", True)
+    init = _init_ref(proc)
+    if init is not None:
+        found[init.inode] = init
     try:
         names = sorted(os.listdir(run_netns))
     except OSError:
@@ -90,6 +96,19 @@ def _read(path: str) -> str:
 def _container_id(cgroup: str) -> str:
     m = re.search(r"([0-9a-f]{64})", cgroup)
     return m.group(1)[:12] if m else ""
+
+
+def named_ref(wanted: str | None, run_netns: str = "/run/netns") -> NetnsRef | None:
+    """The netns ``--netns`` names when it is init or an ``ip netns`` name, found without
+    discovering every process's netns (as ``select(discover(), wanted)`` would, for any form);
+    None for the other forms (``all``, ``pid:N``, an inode) or when it is not there."""
+    if not wanted or wanted == INIT:
+        return _init_ref()
+    if "/" in wanted or wanted in (".", "..", "all") or wanted.startswith("pid:"):
+        return None
+    path = f"{run_netns}/{wanted}"
+    inode = _inode_of(path)
+    return None if inode is None else NetnsRef(wanted, inode, path, "ip netns")
 
 
 def select(refs: list[NetnsRef], wanted: str | None) -> list[NetnsRef]:
@@ -157,10 +176,10 @@ def is_current(ref: NetnsRef) -> bool:
 
 def call_in(ref: NetnsRef, fn, *args):
     """Run ``fn(*args)`` inside the netns (in a forked child) and return its result."""
-    import pickle
-
     if is_current(ref):
         return fn(*args)
+    import pickle
+
     _load_libc()
     r, w = os.pipe()
     pid = os.fork()
