@@ -123,10 +123,38 @@ def entry() -> None:
     raise SystemExit(code)
 
 
+def _wants_nagios(argv: list[str]) -> bool:
+    """``--format nagios`` anywhere: then every error is one ``UNKNOWN - reason`` line and exit 3."""
+    return "--format=nagios" in argv or any(a == "--format" and b == "nagios" for a, b in zip(argv, argv[1:]))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not _wants_nagios(argv):
+        return _main(argv)
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = _main(argv)
+    text = err.getvalue()
+    if code in (0, 1, 2) and not text.strip().startswith(("ctdoctor: error", "ctdoctor: internal error")):
+        sys.stderr.write(text)
+        return code
+    if code == 3 and not text.strip():
+        return code  # the doctor already printed its UNKNOWN line
+    from ctdoctor.render.nagios import unknown_line
+
+    reason = next((ln for ln in text.splitlines() if ln.startswith("ctdoctor:")), text.strip() or f"exit {code}")
+    print(unknown_line(reason.removeprefix("ctdoctor: ").removeprefix("error: ")))
+    sys.stderr.write(text)
+    return 3
+
+
+def _main(argv: list[str]) -> int:
     from ctdoctor.errors import CtdError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     # Only the command actually used gets a parser with its own flags (its module imported
     # lazily); the full set is built for --help, a bad command and the like.
     chosen, argv = choose_command(argv, COMMANDS)

@@ -14,6 +14,9 @@ from ctdoctor.checks.base import ListingSummary
 from ctdoctor.snapshot import NetnsState, Snapshot
 
 
+TUNNEL_PORTS = {"vxlan": 4789, "geneve": 6081, "vxlan-8472": 8472}
+
+
 class HostFacts:
     def __init__(self, snap: Snapshot, root=None, live: bool = False, prefer_netlink: bool = False):
         self.snap = snap
@@ -44,8 +47,12 @@ class HostFacts:
 
                 stream, label, tailed = got
                 qs = [parse_query(k, None, None, None, None, None) for k in ("state", "proto", "src", "dst", "dport")]
+                # tunnel endpoints: VXLAN, Geneve, flannel's VXLAN (either port of the tuple)
+                tq = [parse_query("proto", None, "udp", port, None, None) for port in TUNNEL_PORTS.values()]
                 with stream:
-                    ts = tally_stream_multi(stream, qs, skip_first_partial=tailed)
+                    ts = tally_stream_multi(stream, qs + tq, skip_first_partial=tailed)
+                tunnels = {name: t.total for name, t in zip(TUNNEL_PORTS, ts[len(qs):], strict=True) if t.total}
+                ts = ts[:len(qs)]
                 tops = {}
                 proto_states: dict[tuple[str, str], int] = {}
                 for k, q, t in zip(("state", "proto", "src", "dst", "dport"), qs, ts, strict=True):
@@ -62,7 +69,20 @@ class HostFacts:
                 sample = bool(tailed)  # sosreport kept only the tail of a long listing
                 result = ListingSummary(listed, sample, label, {str(v): n for v, n in tops.pop("state")},
                                         {str(v): n for v, n in tops.pop("proto")},
-                                        tops, ts[0].unreadable, proto_states)
+                                        tops, ts[0].unreadable, proto_states, tunnels)
+                footer = st.view.listing_footer() if st.view is not None else None
+                if footer is not None:
+                    version, shown = footer
+                    result.tool = "conntrack-tools " + ".".join(map(str, version))
+                    if shown > result.listed + result.unreadable:
+                        result.sample = True  # the tool printed more than the file holds: it was cut
+                        self.snap.notes.append(f"{label}: {result.listed} entries kept of the {shown} "
+                                               f"{result.tool} printed: read as a sample")
+                    if version < (1, 4, 7):
+                        result.families = "ipv4"  # conntrack -L without -f lists IPv4 only before 1.4.7
+                gre = result.protos.get("gre", 0)
+                if gre:
+                    result.tunnels["gre"] = gre
                 if ts[0].unreadable:
                     line, text = ts[0].first_bad or (0, "")
                     self.snap.notes.append(f"{label}: {ts[0].unreadable} line(s) were not conntrack entries and "
@@ -132,6 +152,30 @@ class HostFacts:
             return ctnetlink.listing_source(st)
         except ctnetlink.CtnetlinkError:
             return None  # then /proc
+
+    def ovs_conntrack(self) -> tuple[dict[str, int], str] | None:
+        """Tunnel entries in Open vSwitch's conntrack dump (sos openvswitch plugin), when captured."""
+        if self.root is None or self.live:
+            return None
+        for cmd in ("ovs-appctl dpctl/dump-conntrack -m", "ovs-appctl dpctl/dump-conntrack",
+                    "ovs-dpctl dump-conntrack -m", "ovs-dpctl dump-conntrack"):
+            cap = self.root.capture("openvswitch", cmd)
+            if cap is None:
+                continue
+            counts: dict[str, int] = {}
+            for ln in cap.text.splitlines():
+                m = re.match(r"(udp|gre|47),orig=\(src=[^,]*,dst=[^,]*(?:,sport=(\d+),dport=(\d+))?", ln.strip())
+                if not m:
+                    continue
+                if m.group(1) != "udp":
+                    counts["gre"] = counts.get("gre", 0) + 1
+                    continue
+                ports = {int(m.group(2) or 0), int(m.group(3) or 0)}
+                for name, port in TUNNEL_PORTS.items():
+                    if port in ports:
+                        counts[name] = counts.get(name, 0) + 1
+            return counts, cap.source
+        return None
 
     def expectations(self) -> tuple[int | None, str | None]:
         if self.root is None:

@@ -15,8 +15,8 @@ GiB = 1 << 30
 NF = "net.netfilter."  # the prefix of every conntrack sysctl
 
 # Kinds of conntrack kernel log lines (``sources.kernlog`` finds them, checks count them).
-TABLE_FULL, EXPECT_FULL, VMALLOC, VERSION, SUPPRESSED = (
-    "table_full", "expect_full", "vmalloc_fallback", "version", "suppressed")
+TABLE_FULL, EXPECT_FULL, VMALLOC, VERSION, SUPPRESSED, BOOT = (
+    "table_full", "expect_full", "vmalloc_fallback", "version", "suppressed", "boot")
 
 
 def parse_int(v: str | None) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from ctdoctor import kernel
@@ -26,11 +27,19 @@ from ctdoctor.sources.firewall import (
     parse_nft_text,
 )
 from ctdoctor.sources.hostroot import BUNDLE, LIVE, SOSREPORT, Captured, HostRoot, mangle_command, run_command
-from ctdoctor.sources.kernlog import KernelLogEvent, dedupe, parse_kernel_log
+from ctdoctor.sources.kernlog import KernelLogEvent, assign_boots, dedupe, parse_kernel_log, rotated_logs
 from ctdoctor.sources.persisted import Persisted, read_persisted
 from ctdoctor.sources.stats import CpuStats, StatsParseError, parse_conntrack_S, parse_proc_stat
 from ctdoctor.sources.sysctl import NF, canonical, parse_int, parse_sysctl_a
-from ctdoctor.sources.system import conntrack_slab, count_cpus, parse_kernel_release, parse_meminfo, parse_slabinfo
+from ctdoctor.sources.system import (
+    conntrack_slab,
+    count_cpus,
+    parse_date_output,
+    parse_kernel_release,
+    parse_meminfo,
+    parse_slabinfo,
+    parse_uptime_output,
+)
 from ctdoctor.textsafe import clean
 
 STAT = "proc/net/stat/nf_conntrack"
@@ -41,6 +50,8 @@ LEGACY_STAT = "proc/net/stat/ip_conntrack"
 LEGACY_LISTING = "proc/net/ip_conntrack"
 LEGACY_NF_DIR = "proc/sys/net/ipv4/netfilter"
 META = "ctdoctor/meta.json"
+# conntrack-tools' last line, on stderr (sos merges it, sometimes into an entry line)
+FOOTER = re.compile(r"conntrack v(\d+)\.(\d+)\.(\d+) \(conntrack-tools\): (\d+) flow entries have been shown")
 
 
 # ---- views: one per kind of root ------------------------------------------------
@@ -67,6 +78,11 @@ class NetnsView:
 
     def prefetch(self, rels: list[str], dirs: list[str]) -> None:
         """Read these files and folders in one go (live: one fork into the netns, not one per file)."""
+
+    def listing_footer(self) -> tuple[tuple[int, int, int], int] | None:
+        """((major, minor, patch), entries shown) from the footer conntrack-tools writes under a saved
+        ``conntrack -L`` listing; None for the kernel's own /proc listing or without a footer."""
+        return None
 
     def sample_stats(self) -> CpuStats | None:
         """The stats file read again now (a second sample for rates); None where time stands still."""
@@ -216,6 +232,27 @@ class ImageNetnsView(NetnsView):
                 return f, "/" + rel, tailed
         return None
 
+    def listing_footer(self) -> tuple[tuple[int, int, int], int] | None:
+        got = self.open_listing()
+        if got is None:
+            return None
+        f, source, _ = got
+        with f:
+            if "conntrack" not in source.rsplit("/", 1)[-1]:
+                return None
+            try:
+                f.seek(0, 2)
+                f.seek(max(f.tell() - (64 << 10), 0))
+                tail = f.read().decode("utf-8", "replace")
+            except OSError:
+                return None
+        m = None
+        for m in FOOTER.finditer(tail):
+            pass
+        if m is None:
+            return None
+        return (int(m.group(1)), int(m.group(2)), int(m.group(3))), int(m.group(4))
+
     def recorded_second_sample(self, notes: list[str]) -> tuple[CpuStats, float] | None:
         rel = f"ctdoctor/samples/{self.name}/nf_conntrack.stat"
         later = self.root.read_text(rel)
@@ -307,7 +344,21 @@ class Snapshot:
     sources: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what could not be read, and why
     taken_at: float = field(default_factory=time.time)
-    captured_at: float | None = None  # when the host was read: now live, meta.json's "created" in a bundle
+    captured_at: float | None = None  # when the host was read: now live, meta.json's "created", sos's `date`
+    captured_at_source: str = ""
+    boot_time: float | None = None  # when the host's current boot started (same clock as captured_at)
+    incomplete: list[str] = field(default_factory=list)  # sos plugins that timed out: their data is partial
+    sysctl_keys: set[str] | None = None  # every conntrack sysctl key the kernel has (None: no full list)
+
+    def kernel_has_key(self, raw: str) -> bool | None:
+        """Whether the running kernel has this sysctl key: from the captured key list, else from the
+        kernel version for the ``ip_conntrack`` compatibility names (gone with the l3proto code in
+        4.19); None when nothing tells."""
+        if self.sysctl_keys is not None:
+            return raw in self.sysctl_keys
+        if raw.startswith("net.ipv4.netfilter.ip_conntrack_") and self.version is not None:
+            return self.version < (4, 19, 0)
+        return None
 
     @property
     def init(self) -> NetnsState | None:
@@ -631,45 +682,122 @@ def _not_before_birth(events: list[KernelLogEvent], root: HostRoot, snap: Snapsh
     return out
 
 
+def capture_time(root: HostRoot) -> tuple[float | None, str]:
+    """When an image was captured, and from what: meta.json's ``created`` (a bundle), sos's ``date``
+    output (local wall time, like the syslog lines it is compared with), the date in a sosreport's
+    folder name."""
+    created = _created(root)
+    if created is not None:
+        return created, META
+    for rel in ("sos_commands/date/date", "date", "sos_commands/general/date", "sos_commands/date/date_--utc"):
+        t = parse_date_output(root.read_text(rel, limit=4096))
+        if t is not None:
+            return t, "/" + rel
+    m = re.search(r"(20\d\d)-([01]\d)-([0-3]\d)", Path(str(root.label)).name or "") or \
+        re.search(r"(20\d\d)-([01]\d)-([0-3]\d)", root.path.name)
+    if m:
+        import calendar
+
+        try:
+            day = calendar.timegm((int(m.group(1)), int(m.group(2)), int(m.group(3)), 23, 59, 59, 0, 0, 0))
+            return float(day), "the sosreport's name (its date, end of day)"
+        except (ValueError, OverflowError):
+            pass
+    return None, ""
+
+
+def image_boot_time(root: HostRoot, captured: float | None) -> float | None:
+    """When the captured boot started: meta.json's ``boot_time``, else the capture time less the
+    ``uptime`` sos recorded."""
+    recorded = (_read_meta(root) or {}).get("boot_time")
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+        return float(recorded)
+    if captured is None:
+        return None
+    for rel in ("sos_commands/host/uptime", "sos_commands/general/uptime", "uptime", "proc/uptime"):
+        up = parse_uptime_output(root.read_text(rel, limit=4096))
+        if up is not None:
+            return captured - up
+    return None
+
+
+def sos_timeouts(root: HostRoot) -> list[str]:
+    """Plugins sos stopped because they ran too long (``sos_logs/ui.log``, ``sos.log``): their
+    output is partial, so what they did not capture is unknown, not absent."""
+    out: list[str] = []
+    for rel in ("sos_logs/ui.log", "sos_logs/sos.log"):
+        text = root.read_text(rel, limit=4 << 20) or ""
+        for m in re.finditer(r"[Pp]lugin (\w+) timed out|(\w+) plugin timed out|Plugin (\w+) .*time(?:d)? ?out",
+                             text):
+            name = m.group(1) or m.group(2) or m.group(3)
+            if name and name not in out:
+                out.append(name)
+    return out
+
+
 # Journal captures sos writes, by version: (current boot, previous boot) or all boots.
 JOURNAL_ALL = ("journalctl --no-pager",)
 JOURNAL_BOOTS = ("journalctl --no-pager --boot",  # sos >= 4.4
                  "journalctl --no-pager --catalog --boot",  # sos 3.6-4.3
                  "journalctl --all --this-boot --no-pager",
                  "journalctl --no-pager --boot -1", "journalctl --no-pager --catalog --boot -1")
+PREVIOUS_BOOT = ("journalctl --no-pager --boot -1", "journalctl --no-pager --catalog --boot -1")
 
 
 def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
     if root.is_live:
         cap = run_command("dmesg")
         if cap and not cap.text.startswith("dmesg: read kernel buffer failed"):
-            snap.kernel_log.extend(_not_before_birth(parse_kernel_log(cap.text, "dmesg"), root, snap))
+            evs = parse_kernel_log(cap.text, "dmesg")
+            assign_boots(evs, snap.boot_time)
+            snap.kernel_log.extend(_not_before_birth(evs, root, snap))
             snap.kernel_log_sources.append("dmesg")
         elif cap:
             snap.notes.append("dmesg: " + cap.text.strip().splitlines()[0])
         return
     events: list[KernelLogEvent] = []
+    ref = snap.captured_at
 
-    def take(text: str, source: str, family: str | None = None) -> None:
-        evs = parse_kernel_log(text, source)
-        if family:  # captures of one journal count as one source when lining sources up
+    def take(text: str, source: str, year_ref: float | None = ref, boot: int | None = None) -> None:
+        evs = parse_kernel_log(text, source, year_ref)
+        if boot is not None:
             for e in evs:
-                e.source = family
+                e.boot = boot
         events.extend(evs)
         snap.kernel_log_sources.append(source)
 
     cap = root.capture("kernel", "dmesg")
     if cap:
         take(cap.text, cap.source)
-    for rel in ("var/log/messages", "var/log/kern.log", "var/log/syslog", "var/log/dmesg"):
-        text = root.read_text(rel)
-        if text:
-            take(text, "/" + rel)
+    # /var/log and its rotated pieces (messages-20240310, kern.log.1, syslog.2.gz): the drops of
+    # the night before the on-call reboot are often only there
+    unreadable = []
+    for name, _family, dated in rotated_logs(root.listdir("var/log")):
+        text = root.read_log_text(f"var/log/{name}")
+        if text is None:
+            unreadable.append(name)
+            continue
+        if not text:
+            continue
+        year_ref = ref
+        if dated is not None:  # the rotation date: the file's lines are from before it
+            import calendar
+
+            try:
+                d = str(dated)
+                year_ref = float(calendar.timegm((int(d[:4]), int(d[4:6]), int(d[6:8]), 23, 59, 59, 0, 0, 0)))
+            except (ValueError, OverflowError):
+                pass
+        take(text, f"/var/log/{name}", year_ref)
+    if unreadable:
+        snap.notes.append("kernel log: could not read " + ", ".join(unreadable[:5]) + " (not a valid archive?)")
     caps = [c for c in (root.capture("logs", cmd) for cmd in JOURNAL_ALL) if c]
     if not caps:
         caps = [c for c in (root.capture("logs", cmd) for cmd in JOURNAL_BOOTS) if c]
     for c in caps:
-        take(c.text, c.source, family="journal")
+        previous = any(c.source.endswith(mangle_command(p)) for p in PREVIOUS_BOOT)
+        take(c.text, c.source, boot=-1 if previous else None)
+    assign_boots([e for e in events if e.boot is None], snap.boot_time)
     snap.kernel_log, dropped = dedupe(_not_before_birth(events, root, snap))
     if dropped:
         snap.notes.append(f"kernel log: {dropped} line(s) found in more than one of "
@@ -679,7 +807,18 @@ def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
 def build(root: HostRoot, netns: str | None = None, interval: float | None = None,
           with_rules: bool = True, with_log: bool = True) -> Snapshot:
     snap = Snapshot(source=root.kind, root_label=root.label)
-    snap.captured_at = time.time() if root.is_live else _created(root)
+    if root.is_live:
+        from ctdoctor.sources.system import boot_time
+
+        snap.captured_at, snap.captured_at_source = time.time(), "now"
+        snap.boot_time = boot_time(root.read_text("proc/uptime"))
+    else:
+        snap.captured_at, snap.captured_at_source = capture_time(root)
+        snap.boot_time = image_boot_time(root, snap.captured_at)
+        snap.incomplete = sos_timeouts(root)
+        if snap.incomplete:
+            snap.notes.append("sos stopped these plugins (timed out), their output is partial: "
+                              + ", ".join(snap.incomplete[:10]))
     hn = root.read_text("proc/sys/kernel/hostname") or root.read_text("etc/hostname")
     if hn is None and not root.is_live:
         cap = root.capture("general", "hostname") or root.capture("host", "hostname")
@@ -723,7 +862,9 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
             st.max = gmax
             st.sources["max"] = "global nf_conntrack_max"
     read_modules(root, snap)
+    snap.sysctl_keys = _sysctl_keys(root)
     snap.persisted = read_persisted(root)
+    snap.persisted.drop_keys_the_kernel_lacks(snap.kernel_has_key)
     if with_log:
         read_kernel_log(root, snap)
     if root.irregular:
@@ -732,6 +873,23 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
         snap.notes.append("permission denied reading: " + ", ".join(sorted(set(root.denied))[:5]) +
                           " (run as root)")
     return snap
+
+
+def _sysctl_keys(root: HostRoot) -> set[str] | None:
+    """The conntrack sysctl keys the host's kernel has: a captured ``sysctl -a``, else the /proc/sys
+    folders (live, or copied whole into an image)."""
+    if not root.is_live:
+        cap = root.capture("kernel", "sysctl -a")
+        if cap:
+            keys = set(parse_sysctl_a(cap.text))
+            if len(keys) > 50:  # a whole listing, not a fragment
+                return keys
+    names = root.listdir(NF_DIR)
+    if not names or (not root.is_live and not root.is_dir(LEGACY_NF_DIR)):
+        return None  # an image may hold only some of /proc/sys: the kernel version decides then
+    keys = {"net.netfilter." + n for n in names} | {"net.nf_conntrack_max"}
+    keys |= {"net.ipv4.netfilter." + n for n in root.listdir(LEGACY_NF_DIR)}
+    return keys
 
 
 def netns_states(root: HostRoot, netns: str | None = None) -> tuple[list[NetnsState], list[str]]:

@@ -620,7 +620,12 @@ class _Reader:
                 self.full.put(e)
                 return
             self.full.put((buf, n))
-            if n == 0 or (self.last is not None and self.last(buf, n)):
+            try:
+                done = n == 0 or (self.last is not None and self.last(buf, n))
+            except BaseException as e:  # a netlink error message (EPERM): the consumer raises it
+                self.full.put(e)
+                return
+            if done:
                 if n:
                     self.full.put((None, 0))
                 return

@@ -16,7 +16,7 @@ MODULES = {
     "CT010": "ct010_memory", "CT011": "ct011_timeouts", "CT012": "ct012_state_anomalies",
     "CT013": "ct013_heavy_hitter", "CT014": "ct014_sockets", "CT015": "ct015_holders",
     "CT016": "ct016_notrack_accept", "CT017": "ct017_liberal", "CT018": "ct018_netns_near_max",
-    "CT019": "ct019_expect_full",
+    "CT019": "ct019_expect_full", "CT020": "ct020_no_effect_keys", "CT021": "ct021_tunnel_tracked",
 }
 
 

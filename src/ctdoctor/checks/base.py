@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypedDict
 
-from ctdoctor import kernel
-from ctdoctor.kernel import NF, parse_int
+from ctdoctor import kernel, thresholds
+from ctdoctor.kernel import NF, TABLE_FULL, parse_int
 from ctdoctor.snapshot import NetnsState, Snapshot
+
+# a kernel log line as the snapshot holds it (sources.kernlog.KernelLogEvent); checks read its fields
+KernelLogEvent = Any
 
 
 class Severity(StrEnum):
@@ -68,6 +71,9 @@ class ListingSummary:
     top: dict[str, list[tuple[str | None, int]]]  # src/dst/dport -> [(value, count)] largest first
     unreadable: int = 0  # lines skipped because they were not entries
     proto_states: dict[tuple[str, str], int] = field(default_factory=dict)  # (proto, state mix label) -> n
+    tunnels: dict[str, int] = field(default_factory=dict)  # vxlan/geneve/vxlan-8472/gre -> entries
+    tool: str = ""  # what wrote a saved listing ("conntrack-tools 1.4.4"); "" for the kernel's own
+    families: str = "all"  # what the listing covers: "all", or "ipv4" (conntrack -L before 1.4.7)
 
 
 class Evidence(TypedDict, total=False):
@@ -94,6 +100,7 @@ class Facts(Protocol):
     def sockets_source(self, st: NetnsState) -> str: ...
     def distro(self) -> str: ...
     def expectations(self) -> tuple[int | None, str | None]: ...
+    def ovs_conntrack(self) -> tuple[dict[str, int], str] | None: ...
 
 
 class Context:
@@ -143,6 +150,10 @@ class Context:
     def distro(self) -> str:
         return self.facts.distro()
 
+    def ovs_conntrack(self) -> tuple[dict[str, int], str] | None:
+        """Tunnel entries counted in Open vSwitch's conntrack dump, and its source (images only)."""
+        return self.facts.ovs_conntrack()
+
     def expectations(self) -> tuple[int | None, str | None]:
         """(entries in the expectation table, where that came from), or (None, None)."""
         return self.facts.expectations()
@@ -150,6 +161,102 @@ class Context:
     def module_state(self, name: str) -> str:
         m = self.snap.modules.get(name)
         return m.state if m else "unknown"
+
+    def any_module_state(self, *names: str) -> str:
+        """The state of a piece of the kernel that has had several module names over the years
+        (2.6's ``ip_conntrack``/``ip_nat`` are today's ``nf_conntrack``/``nf_nat``): loaded if any of
+        them is, else built in, else present; absent only when all are."""
+        states = [self.module_state(n) for n in names]
+        for want in ("loaded", "builtin", "present", "absent"):
+            if want in states:
+                return want
+        return "unknown"
+
+    def tracker_state(self) -> str:
+        """The connection tracker: ``nf_conntrack``, or ``ip_conntrack`` on 2.6-era kernels."""
+        return self.any_module_state("nf_conntrack", "ip_conntrack")
+
+    def tracker_module(self) -> str:
+        """The tracker's module name on this host (``ip_conntrack`` where that is what is loaded)."""
+        return "ip_conntrack" if self.module_state("ip_conntrack") == "loaded" and \
+            self.module_state("nf_conntrack") != "loaded" else "nf_conntrack"
+
+    def nat_state(self) -> str:
+        """NAT: ``nf_nat``, or ``ip_nat`` on 2.6-era kernels."""
+        return self.any_module_state("nf_nat", "ip_nat")
+
+    def builtin_tracker(self) -> bool:
+        """Conntrack built into the kernel: it is never unloaded, so nothing resets by reload."""
+        return self.tracker_state() == "builtin" or self.snap.module_support is False
+
+    # ---- the kernel log, in time ------------------------------------------------------------
+
+    def age(self, e: KernelLogEvent) -> float | None:
+        """Seconds between a log line and the capture (None when either time is unknown)."""
+        if e.at is None or self.snap.captured_at is None:
+            return None
+        return max(self.snap.captured_at - e.at, 0.0)
+
+    def stale(self, e: KernelLogEvent) -> bool:
+        a = self.age(e)
+        return a is not None and a > thresholds.STALE_SECONDS
+
+    def table_full_lines(self, st: NetnsState) -> tuple[list[KernelLogEvent], bool]:
+        """This netns's ``table full`` kernel log lines, and whether they were matched by inference.
+
+        6.18+ names a non-initial netns by inode. A line without one is the initial netns's or, on
+        kernels that never name it, of whichever namespace is at the max. Offline a line may name
+        an inode the image does not map (sos records no inodes): it goes to the one non-initial
+        netns at the max, inferred, or stays unmapped (``unmapped_table_full``)."""
+        by_inode, anonymous, at_max = self._log_split()
+        lines = list(by_inode.get(st.inode, [])) if st.inode else []
+        inferred = False
+        if anonymous and (st.name == "init" or st in at_max):
+            lines += anonymous
+            inferred = st.name != "init" or bool(at_max and st not in at_max)
+        unmapped = self._unmapped()
+        if unmapped and not self.live and st.name != "init" and [s for s in at_max if s.name != "init"] == [st]:
+            lines += [e for evs in unmapped.values() for e in evs]
+            inferred = True
+        return sorted(lines, key=lambda e: (e.at if e.at is not None else float("inf"), e.lineno)), inferred
+
+    def unmapped_table_full(self) -> dict[int, list[KernelLogEvent]]:
+        """Lines naming a netns inode that no namespace here has and that were not inferred to one."""
+        unmapped = self._unmapped()
+        if not unmapped:
+            return {}
+        _, _, at_max = self._log_split()
+        if not self.live and len([s for s in at_max if s.name != "init"]) == 1:
+            return {}
+        return unmapped
+
+    def _log_split(self):
+        if not hasattr(self, "_split"):
+            by_inode: dict[int, list[KernelLogEvent]] = {}
+            anonymous: list[KernelLogEvent] = []
+            for e in self.snap.kernel_log:
+                if e.kind == TABLE_FULL:
+                    (by_inode.setdefault(e.netns_inode, []) if e.netns_inode else anonymous).append(e)
+            at_max = [st for st in self.namespaces if st.count is not None and st.max
+                      and st.count >= thresholds.FILL_CRITICAL * st.max]
+            self._split = (by_inode, anonymous, at_max)
+        return self._split
+
+    def _unmapped(self) -> dict[int, list[KernelLogEvent]]:
+        by_inode, _, _ = self._log_split()
+        known = {st.inode for st in self.namespaces if st.inode}
+        return {ino: evs for ino, evs in by_inode.items() if ino not in known}
+
+    def dropping(self, st: NetnsState) -> bool:
+        """Dropping now: the ``drop`` counter rose between two samples, or the kernel logged ``table
+        full`` for this netns within the hour before the capture, in the current boot."""
+        if (st.rates() or {}).get("drop", 0) > 0:
+            return True
+        lines, _ = self.table_full_lines(st)
+        return any(e.boot != -1 and (a := self.age(e)) is not None and a <= 3600 for e in lines)
+
+    def under_pressure(self, st: NetnsState) -> bool:
+        return thresholds.under_pressure(st.fill, self.dropping(st))
 
     def entry_size(self) -> tuple[int, bool]:
         if self.snap.entry_size:

@@ -2,8 +2,10 @@
 
 What it detects
     A network namespace whose conntrack count is at or near ``nf_conntrack_max``:
-    warning at 90 %, critical at 95 % or when it is at 90 % and packets are
-    being dropped. Every namespace is judged against the one global max.
+    warning at 80 %, critical at 95 % or when it is at 80 % and packets are
+    being dropped (the thresholds every command shares; ``CTDOCTOR_FILL_WARNING``
+    and ``CTDOCTOR_FILL_CRITICAL`` change them everywhere). Every namespace is
+    judged against the one global max.
 
 Why it matters
     At the max the kernel can only make room by evicting entries that are not
@@ -21,6 +23,7 @@ How to fix
     ``ctdoctor top --netns NAME`` and ``ctdoctor plan`` for a value sized to RAM.
 """
 
+from ctdoctor import thresholds
 from ctdoctor.checks.base import CRITICAL, WARNING, Finding, Unknown, apply_hint, ev, fmt_pct, sysctl_fix
 
 CODE = "CT001"
@@ -39,15 +42,13 @@ def run(ctx):
             yield Unknown(CODE, "not enough data: no nf_conntrack_count/max for this netns", st.name)
             continue
         fill = st.count / st.max
-        drops = (st.stats.sums.get("drop", 0) if st.stats else 0)
+        drops = st.stats.sums.get("drop") if st.stats else None  # unknown, never 0, without a stats source
         rates = st.rates() or {}
-        dropping = rates.get("drop", 0) > 0 or rates.get("insert_failed", 0) > 0
-        if fill >= 0.95 or (fill >= 0.90 and dropping):
-            sev = CRITICAL
-        elif fill >= 0.90:
-            sev = WARNING
-        else:
+        dropping = ctx.dropping(st) or rates.get("insert_failed", 0) > 0
+        level = thresholds.fill_severity(fill, dropping)
+        if level is None:
             continue
+        sev = CRITICAL if level == "critical" else WARNING
         new_max = recommended_max(st.count, st.max)
         persisted = ctx.snap.persisted.sysctl.get("net.netfilter.nf_conntrack_max")
         if persisted and persisted.value.isdigit() and int(persisted.value) > st.max:
@@ -55,7 +56,8 @@ def run(ctx):
         yield Finding(
             CODE, sev, TITLE, netns=st.name,
             summary=f"netns {st.name}: {st.count} of {st.max} entries ({fmt_pct(fill)})"
-                    + (f", dropping {rates.get('drop', 0):g} packets/s" if dropping else ""),
+                    + (f", dropping {rates.get('drop', 0):g} packets/s" if rates.get("drop") else
+                       ", dropping (table full in the kernel log within the hour)" if dropping else ""),
             evidence={"count": ev(st.count, st.sources.get("count")), "max": ev(st.max, st.sources.get("max")),
                       "fill": round(fill, 4), "drop": ev(drops, st.sources.get("stats")),
                       "drop_per_second": rates.get("drop")},

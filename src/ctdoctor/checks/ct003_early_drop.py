@@ -19,7 +19,7 @@ How to fix
     UDP dominates.
 """
 
-from ctdoctor.checks.base import WARNING, Finding, ev
+from ctdoctor.checks.base import INFO, WARNING, Finding, ev
 
 CODE = "CT003"
 TITLE = "early-drop pressure: unassured flows evicted"
@@ -33,8 +33,11 @@ def run(ctx):
         rate = (st.rates() or {}).get("early_drop", 0)
         if not n:
             continue
+        # rising now, or a table under pressure: worth attention; a count since boot in a quiet
+        # table is history (the table was full once, and made room)
+        sev = WARNING if rate > 0 or ctx.under_pressure(st) else INFO
         yield Finding(
-            CODE, WARNING, TITLE, netns=st.name,
+            CODE, sev, TITLE, netns=st.name,
             summary=f"netns {st.name}: early_drop {n} since boot" + (f", now {rate:g}/s" if st.interval else ""),
             evidence={"early_drop": ev(n, st.sources.get("stats")), "early_drop_per_second": rate if st.interval
                       else None, "count": st.count, "max": st.max},

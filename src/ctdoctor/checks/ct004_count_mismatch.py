@@ -50,6 +50,11 @@ def run(ctx):
             yield Unknown(CODE, "not enough data: the saved listing is cut (a sample), it cannot be compared "
                                 "with the count", st.name)
             continue
+        if s.families != "all":
+            yield Unknown(CODE, f"not enough data: the listing ({s.tool or s.source}) covers {s.families} only "
+                                "(conntrack -L without -f before conntrack-tools 1.4.7); the count covers every "
+                                "family", st.name)
+            continue
         gap = st.count - s.listed
         if gap < max(100, 0.05 * st.count):
             continue

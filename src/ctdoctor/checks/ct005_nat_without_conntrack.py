@@ -36,9 +36,11 @@ def run(ctx):
         return
     if not nat:
         return
-    ct, natmod = ctx.module_state("nf_conntrack"), ctx.module_state("nf_nat")
+    # 2.6-era kernels track with ip_conntrack and translate with ip_nat: those count as loaded
+    ct, natmod = ctx.tracker_state(), ctx.nat_state()
     missing = [m for m, s in (("nf_conntrack", ct), ("nf_nat", natmod)) if s == "absent"]
-    if kernel.has_per_l3_modules(ctx.version) and ctx.module_state("nf_conntrack_ipv4") == "absent":
+    if kernel.has_per_l3_modules(ctx.version) and ctx.module_state("nf_conntrack_ipv4") == "absent" \
+            and ctx.module_state("ip_conntrack") != "loaded" and ct != "builtin":
         missing.append("nf_conntrack_ipv4")
     if not missing:
         if ct == "unknown":

@@ -10,7 +10,9 @@ Why it matters
     It is often written as a "guard" against unloading, but ``install`` replaces
     the *load* command: from the next boot (or the next unload) the module can
     never be loaded again, so conntrack and NAT are gone and the NAT and state
-    rules silently stop working (CT005). Critical when such rules exist.
+    rules silently stop working (CT005). Critical when such rules exist (a
+    warning when the rules could not be read, information when none needs
+    conntrack or conntrack is built into the kernel, where modprobe never runs).
     ``blacklist`` stops loading by alias, which is how netfilter asks for it.
 
 How to fix
@@ -23,7 +25,7 @@ How to fix
 
 import re
 
-from ctdoctor.checks.base import CRITICAL, WARNING, Finding
+from ctdoctor.checks.base import CRITICAL, INFO, WARNING, Finding
 
 CODE = "CT008"
 TITLE = "modprobe.d stops conntrack from loading"
@@ -39,10 +41,22 @@ def run(ctx):
     rules = ctx.snap.namespaces[0].rules if ctx.snap.namespaces else None
     needed = bool(rules and (rules.nat or rules.nat_chains or rules.ct_state))
     installs = [d for d in bad if d.verb == "install"]
+    builtin = ctx.builtin_tracker()
+    if builtin:
+        sev = INFO  # nothing is loaded by modprobe: the line can never act
+    elif rules is None or not rules.seen:
+        sev = WARNING  # cannot tell what it would break
+    elif needed:
+        sev = CRITICAL if installs else WARNING
+    else:
+        sev = INFO
     yield Finding(
-        CODE, CRITICAL if needed and installs else WARNING, TITLE,
+        CODE, sev, TITLE,
         summary="; ".join(f"{d.file}:{d.lineno}: {d.verb} {d.module} {d.args}".rstrip() for d in bad)
-                + (" — NAT/state rules depend on it" if needed else ""),
+                + (" — NAT/state rules depend on it" if needed else "")
+                + (" (conntrack is built into this kernel: the line has no effect)" if builtin else
+                   " (no NAT or state rule needs conntrack now)" if rules is not None and rules.seen and not needed
+                   else ""),
         evidence={"lines": [{"file": d.file, "line": d.lineno, "text": f"{d.verb} {d.module} {d.args}".rstrip()}
                             for d in bad],
                   "nat_or_state_rules": needed},

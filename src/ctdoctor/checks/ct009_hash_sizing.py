@@ -3,9 +3,13 @@
 What it detects
     The ratio of ``nf_conntrack_max`` to ``nf_conntrack_buckets`` (the average
     chain length when the table is full; each entry is hashed twice, once per
-    direction) above 4 (info) or 8 (warning), and a rising ``chainlength``
+    direction) above 4 (information; a warning above 8 only when a table is
+    under pressure: at the warning fill or dropping), and the ``chainlength``
     counter (``chaintoolong`` in ``conntrack -S``, 5.15+), which counts inserts
-    refused because a bucket's chain was too long.
+    refused because a bucket's chain was too long (a warning while it rises or
+    the table is under pressure). A ratio of 8 is the kernel's own choice when
+    ``hashsize=`` was given; a table holding a few entries walks short chains
+    whatever the ratio.
 
 Why it matters
     Every packet walks one chain. Before 5.15 the kernel chose max = 4 ×
@@ -30,12 +34,14 @@ def run(ctx):
     mx, buckets = ctx.setting("nf_conntrack_max"), ctx.setting("nf_conntrack_buckets")
     chain = sum((st.stats.sums.get("chainlength", 0) for st in ctx.namespaces if st.stats
                  and "chainlength" in st.stats.columns), 0)
+    rising = any((st.rates() or {}).get("chainlength", 0) > 0 for st in ctx.namespaces)
+    pressure = any(ctx.under_pressure(st) for st in ctx.namespaces)
     if mx and buckets:
         ratio = mx / buckets
         if ratio > 4:
             want = max(1 << max(0, (mx - 1).bit_length()), 1024)  # a power of two >= max
             yield Finding(
-                CODE, WARNING if ratio > 8 else INFO, TITLE,
+                CODE, WARNING if ratio > 8 and pressure else INFO, TITLE,
                 summary=f"nf_conntrack_max {mx} over {buckets} buckets: {ratio:.1f} entries per bucket when full",
                 evidence={"max": ev(mx, ctx.setting_source("nf_conntrack_max")),
                           "buckets": ev(buckets, ctx.setting_source("nf_conntrack_buckets")), "ratio": round(ratio, 2)},
@@ -45,7 +51,7 @@ def run(ctx):
             )
     if chain:
         yield Finding(
-            CODE, WARNING, "inserts refused: hash chains too long",
+            CODE, WARNING if rising or pressure else INFO, "inserts refused: hash chains too long",
             summary=f"chainlength/chaintoolong counter is {chain}: inserts failed because a chain was too long",
             evidence={"chaintoolong": chain},
             explanation="From 5.15 the kernel refuses an insert when a bucket's chain exceeds its limit; the packet "

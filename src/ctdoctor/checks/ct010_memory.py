@@ -3,7 +3,8 @@
 What it detects
     ``nf_conntrack_max`` × the entry size (the ``nf_conntrack`` slab's object
     size from ``/proc/slabinfo``, else an estimate that says so) plus the bucket
-    array, against MemTotal: warning above 25 % of RAM, critical above 50 %.
+    array, against MemTotal: information above 25 % of RAM, a warning above
+    50 % (a risk to memory, not lost traffic: never critical).
 
 Why it matters
     A huge max is not free: a full table takes that memory from the kernel's
@@ -15,7 +16,7 @@ How to fix
     then ``ctdoctor apply --from-plan``.
 """
 
-from ctdoctor.checks.base import CRITICAL, WARNING, Finding, Unknown, ev
+from ctdoctor.checks.base import INFO, WARNING, Finding, Unknown, ev
 
 CODE = "CT010"
 TITLE = "the configured max can take too much memory"
@@ -40,7 +41,7 @@ def run(ctx):
     if share < 0.25:
         return
     yield Finding(
-        CODE, CRITICAL if share >= 0.5 else WARNING, TITLE,
+        CODE, WARNING if share >= 0.5 else INFO, TITLE,
         summary=f"a full table ({mx} entries × {size} B{' (estimated)' if estimated else ''}) would take "
                 f"{human(cost)}, {share * 100:.0f}% of RAM ({human(ram)})",
         evidence={"max": ev(mx, ctx.setting_source("nf_conntrack_max")),

@@ -2,7 +2,8 @@
 
 What it detects
     A state that holds a large share of a busy table (≥ 30 % of the entries,
-    table ≥ 50 % full) while its timeout is long: ESTABLISHED with
+    table ≥ 50 % full; a warning only under pressure: at the warning fill or
+    dropping) while its timeout is long: ESTABLISHED with
     ``nf_conntrack_tcp_timeout_established`` above a day (default 5 days),
     TIME_WAIT above 60 s (default 120 s), CLOSE_WAIT above 60 s, SYN_SENT above
     60 s, unreplied UDP with ``nf_conntrack_udp_timeout`` above 30 s.
@@ -20,7 +21,7 @@ How to fix
     --timeout tcp_timeout_established=86400``.
 """
 
-from ctdoctor.checks.base import WARNING, Finding, Unknown, apply_hint, ev, sysctl_fix
+from ctdoctor.checks.base import INFO, WARNING, Finding, Unknown, apply_hint, ev, sysctl_fix
 
 CODE = "CT011"
 TITLE = "timeouts keep dead flows in a busy table"
@@ -53,7 +54,7 @@ def run(ctx):
                 continue
             short = key.removeprefix("nf_conntrack_")
             yield Finding(
-                CODE, WARNING, TITLE, netns=st.name,
+                CODE, WARNING if ctx.under_pressure(st) else INFO, TITLE, netns=st.name,
                 summary=f"netns {st.name}: {label} holds {share * 100:.0f}% of a {st.fill * 100:.0f}% full table "
                         f"and lives {timeout} s ({key})",
                 evidence={"state": label, "entries": n, "listed": ev(s.listed, s.source), "share": round(share, 3),

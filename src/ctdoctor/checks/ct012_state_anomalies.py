@@ -2,8 +2,11 @@
 
 What it detects
     In a table of at least 100 listed entries: SYN_SENT ≥ 10 % of the entries
-    (connection attempts nobody answers), unreplied entries ≥ 30 %, TIME_WAIT ≥
-    50 %.
+    (connection attempts nobody answers), other unreplied entries ≥ 30 %
+    (SYN_SENT ones are reported once, as SYN_SENT), TIME_WAIT ≥ 50 %.
+    Information, unless the table is under pressure (at the warning fill, or
+    dropping): TIME_WAIT above half of a near-empty table is normal on a busy
+    server.
 
 Why it matters
     - Many SYN_SENT: a dead backend, a firewall dropping the answers, a port
@@ -19,7 +22,7 @@ How to fix
     or the client without keep-alive; lower the matching timeout (CT011).
 """
 
-from ctdoctor.checks.base import WARNING, Finding, Unknown, ev
+from ctdoctor.checks.base import INFO, WARNING, Finding, Unknown, ev
 
 CODE = "CT012"
 TITLE = "state anomalies: SYN_SENT, UNREPLIED or TIME_WAIT pile-up"
@@ -35,7 +38,8 @@ def run(ctx):
         if s.listed < 100:
             continue
         syn = s.states.get("SYN_SENT", 0)
-        unrep = s.states.get("UNREPLIED", 0) + syn  # SYN_SENT entries are unreplied too
+        unrep = s.states.get("UNREPLIED", 0)  # SYN_SENT ones are unreplied too, but reported as SYN_SENT
+        sev = WARNING if ctx.under_pressure(st) else INFO
         tw = s.states.get("TIME_WAIT", 0)
         checks = [("SYN_SENT", syn, 0.10, f"ctdoctor top --netns {st.name} --state SYN_SENT --by dst,dport"),
                   ("UNREPLIED", unrep, 0.30, f"ctdoctor top --netns {st.name} --state UNREPLIED --by src,dport"),
@@ -45,7 +49,7 @@ def run(ctx):
             if share < limit:
                 continue
             yield Finding(
-                CODE, WARNING, f"{label} pile-up", netns=st.name,
+                CODE, sev, f"{label} pile-up", netns=st.name,
                 summary=f"netns {st.name}: {n} of {s.listed} listed entries ({share * 100:.0f}%) are {label}"
                         + (" (a sample of the table)" if s.sample else ""),
                 evidence={"state": label, "entries": n, "listed": ev(s.listed, s.source), "share": round(share, 3),

@@ -3,7 +3,8 @@
 What it detects
     In a table of at least 1000 listed entries, a single original source
     address, destination address or destination port with ≥ 30 % of the
-    entries: a warning when the table is at least half full, info otherwise.
+    entries: a warning when the table is under pressure (at the warning fill,
+    or dropping), information otherwise.
 
 Why it matters
     One client in a retry loop, one scanner, one service answered by many
@@ -32,7 +33,7 @@ def run(ctx):
             continue
         if s.listed < 1000:
             continue
-        busy = st.fill is not None and st.fill >= 0.5
+        busy = ctx.under_pressure(st)
         for key in ("src", "dst", "dport"):
             top = s.top.get(key) or []
             if not top:

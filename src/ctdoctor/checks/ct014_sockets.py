@@ -40,7 +40,7 @@ def run(ctx):
                           "count": st.count, "max": st.max},
                 explanation="Sockets are not conntrack entries. Established connections already have an entry and "
                             "keep working; only new connections need a free entry, and those are dropped.",
-                fix=["see CT001 and CT002"],
+                fix=[f"ctdoctor doctor --only CT001,CT002 --netns {st.name}"],
             )
             continue
         s = ctx.summary(st) if socks >= 20 else None

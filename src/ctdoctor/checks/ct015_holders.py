@@ -25,7 +25,7 @@ TITLE = "who holds nf_conntrack"
 
 
 def run(ctx):
-    m = ctx.snap.modules.get("nf_conntrack")
+    m = ctx.snap.modules.get(ctx.tracker_module())
     if m is None or m.state == "unknown":
         yield Unknown(CODE, "not enough data: no module information")
         return
@@ -38,7 +38,7 @@ def run(ctx):
     elif m.state == "loaded":
         holders = m.holders
         yield Finding(CODE, INFO, TITLE,
-                      summary=f"nf_conntrack is a loaded module, reference count {m.refcount}, held by "
+                      summary=f"{m.name} is a loaded module, reference count {m.refcount}, held by "
                               f"{', '.join(holders) if holders else 'no module'}",
                       evidence={"state": m.state, "refcount": m.refcount, "holders": holders, "source": m.source},
                       explanation=("It cannot be unloaded while these modules hold it; unloading them first (as "

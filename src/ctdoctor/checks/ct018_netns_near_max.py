@@ -2,7 +2,8 @@
 
 What it detects
     A container, pod or other non-initial network namespace whose own count
-    is at 90 % or more of the global ``nf_conntrack_max``.
+    is at 80 % or more of the global ``nf_conntrack_max`` (critical at 95 % or
+    when it drops).
 
 Why it matters
     Every namespace has its own table but shares the one limit. A single pod
@@ -18,6 +19,7 @@ How to fix
     (``ctdoctor status --netns all``, the exporter's per-netns metrics).
 """
 
+from ctdoctor import thresholds
 from ctdoctor.checks.base import CRITICAL, WARNING, Finding, ev, fmt_pct
 
 CODE = "CT018"
@@ -29,11 +31,12 @@ def run(ctx):
         if st.name == "init" or st.count is None or not st.max:
             continue
         fill = st.count / st.max
-        if fill < 0.9:
+        level = thresholds.fill_severity(fill, ctx.dropping(st))
+        if level is None:
             continue
         init = ctx.snap.init
         yield Finding(
-            CODE, CRITICAL if fill >= 0.95 else WARNING, TITLE, netns=st.name,
+            CODE, CRITICAL if level == "critical" else WARNING, TITLE, netns=st.name,
             summary=f"netns {st.name} ({st.owner or 'no owner'}): {st.count} of the global max {st.max} "
                     f"({fmt_pct(fill)})" + (f"; the host's own table has {init.count}" if init and
                                             init.count is not None else ""),

@@ -18,7 +18,7 @@ How to fix
     assignment).
 """
 
-from ctdoctor.checks.base import CRITICAL, WARNING, Finding, ev, sysctl_fix
+from ctdoctor.checks.base import CRITICAL, INFO, WARNING, Finding, ev, sysctl_fix
 from ctdoctor.kernel import EXPECT_FULL
 
 CODE = "CT019"
@@ -32,8 +32,9 @@ def run(ctx):
     near = count is not None and emax and count >= 0.9 * emax
     if not lines and not near:
         return
+    sev = CRITICAL if near else INFO if lines and all(ctx.stale(e) for e in lines) else WARNING
     yield Finding(
-        CODE, CRITICAL if near else WARNING, TITLE,
+        CODE, sev, TITLE,
         summary=(f"{count} of {emax} expectations" if near else "")
         + ("; " if near and lines else "") + (f"{len(lines)} 'expectation table full' log line(s)" if lines else ""),
         evidence={"expectations": ev(count, src), "expect_max": ev(emax, ctx.setting_source("nf_conntrack_expect_max")),

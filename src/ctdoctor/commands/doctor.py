@@ -36,6 +36,11 @@ def run(args) -> int:
     findings, unknown = doctor.run_checks(ctx, only or None, skip or None)
     code = doctor.exit_code(findings, unknown)
     doc = doctor.report(ctx, findings, unknown)
+    if root.is_live and not _is_root() and unknown and code == doctor.OK:
+        # checks that did not run are not an OK: a Nagios check run as an unprivileged user (NRPE)
+        # says UNKNOWN, with what it skipped
+        code = doctor.UNKNOWN
+        doc["unprivileged"] = True
     args._exit_code = code  # kept when the reader of a pipe leaves early (`| head -1`)
     if fmt == "json":
         from ctdoctor.render.jsonout import emit
@@ -76,3 +81,9 @@ def _compare(snap, args) -> None:
 
 def _taken(snap) -> float | None:
     return snap.captured_at
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0

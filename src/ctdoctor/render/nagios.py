@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ctdoctor import thresholds
+
 LABEL = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 
 
@@ -16,7 +18,14 @@ def render(doc: dict, code: int, namespaces) -> str:
         if len(worst) > 3:
             msg += f" (+{len(worst) - 3} more)"
     elif code == 3:
-        msg = "; ".join(f"{u['id']}: {u['reason']}" for u in doc["unknown"][:2]) or "not enough data"
+        skipped = [f"{u['id']}" + (f" ({u['netns']})" if u.get("netns") else "") for u in doc["unknown"]]
+        if doc.get("unprivileged"):
+            parts = [f"{st.name} {st.count}/{st.max}" for st in namespaces if st.count is not None]
+            msg = ("not run as root: " + str(len(skipped)) + " check(s) skipped: " + ", ".join(skipped[:8])
+                   + ("; read: " + ", ".join(parts[:4]) if parts else "") + " (run as root, or give the user "
+                   "CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_SYSLOG)")
+        else:
+            msg = "; ".join(f"{u['id']}: {u['reason']}" for u in doc["unknown"][:2]) or "not enough data"
     else:
         parts = [f"{st.name} {st.count}/{st.max}" for st in namespaces if st.count is not None]
         msg = "conntrack OK" + (": " + ", ".join(parts[:4]) if parts else "")
@@ -24,16 +33,22 @@ def render(doc: dict, code: int, namespaces) -> str:
     for st in namespaces:
         n = _label(st.name)
         sums = st.stats.sums if st.stats else {}
-        warn = int(st.max * 0.9) if st.max else ""
-        crit = int(st.max * 0.95) if st.max else ""
+        warn = int(st.max * thresholds.FILL_WARNING) if st.max else ""
+        crit = int(st.max * thresholds.FILL_CRITICAL) if st.max else ""
         if st.count is not None:
             perf.append(f"'count_{n}'={st.count};{warn};{crit};0;{st.max or ''}")
         if st.max:
             perf.append(f"'max_{n}'={st.max}")
         if st.fill is not None:
-            perf.append(f"'fill_{n}'={st.fill * 100:.2f}%;90;95;0;100")
+            perf.append(f"'fill_{n}'={st.fill * 100:.2f}%;{thresholds.FILL_WARNING * 100:g};"
+                        f"{thresholds.FILL_CRITICAL * 100:g};0;100")
         for k in ("drop", "insert_failed", "early_drop"):
             if k in sums:
                 perf.append(f"'{k}_{n}'={sums[k]}c")
     line = f"CONNTRACK {LABEL[code]} - {msg}".replace("|", "/")
     return line + (" | " + " ".join(perf) if perf else "")
+
+
+def unknown_line(reason: str) -> str:
+    """What a Nagios plugin prints when it could not judge: one line, exit 3."""
+    return f"CONNTRACK UNKNOWN - {' '.join(reason.split())}".replace("|", "/")

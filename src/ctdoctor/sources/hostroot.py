@@ -190,6 +190,31 @@ class HostRoot:
             return None
         return data.decode("utf-8", "replace")
 
+    def read_log_text(self, rel: str, limit: int = READ_LIMIT) -> str | None:
+        """A log file's text; a rotated ``.gz``, ``.xz`` or ``.bz2`` one decompressed (at most ``limit``
+        bytes of it). None when missing, unreadable or not a valid archive of its kind."""
+        data = self.read_bytes(rel, limit)
+        if data is None:
+            return None
+        opener = None
+        if rel.endswith(".gz"):
+            import gzip as opener  # type: ignore[no-redef]
+        elif rel.endswith(".xz"):
+            import lzma as opener  # type: ignore[no-redef]
+        elif rel.endswith(".bz2"):
+            import bz2 as opener  # type: ignore[no-redef]
+        if opener is not None:
+            import io
+            import lzma
+            import zlib
+
+            try:
+                with opener.open(io.BytesIO(data)) as f:  # type: ignore[attr-defined]
+                    data = f.read(limit)
+            except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError):
+                return None
+        return data.decode("utf-8", "replace")
+
     def open_binary(self, rel: str):
         """An open binary file for streaming, or None if missing / unreadable / not a regular file."""
         return self._open_regular(rel)
@@ -277,4 +302,4 @@ def _looks_like_sosreport(top: Path) -> bool:
 
 
 def _looks_like_host_image(top: Path) -> bool:
-    return any((top / d).exists() for d in ("proc", "sos_commands", "ctdoctor", "etc", "sys"))
+    return any((top / d).exists() for d in ("proc", "sos_commands", "ctdoctor", "etc", "sys", "var/log", "sos_logs"))

@@ -26,7 +26,7 @@ BUILTIN, LOADED, ABSENT, UNKNOWN, PRESENT = (ModuleState.BUILTIN, ModuleState.LO
 CONNTRACK_MODULES = (
     "nf_conntrack", "nf_conntrack_ipv4", "nf_conntrack_ipv6", "nf_defrag_ipv4", "nf_defrag_ipv6",
     "nf_nat", "nf_nat_ipv4", "nf_nat_ipv6", "iptable_nat", "ip6table_nat", "nft_nat", "nft_ct",
-    "xt_conntrack", "xt_state", "nf_conntrack_netlink", "nft_chain_nat", "ip_conntrack",
+    "xt_conntrack", "xt_state", "nf_conntrack_netlink", "nft_chain_nat", "ip_conntrack", "ip_nat",
     "iptable_raw", "nf_conntrack_ftp", "nf_conntrack_sip", "nf_conntrack_tftp",
 )
 

@@ -34,6 +34,7 @@ class SysctlSetting:
     file: str
     lineno: int
     ignore_errors: bool = False
+    raw_key: str = ""  # as written (``net.ipv4.netfilter.ip_conntrack_max``); ``key`` is the modern name
 
 
 @dataclass
@@ -47,6 +48,10 @@ class ModprobeDirective:
 
 @dataclass
 class Persisted:
+    """What the host's configuration sets. ``no_effect``: settings whose key this kernel does not
+    have (an ``ip_conntrack_*`` name kept from a 2.6 host on a 5.x kernel): sysctl skips them, so
+    they are left out of ``sysctl`` and reported on their own (CT020), never as drift."""
+
     sysctl_files: list[str] = field(default_factory=list)  # in the order applied
     sysctl: dict[str, SysctlSetting] = field(default_factory=dict)  # effective, canonical key
     sysctl_all: list[SysctlSetting] = field(default_factory=list)  # every assignment, in order
@@ -54,6 +59,20 @@ class Persisted:
     modules_load: list[tuple[str, str]] = field(default_factory=list)  # (module, file)
     udev_rules: list[tuple[str, int, str]] = field(default_factory=list)  # (file, lineno, line)
     iptables_config: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> {KEY: value}
+    no_effect: list[SysctlSetting] = field(default_factory=list)
+
+    def drop_keys_the_kernel_lacks(self, has_key) -> None:
+        """Move settings whose raw key the running kernel lacks (``has_key(raw) is False``) to
+        ``no_effect`` and recompute the effective values without them."""
+        keep, self.no_effect = [], []
+        for s in self.sysctl_all:
+            if s.raw_key and s.raw_key != s.key and has_key(s.raw_key) is False:
+                self.no_effect.append(s)
+            else:
+                keep.append(s)
+        self.sysctl = {}
+        for s in keep:
+            self.sysctl[s.key] = s
 
 
 def config_files(root: HostRoot, subdir: str, suffix: str = ".conf") -> list[str]:
@@ -99,7 +118,8 @@ def parse_sysctl_conf(text: str, file: str) -> list[SysctlSetting]:
         key = canonical(k.lstrip("-").strip())
         if len(key) > 256 or not key.isprintable():
             continue
-        out.append(SysctlSetting(key, clean(v, 256), file, n, ign))
+        raw = k.lstrip("-").strip().replace("/", ".") if "/" in k and "." not in k else k.lstrip("-").strip()
+        out.append(SysctlSetting(key, clean(v, 256), file, n, ign, raw))
     return out
 
 

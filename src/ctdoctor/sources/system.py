@@ -30,6 +30,41 @@ def boot_time(uptime: str | None, now: float | None = None) -> float | None:
         return None
 
 
+_MON = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov",
+                                     "Dec"), 1)}
+
+
+def parse_date_output(text: str | None) -> float | None:
+    """``date`` as sos captures it (``Tue Mar 12 10:00:01 UTC 2024``, any zone name or none)
+    -> seconds since the epoch of that wall time read as UTC (the zone is not applied: syslog
+    lines, which it is compared with, are in the same local time)."""
+    import calendar
+
+    m = re.search(r"\b[A-Z][a-z]{2},? +([A-Z][a-z]{2}) +(\d{1,2}),? +(\d{1,2}):(\d\d):(\d\d)(?: +[AP]M)?"
+                  r"(?: +[A-Za-z+\-0-9]{1,6})? +(\d{4})\b", text or "")
+    if not m or m.group(1) not in _MON:
+        return None
+    mon, day, h, mi, sec, year = m.groups()
+    try:
+        return float(calendar.timegm((int(year), _MON[mon], int(day), int(h), int(mi), int(sec), 0, 0, 0)))
+    except (ValueError, OverflowError):
+        return None
+
+
+def parse_uptime_output(text: str | None) -> float | None:
+    """Seconds the host had been up, from ``uptime`` (``... up 3 days,  2:11, ...``, ``up 45 min``,
+    ``up 1 day, 23 min``) or ``/proc/uptime`` (``12345.67 ...``)."""
+    t = (text or "").strip()
+    m = re.match(r"(\d+(?:\.\d+)?)\s+\d+(?:\.\d+)?\s*$", t)
+    if m:
+        return float(m.group(1))
+    m = re.search(r"\bup\s+(?:(\d+)\s+days?,\s*)?(?:(\d+):(\d\d)|(\d+)\s+min|(\d+)\s+hrs?|(\d+)\s+secs?)?", t)
+    if not m or not any(m.groups()):
+        return None
+    days, h, mi, mins, hrs, secs = (int(g) if g else 0 for g in m.groups())
+    return float(days * 86400 + h * 3600 + mi * 60 + mins * 60 + hrs * 3600 + secs)
+
+
 def parse_meminfo(text: str) -> dict[str, int]:
     """/proc/meminfo -> {field: bytes}."""
     out = {}
