@@ -330,7 +330,7 @@ def main() -> int:
 
     versions = {"ctdoctor": version_of([str(CTDOCTOR), "--version"]),
                 "hotsos": version_of([str(HOTSOS), "--version"])}
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     results = []
     for case in cases:
         print(f"  {case.name} ...", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import sys
 
 from ctdoctor import __version__
@@ -125,7 +126,7 @@ def entry() -> None:
 
 def _wants_nagios(argv: list[str]) -> bool:
     """``--format nagios`` anywhere: then every error is one ``UNKNOWN - reason`` line and exit 3."""
-    return "--format=nagios" in argv or any(a == "--format" and b == "nagios" for a, b in zip(argv, argv[1:]))
+    return "--format=nagios" in argv or any(a == "--format" and b == "nagios" for a, b in itertools.pairwise(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,6 @@ import re
 from ctdoctor.checks.base import ListingSummary
 from ctdoctor.snapshot import NetnsState, Snapshot
 
-
 TUNNEL_PORTS = {"vxlan": 4789, "geneve": 6081, "vxlan-8472": 8472}
 
 
@@ -51,7 +50,7 @@ class HostFacts:
                 tq = [parse_query("proto", None, "udp", port, None, None) for port in TUNNEL_PORTS.values()]
                 with stream:
                     ts = tally_stream_multi(stream, qs + tq, skip_first_partial=tailed)
-                tunnels = {name: t.total for name, t in zip(TUNNEL_PORTS, ts[len(qs):], strict=True) if t.total}
+                tunnels = {name: t.matched for name, t in zip(TUNNEL_PORTS, ts[len(qs):], strict=True) if t.matched}
                 ts = ts[:len(qs)]
                 tops = {}
                 proto_states: dict[tuple[str, str], int] = {}

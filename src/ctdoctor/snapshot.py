@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ctdoctor import kernel
 from ctdoctor.errors import Failure, InputError
@@ -246,11 +246,10 @@ class ImageNetnsView(NetnsView):
                 tail = f.read().decode("utf-8", "replace")
             except OSError:
                 return None
-        m = None
-        for m in FOOTER.finditer(tail):
-            pass
-        if m is None:
+        found = list(FOOTER.finditer(tail))
+        if not found:
             return None
+        m = found[-1]
         return (int(m.group(1)), int(m.group(2)), int(m.group(3))), int(m.group(4))
 
     def recorded_second_sample(self, notes: list[str]) -> tuple[CpuStats, float] | None:
@@ -504,6 +503,7 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
                         continue  # the modern name wins over its legacy alias
                     st.settings[ck] = v
                     st.sources[ck] = cap.source
+    _max_alias(view, st)
     for key, attr in (("nf_conntrack_count", "count"), ("nf_conntrack_max", "max"), ("nf_conntrack_buckets", "buckets")):
         num = parse_int(st.settings.get(NF + key))
         if num is not None:
@@ -535,6 +535,17 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
     if with_rules:
         st.rules = read_rules(view, notes)
     return st
+
+
+def _max_alias(view: NetnsView, st: NetnsState) -> None:
+    """``net.nf_conntrack_max`` (``/proc/sys/net/nf_conntrack_max``, init netns only) where the image
+    kept that file and not the net.netfilter one."""
+    if NF + "nf_conntrack_max" in st.settings:
+        return
+    alias = view.read_many(["proc/sys/net/nf_conntrack_max"]).get("proc/sys/net/nf_conntrack_max")
+    if alias and parse_int(alias[0]) is not None:
+        st.settings[NF + "nf_conntrack_max"] = alias[0].strip()
+        st.sources[NF + "nf_conntrack_max"] = alias[1]
 
 
 def _sample_again(states: list[NetnsState], interval: float) -> None:

@@ -65,7 +65,7 @@ def _dropped_notracks(r) -> list[str] | None:
     notracks = [x for x in r.rules if x.action == "notrack" and x.hook in ("prerouting", "")]
     chains = {x.chain for x in r.rules if x.hook == "input" and x.action != "notrack"
               and (x.chain.endswith(" INPUT") or " " in x.chain)}
-    chains |= {c for c in r.policies if c.endswith(" INPUT") or c.endswith(" input")}
+    chains |= {c for c in r.policies if c.endswith((" INPUT", " input"))}
     chains = {c for c in chains if not c.startswith(("raw ", "nat ", "mangle "))}
     if not notracks or not chains:
         return None

@@ -270,7 +270,7 @@ def _ipt_rule(table: str, t: str, where: str) -> FwRule:
     return FwRule(f"{table} {chain}", action, proto.group(1).lower() if proto else None,
                   _ports(dport.group(1)) if dport else None, _states(states.group(1)) if states else None,
                   {"INPUT": "input", "FORWARD": "forward", "OUTPUT": "output", "PREROUTING": "prerouting"}.get(chain, ""),
-                  where, bool(_IPT_CONDITIONS.search(" " + t + " ")) or bool(dport) and "!" in t)
+                  where, bool(_IPT_CONDITIONS.search(" " + t + " ")) or (bool(dport) and "!" in t))
 
 
 def parse_iptables_list(text: str, source: str) -> RulesSummary:
@@ -299,7 +299,7 @@ def parse_iptables_list(text: str, source: str) -> RulesSummary:
         row = dict(zip(cols, p, strict=False))
         # a rule with no target (a counting rule) has one column less: the protocol comes first then
         if row.get("target", "").lower() in ("all", "tcp", "udp", "icmp", "0", "6", "17"):
-            p = p[:cols.index("target")] + [""] + p[cols.index("target"):]
+            p = [*p[:cols.index("target")], "", *p[cols.index("target"):]]
             row = dict(zip(cols, p, strict=False))
         opts = " ".join(p[len(cols):])
         target = row.get("target", "")
@@ -319,15 +319,15 @@ def parse_iptables_list(text: str, source: str) -> RulesSummary:
             if "UNTRACKED" in st.group(1).upper() and words & {"ACCEPT", "SYNPROXY"}:
                 s.untracked_accept.append(where)
         action = "notrack" if notrack else {"ACCEPT": "accept", "DROP": "drop", "REJECT": "reject"}.get(
-            target.upper(), "other" if target.upper() in ("", "LOG", "MARK", "RETURN", "CT") or target.isupper() and
-            target in ("DNAT", "SNAT", "MASQUERADE", "REDIRECT", "CONNMARK", "TCPMSS") else "jump")
+            target.upper(), "other" if target.upper() in ("", "LOG", "MARK", "RETURN", "CT") or (target.isupper() and
+            target in ("DNAT", "SNAT", "MASQUERADE", "REDIRECT", "CONNMARK", "TCPMSS")) else "jump")
         prot = row.get("prot", "all").lower()
         dpt = re.search(r"\bdpts?:(\S+)", opts) or re.search(r"\bmultiport dports (\S+)", opts)
         src, dst = row.get("source", "0.0.0.0/0"), row.get("destination", "0.0.0.0/0")
         anywhere = ("0.0.0.0/0", "::/0", "anywhere")
         cond = src not in anywhere or dst not in anywhere or any(row.get(c, "*") not in ("*", "any")
                                                                   for c in ("in", "out")) \
-            or bool(re.search(r"\b(limit|recent|connlimit|mark|match-set|STRING|owner|ADDRTYPE)\b", opts, re.I))
+            or bool(re.search(r"\b(limit|recent|connlimit|mark|match-set|STRING|owner|ADDRTYPE)\b", opts, re.IGNORECASE))
         s.rules.append(FwRule(f"{table} {chain}", action, None if prot in ("all", "0") else prot,
                               _ports(dpt.group(1)) if dpt else None,
                               _states(st.group(1)) if st else None,

@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from ctdoctor.errors import InputError
 
@@ -196,20 +197,16 @@ class HostRoot:
         data = self.read_bytes(rel, limit)
         if data is None:
             return None
-        opener = None
-        if rel.endswith(".gz"):
-            import gzip as opener  # type: ignore[no-redef]
-        elif rel.endswith(".xz"):
-            import lzma as opener  # type: ignore[no-redef]
-        elif rel.endswith(".bz2"):
-            import bz2 as opener  # type: ignore[no-redef]
-        if opener is not None:
+        if rel.endswith((".gz", ".xz", ".bz2")):
+            import bz2
+            import gzip
             import io
             import lzma
             import zlib
 
+            opener: Any = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}[rel[rel.rindex("."):]]
             try:
-                with opener.open(io.BytesIO(data)) as f:  # type: ignore[attr-defined]
+                with opener(io.BytesIO(data)) as f:
                     data = f.read(limit)
             except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError):
                 return None

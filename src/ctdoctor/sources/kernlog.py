@@ -22,11 +22,10 @@ rotated file's date), the year before when the date would lie after it.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import calendar
+import re
 import time as _time
+from dataclasses import dataclass
 
 from ctdoctor.kernel import BOOT, EXPECT_FULL, SUPPRESSED, TABLE_FULL, VERSION, VMALLOC
 
@@ -179,10 +178,18 @@ def dedupe(events: list[KernelLogEvent]) -> tuple[list[KernelLogEvent], int]:
     for by_source in groups.values():
         flat = [e for evs in by_source.values() for e in evs]
         if all(e.at is not None for e in flat):
-            timed: dict[int, KernelLogEvent] = {}
-            for e in flat:
-                timed.setdefault(int(e.at or 0), e)
-            out.extend(timed.values())
+            # per second, as many events as the source that saw most in it (a burst logs several
+            # identical lines in one second; two sources hold copies of the same ones)
+            per_second: dict[int, list[KernelLogEvent]] = {}
+            for src_evs in by_source.values():
+                seen: dict[int, list[KernelLogEvent]] = {}
+                for e in src_evs:
+                    seen.setdefault(int(e.at or 0), []).append(e)
+                for sec, same in seen.items():
+                    if len(same) > len(per_second.get(sec, [])):
+                        per_second[sec] = same
+            for same in per_second.values():
+                out.extend(same)
             continue
         stamped: dict[str, KernelLogEvent] = {}
         unstamped: list[list[KernelLogEvent]] = []
