@@ -63,8 +63,11 @@ def test_early_drop_gives_ct003(lab):
 def test_syn_unreplied_gives_ct012(lab):
     run = lab("syn-unreplied", 300)
     rc, doc = doctor("--netns", run.netns.name, "--interval", "0")
-    states = {f["evidence"]["state"] for f in by(doc, "CT012", run.netns.name)}
-    assert {"SYN_SENT", "UNREPLIED"} <= states and rc == 1
+    found = by(doc, "CT012", run.netns.name)
+    # SYN_SENT entries are unreplied too, but reported once, as SYN_SENT; in a near-empty table
+    # the pile-up is information (a warning only under pressure)
+    assert [f["evidence"]["state"] for f in found] == ["SYN_SENT"] and found[0]["severity"] == "info"
+    assert rc == 0
 
 
 def test_time_wait_pileup_gives_ct012_and_ct013(lab):
@@ -106,7 +109,11 @@ def test_notrack_without_accept_gives_ct016_and_ct014(netns):
 
 def test_exit_codes_follow_nagios(lab):
     run = lab("syn-unreplied", 150)
-    rc, _out, _err = run_cli("doctor", "--netns", run.netns.name, "--interval", "0", "--only", "CT012")
-    assert rc == 1
+    rc, out, _err = run_cli("doctor", "--netns", run.netns.name, "--interval", "0", "--only", "CT012",
+                            "--format", "nagios")
+    assert rc == 0 and out.startswith("CONNTRACK OK")  # information never pages
+    rc, out, _err = run_cli("doctor", "--netns", run.netns.name, "--interval", "0", "--only", "CT012",
+                            "--format", "nagios", env={"CTDOCTOR_FILL_WARNING": "0.0001"})
+    assert rc == 1 and out.startswith("CONNTRACK WARNING - CT012")  # the same pile-up under pressure
     rc, _out, _err = run_cli("doctor", "--netns", run.netns.name, "--interval", "0", "--only", "CT017")
     assert rc == 0
