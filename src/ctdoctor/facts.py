@@ -8,6 +8,7 @@ This module may read the root; checks may not.
 
 from __future__ import annotations
 
+import os
 import re
 
 from ctdoctor.checks.base import ListingSummary
@@ -42,8 +43,11 @@ class HostFacts:
 
                 got = ctnetlink.listing_source(st)
             if got is not None:
+                import time
+
                 from ctdoctor.top import parse_query, tally_stream_multi
 
+                started = time.monotonic()
                 stream, label, tailed = got
                 qs = [parse_query(k, None, None, None, None, None) for k in ("state", "proto", "src", "dst", "dport")]
                 # tunnel endpoints: VXLAN, Geneve, flannel's VXLAN (either port of the tuple)
@@ -52,6 +56,11 @@ class HostFacts:
                     ts = tally_stream_multi(stream, qs + tq, skip_first_partial=tailed)
                 tunnels = {name: t.matched for name, t in zip(TUNNEL_PORTS, ts[len(qs):], strict=True) if t.matched}
                 ts = ts[:len(qs)]
+                read_seconds = time.monotonic() - started
+                # reading the table frees the expired entries it passes: the count read now is the one
+                # the listing can be compared with (before it, the garbage collector's lag is in it)
+                after = st.view.read_now(["proc/sys/net/netfilter/nf_conntrack_count"]) if self.live and st.view \
+                    else {}
                 tops = {}
                 proto_states: dict[tuple[str, str], int] = {}
                 for k, q, t in zip(("state", "proto", "src", "dst", "dport"), qs, ts, strict=True):
@@ -69,6 +78,11 @@ class HostFacts:
                 result = ListingSummary(listed, sample, label, {str(v): n for v, n in tops.pop("state")},
                                         {str(v): n for v, n in tops.pop("proto")},
                                         tops, ts[0].unreadable, proto_states, tunnels)
+                if after:
+                    from ctdoctor.kernel import parse_int
+
+                    result.count_after = parse_int(next(iter(after.values())))
+                    result.read_seconds = round(read_seconds, 3)
                 footer = st.view.listing_footer() if st.view is not None else None
                 if footer is not None:
                     version, shown = footer
@@ -151,6 +165,41 @@ class HostFacts:
             return ctnetlink.listing_source(st)
         except ctnetlink.CtnetlinkError:
             return None  # then /proc
+
+    def event_listeners(self, st: NetnsState) -> list[dict]:
+        """NETLINK_NETFILTER sockets subscribed to groups in the netns (``/proc/net/netlink``, read by its
+        header's names), with unread bytes and drops, and the process that holds each (pid, comm) found
+        through ``/proc/*/fd``. Live only; [] when unreadable."""
+        if not self.live or st.view is None:
+            return []
+        text = st.view.read_now(["proc/net/netlink"]).get("proc/net/netlink", "")
+        lines = text.splitlines()
+        if not lines:
+            return []
+        cols = lines[0].split()
+        socks = {}
+        for ln in lines[1:]:
+            row = dict(zip(cols, ln.split(), strict=False))
+            try:
+                if row.get("Eth") == "12" and int(row.get("Groups", "0"), 16):
+                    socks[row["Inode"]] = {"inode": int(row["Inode"]), "portid": int(row["Pid"]),
+                                           "unread_bytes": int(row["Rmem"]), "drops": int(row.get("Drops", "0"))}
+            except (KeyError, ValueError):
+                continue
+        if socks and self.root is not None:
+            for pid in self.root.listdir("proc"):
+                if not pid.isdigit():
+                    continue
+                for fd in self.root.listdir(f"proc/{pid}/fd"):
+                    try:
+                        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    except OSError:
+                        continue
+                    m = re.fullmatch(r"socket:\[(\d+)\]", target)
+                    if m and m.group(1) in socks and "pid" not in socks[m.group(1)]:
+                        comm = (self.root.read_text(f"proc/{pid}/comm", limit=64) or "").strip()
+                        socks[m.group(1)].update(pid=int(pid), comm=comm)
+        return sorted(socks.values(), key=lambda s: -s["unread_bytes"])
 
     def ovs_conntrack(self) -> tuple[dict[str, int], str] | None:
         """Tunnel entries in Open vSwitch's conntrack dump (sos openvswitch plugin), when captured."""

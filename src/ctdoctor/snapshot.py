@@ -88,6 +88,10 @@ class NetnsView:
         """The stats file read again now (a second sample for rates); None where time stands still."""
         return None
 
+    def read_now(self, rels: list[str]) -> dict[str, str]:
+        """Files read again now (live); an image does not change: {}."""
+        return {}
+
     def recorded_second_sample(self, notes: list[str]) -> tuple[CpuStats, float] | None:
         """(second stats sample, seconds after the first) that a capture recorded, if any."""
         return None
@@ -171,6 +175,11 @@ class LiveNetnsView(NetnsView):
             return nsmod.stream_in(self.ref, "/" + LISTING), "/" + LISTING, False
         except OSError:
             return None
+
+    def read_now(self, rels: list[str]) -> dict[str, str]:
+        """These files read again now, inside the netns (never from the cache)."""
+        files, _ = nsmod.call_in(self.ref, _read_files_here, rels, [])
+        return files
 
     def sample_stats(self) -> CpuStats | None:
         files, _ = nsmod.call_in(self.ref, _read_files_here, [STAT], [])

@@ -447,6 +447,9 @@ class Tally:
         """Reject a listing most of whose lines are not entries; a few bad lines are only counted."""
         if self.unreadable and self.unreadable * 2 > self.total + self.unreadable:
             n, text = self.first_bad or (0, "")
+            if text.startswith(("<?xml", "<conntrack", "<flow")):
+                raise InputError("an XML listing (conntrack -L -o xml) is not read: save the table with "
+                                 "`conntrack -L -o extended` (or copy /proc/net/nf_conntrack) and read that")
             raise InputError(f"line {n}: not a conntrack entry: {text!r} ({self.unreadable} of "
                              f"{self.total + self.unreadable} lines unreadable: not a conntrack listing)")
         return self

@@ -117,3 +117,48 @@ def test_exit_codes_follow_nagios(lab):
     assert rc == 1 and out.startswith("CONNTRACK WARNING - CT012")  # the same pile-up under pressure
     rc, _out, _err = run_cli("doctor", "--netns", run.netns.name, "--interval", "0", "--only", "CT017")
     assert rc == 0
+
+
+def _load(netns, lines: str, tmp_path) -> None:
+    path = tmp_path / "entries.save"
+    path.write_text(lines)
+    netns.run("conntrack", "-R", str(path))
+
+
+def test_ct004_does_not_blame_the_garbage_collectors_lag(netns, tmp_path):
+    # 2,000 UDP entries that expire in 2 s: counted until the gc or a read reaches them
+    from ctdoctor.lab.scenarios import _udp_unreplied_lines
+
+    _load(netns, _udp_unreplied_lines(2000, timeout=2), tmp_path)
+    deadline = __import__("time").monotonic() + 10
+    while __import__("time").monotonic() < deadline and netns.run("cat", "/proc/sys/net/netfilter/nf_conntrack_count"
+                                                                  ).stdout.strip() != b"2000":
+        __import__("time").sleep(0.1)
+    __import__("time").sleep(2.5)  # now expired; the gc pass (~10 s at a 2 s timeout) has not come yet
+    rc, doc = doctor("--netns", netns.name, "--interval", "0")
+    assert not by(doc, "CT004", netns.name), by(doc, "CT004", netns.name)
+
+
+def test_ct004_names_the_stuck_event_listener(netns, tmp_path):
+    import json as _json
+    import subprocess
+    import sys
+
+    from ctdoctor.lab.scenarios import _tcp_lines
+
+    listener = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-m", "ctdoctor.lab.traffic",
+                                 "listen-events", "120"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert _json.loads(listener.stdout.readline())  # it says when it is subscribed
+        _load(netns, _tcp_lines(1500), tmp_path)
+        netns.run("conntrack", "-F")  # destroy events cannot be delivered: the entries stay counted
+        rc, doc = doctor("--netns", netns.name, "--interval", "0")
+        (f,) = by(doc, "CT004", netns.name)
+        assert f["evidence"]["gap"] >= 1000 and f["evidence"]["listed"]["value"] == 0
+        holders = [x for x in f["evidence"]["event_listeners"] if x.get("pid") == listener.pid or
+                   x.get("comm", "").startswith("python")]
+        assert holders, f["evidence"]["event_listeners"]
+        assert "conntrack event listener pid" in f["summary"]
+    finally:
+        listener.kill()
+        listener.wait(timeout=10)

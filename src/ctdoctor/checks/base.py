@@ -72,6 +72,8 @@ class ListingSummary:
     unreadable: int = 0  # lines skipped because they were not entries
     proto_states: dict[tuple[str, str], int] = field(default_factory=dict)  # (proto, state mix label) -> n
     tunnels: dict[str, int] = field(default_factory=dict)  # vxlan/geneve/vxlan-8472/gre -> entries
+    count_after: int | None = None  # the netns's count read right after the listing (live)
+    read_seconds: float | None = None  # how long reading the listing took (live)
     tool: str = ""  # what wrote a saved listing ("conntrack-tools 1.4.4"); "" for the kernel's own
     families: str = "all"  # what the listing covers: "all", or "ipv4" (conntrack -L before 1.4.7)
 
@@ -101,6 +103,7 @@ class Facts(Protocol):
     def distro(self) -> str: ...
     def expectations(self) -> tuple[int | None, str | None]: ...
     def ovs_conntrack(self) -> tuple[dict[str, int], str] | None: ...
+    def event_listeners(self, st: NetnsState) -> list[dict]: ...
 
 
 class Context:
@@ -150,6 +153,11 @@ class Context:
     def distro(self) -> str:
         return self.facts.distro()
 
+    def event_listeners(self, st: NetnsState) -> list[dict]:
+        """Conntrack event listeners (NETLINK_NETFILTER sockets with groups) in the netns, with the
+        process holding each and its unread bytes; live only."""
+        return self.facts.event_listeners(st)
+
     def ovs_conntrack(self) -> tuple[dict[str, int], str] | None:
         """Tunnel entries counted in Open vSwitch's conntrack dump, and its source (images only)."""
         return self.facts.ovs_conntrack()
@@ -184,6 +192,25 @@ class Context:
     def nat_state(self) -> str:
         """NAT: ``nf_nat``, or ``ip_nat`` on 2.6-era kernels."""
         return self.any_module_state("nf_nat", "ip_nat")
+
+    def partial(self, sources: list[str] | str) -> str | None:
+        """The sos plugin that timed out (``sos_logs/ui.log``) whose capture these sources are, if any:
+        its data is incomplete, so it is not judged."""
+        for src in [sources] if isinstance(sources, str) else sources:
+            for plugin in self.snap.incomplete:
+                if f"sos_commands/{plugin}/" in src:
+                    return plugin
+        return None
+
+    def rules_partial(self) -> str | None:
+        """A timed-out sos plugin that held (or should have held) the firewall rules."""
+        init = self.snap.init
+        hit = self.partial(init.rules.sources) if init is not None else None
+        if hit:
+            return hit
+        if init is not None and not init.rules.seen:
+            return next((p for p in ("firewall_tables", "networking", "nftables") if p in self.snap.incomplete), None)
+        return None
 
     def builtin_tracker(self) -> bool:
         """Conntrack built into the kernel: it is never unloaded, so nothing resets by reload."""

@@ -31,6 +31,11 @@ TITLE = "NAT rules without conntrack or NAT in the kernel: NAT silently broken"
 def run(ctx):
     rules = ctx.snap.namespaces[0].rules if ctx.snap.namespaces else None
     nat = (rules.nat + rules.nat_chains) if rules else []
+    partial = ctx.rules_partial()
+    if partial:
+        yield Unknown(CODE, f"not enough data: sos stopped its {partial} plugin (timed out, sos_logs/ui.log): the "
+                            "firewall rules it captured are incomplete")
+        return
     if not rules or not rules.seen:
         yield Unknown(CODE, "not enough data: no firewall rules were readable")
         return

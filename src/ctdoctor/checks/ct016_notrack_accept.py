@@ -30,6 +30,11 @@ TITLE = "NOTRACK without an accept for untracked packets"
 
 
 def run(ctx):
+    partial = ctx.rules_partial()
+    if partial:
+        yield Unknown(CODE, f"not enough data: sos stopped its {partial} plugin (timed out, sos_logs/ui.log): the "
+                            "firewall rules it captured are incomplete")
+        return
     for st in ctx.namespaces:
         r = st.rules
         if not r.seen:
