@@ -177,7 +177,7 @@ class HostFacts:
         if not lines:
             return []
         cols = lines[0].split()
-        socks = {}
+        socks: dict[str, dict[str, int | str]] = {}
         for ln in lines[1:]:
             row = dict(zip(cols, ln.split(), strict=False))
             try:
@@ -199,7 +199,7 @@ class HostFacts:
                     if m and m.group(1) in socks and "pid" not in socks[m.group(1)]:
                         comm = (self.root.read_text(f"proc/{pid}/comm", limit=64) or "").strip()
                         socks[m.group(1)].update(pid=int(pid), comm=comm)
-        return sorted(socks.values(), key=lambda s: -s["unread_bytes"])
+        return sorted(socks.values(), key=lambda s: -int(s["unread_bytes"]))
 
     def ovs_conntrack(self) -> tuple[dict[str, int], str] | None:
         """Tunnel entries in Open vSwitch's conntrack dump (sos openvswitch plugin), when captured."""

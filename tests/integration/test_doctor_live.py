@@ -135,7 +135,7 @@ def test_ct004_does_not_blame_the_garbage_collectors_lag(netns, tmp_path):
                                                                   ).stdout.strip() != b"2000":
         __import__("time").sleep(0.1)
     __import__("time").sleep(2.5)  # now expired; the gc pass (~10 s at a 2 s timeout) has not come yet
-    rc, doc = doctor("--netns", netns.name, "--interval", "0")
+    _rc, doc = doctor("--netns", netns.name, "--interval", "0")
     assert not by(doc, "CT004", netns.name), by(doc, "CT004", netns.name)
 
 
@@ -152,7 +152,7 @@ def test_ct004_names_the_stuck_event_listener(netns, tmp_path):
         assert _json.loads(listener.stdout.readline())  # it says when it is subscribed
         _load(netns, _tcp_lines(1500), tmp_path)
         netns.run("conntrack", "-F")  # destroy events cannot be delivered: the entries stay counted
-        rc, doc = doctor("--netns", netns.name, "--interval", "0")
+        _rc, doc = doctor("--netns", netns.name, "--interval", "0")
         (f,) = by(doc, "CT004", netns.name)
         assert f["evidence"]["gap"] >= 1000 and f["evidence"]["listed"]["value"] == 0
         holders = [x for x in f["evidence"]["event_listeners"] if x.get("pid") == listener.pid or
