@@ -71,6 +71,7 @@ def report(ctx: Context, findings, unknown) -> dict:
                     "info": sum(f.severity == INFO for f in findings),
                     "unknown": len(unknown)},
         "notes": snap.notes,
+        "vanished": snap.vanished,  # namespaces that went away while they were read (left out)
         "incomplete": snap.incomplete,  # sos plugins that timed out: what they held is not judged
         "captured_at": snap.captured_at, "captured_at_source": snap.captured_at_source or None,
     }

@@ -357,6 +357,7 @@ class Snapshot:
     boot_time: float | None = None  # when the host's current boot started (same clock as captured_at)
     incomplete: list[str] = field(default_factory=list)  # sos plugins that timed out: their data is partial
     sysctl_keys: set[str] | None = None  # every conntrack sysctl key the kernel has (None: no full list)
+    vanished: list[str] = field(default_factory=list)  # namespaces that went away while they were read
 
     def kernel_has_key(self, raw: str) -> bool | None:
         """Whether the running kernel has this sysctl key: from the captured key list, else from the
@@ -376,10 +377,13 @@ class Snapshot:
 # ---- building ---------------------------------------------------------------------
 
 
-def _views(root: HostRoot, wanted: str | None) -> list[tuple[NetnsView, int | None, str]]:
+def _views(root: HostRoot, wanted: str | None,
+           notes: list[str] | None = None) -> list[tuple[NetnsView, int | None, str]]:
     """(view, inode, owner) for the namespaces ``--netns`` selects."""
     if root.kind == LIVE:
-        refs = nsmod.select(nsmod.discover(), wanted)
+        refs, vanished = nsmod.pin(nsmod.select(nsmod.discover(), wanted))
+        if notes is not None:
+            notes.extend(f"netns {n} went away while it was read: left out" for n in vanished)
         return [(LiveNetnsView(r), r.inode, r.owner) for r in refs]
     meta = _read_meta(root)
     items: list[tuple[NetnsView, int | None, str]] = []
@@ -866,10 +870,11 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
         if s:
             snap.entry_size, snap.entry_size_source = s.objsize, f"/proc/slabinfo ({s.name} objsize)"
 
-    views = _views(root, netns)
+    views = _views(root, netns, snap.notes)
     snap.namespaces.extend(_read_all(views, snap.notes, with_rules))
     if interval and root.is_live:
         _sample_again(snap.namespaces, interval)
+    drop_vanished(snap)
     if snap.namespaces and snap.namespaces[0].name == nsmod.INIT:
         snap.settings = dict(snap.namespaces[0].settings)
     else:
@@ -912,10 +917,26 @@ def _sysctl_keys(root: HostRoot) -> set[str] | None:
     return keys
 
 
+def drop_vanished(snap: Snapshot) -> list[str]:
+    """Leave out (with a note, and in ``snap.vanished``) the live namespaces that went away since they
+    were found: a pod deleted mid-run is not a finding and not an error. Returns their names."""
+    gone = []
+    for st in list(snap.namespaces):
+        ref = getattr(st.view, "ref", None)
+        if ref is not None and nsmod.gone(ref):
+            snap.namespaces.remove(st)
+            gone.append(st.name)
+    for name in gone:
+        if name not in snap.vanished:
+            snap.vanished.append(name)
+            snap.notes.append(f"netns {name} went away while it was read: left out")
+    return gone
+
+
 def netns_states(root: HostRoot, netns: str | None = None) -> tuple[list[NetnsState], list[str]]:
     """Just the namespaces' counts, max and listing sources (what `top` and `flush` need)."""
     notes: list[str] = []
-    return _read_all(_views(root, netns), notes, with_rules=False), notes
+    return _read_all(_views(root, netns, notes), notes, with_rules=False), notes
 
 
 def _read_all(views, notes: list[str], with_rules: bool) -> list[NetnsState]:

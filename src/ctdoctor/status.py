@@ -86,4 +86,5 @@ def status_report(snap: Snapshot) -> dict:
         "settings": settings_report(snap),
         "kernel_log": {"events": log_counts, "sources": snap.kernel_log_sources},
         "notes": snap.notes,
+        "vanished": snap.vanished,
     }

@@ -74,7 +74,7 @@ def test_gc_lag(lab):
     o = lab("gc-lag", 1500).observed
     assert o["loaded"] == 1500
     # expired, not yet collected: still counted; the listing skips them and frees what it passes
-    assert o["count_before_listing"] >= 1400 and o["listed"] == 0 and o["count_after_listing"] <= 20
+    assert o["count_before_listing"] >= 1000 and o["listed"] == 0 and o["count_after_listing"] <= 20
 
 
 def test_lab_cli_run_and_list():

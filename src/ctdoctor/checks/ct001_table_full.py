@@ -38,10 +38,16 @@ def recommended_max(count: int, mx: int) -> int:
 
 def run(ctx):
     for st in ctx.namespaces:
-        if st.count is None or not st.max:
+        count, count_source = st.count, st.sources.get("count")
+        if count is None and st.max:
+            # no count captured: a whole listing (not a cut sample) holds at least that many
+            s = ctx.summary(st)
+            if s is not None and not s.sample and s.listed:
+                count, count_source = s.listed, f"{s.source} (entries listed; no nf_conntrack_count captured)"
+        if count is None or not st.max:
             yield Unknown(CODE, "not enough data: no nf_conntrack_count/max for this netns", st.name)
             continue
-        fill = st.count / st.max
+        fill = count / st.max
         drops = st.stats.sums.get("drop") if st.stats else None  # unknown, never 0, without a stats source
         rates = st.rates() or {}
         dropping = ctx.dropping(st) or rates.get("insert_failed", 0) > 0
@@ -49,16 +55,16 @@ def run(ctx):
         if level is None:
             continue
         sev = CRITICAL if level == "critical" else WARNING
-        new_max = recommended_max(st.count, st.max)
+        new_max = recommended_max(count, st.max)
         persisted = ctx.snap.persisted.sysctl.get("net.netfilter.nf_conntrack_max")
         if persisted and persisted.value.isdigit() and int(persisted.value) > st.max:
             new_max = int(persisted.value)  # the value someone already chose, lost to a reset (CT006)
         yield Finding(
             CODE, sev, TITLE, netns=st.name,
-            summary=f"netns {st.name}: {st.count} of {st.max} entries ({fmt_pct(fill)})"
+            summary=f"netns {st.name}: {count} of {st.max} entries ({fmt_pct(fill)})"
                     + (f", dropping {rates.get('drop', 0):g} packets/s" if rates.get("drop") else
                        ", dropping (table full in the kernel log within the hour)" if dropping else ""),
-            evidence={"count": ev(st.count, st.sources.get("count")), "max": ev(st.max, st.sources.get("max")),
+            evidence={"count": ev(count, count_source), "max": ev(st.max, st.sources.get("max")),
                       "fill": round(fill, 4), "drop": ev(drops, st.sources.get("stats")),
                       "drop_per_second": rates.get("drop")},
             explanation=("The table is " + ("full" if fill >= 0.999 else "nearly full") + ". New flows need a free "

@@ -2,7 +2,10 @@
 
 What it detects
     ``early_drop`` counted in ``/proc/net/stat/nf_conntrack`` (or ``conntrack -S``),
-    and whether it is rising over the sampling interval.
+    and whether it is rising over the sampling interval. A warning while it rises,
+    while the table is under pressure, or when the count since boot is large
+    (1,000 or more: the table fills again and again); a few since boot are
+    history (information).
 
 Why it matters
     Early drop is how a full table makes room: for a new flow the kernel looks
@@ -22,6 +25,8 @@ How to fix
 from ctdoctor.checks.base import INFO, WARNING, Finding, ev
 
 CODE = "CT003"
+# Since boot, this many evictions are no single brush with the max: the table fills again and again.
+RECURRING = 1000
 TITLE = "early-drop pressure: unassured flows evicted"
 
 
@@ -35,7 +40,7 @@ def run(ctx):
             continue
         # rising now, or a table under pressure: worth attention; a count since boot in a quiet
         # table is history (the table was full once, and made room)
-        sev = WARNING if rate > 0 or ctx.under_pressure(st) else INFO
+        sev = WARNING if rate > 0 or ctx.under_pressure(st) or n >= RECURRING else INFO
         yield Finding(
             CODE, sev, TITLE, netns=st.name,
             summary=f"netns {st.name}: early_drop {n} since boot" + (f", now {rate:g}/s" if st.interval else ""),

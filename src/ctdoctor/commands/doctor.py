@@ -34,6 +34,10 @@ def run(args) -> int:
         _compare(snap, args)
     ctx = context(snap, root, live=root.is_live)
     findings, unknown = doctor.run_checks(ctx, only or None, skip or None)
+    gone = set(snapshot.drop_vanished(snap))  # a pod deleted while the checks read its listing
+    if gone:
+        findings = [f for f in findings if f.netns not in gone]
+        unknown = [u for u in unknown if u.netns not in gone]
     code = doctor.exit_code(findings, unknown)
     doc = doctor.report(ctx, findings, unknown)
     if root.is_live and not _is_root() and unknown and code == doctor.OK:

@@ -28,6 +28,7 @@ class NetnsRef(NamedTuple):
     path: str  # a file whose open fd can be passed to setns()
     owner: str = ""  # "ip netns", or "pid 1234 (comm)"
     is_init: bool = False
+    origin: str = ""  # where it was found, when ``path`` is a descriptor held open by ``pin``
 
 
 def _inode_of(path: str) -> int | None:
@@ -165,9 +166,52 @@ def gone(ref: NetnsRef) -> bool:
     if ref.is_init:
         return False
     try:
-        return os.stat(ref.path).st_ino != ref.inode
+        return os.stat(ref.origin or ref.path).st_ino != ref.inode
     except OSError:
         return True
+
+
+_PINNED: list[int] = []
+
+
+def pin(refs: list[NetnsRef]) -> tuple[list[NetnsRef], list[str]]:
+    """Hold every netns open for the rest of the command: (refs whose ``path`` is the held descriptor,
+    names of those already gone). A pod deleted while we read it then stays readable to the end of
+    the command instead of failing one read in the middle; ``gone()`` still tells, from where it was
+    found, that it went away (the command leaves it out with a note). The descriptors close with
+    the process (O_CLOEXEC: no tool we run inherits them)."""
+    _raise_fd_limit(len(refs) + 64)
+    out, vanished = [], []
+    for r in refs:
+        if r.is_init or r.origin:
+            out.append(r)
+            continue
+        try:
+            fd = os.open(r.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            vanished.append(r.name)
+            continue
+        if os.fstat(fd).st_ino != r.inode:  # the name now holds another netns
+            os.close(fd)
+            vanished.append(r.name)
+            continue
+        _PINNED.append(fd)
+        out.append(r._replace(path=f"/proc/self/fd/{fd}", origin=r.path))
+    return out, vanished
+
+
+def _raise_fd_limit(want: int) -> None:
+    """Hundreds of namespaces held open: raise the soft open-file limit towards the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = len(_PINNED) + want
+    if soft != resource.RLIM_INFINITY and soft < need:
+        new = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def is_current(ref: NetnsRef) -> bool:

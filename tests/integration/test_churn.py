@@ -1,0 +1,91 @@
+"""A Kubernetes node is never idle: namespaces appear and vanish during every command. Each reading
+command runs 20 times while another thread creates and deletes namespaces as fast as it can (each
+with a rule that makes conntrack track it): no run aborts, none prints a traceback, and every exit
+code is the one the same command gives without the churn."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import needs_kernel, run_cli
+
+pytestmark = [needs_kernel, pytest.mark.kernel]
+RUNS = 20
+
+
+class Churn:
+    def __init__(self):
+        self.prefix = f"ctdt-ch{uuid.uuid4().hex[:4]}-"
+        self.stop = threading.Event()
+        self.made = 0
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            name = f"{self.prefix}{i % 12}"
+            subprocess.run(["ip", "netns", "add", name], capture_output=True)
+            subprocess.run(["ip", "netns", "exec", name, "nft", "add table inet t; add chain inet t o { type filter "
+                            "hook output priority 0; }; add rule inet t o ct state new accept"], capture_output=True)
+            subprocess.run(["ip", "netns", "del", f"{self.prefix}{(i + 6) % 12}"], capture_output=True)
+            self.made += 1
+            i += 1
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=30)
+        for i in range(12):
+            subprocess.run(["ip", "netns", "del", f"{self.prefix}{i}"], capture_output=True)
+
+
+COMMANDS = {
+    "doctor-text": ["doctor", "--interval", "0.2"],
+    "doctor-json": ["doctor", "--interval", "0.2", "--format", "json"],
+    "doctor-nagios": ["doctor", "--interval", "0.2", "--format", "nagios"],
+    "status": ["status", "--netns", "all", "--interval", "0.2"],
+    "top": ["top", "--netns", "all", "--by", "netns,state"],
+    "plan": ["plan", "--netns", "all"],
+    "exporter": ["exporter", "--netns", "all", "--textfile", "{tmp}", "--once"],
+    "collect": ["collect", "--no-entries", "-o", "{tmp}/bundle.tar.gz"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_reading_commands_never_abort_while_namespaces_come_and_go(name, tmp_path):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in COMMANDS[name]]
+    base_rc, _out, base_err = run_cli(*argv)
+    assert base_rc in (0, 1, 2, 3) and "Traceback" not in base_err, base_err
+    with Churn() as churn:
+        while churn.made < 3:  # the churn is under way before the first run
+            time.sleep(0.05)
+        for i in range(RUNS):
+            rc, out, err = run_cli(*argv)
+            assert "Traceback" not in err and "internal error" not in err, (i, err)
+            assert rc == base_rc, f"run {i}: exit {rc}, without churn {base_rc}: {err[-400:]}"
+    assert churn.made > RUNS, "the churn ran"
+
+
+def test_record_survives_churn(tmp_path):
+    with Churn() as churn:
+        while churn.made < 3:
+            time.sleep(0.05)
+        for i in range(RUNS):
+            p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "record", "--dir", str(tmp_path / "inc"),
+                                  "--netns", "all", "--interval", "0.1"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            time.sleep(0.8)
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=30)
+            assert "Traceback" not in err and "internal error" not in err, (i, err)
+            assert p.returncode in (0, 143, -signal.SIGTERM), (i, p.returncode, err)
