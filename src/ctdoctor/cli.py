@@ -51,6 +51,9 @@ def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
                    help="network namespace: init (default), a name, pid:N, an inode, or all")
     p.add_argument("--format", choices=("text", "json", "nagios", "csv"), default=d if suppress else "text",
                    help="output format (default text)")
+    p.add_argument("--host-root", metavar="PATH", default=d,
+                   help="the host's files when ctdoctor runs in a container (as node_exporter's --path.rootfs): "
+                        "runtime and kubelet metadata for pod names")
 
 
 def global_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -59,12 +59,13 @@ def exit_code(findings, unknown) -> int:
 
 def report(ctx: Context, findings, unknown) -> dict:
     snap = ctx.snap
+    pods = {st.name: st.pod.label for st in snap.namespaces if st.pod}
     return {
         "schema": SCHEMA,
         "host": {"hostname": snap.hostname, "kernel": snap.release, "source": snap.source},
-        "namespaces": [{"name": st.name, "inode": st.inode, "count": st.count, "max": st.max}
-                       for st in snap.namespaces],
-        "findings": [f.as_dict() for f in findings],
+        "namespaces": [{"name": st.name, "inode": st.inode, "count": st.count, "max": st.max,
+                        "pod": st.pod.label if st.pod else None} for st in snap.namespaces],
+        "findings": [{**f.as_dict(), "pod": pods.get(f.netns or "")} for f in findings],
         "unknown": [u.as_dict() for u in unknown],
         "summary": {"critical": sum(f.severity == CRITICAL for f in findings),
                     "warning": sum(f.severity == WARNING for f in findings),

@@ -18,6 +18,7 @@ from ctdoctor import kernel
 from ctdoctor.errors import Failure, InputError
 from ctdoctor.sources import modules as modmod
 from ctdoctor.sources import netns as nsmod
+from ctdoctor.sources import pods as podmod
 from ctdoctor.sources.firewall import (
     RulesParseError,
     RulesSummary,
@@ -61,6 +62,7 @@ class NetnsView:
     """Reads one netns's files and command outputs."""
 
     name: str
+    pod: podmod.Pod | None = None
 
     def read_many(self, rels: list[str]) -> dict[str, tuple[str, str]]:
         """{rel: (text, source)} for those that exist."""
@@ -313,6 +315,12 @@ class NetnsState:
     rules: RulesSummary = field(default_factory=RulesSummary)
     sources: dict[str, str] = field(default_factory=dict)
     view: NetnsView | None = None
+    pod: podmod.Pod | None = None  # the Kubernetes pod that holds it, when one does
+
+    @property
+    def label(self) -> str:
+        """How reports name it: ``cni-5f3c (kube-system/coredns-5d78c)``, or just the name."""
+        return f"{self.name} ({self.pod.label})" if self.pod else self.name
 
     @property
     def fill(self) -> float | None:
@@ -381,10 +389,17 @@ def _views(root: HostRoot, wanted: str | None,
            notes: list[str] | None = None) -> list[tuple[NetnsView, int | None, str]]:
     """(view, inode, owner) for the namespaces ``--netns`` selects."""
     if root.kind == LIVE:
-        refs, vanished = nsmod.pin(nsmod.select(nsmod.discover(), wanted))
+        found = nsmod.discover()
+        pods = live_pods(root, found) if len(found) > 1 else {}
+        refs, vanished = nsmod.pin(nsmod.select(found, wanted, {i: p.label for i, p in pods.items()}))
         if notes is not None:
             notes.extend(f"netns {n} went away while it was read: left out" for n in vanished)
-        return [(LiveNetnsView(r), r.inode, r.owner) for r in refs]
+        views: list[tuple[NetnsView, int | None, str]] = []
+        for r in refs:
+            v = LiveNetnsView(r)
+            v.pod = pods.get(r.inode)
+            views.append((v, r.inode, f"pod {v.pod.label}" if v.pod else r.owner))
+        return views
     meta = _read_meta(root)
     items: list[tuple[NetnsView, int | None, str]] = []
     if meta is not None:
@@ -397,14 +412,23 @@ def _views(root: HostRoot, wanted: str | None,
         if root.kind == SOSREPORT:
             for name in sos_namespaces(root):
                 items.append((ImageNetnsView(root, name, f"ctdoctor/netns/{name}/", name), None, "ip netns"))
+    by_name = image_pods(root)
+    for view, _inode, _owner in items:
+        view.pod = by_name.get(view.name)
+    items = [(v, i, f"pod {v.pod.label}" if v.pod and (not o or o == "ip netns") else o) for v, i, o in items]
     if not wanted or wanted == nsmod.INIT:
         return items[:1]
-    if wanted == "all":
+    tokens = [t.strip() for t in wanted.split(",") if t.strip()]
+    if "all" in tokens:
         return items
-    sel = [it for it in items if wanted in (it[0].name, str(it[1]))]
-    if not sel:
-        known = ", ".join(it[0].name for it in items)
-        raise InputError(f"--netns {wanted}: no such network namespace in this image (known: {known})")
+    sel: list[tuple[NetnsView, int | None, str]] = []
+    for t in tokens:
+        hit = [it for it in items if nsmod.matches(t, it[0].name, it[1], it[0].pod.label if it[0].pod else "",
+                                                    it[0].name == nsmod.INIT)]
+        if not hit:
+            known = ", ".join(it[0].name for it in items)
+            raise InputError(f"--netns {t}: no such network namespace in this image (known: {known})")
+        sel.extend(it for it in hit if it not in sel)
     return sel
 
 
@@ -492,7 +516,7 @@ def _load_meta(root: HostRoot) -> dict | None:
 
 def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
                with_rules: bool = True) -> NetnsState:
-    st = NetnsState(view.name, inode, owner, view=view)
+    st = NetnsState(view.name, inode, owner, view=view, pod=view.pod)
     view.prefetch([STAT, LEGACY_STAT], [NF_DIR])
     # Settings: the /proc/sys tree when present, else `sysctl -a` output.
     names = view.listdir(NF_DIR)
@@ -898,6 +922,24 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
         snap.notes.append("permission denied reading: " + ", ".join(sorted(set(root.denied))[:5]) +
                           " (run as root)")
     return snap
+
+
+def live_pods(root: HostRoot, refs: list[nsmod.NetnsRef]) -> dict[int, podmod.Pod]:
+    """{inode: Pod} of the live namespaces a Kubernetes pod holds (cgroups, then runtime metadata)."""
+    return podmod.for_refs(refs, root.host_files(), HostRoot.live())
+
+
+def image_pods(root: HostRoot) -> dict[str, podmod.Pod]:
+    """{netns name: Pod} in an image: what ``collect`` recorded in meta.json, else sos's crictl captures."""
+    out: dict[str, podmod.Pod] = {}
+    for ns in (_read_meta(root) or {}).get("namespaces", []):
+        p = ns.get("pod")
+        if isinstance(p, dict) and isinstance(p.get("name"), str):
+            out[ns["name"]] = podmod.Pod(str(p.get("namespace") or ""), p["name"], str(p.get("uid") or ""),
+                                         str(p.get("container") or ""))
+    if not out and root.kind == SOSREPORT:
+        out = podmod.from_captures(root)
+    return out
 
 
 def _sysctl_keys(root: HostRoot) -> set[str] | None:

@@ -53,6 +53,12 @@ def settings_report(snap: Snapshot) -> dict:
     return {"non_default": non_default, "drift": drift}
 
 
+def pod_dict(pod) -> dict | None:
+    """A pod as JSON: namespace, name, uid, container (None off Kubernetes)."""
+    return None if pod is None else {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid,
+                                     "container": pod.container}
+
+
 def status_report(snap: Snapshot) -> dict:
     nss = []
     for st in snap.namespaces:
@@ -62,6 +68,7 @@ def status_report(snap: Snapshot) -> dict:
             "name": st.name,
             "inode": st.inode,
             "owner": st.owner,
+            "pod": pod_dict(st.pod),
             "count": st.count,
             "max": st.max,
             "buckets": st.buckets,

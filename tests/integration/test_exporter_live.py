@@ -127,7 +127,8 @@ def test_a_netns_appears_with_its_counts_and_states_and_goes_away():
             assert value(m, "ctdoctor_conntrack_entries_limit", netns=ns.name) == gmax
             assert value(m, "ctdoctor_exporter_netns_readable", netns=ns.name) == 1
             inode = os.stat(f"/run/netns/{ns.name}").st_ino
-            assert value(m, "ctdoctor_netns_info", netns=ns.name, inode=str(inode), owner="ip netns") == 1
+            assert value(m, "ctdoctor_netns_info", netns=ns.name, inode=str(inode), owner="ip netns", namespace="",
+                         pod="", container="") == 1
             assert value(m, "ctdoctor_exporter_refresh_success") == 1
         # deleted: every series of it is gone by the next discovery, and the exporter lives on
         wait_for(lambda: not [k for k in metrics(exp.url) if ("netns", ns.name) in k[1]], 15,

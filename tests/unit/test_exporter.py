@@ -60,8 +60,8 @@ def test_every_contract_metric_is_rendered_with_its_netns():
                                                         ("state", "ESTABLISHED")))] == 262000
     assert got[("ctdoctor_finding", (("code", "CT001"), ("netns", "pod-a"), ("severity", "critical")))] == 1
     assert got[("ctdoctor_kernel_log_table_full_total", (("netns", "pod-a"),))] == 42
-    assert got[("ctdoctor_netns_info", (("inode", "4026532177"), ("netns", "pod-a"),
-                                       ("owner", "pause:812 container 3f2a")))] == 1
+    assert got[("ctdoctor_netns_info", (("container", ""), ("inode", "4026532177"), ("namespace", ""),
+                                       ("netns", "pod-a"), ("owner", "pause:812 container 3f2a"), ("pod", "")))] == 1
     assert got[("ctdoctor_exporter_refresh_duration_seconds", ())] == 0.25
     assert got[("ctdoctor_exporter_last_refresh_timestamp_seconds", ())] == 1700000000.0
     assert got[("ctdoctor_exporter_refresh_failures_total", ())] == 1

@@ -61,7 +61,7 @@ def run(ctx):
             new_max = int(persisted.value)  # the value someone already chose, lost to a reset (CT006)
         yield Finding(
             CODE, sev, TITLE, netns=st.name,
-            summary=f"netns {st.name}: {count} of {st.max} entries ({fmt_pct(fill)})"
+            summary=f"netns {st.label}: {count} of {st.max} entries ({fmt_pct(fill)})"
                     + (f", dropping {rates.get('drop', 0):g} packets/s" if rates.get("drop") else
                        ", dropping (table full in the kernel log within the hour)" if dropping else ""),
             evidence={"count": ev(count, count_source), "max": ev(st.max, st.sources.get("max")),

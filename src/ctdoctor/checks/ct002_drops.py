@@ -139,7 +139,7 @@ def _finding(ctx, st, lines: list, inferred: bool) -> Finding | None:
     full = fill is not None and fill >= 0.95
     return Finding(
         CODE, sev, TITLE, netns=st.name,
-        summary=f"netns {st.name}: " + "; ".join(parts),
+        summary=f"netns {st.label}: " + "; ".join(parts),
         evidence={"drop": ev(drop, st.sources.get("stats")), "insert_failed": ev(failed, st.sources.get("stats")),
                   "drop_per_second": r_drop if st.interval else None,
                   "insert_failed_per_second": r_failed if st.interval else None,

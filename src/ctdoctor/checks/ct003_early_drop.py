@@ -43,7 +43,7 @@ def run(ctx):
         sev = WARNING if rate > 0 or ctx.under_pressure(st) or n >= RECURRING else INFO
         yield Finding(
             CODE, sev, TITLE, netns=st.name,
-            summary=f"netns {st.name}: early_drop {n} since boot" + (f", now {rate:g}/s" if st.interval else ""),
+            summary=f"netns {st.label}: early_drop {n} since boot" + (f", now {rate:g}/s" if st.interval else ""),
             evidence={"early_drop": ev(n, st.sources.get("stats")), "early_drop_per_second": rate if st.interval
                       else None, "count": st.count, "max": st.max},
             explanation="The table hit its max and made room by silently evicting entries that were not ASSURED "

@@ -113,7 +113,7 @@ def _finding(ctx, st, s, count: int, gap: int, allowance: int) -> Finding:
                     f"{lst['unread_bytes']} bytes unread" for lst in (stuck or listeners)[:3])
     return Finding(
         CODE, WARNING, TITLE, netns=st.name,
-        summary=f"netns {st.name}: count {count}, but {s.listed} entries listed ({gap} not in the hash)"
+        summary=f"netns {st.label}: count {count}, but {s.listed} entries listed ({gap} not in the hash)"
                 + (f"; conntrack event listener {who}" if who else ""),
         evidence={"count": ev(count, st.sources.get("count") + (" (read after the listing)"
                                                                if s.count_after is not None else "")

@@ -55,7 +55,7 @@ def run(ctx):
             short = key.removeprefix("nf_conntrack_")
             yield Finding(
                 CODE, WARNING if ctx.under_pressure(st) else INFO, TITLE, netns=st.name,
-                summary=f"netns {st.name}: {label} holds {share * 100:.0f}% of a {st.fill * 100:.0f}% full table "
+                summary=f"netns {st.label}: {label} holds {share * 100:.0f}% of a {st.fill * 100:.0f}% full table "
                         f"and lives {timeout} s ({key})",
                 evidence={"state": label, "entries": n, "listed": ev(s.listed, s.source), "share": round(share, 3),
                           "timeout": ev(timeout, ctx.setting_source(key, st)), "fill": round(st.fill, 3)},

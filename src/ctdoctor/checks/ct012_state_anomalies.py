@@ -50,7 +50,7 @@ def run(ctx):
                 continue
             yield Finding(
                 CODE, sev, f"{label} pile-up", netns=st.name,
-                summary=f"netns {st.name}: {n} of {s.listed} listed entries ({share * 100:.0f}%) are {label}"
+                summary=f"netns {st.label}: {n} of {s.listed} listed entries ({share * 100:.0f}%) are {label}"
                         + (" (a sample of the table)" if s.sample else ""),
                 evidence={"state": label, "entries": n, "listed": ev(s.listed, s.source), "share": round(share, 3),
                           "state_mix": dict(list(s.states.items())[:8]), "sample": s.sample},

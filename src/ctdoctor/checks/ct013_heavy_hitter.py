@@ -45,7 +45,7 @@ def run(ctx):
             flag = {"src": "--src", "dst": "--dst", "dport": "--port"}[key]
             yield Finding(
                 CODE, WARNING if busy else INFO, TITLE, netns=st.name,
-                summary=f"netns {st.name}: {key} {value} holds {n} of {s.listed} entries ({share * 100:.0f}%)",
+                summary=f"netns {st.label}: {key} {value} holds {n} of {s.listed} entries ({share * 100:.0f}%)",
                 evidence={"key": key, "value": value, "entries": n, "listed": ev(s.listed, s.source),
                           "share": round(share, 3), "next": top[1:4], "fill": st.fill},
                 explanation="One " + {"src": "client", "dst": "destination", "dport": "service port"}[key]

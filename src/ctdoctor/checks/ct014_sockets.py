@@ -34,7 +34,7 @@ def run(ctx):
         if st.fill is not None and st.fill >= 0.95 and socks > 0:
             yield Finding(
                 CODE, INFO, "ESTABLISHED sockets with a full table are expected", netns=st.name,
-                summary=f"netns {st.name}: {socks} ESTABLISHED sockets while the table is "
+                summary=f"netns {st.label}: {socks} ESTABLISHED sockets while the table is "
                         f"{st.fill * 100:.0f}% full: existing connections work, new ones fail",
                 evidence={"established_sockets": ev(socks, ctx.sockets_source(st)),
                           "count": st.count, "max": st.max},
@@ -50,7 +50,7 @@ def run(ctx):
         if socks > 4 * max(est, 1) and socks - 2 * est >= 20:
             yield Finding(
                 CODE, INFO, "connections that conntrack does not track", netns=st.name,
-                summary=f"netns {st.name}: {socks} ESTABLISHED sockets but {est} ESTABLISHED conntrack entries",
+                summary=f"netns {st.label}: {socks} ESTABLISHED sockets but {est} ESTABLISHED conntrack entries",
                 evidence={"established_sockets": ev(socks, ctx.sockets_source(st)),
                           "established_entries": ev(est, s.source)},
                 explanation="Most established connections have no conntrack entry: they are NOTRACKed (raw table "

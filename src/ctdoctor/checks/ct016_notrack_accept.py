@@ -53,7 +53,7 @@ def run(ctx):
             fixes.append("iptables -I INPUT -m conntrack --ctstate UNTRACKED -j ACCEPT")
         yield Finding(
             CODE, WARNING, TITLE, netns=st.name,
-            summary=f"netns {st.name}: {len(r.notrack)} notrack rule(s), {len(r.ct_state)} state rule(s), "
+            summary=f"netns {st.label}: {len(r.notrack)} notrack rule(s), {len(r.ct_state)} state rule(s), "
                     "no accept for untracked"
                     + (f": {', '.join(dropped[:3])} would be dropped" if dropped else ""),
             evidence={"notrack": r.notrack[:5], "ct_state": r.ct_state[:5], "sources": r.sources,

@@ -37,7 +37,7 @@ def run(ctx):
         init = ctx.snap.init
         yield Finding(
             CODE, CRITICAL if level == "critical" else WARNING, TITLE, netns=st.name,
-            summary=f"netns {st.name} ({st.owner or 'no owner'}): {st.count} of the global max {st.max} "
+            summary=f"netns {st.label}{'' if st.pod else ' (' + (st.owner or 'no owner') + ')'}: {st.count} of the global max {st.max} "
                     f"({fmt_pct(fill)})" + (f"; the host's own table has {init.count}" if init and
                                             init.count is not None else ""),
             evidence={"count": ev(st.count, st.sources.get("count")), "max": ev(st.max, st.sources.get("max")),

@@ -51,7 +51,7 @@ def _finding(ctx, st, tunnels: dict, listed, source: str) -> Finding:
         fixes.append("nft add rule inet raw prerouting ip protocol gre notrack")
     return Finding(
         CODE, WARNING if ctx.under_pressure(st) else INFO, TITLE, netns=st.name,
-        summary=f"netns {st.name}: {n} entries are overlay tunnel flows ({what})",
+        summary=f"netns {st.label}: {n} entries are overlay tunnel flows ({what})",
         evidence={"tunnels": ev(tunnels, source), "listed": listed, "fill": st.fill},
         explanation="The outer flows of an overlay network are tracked: each costs an entry and a lookup per "
                     "packet, and if the table fills, the tunnel itself is dropped and every workload behind it "

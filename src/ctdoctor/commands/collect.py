@@ -42,6 +42,7 @@ def run(args) -> int:
                 prog.update(task, advance=1, description=f"collecting: {msg}")
 
         meta = collect(args.output, entries=not args.no_entries, anonymize=args.anonymize,
+                       host_root=getattr(args, "host_root", None),
                        anonymize_netns=args.anonymize_netns, progress=tick)
     names = ", ".join(n["name"] for n in meta["namespaces"])
     err.print(f"wrote {args.output}: {len(meta['namespaces'])} network namespace(s) ({names})"

@@ -10,7 +10,17 @@ from ctdoctor.errors import NeedsLiveKernel, UsageError
 def open_root(args):
     from ctdoctor.sources.hostroot import HostRoot
 
-    return HostRoot.open(getattr(args, "root", None))
+    root = HostRoot.open(getattr(args, "root", None))
+    host_root = getattr(args, "host_root", None)
+    if host_root:
+        import os
+
+        if root.is_live and not os.path.isdir(host_root):
+            from ctdoctor.errors import UsageError
+
+            raise UsageError(f"--host-root {host_root}: not a directory")
+        root.host_root = host_root
+    return root
 
 
 class Needs(NamedTuple):

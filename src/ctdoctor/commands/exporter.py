@@ -48,6 +48,7 @@ def run(args) -> int:
         version = None
     names_init = kernel.logs_netns_inode(version)  # 6.18+ names every non-init netns: a line without one is init's
     exp = server.Exporter(wanted, args.refresh, names_init, discover_every=args.discover)
+    exp.reader.host_root = getattr(args, "host_root", None)
     if args.textfile:
         server.textfile(exp, args.textfile, args.once)
         return 0

@@ -307,7 +307,7 @@ def _anonymize(b: Bundle, anon: Anonymizer) -> None:
 def collect(output: str, *, entries: bool = True, anonymize: bool = False, anonymize_netns: bool = False,
             progress=None, only: set[str] | None = None, entries_for: set[str] | None = None,
             extra: dict[str, bytes | Callable[[], bytes]] | None = None, on_listing=None,
-            listing_limit: int | None = None) -> dict:
+            listing_limit: int | None = None, host_root: str | None = None) -> dict:
     """Write the bundle to ``output`` (a .tar.gz) atomically. Returns meta.
 
     ``only``: the namespaces to include (init's host files are always there); ``entries_for``:
@@ -318,7 +318,15 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
     anon = Anonymizer() if anonymize else None
     hostname = (_read("/proc/sys/kernel/hostname") or b"host").decode().strip()
     b = Bundle(top=f"ctdoctor-{'anonymized' if anon else hostname}-{time.strftime('%Y%m%d-%H%M%S')}")
-    refs = [r for r in nsmod.discover() if only is None or r.is_init or r.name in only]
+    found = nsmod.discover()
+    refs = [r for r in found if only is None or r.is_init or r.name in only]
+    refs, _gone = nsmod.pin(refs)  # a pod deleted mid-capture stays readable to the end (noted as vanished)
+    from ctdoctor.sources import pods as podmod
+    from ctdoctor.sources.hostroot import HostRoot
+
+    live = HostRoot.live()
+    live.host_root = host_root
+    pods = {} if anonymize_netns else podmod.for_refs(refs, live.host_files(), live)
     alias = _netns_aliases(refs, anonymize_netns)
     if anon:
         # every copy of the host's names (uname -a, sysctl -a's kernel.hostname, syslog lines) and,
@@ -361,8 +369,11 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         if entries and (entries_for is None or ref.name in entries_for):
             _listing(b, ref, prefix + LISTING, anon, on_listing, listing_limit)
             tick(f"entries {ref.name}")
+        pod = pods.get(ref.inode)
         metas.append({"name": shown, "inode": ref.inode, "owner": "hidden" if alias else ref.owner,
-                      "sos_name": sos_name, "born": _born(ref)})
+                      "sos_name": sos_name, "born": _born(ref),
+                      "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid,
+                              "container": pod.container} if pod else None})
     # 4. second stats sample
     interval = _second_sample(b, refs, alias, t0)
     tick("stats sample 2")

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from ctdoctor.export.metrics import Sample
 from ctdoctor.sources import netns as nsmod
@@ -46,6 +47,7 @@ class Handle:
     stat_fd: int | None = None
     error: str = ""
     born_mono: float = 0.0  # seconds since boot when the netns (its nsfs inode) appeared
+    pod: Any = None  # sources.pods.Pod of the pod that holds it, resolved once when it is found
 
     def close(self) -> None:
         for fd in (self.count_fd, self.stat_fd):
@@ -79,6 +81,7 @@ class NetnsReader:
         self.limit_fd = self._open_here(MAX)
         self.buckets_fd = self._open_here(BUCKETS)
         self.discovered_at = 0.0
+        self.host_root: str | None = None  # --host-root: where runtime metadata names pods
 
     @staticmethod
     def _open_here(path: str) -> int | None:
@@ -130,16 +133,33 @@ class NetnsReader:
         with self._lock:
             current = dict(self._handles)
         new: dict[int, Handle] = {}
+        fresh = [r for r in refs if r.inode not in current]
+        pods = self._pods(fresh) if fresh else {}
         for ref in refs:
             h = current.pop(ref.inode, None)
             if h is not None and h.ref.name != ref.name:  # renamed (e.g. now in /run/netns): keep the files
                 h.ref = ref
-            new[ref.inode] = h if h is not None else self._open(ref)
+            if h is None:
+                h = self._open(ref)
+                h.pod = pods.get(ref.inode)
+            new[ref.inode] = h
         with self._lock:  # a scrape holds this lock while it reads, so no fd is closed under it
             self._handles = new
             for h in current.values():
                 h.close()
             self.discovered_at = time.time()
+
+    def _pods(self, refs: list[nsmod.NetnsRef]) -> dict:
+        """Pods of newly found namespaces (once per netns: a pod never changes its netns)."""
+        from ctdoctor.sources import pods as podmod
+        from ctdoctor.sources.hostroot import HostRoot
+
+        live = HostRoot.live()
+        live.host_root = self.host_root
+        try:
+            return podmod.for_refs(refs, live.host_files(), live)
+        except OSError:
+            return {}
 
     def name_of(self, inode: int, mono: float | None = None) -> str | None:
         """The current name of the netns with this inode; None if unknown, or born after ``mono``
@@ -162,7 +182,9 @@ class NetnsReader:
         with self._lock:
             handles = list(self._handles.values())
             for h in handles:
-                s = Sample(h.ref.name, h.ref.inode, h.ref.owner)
+                s = Sample(h.ref.name, h.ref.inode, f"pod {h.pod.label}" if h.pod else h.ref.owner)
+                if h.pod is not None:
+                    s.namespace, s.pod, s.container = h.pod.namespace, h.pod.name, h.pod.container
                 if h.error:
                     s.readable, s.error = False, h.error
                     out.append(s)

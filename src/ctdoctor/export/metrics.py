@@ -38,6 +38,9 @@ class Sample:
     inode: int
     owner: str = ""
     readable: bool = True
+    namespace: str = ""  # the Kubernetes pod that holds it (empty off Kubernetes)
+    pod: str = ""
+    container: str = ""
     count: int | None = None
     stats: dict[str, int] | None = None  # summed over CPUs, proc column names
     error: str = ""
@@ -102,11 +105,12 @@ def families(x: Exposition):
             fam.add_metric([s.netns], v)
     out.extend(stat_fams[k] for k in sorted(stat_fams))
 
-    info = gauge("netns_info", "1 per network namespace, with its inode and what holds it",
-                 ["netns", "inode", "owner"])
+    info = gauge("netns_info", "1 per network namespace, with its inode and what holds it (the Kubernetes "
+                 "namespace, pod and container when a pod does; join on netns)",
+                 ["netns", "inode", "owner", "namespace", "pod", "container"])
     ok = gauge("exporter_netns_readable", "1 when the exporter could read the netns (0: needs root)", ["netns"])
     for s in x.samples:
-        info.add_metric([s.netns, str(s.inode), s.owner], 1)
+        info.add_metric([s.netns, str(s.inode), s.owner, s.namespace, s.pod, s.container], 1)
         ok.add_metric([s.netns], 1 if s.readable and s.count is not None else 0)
     out += [info, ok]
 

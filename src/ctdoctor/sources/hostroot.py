@@ -61,6 +61,13 @@ class HostRoot:
     denied: list[str] = field(default_factory=list)  # paths we were not allowed to read
     irregular: list[str] = field(default_factory=list)  # FIFOs, devices, sockets: never read
     cache: dict = field(default_factory=dict, repr=False)  # facts parsed once per image (meta.json)
+    host_root: str | None = None  # live, in a container: where the host's own files are (--host-root)
+
+    def host_files(self) -> HostRoot:
+        """The host's files (runtime metadata, /etc): ``--host-root`` when given, else this root."""
+        if not self.is_live or not self.host_root or self.host_root == "/":
+            return self
+        return HostRoot(Path(self.host_root).resolve(), BUNDLE, self.host_root)
 
     # ---- construction -------------------------------------------------
 

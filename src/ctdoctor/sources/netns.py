@@ -29,6 +29,7 @@ class NetnsRef(NamedTuple):
     owner: str = ""  # "ip netns", or "pid 1234 (comm)"
     is_init: bool = False
     origin: str = ""  # where it was found, when ``path`` is a descriptor held open by ``pin``
+    pids: tuple[int, ...] = ()  # some processes in it (up to 8): who holds it (a pod's containers)
 
 
 def _inode_of(path: str) -> int | None:
@@ -67,6 +68,7 @@ def discover(proc: str = "/proc", run_netns: str = "/run/netns") -> list[NetnsRe
         pids = sorted(int(d) for d in os.listdir(proc) if d.isdigit())
     except OSError:
         pids = []
+    holders: dict[int, list[int]] = {}
     for pid in pids:
         p = f"{proc}/{pid}/ns/net"
         try:
@@ -77,13 +79,16 @@ def discover(proc: str = "/proc", run_netns: str = "/run/netns") -> list[NetnsRe
         if not m:
             continue
         ino = int(m.group(1))
+        held = holders.setdefault(ino, [])
+        if len(held) < 8:
+            held.append(pid)
         if ino in found:
             continue
         comm = _read(f"{proc}/{pid}/comm").strip() or "?"
         cid = _container_id(_read(f"{proc}/{pid}/cgroup"))
         label = f"{comm}:{pid}" + (f" container {cid}" if cid else "")
         found[ino] = NetnsRef(f"pid:{pid}", ino, p, label)
-    return list(found.values())
+    return [r._replace(pids=tuple(holders.get(r.inode, ()))) if not r.is_init else r for r in found.values()]
 
 
 def _read(path: str) -> str:
@@ -105,31 +110,53 @@ def named_ref(wanted: str | None, run_netns: str = "/run/netns") -> NetnsRef | N
     None for the other forms (``all``, ``pid:N``, an inode) or when it is not there."""
     if not wanted or wanted == INIT:
         return _init_ref()
-    if "/" in wanted or wanted in (".", "..", "all") or wanted.startswith("pid:"):
+    if "/" in wanted or wanted in (".", "..", "all") or wanted.startswith(("pid:", "pod:")) or \
+            any(c in wanted for c in ",*?["):
         return None
     path = f"{run_netns}/{wanted}"
     inode = _inode_of(path)
     return None if inode is None else NetnsRef(wanted, inode, path, "ip netns")
 
 
-def select(refs: list[NetnsRef], wanted: str | None) -> list[NetnsRef]:
-    """``--netns``: None -> init only; ``all``; a name, ``pid:N`` or an inode number."""
+def matches(token: str, name: str, inode: int | None, pod: str = "", is_init: bool = False) -> bool:
+    """Does one ``--netns`` word name this netns? ``init``, a name, an inode, ``pod:NAMESPACE/NAME``
+    (or ``pod:NAME``), and globs (``cni-*``, ``pod:kube-system/*``) over names and pods."""
+    import fnmatch
+
+    if token == INIT:
+        return is_init
+    if token.startswith("pod:"):
+        pat = token[4:]
+        if not pod:
+            return False
+        return fnmatch.fnmatchcase(pod, pat) or ("/" not in pat and fnmatch.fnmatchcase(pod.split("/", 1)[-1], pat))
+    if any(c in token for c in "*?["):
+        return fnmatch.fnmatchcase(name, token) or bool(pod and fnmatch.fnmatchcase(pod, token))
+    return token in (name, str(inode))
+
+
+def select(refs: list[NetnsRef], wanted: str | None, pods: dict[int, str] | None = None) -> list[NetnsRef]:
+    """``--netns``: None -> init only; ``all``; comma-separated words, each a name, ``pid:N``, an inode,
+    ``pod:NAMESPACE/NAME`` or a glob (``pods``: inode -> ``namespace/pod`` of the namespaces that have one)."""
     if not wanted or wanted == INIT:
         return [r for r in refs if r.is_init] or refs[:1]
-    if wanted == "all":
+    tokens = [t.strip() for t in wanted.split(",") if t.strip()]
+    if not tokens:
+        raise InputError("--netns: no namespace named")
+    if "all" in tokens:
         return refs
-    for r in refs:
-        if wanted in (r.name, str(r.inode)):
-            return [r]
-    if wanted.startswith("pid:") and wanted[4:].isdigit():
-        p = f"/proc/{wanted[4:]}/ns/net"
-        ino = _inode_of(p)
-        if ino is not None:
-            for r in refs:
-                if r.inode == ino:
-                    return [r]
-    known = ", ".join(r.name for r in refs)
-    raise InputError(f"--netns {wanted}: no such network namespace (known: {known})")
+    pods = pods or {}
+    chosen: list[NetnsRef] = []
+    for t in tokens:
+        hit = [r for r in refs if matches(t, r.name, r.inode, pods.get(r.inode, ""), r.is_init)]
+        if not hit and t.startswith("pid:") and t[4:].isdigit():
+            ino = _inode_of(f"/proc/{t[4:]}/ns/net")
+            hit = [r for r in refs if ino is not None and r.inode == ino]
+        if not hit:
+            known = ", ".join([r.name for r in refs][:12] + [f"pod:{p}" for p in list(pods.values())[:6]])
+            raise InputError(f"--netns {t}: no such network namespace (known: {known})")
+        chosen.extend(r for r in hit if r not in chosen)
+    return chosen
 
 
 # ---- entering a netns ------------------------------------------------------------
