@@ -122,8 +122,11 @@ class Recorder:
             log(f"incident in netns {trig.netns} ({trig.detail}) not captured: {why}")
             return
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        out = os.path.join(self.dir, f"{stamp}-{safe_name(trig.netns)}.tar.gz")
+        pod = pod_of(trig.netns)
+        name = safe_name(trig.netns) + (f"-{safe_name(pod.namespace + '_' + pod.name)}" if pod else "")
+        out = os.path.join(self.dir, f"{stamp}-{name}.tar.gz")
         spec = {"output": out, "netns": trig.netns, "trigger": trig.kind, "detail": trig.detail,
+                "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid} if pod else None,
                 "fill": trig.fill, "threshold": self.threshold, "at": time.time(),
                 "history": list(self.watch.get(trig.netns, NetnsWatch()).history),
                 "rate_seconds": self.rate_seconds, "listing_limit": self.listing_limit}
@@ -254,6 +257,21 @@ def parse_size(text: str) -> int:
 # ---- the capture (child process) ----------------------------------------------------------------------
 
 
+def pod_of(netns: str):
+    """The pod that holds this live netns (sources.pods.Pod), or None: incidents are named by it."""
+    from ctdoctor.errors import CtdError
+    from ctdoctor.sources import netns as nsmod
+    from ctdoctor.sources import pods as podmod
+    from ctdoctor.sources.hostroot import HostRoot
+
+    try:
+        refs = nsmod.select(nsmod.discover(), netns)
+    except CtdError:  # gone already: the incident keeps its netns name
+        return None
+    live = HostRoot.live()
+    return podmod.for_refs(refs, live, live).get(refs[0].inode) if refs else None
+
+
 def capture(spec: dict) -> str:
     from ctdoctor import __version__
     from ctdoctor.export.collect import collect
@@ -263,7 +281,7 @@ def capture(spec: dict) -> str:
     refs = nsmod.select(nsmod.discover(), netns)
     incident = {
         "format": "ctdoctor-incident", "format_version": 1, "ctdoctor": __version__,
-        "netns": netns, "trigger": spec["trigger"], "detail": spec["detail"],
+        "netns": netns, "pod": spec.get("pod"), "trigger": spec["trigger"], "detail": spec["detail"],
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(spec["at"])), "at": spec["at"],
         "fill": spec["fill"], "threshold": spec["threshold"], "samples": spec["history"],
     }

@@ -76,7 +76,11 @@ KEYS = {
     "src": (F_SRC,), "dst": (F_DST,), "sport": (F_SPORT,), "dport": (F_DPORT,), "pair": (F_SRC, F_DST, F_DPORT),
     "state": (F_STATE,), "proto": (F_PROTO,), "zone": (F_ZONE,), "mark": (F_MARK,),
     "reply-src": (F_RSRC,), "reply-dst": (F_RDST,), "l3": (F_L3,), "netns": (),
+    "pod": (), "k8s-namespace": (),
 }
+# keys that group by where an entry lives (the netns, or the pod / Kubernetes namespace that holds it):
+# the reader puts that name in front of the entry's key
+NS_KEYS = ("netns", "pod", "k8s-namespace")
 CHUNK = 1 << 20
 SEP = b"\x1f"
 
@@ -390,6 +394,8 @@ def parse_query(by: str, state: str | None, proto: str | None, port: int | None,
             raise UsageError(f"--by {k}: unknown key (use: {', '.join(KEYS)})")
     if len(keys) != len(set(keys)):
         raise UsageError("--by: a key is given twice")
+    if len([k for k in keys if k in NS_KEYS]) > 1:
+        raise UsageError("--by: use one of netns, pod, k8s-namespace")
     q = Query(keys)
     if state:
         q.states = [s.strip().upper() for s in state.split(",") if s.strip()]
@@ -1048,7 +1054,7 @@ def rows(tally: Tally, query: Query, limit: int | None) -> tuple[int, list[Row]]
     for key, cnt, opk, ob, rpk, rb, labels in top:
         ns = None
         k = key
-        if "netns" in query.by:  # merged with the netns name in front
+        if any(k in query.by for k in NS_KEYS):  # merged with the netns (pod, k8s namespace) name in front
             ns_b, _, k = key.partition(SEP)
             ns = ns_b.decode()
         vals = [v.decode("utf-8", "replace") for v in k.split(SEP)] if query.fields() else []
@@ -1069,8 +1075,8 @@ def _key_dict(query: Query, vals: list[str], ns: str | None = None) -> dict:
         i += n
         if k == "pair":
             key["pair"] = f"{part[0]}→{part[1]}" + (f":{part[2]}" if part[2] else "")
-        elif k == "netns":
-            key["netns"] = ns
+        elif k in NS_KEYS:
+            key[k] = ns
         elif k in ("sport", "dport", "zone", "mark"):
             key[k] = int(part[0]) if part[0] else None
         else:

@@ -32,8 +32,9 @@ class Churn:
         while not self.stop.is_set():
             name = f"{self.prefix}{i % 12}"
             subprocess.run(["ip", "netns", "add", name], capture_output=True)
-            subprocess.run(["ip", "netns", "exec", name, "nft", "add table inet t; add chain inet t o { type filter "
-                            "hook output priority 0; }; add rule inet t o ct state new accept"], capture_output=True)
+            rule = ("add table inet t; add chain inet t o { type filter hook output priority 0; }; "
+                    "add rule inet t o ct state new accept")
+            subprocess.run(["ip", "netns", "exec", name, "nft", rule], capture_output=True)
             subprocess.run(["ip", "netns", "del", f"{self.prefix}{(i + 6) % 12}"], capture_output=True)
             self.made += 1
             i += 1
@@ -70,7 +71,7 @@ def test_reading_commands_never_abort_while_namespaces_come_and_go(name, tmp_pat
         while churn.made < 3:  # the churn is under way before the first run
             time.sleep(0.05)
         for i in range(RUNS):
-            rc, out, err = run_cli(*argv)
+            rc, _out, err = run_cli(*argv)
             assert "Traceback" not in err and "internal error" not in err, (i, err)
             assert rc == base_rc, f"run {i}: exit {rc}, without churn {base_rc}: {err[-400:]}"
     assert churn.made > RUNS, "the churn ran"
@@ -86,6 +87,6 @@ def test_record_survives_churn(tmp_path):
                                  stderr=subprocess.PIPE, text=True)
             time.sleep(0.8)
             p.send_signal(signal.SIGTERM)
-            out, err = p.communicate(timeout=30)
+            _out, err = p.communicate(timeout=30)
             assert "Traceback" not in err and "internal error" not in err, (i, err)
             assert p.returncode in (0, 143, -signal.SIGTERM), (i, p.returncode, err)

@@ -89,7 +89,7 @@ def test_without_runtime_metadata_the_pod_uid_still_shows(pod_in_netns, tmp_path
     ns, _label, _host = pod_in_netns
     empty = tmp_path / "empty"
     empty.mkdir()
-    rc, out, err = run_cli("status", "--netns", ns.name, "--host-root", str(empty), "--format", "json",
+    _rc, out, _err = run_cli("status", "--netns", ns.name, "--host-root", str(empty), "--format", "json",
                            "--interval", "0")
     (mine,) = json.loads(out)["namespaces"]
     assert mine["pod"]["name"].startswith("pod ") and mine["pod"]["uid"] in mine["pod"]["name"]

@@ -68,3 +68,23 @@ def test_a_sosreport_names_its_pods_from_crictl_inspectp(tmp_path):
     assert any("cni-4f1e (kube-system/dns-cache-7f9)" in f["summary"] for f in named)
     rc, out, err = run_cli("--root", str(img), "status", "--netns", "pod:nope/*")
     assert rc == 2 and "no such network namespace" in err
+
+
+def test_top_groups_by_pod_and_kubernetes_namespace(tmp_path):
+    img = tmp_path / "sos"
+    shutil.copytree(IMAGES / "sosreport-node7-k8s", img, symlinks=True)
+    d = img / "sos_commands/crio/pods"
+    d.mkdir(parents=True)
+    (d / "crictl_inspectp_9a8b7c").write_text(json.dumps({
+        "status": {"id": "9a8b7c", "metadata": {"attempt": 0, "name": "dns-cache-7f9", "namespace": "kube-system",
+                                                "uid": UID}},
+        "info": {"runtimeSpec": {"linux": {"namespaces": [{"type": "network", "path": "/var/run/netns/cni-4f1e"}]}}}}))
+    rc, out, err = run_cli("--root", str(img), "top", "--netns", "all", "--by", "pod", "--format", "json")
+    rows = {r["key"]["pod"]: r["count"] for r in json.loads(out)["rows"]}
+    assert rc == 0 and rows == {"kube-system/dns-cache-7f9": 2, "(no pod: init)": 3}, (rows, err)
+    rc, out, err = run_cli("--root", str(img), "top", "--netns", "all", "--by", "k8s-namespace,state", "--format",
+                           "json")
+    keys = {(r["key"]["k8s-namespace"], r["key"]["state"]) for r in json.loads(out)["rows"]}
+    assert ("kube-system", "ESTABLISHED") in keys
+    rc, out, err = run_cli("--root", str(img), "top", "--by", "pod,netns")
+    assert rc == 2 and "one of netns, pod, k8s-namespace" in err

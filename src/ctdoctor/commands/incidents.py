@@ -30,7 +30,8 @@ def collect_rows(d: str) -> list[dict]:
         top = (inc.get("top") or {}).get("src") or []
         rate = (inc.get("rates") or {}).get("src") or []
         row.update({
-            "time": inc.get("time"), "netns": inc.get("netns"), "trigger": inc.get("trigger"),
+            "time": inc.get("time"), "netns": inc.get("netns"), "pod": _pod(inc.get("pod")),
+            "trigger": inc.get("trigger"),
             "detail": inc.get("detail"), "peak_fill": inc.get("peak_fill"),
             "top_source": top[0]["key"] if top else None,
             "top_source_share": top[0]["share"] if top else None,
@@ -83,10 +84,18 @@ def run(args) -> int:
             continue
         share = f" ({r['top_source_share'] * 100:.0f}%)" if r.get("top_source_share") is not None else ""
         newsrc = f"{r['top_new_source']} ({r['top_new_source_rate']:g}/s)" if r.get("top_new_source") else "-"
-        t.add_row(clean(r["time"] or "?", 32), clean(r["netns"] or "?", 64), clean(r["trigger"] or "?", 32),
+        t.add_row(clean(r["time"] or "?", 32), clean((r["netns"] or "?") + (f" ({r['pod']})" if r.get("pod") else ""), 64), clean(r["trigger"] or "?", 32),
                   f"{r['peak_fill'] * 100:.1f}%" if isinstance(r.get("peak_fill"), (int, float)) else "?",
                   (clean(str(r["top_source"]), 64) + share) if r.get("top_source") else "-", clean(newsrc, 80),
                   os.path.basename(r["bundle"]))
     con.print(t)
     con.print(f"read one with: ctdoctor --root {rows[-1]['bundle']} [top --netns NETNS | doctor]")
     return 0
+
+
+def _pod(p) -> str | None:
+    """``namespace/name`` of the pod an incident names (incident.json is untrusted: strings only)."""
+    if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+        return None
+    ns = p.get("namespace") if isinstance(p.get("namespace"), str) else ""
+    return f"{ns}/{p['name']}" if ns else p["name"]

@@ -12,8 +12,8 @@ from ctdoctor.errors import InputError, UsageError
 
 def add_arguments(p) -> None:
     p.add_argument("--by", default="src", metavar="KEY[,KEY...]",
-                   help="group by: src, dst, sport, dport, pair, state, proto, zone, mark, netns, reply-src, "
-                        "reply-dst, l3 (default src)")
+                   help="group by: src, dst, sport, dport, pair, state, proto, zone, mark, netns, pod, k8s-namespace, "
+                        "reply-src, reply-dst, l3 (default src)")
     p.add_argument("--limit", type=bounded(int, 0, 10**9), default=20, metavar="N", help="rows to show (default 20; 0 = all)")
     p.add_argument("--state", metavar="S[,S]", help="only entries in these states (TCP states, UNREPLIED, ASSURED, "
                                                      "REPLIED, OFFLOAD)")
@@ -145,13 +145,27 @@ def _tally_sources(args, query, srcs, root):
             with stream:
                 t = tally_stream(stream, query, skip_first_partial=tailed)
             header.append({"netns": s.name, "source": label, "listed": t.total, "count": s.state.count,
-                           "max": s.state.max, "sample": bool(tailed)})
+                           "max": s.state.max, "sample": bool(tailed),
+                           "pod": s.state.pod.label if getattr(s.state, "pod", None) else None})
         if t.unreadable:
             header[-1]["unreadable"] = t.unreadable
-        combined.merge(t, prefix=(s.name.encode() + SEP) if "netns" in query.by else b"")
+        group = _group_name(query, s)
+        combined.merge(t, prefix=(group.encode() + SEP) if group is not None else b"")
     if not header:
         raise InputError("no entry listing in any selected namespace: " + "; ".join(notes))
     return combined, header, notes
+
+
+def _group_name(query, s) -> str | None:
+    """What ``--by netns|pod|k8s-namespace`` groups this source's entries under (None: not asked)."""
+    pod = getattr(s.state, "pod", None) if s.state is not None else None
+    if "netns" in query.by:
+        return s.name
+    if "pod" in query.by:
+        return pod.label if pod else f"(no pod: {s.name})"
+    if "k8s-namespace" in query.by:
+        return (pod.namespace or "(no namespace)") if pod else f"(no pod: {s.name})"
+    return None
 
 
 def _netlink_source(s):
@@ -258,6 +272,8 @@ def _rate(args, query, fmt: str) -> int:
 
     if args.file:
         raise UsageError("--rate reads the live event stream; it cannot read a saved listing (--file)")
+    if "pod" in query.by or "k8s-namespace" in query.by:
+        raise UsageError("--rate groups by netns, not by pod: use --by netns (status and top name each netns's pod)")
     if args.watch is not None and fmt != "text":
         raise UsageError("--watch works with --format text only")
     from ctdoctor.sources import netns as nsmod
