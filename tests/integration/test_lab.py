@@ -63,6 +63,33 @@ def test_untracked(lab):
     assert o["entries_for_port"] == 0 and o["established_sockets_for_port"] == 8
 
 
+def test_table_full_evidence_is_the_labs_own_while_another_netns_drops(lab):
+    """On a node with several full namespaces, the lab reports only its own kernel log lines."""
+    import threading
+
+    other = lab("table-full", 1)
+    stop = threading.Event()
+    probe = ("import socket\ns = socket.socket()\ns.settimeout(0.3)\ntry:\n    s.connect(('127.0.0.1', 9))\n"
+             "except OSError:\n    pass\n")
+
+    def noise():  # new connections in the other full netns: its own table-full lines, now and then
+        while not stop.is_set():
+            subprocess.run(["ip", "netns", "exec", other.netns.name, sys.executable, "-c", probe], capture_output=True)
+            stop.wait(2.0)
+
+    t = threading.Thread(target=noise, daemon=True)
+    t.start()
+    try:
+        mine = lab("table-full", 2)
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    log = mine.observed["kernel_log"]
+    assert not any(f"in netns {other.netns.inode}," in ln for ln in log), log
+    if mine.observed["kernel_log_names_netns"] or log:
+        assert all(f"in netns {mine.netns.inode}," in ln for ln in log), log
+
+
 def test_count_mismatch(lab):
     o = lab("count-mismatch", 1000).observed
     assert o["loaded"] == 1000 and o["listed_while_stuck"] == 0

@@ -202,18 +202,38 @@ def clean(only: list[str] | None = None) -> list[str]:
 # ---- dmesg -------------------------------------------------------------------------
 
 
-def kernel_log_lines() -> list[str]:
+def uptime() -> float:
+    """Seconds since boot: the clock of dmesg's stamps."""
+    try:
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def own_kernel_log(inode: int, since: float) -> list[str]:
+    """The ``table full`` kernel log lines of this netns, logged at or after ``since`` (uptime seconds):
+    matched by the inode the kernel prints (6.18+) and by time, never by diffing the whole log — on a
+    busy host other namespaces fill and log too. On kernels that name no netns, a line without one
+    can only be matched by time."""
+    from ctdoctor import kernel
+    from ctdoctor.sources.kernlog import parse_kernel_log
+    from ctdoctor.sources.system import parse_kernel_release
+
     r = subprocess.run(["dmesg"], capture_output=True)
-    return r.stdout.decode(errors="replace").splitlines() if r.returncode == 0 else []
-
-
-def new_kernel_log(before: list[str]) -> list[str]:
-    after = kernel_log_lines()
-    # dmesg is a ring: match on the last line we had seen.
-    if before and before[-1] in after:
-        idx = len(after) - 1 - after[::-1].index(before[-1])
-        return after[idx + 1:]
-    return after if not before else [ln for ln in after if ln not in set(before)]
+    if r.returncode != 0:
+        return []
+    names_netns = kernel.logs_netns_inode(parse_kernel_release(os.uname().release))
+    out = []
+    for e in parse_kernel_log(r.stdout.decode(errors="replace"), "dmesg"):
+        if e.kind != kernel.TABLE_FULL or e.mono is None or float(e.mono) < since - 0.5:
+            continue
+        if e.netns_inode is not None and e.netns_inode != inode:
+            continue  # another namespace's
+        if e.netns_inode is None and names_netns:
+            continue  # the initial netns's (6.18+ names every other one)
+        out.append(e.line)
+    return out
 
 
 # ---- scenario runs --------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ctdoctor.lab import LabRun, kernel_log_lines, new_kernel_log
+from ctdoctor.lab import LabRun, own_kernel_log, uptime
 
 SERVICE_PORT = 8080
 
@@ -88,7 +88,7 @@ class TableFull(Scenario):
         ns = run.netns
         sess = ns.spawn("session", SERVICE_PORT)
         run.say(f"echo server on 127.0.0.1:{SERVICE_PORT} and one held client connection")
-        log_before = kernel_log_lines()
+        since = uptime()
         before = ns.stats()
         gmax = _global_max()
         t0 = time.monotonic()
@@ -99,7 +99,7 @@ class TableFull(Scenario):
         held = ns.ask(sess, "echo 3")
         after = ns.stats()
         time.sleep(0.2)
-        log = [ln for ln in new_kernel_log(log_before) if "table full" in ln]
+        log = own_kernel_log(ns.inode, since)
         run.observed.update({
             "count": ns.count(), "max": gmax,
             "new_connections": attempts,
