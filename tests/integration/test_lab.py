@@ -177,3 +177,38 @@ def test_lab_without_conntrack_tool_says_which(tmp_path):
 def test_lab_refuses_a_host_image(tmp_path):
     rc, _out, _err = run_cli("--root", str(tmp_path), "lab", "list")
     assert rc == 2
+
+
+def test_k8s_node_names_pods_live_through_collect_and_in_the_exporter(lab, tmp_path):
+    import json
+
+    run = lab("k8s-node", 2)
+    host = run.observed["host_root"]
+    by_pod = {p["pod"]: p for p in run.observed["pods"]}
+    full = by_pod["shop/checkout-lab"]
+    assert full["count"] == run.observed["max"] and len(by_pod) == 4
+    rc, out, err = run_cli("status", "--netns", "all", "--host-root", host, "--format", "json", "--interval", "0")
+    named = {n["name"]: n for n in json.loads(out)["namespaces"]}
+    for p in run.observed["pods"]:
+        got = named[p["netns"]]["pod"]
+        assert f"{got['namespace']}/{got['name']}" == p["pod"] and got["container"] == "app", (p, got)
+    rc, out, err = run_cli("doctor", "--netns", "pod:shop/checkout-lab", "--host-root", host, "--format", "json",
+                           "--interval", "0")
+    doc = json.loads(out)
+    assert rc == 2 and [n["pod"] for n in doc["namespaces"]] == ["shop/checkout-lab"], err
+    (ct18,) = [f for f in doc["findings"] if f["id"] == "CT018"]
+    assert ct18["severity"] == "critical" and ct18["pod"] == "shop/checkout-lab"
+    assert f"{full['netns']} (shop/checkout-lab)" in ct18["summary"]
+    bundle = tmp_path / "node.tar.gz"
+    rc, _out, err = run_cli("collect", "--no-entries", "--host-root", host, "-o", str(bundle))
+    assert rc == 0, err
+    rc, out, err = run_cli("--root", str(bundle), "doctor", "--netns", "pod:shop/*", "--format", "json")
+    doc = json.loads(out)
+    assert [f["pod"] for f in doc["findings"] if f["id"] == "CT018"] == ["shop/checkout-lab"], err
+    tf = tmp_path / "tf"
+    tf.mkdir()
+    rc, _out, err = run_cli("exporter", "--netns", "all", "--host-root", host, "--textfile", str(tf), "--once")
+    assert rc == 0, err
+    info = [ln for ln in (tf / "ctdoctor.prom").read_text().splitlines()
+            if ln.startswith("ctdoctor_netns_info{") and f'netns="{full["netns"]}"' in ln]
+    assert info and 'namespace="shop"' in info[0] and 'pod="checkout-lab"' in info[0]

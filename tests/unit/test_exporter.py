@@ -336,6 +336,17 @@ def test_kubernetes_manifests_use_the_documented_flags_and_port():
     # the job name the exporter alerts match
     assert kinds["ServiceMonitor"]["spec"]["jobLabel"] == "app.kubernetes.io/name"
     assert kinds["DaemonSet"]["metadata"]["labels"]["app.kubernetes.io/name"].startswith("ctdoctor")
+    # a cluster admits it: hostPID/hostNetwork/hostPath need the privileged Pod Security level
+    assert kinds["Namespace"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    # kube-prometheus-stack finds the monitor and the rules by their release label
+    assert kinds["ServiceMonitor"]["metadata"]["labels"]["release"]
+    pr = yaml.safe_load((CONTRIB / "kubernetes" / "prometheusrule.yaml").read_text())
+    assert pr["metadata"]["labels"]["release"] == kinds["ServiceMonitor"]["metadata"]["labels"]["release"]
+    # --host-root is the node's / mounted read-only
+    host_root = c["args"][c["args"].index("--host-root") + 1]
+    mount = next(v for v in c["volumeMounts"] if v["mountPath"] == host_root)
+    vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert mount["readOnly"] is True and vol["hostPath"]["path"] == "/"
     _flags_are_real(c["args"])
 
 

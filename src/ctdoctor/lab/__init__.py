@@ -246,6 +246,7 @@ class LabRun:
     built: list[str] = field(default_factory=list)  # what the scenario built, in words
     observed: dict = field(default_factory=dict)  # numbers and lines a user would see
     explanation: str = ""
+    cleanups: list = field(default_factory=list)  # more to remove afterwards (extra namespaces, cgroups, files)
 
     def say(self, line: str) -> None:
         self.built.append(line)
@@ -274,6 +275,8 @@ def run_scenario(name: str, scale: int | None = None, keep: bool = False):
         raise UsageError(f"scenario {name} cannot run on this kernel: {why}")
     if scale is not None and scale <= 0:
         raise UsageError("--scale must be a positive number")
+    if keep and getattr(sc, "keepable", True) is False:
+        raise UsageError(f"scenario {name} cannot be kept (it places processes in cgroups it must remove)")
     old = {}
     if threading_main():
         for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -290,6 +293,9 @@ def run_scenario(name: str, scale: int | None = None, keep: bool = False):
         raise Failure(f"lab {name} terminated; netns {ns.name} removed") from None
     finally:
         if not keep:
+            for undo in reversed(getattr(run, "cleanups", []) if "run" in locals() else []):
+                with contextlib.suppress(Exception):
+                    undo()
             ns.destroy()
         for sig, h in old.items():
             signal.signal(sig, h)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 
-from ctdoctor.lab import LabRun, own_kernel_log, uptime
+from ctdoctor.lab import LabNetns, LabRun, own_kernel_log, uptime
 
 SERVICE_PORT = 8080
 
@@ -335,6 +336,92 @@ class GcLag(Scenario):
                              "count_after_listing": after})
 
 
+CGROUP_V1 = "/sys/fs/cgroup/pids"
+
+
+def _fake_pod(run: LabRun, host: str, namespace: str, name: str) -> tuple[LabNetns, str, str]:
+    """A netns held by a process placed in a cgroup with kubelet's path (cgroupfs driver,
+    ``/kubepods/besteffort/pod<UID>/<container id>``), with containerd's spec (its CRI annotations)
+    and kubelet's pod log folder under ``host``. Everything is removed after the run."""
+    import json
+    import subprocess
+    import uuid
+
+    ns = LabNetns(run.scenario).create()
+    run.cleanups.append(ns.destroy)
+    uid, cid = str(uuid.uuid4()), uuid.uuid4().hex + uuid.uuid4().hex
+    holder = subprocess.Popen(["ip", "netns", "exec", ns.name, "sleep", "3600"])
+    run.cleanups.append(lambda: (holder.kill(), holder.wait(timeout=10)))
+    cg = f"{CGROUP_V1}/kubepods/besteffort/pod{uid}/{cid}"
+    os.makedirs(cg)
+
+    def rm_cgroup() -> None:
+        holder.kill()
+        holder.wait(timeout=10)
+        for d in (cg, os.path.dirname(cg)):
+            os.rmdir(d)
+        for d in (f"{CGROUP_V1}/kubepods/besteffort", f"{CGROUP_V1}/kubepods"):
+            try:  # only when nothing else (a real kubelet) uses them
+                os.rmdir(d)
+            except OSError:
+                break
+
+    run.cleanups.append(rm_cgroup)
+    with open(f"{cg}/cgroup.procs", "w") as f:
+        f.write(str(holder.pid))
+    os.makedirs(f"{host}/var/log/pods/{namespace}_{name}_{uid}/app")
+    task = f"{host}/run/containerd/io.containerd.runtime.v2.task/k8s.io/{cid}"
+    os.makedirs(task)
+    with open(f"{task}/config.json", "w") as f:
+        json.dump({"ociVersion": "1.1.0", "annotations": {
+            "io.kubernetes.cri.container-type": "container", "io.kubernetes.cri.container-name": "app",
+            "io.kubernetes.cri.sandbox-name": name, "io.kubernetes.cri.sandbox-namespace": namespace,
+            "io.kubernetes.cri.sandbox-uid": uid}}, f)
+    return ns, uid, cid
+
+
+class K8sNode(Scenario):
+    name = "k8s-node"
+    summary = "pods on a node: netns held by processes in kubelet-shaped cgroups; one floods DNS, one fills its table"
+    scale_meaning = "quiet pods beside the two busy ones"
+    default_scale = 3
+    keepable = False
+    explanation = (
+        "On a Kubernetes node every pod has its own network namespace, and each counts its entries against the "
+        "one global nf_conntrack_max. The host's own table (conntrack -L, node_exporter) shows none of them. "
+        "ctdoctor finds each pod's namespace through its processes: their cgroup names the pod's UID and the "
+        "container (kubelet's path), and the runtime's metadata (containerd's config.json annotations, "
+        "kubelet's /var/log/pods folders) names the pod. Run the commands with --host-root HOST_ROOT (the "
+        "folder this scenario printed) to see the pods by name: ctdoctor status --netns all --host-root ...")
+
+    def unavailable(self) -> str | None:
+        return None if os.path.isdir(CGROUP_V1) else f"no cgroup v1 pids hierarchy at {CGROUP_V1}"
+
+    def build(self, run: LabRun, scale: int) -> None:
+        import shutil
+        import tempfile
+
+        host = tempfile.mkdtemp(prefix="ctdlab-k8s-host-")
+        run.cleanups.append(lambda: shutil.rmtree(host, ignore_errors=True))
+        run.say(f"host metadata (containerd specs, kubelet pod logs) under {host}: use --host-root {host}")
+        pods = []
+        dns, _, _ = _fake_pod(run, host, "kube-system", "coredns-lab")
+        full, _, _ = _fake_pod(run, host, "shop", "checkout-lab")
+        quiet = [_fake_pod(run, host, "team", f"idle-{i}")[0] for i in range(scale)]
+        before = dns.stats()
+        sent = dns.traffic("udp", 53, 2000)
+        after = dns.stats()
+        run.say(f"kube-system/coredns-lab: {sent.get('sent')} DNS queries from fresh source ports, unanswered")
+        gmax = _global_max()
+        loaded = _fill(full, gmax, _tcp_lines)
+        run.say(f"shop/checkout-lab: filled to the global max {gmax} ({loaded} ASSURED entries loaded)")
+        for ns, pod in ((dns, "kube-system/coredns-lab"), (full, "shop/checkout-lab"),
+                        *((q, f"team/idle-{i}") for i, q in enumerate(quiet))):
+            pods.append({"netns": ns.name, "inode": ns.inode, "pod": pod, "count": ns.count()})
+        run.observed.update({"host_root": host, "pods": pods, "max": gmax,
+                             "dns_insert_failed_delta": after.get("insert_failed", 0) - before.get("insert_failed", 0)})
+
+
 class MixedTraffic(Scenario):
     name = "mixed-traffic"
     summary = "a bit of everything: TCP/UDP/ICMP, IPv4/IPv6, NAT on loopback, two zones, several states"
@@ -362,4 +449,4 @@ class MixedTraffic(Scenario):
 
 
 SCENARIOS = {s.name: s for s in (TableFull(), EarlyDrop(), TimeWaitPileup(), SynUnreplied(), NatLoopback(),
-                                 Untracked(), CountMismatch(), GcLag(), MixedTraffic())}
+                                 Untracked(), CountMismatch(), GcLag(), K8sNode(), MixedTraffic())}
