@@ -33,6 +33,10 @@ class HostFacts:
     def summary(self, st: NetnsState) -> ListingSummary | None:
         if st.name in self._summaries:
             return self._summaries[st.name]
+        if self.live and st.count == 0:
+            # an empty table lists nothing: no read (on a node, most pods' namespaces are empty)
+            self._summaries[st.name] = ListingSummary(0, False, "nf_conntrack_count is 0", {}, {}, {})
+            return self._summaries[st.name]
         result = None
         try:
             got = self._netlink(st) if self.prefer_netlink else None
@@ -45,17 +49,18 @@ class HostFacts:
             if got is not None:
                 import time
 
-                from ctdoctor.top import parse_query, tally_stream_multi
+                from ctdoctor.top import parse_query, rows, tally_stream_multi
 
                 started = time.monotonic()
                 stream, label, tailed = got
                 qs = [parse_query(k, None, None, None, None, None) for k in ("state", "proto", "src", "dst", "dport")]
-                # tunnel endpoints: VXLAN, Geneve, flannel's VXLAN (either port of the tuple)
-                tq = [parse_query("proto", None, "udp", port, None, None) for port in TUNNEL_PORTS.values()]
                 with stream:
-                    ts = tally_stream_multi(stream, qs + tq, skip_first_partial=tailed)
-                tunnels = {name: t.matched for name, t in zip(TUNNEL_PORTS, ts[len(qs):], strict=True) if t.matched}
-                ts = ts[:len(qs)]
+                    ts = tally_stream_multi(stream, qs, skip_first_partial=tailed)
+                # tunnel endpoints (VXLAN, Geneve, flannel's VXLAN) by destination port, from the dport groups
+                _, dports = rows(ts[4], qs[4], 0)
+                wanted_ports = {port: name for name, port in TUNNEL_PORTS.items()}
+                tunnels = {wanted_ports[r["key"]["dport"]]: r["count"] for r in dports
+                           if r["key"]["dport"] in wanted_ports}
                 read_seconds = time.monotonic() - started
                 # reading the table frees the expired entries it passes: the count read now is the one
                 # the listing can be compared with (before it, the garbage collector's lag is in it)
@@ -64,8 +69,6 @@ class HostFacts:
                 tops = {}
                 proto_states: dict[tuple[str, str], int] = {}
                 for k, q, t in zip(("state", "proto", "src", "dst", "dport"), qs, ts, strict=True):
-                    from ctdoctor.top import rows
-
                     _, rs = rows(t, q, 0 if k in ("state", "proto") else 5)
                     # a key an entry lacks (ICMP has no port) stays None, never the string "None"
                     tops[k] = [(None if r["key"][k] is None else str(r["key"][k]), r["count"]) for r in rs]
@@ -104,6 +107,17 @@ class HostFacts:
             self._summary_errors[st.name] = f"{type(e).__name__}: {e}"
         self._summaries[st.name] = result
         return result
+
+    def warm(self, states: list[NetnsState]) -> None:
+        """Read these namespaces' listings now, several at a time (the doctor does it while it waits for
+        its second counter sample)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = [st for st in states if st.name not in self._summaries]
+        if not todo:
+            return
+        with ThreadPoolExecutor(max_workers=min(4, len(todo)), thread_name_prefix="ctdoctor-listing") as pool:
+            list(pool.map(self.summary, todo))
 
     def summary_missing_reason(self, st: NetnsState) -> str:
         return self._summary_errors.get(st.name) or "no entry listing (live /proc, ctnetlink, or a saved one)"

@@ -108,27 +108,41 @@ class NetnsView:
         return []
 
 
+NFT_RULESET = "\x00nft -j list ruleset"  # the pseudo-file the prefetch fills with the ruleset (libnftables)
+
+
 def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict, dict]:
-    """Runs inside the target netns (forked child): read files and list dirs."""
+    """Runs inside the target netns (forked child): read files and list dirs (and, for NFT_RULESET,
+    the nft ruleset through libnftables: no exec)."""
     import os
 
+    def here(rel: str) -> str:  # /proc/net follows the main thread: this task's netns is thread-self's
+        return "/proc/thread-self/net/" + rel[len("proc/net/"):] if rel.startswith("proc/net/") else "/" + rel
+
     files, dirs = {}, {}
+    if NFT_RULESET in rels:
+        from ctdoctor.sources import nftlib
+
+        text = nftlib.ruleset_json()
+        if text is not None:
+            files[NFT_RULESET] = text
+        rels = [r for r in rels if r != NFT_RULESET]
     for rel in rels:
         try:
-            with open("/" + rel, "rb") as f:
+            with open(here(rel), "rb") as f:
                 files[rel] = f.read(1 << 20).decode("utf-8", "replace")
         except OSError:
             pass
     for d in listdirs:
         try:
-            names = sorted(os.listdir("/" + d))
+            names = sorted(os.listdir(here(d)))
         except OSError:
             continue
         dirs[d] = names
         for n in names:
             rel = f"{d}/{n}"
             try:
-                with open("/" + rel, "rb") as f:
+                with open(here(rel), "rb") as f:
                     files[rel] = f.read(4096).decode("utf-8", "replace")
             except OSError:
                 pass
@@ -144,7 +158,7 @@ class LiveNetnsView(NetnsView):
         self._absent: set[str] = set()  # asked for in a read inside the netns, and not there
 
     def prefetch(self, rels: list[str], dirs: list[str]) -> None:
-        files, listed = nsmod.call_in(self.ref, _read_files_here, rels, dirs)
+        files, listed = nsmod.run_in_thread(self.ref, _read_files_here, rels, dirs)
         self._files.update(files)
         self._dirs.update(listed)
         self._absent.update(r for r in rels if r not in files)
@@ -152,8 +166,8 @@ class LiveNetnsView(NetnsView):
 
     def read_many(self, rels):
         missing = [r for r in rels if r not in self._files and r not in self._absent]
-        if missing:  # one more fork into the netns only for files not asked for yet
-            files, _ = nsmod.call_in(self.ref, _read_files_here, missing, [])
+        if missing:  # one more visit to the netns only for files not asked for yet
+            files, _ = nsmod.run_in_thread(self.ref, _read_files_here, missing, [])
             self._files.update(files)
             self._absent.update(r for r in missing if r not in files)
         return {r: (self._files[r], "/" + r) for r in rels if r in self._files}
@@ -164,6 +178,10 @@ class LiveNetnsView(NetnsView):
         return self._dirs.get(rel, [])
 
     def capture(self, plugin, cmd):
+        if cmd == "nft -j list ruleset" and NFT_RULESET in self._files:
+            source = cmd if self.ref.is_init else f"ip netns exec {self.name} {cmd}" \
+                if self.ref.owner == "ip netns" else f"{cmd} (in netns {self.name})"
+            return Captured(self._files[NFT_RULESET], source)
         out = run_command(cmd, preexec_fn=nsmod.preexec_for(self.ref))
         if out is not None and out.status != 0:
             return None  # its output is an error message, not the data
@@ -180,11 +198,11 @@ class LiveNetnsView(NetnsView):
 
     def read_now(self, rels: list[str]) -> dict[str, str]:
         """These files read again now, inside the netns (never from the cache)."""
-        files, _ = nsmod.call_in(self.ref, _read_files_here, rels, [])
+        files, _ = nsmod.run_in_thread(self.ref, _read_files_here, rels, [])
         return files
 
     def sample_stats(self) -> CpuStats | None:
-        files, _ = nsmod.call_in(self.ref, _read_files_here, [STAT], [])
+        files, _ = nsmod.run_in_thread(self.ref, _read_files_here, [STAT], [])
         if STAT not in files:
             return None
         try:
@@ -366,6 +384,7 @@ class Snapshot:
     incomplete: list[str] = field(default_factory=list)  # sos plugins that timed out: their data is partial
     sysctl_keys: set[str] | None = None  # every conntrack sysctl key the kernel has (None: no full list)
     vanished: list[str] = field(default_factory=list)  # namespaces that went away while they were read
+    first_sample_at: float = 0.0  # time.monotonic() when the counters were first read (live)
 
     def kernel_has_key(self, raw: str) -> bool | None:
         """Whether the running kernel has this sysctl key: from the captured key list, else from the
@@ -517,7 +536,8 @@ def _load_meta(root: HostRoot) -> dict | None:
 def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
                with_rules: bool = True) -> NetnsState:
     st = NetnsState(view.name, inode, owner, view=view, pod=view.pod)
-    view.prefetch([STAT, LEGACY_STAT], [NF_DIR])
+    want_nft = with_rules and isinstance(view, LiveNetnsView) and _nftlib_loaded()
+    view.prefetch([STAT, LEGACY_STAT] + ([NFT_RULESET] if want_nft else []), [NF_DIR])
     # Settings: the /proc/sys tree when present, else `sysctl -a` output.
     names = view.listdir(NF_DIR)
     legacy = [] if names else [n for n in view.listdir(LEGACY_NF_DIR) if n.startswith("ip_conntrack")]
@@ -574,6 +594,12 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
     return st
 
 
+def _nftlib_loaded() -> bool:
+    from ctdoctor.sources import nftlib
+
+    return nftlib.load()
+
+
 def _max_alias(view: NetnsView, st: NetnsState) -> None:
     """``net.nf_conntrack_max`` (``/proc/sys/net/nf_conntrack_max``, init netns only) where the image
     kept that file and not the net.netfilter one."""
@@ -585,15 +611,27 @@ def _max_alias(view: NetnsView, st: NetnsState) -> None:
         st.sources[NF + "nf_conntrack_max"] = alias[1]
 
 
-def _sample_again(states: list[NetnsState], interval: float) -> None:
-    """Second stats sample of every live netns, one interval after the first."""
-    time.sleep(interval)
-    for st in states:
+def _sample_again(states: list[NetnsState], interval: float, since: float | None = None) -> None:
+    """Second stats sample of every live netns, one interval after the first (``since``: when the first
+    was taken, time.monotonic(); work done meanwhile shortens the wait, and the rates use the real gap)."""
+    if since is None:
+        time.sleep(interval)
+    else:
+        time.sleep(max(0.0, interval - (time.monotonic() - since)))
+        interval = max(interval, time.monotonic() - since)
+
+    def one(st: NetnsState) -> None:
         if st.stats is None or st.view is None:
-            continue
-        later = st.view.sample_stats()
+            return
+        try:
+            later = st.view.sample_stats()
+        except Failure:  # went away since: drop_vanished leaves it out
+            return
         if later is not None:
             st.stats_later, st.interval = later, interval
+
+    live = [st for st in states if isinstance(st.view, LiveNetnsView)]
+    _each(one, live)
 
 
 def read_rules(view: NetnsView, notes: list[str]) -> RulesSummary:
@@ -896,6 +934,7 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
 
     views = _views(root, netns, snap.notes)
     snap.namespaces.extend(_read_all(views, snap.notes, with_rules))
+    snap.first_sample_at = time.monotonic()
     if interval and root.is_live:
         _sample_again(snap.namespaces, interval)
     drop_vanished(snap)
@@ -959,6 +998,11 @@ def _sysctl_keys(root: HostRoot) -> set[str] | None:
     return keys
 
 
+def sample_again(snap: Snapshot, interval: float) -> None:
+    """The second counter sample, ``interval`` after the first (for a build made without one)."""
+    _sample_again(snap.namespaces, interval, snap.first_sample_at)
+
+
 def drop_vanished(snap: Snapshot) -> list[str]:
     """Leave out (with a note, and in ``snap.vanished``) the live namespaces that went away since they
     were found: a pod deleted mid-run is not a finding and not an error. Returns their names."""
@@ -982,17 +1026,33 @@ def netns_states(root: HostRoot, netns: str | None = None) -> tuple[list[NetnsSt
 
 
 def _read_all(views, notes: list[str], with_rules: bool) -> list[NetnsState]:
-    """Every selected netns; one deleted while we read (a pod went away) is left out with a note."""
-    out = []
-    for view, inode, owner in views:
+    """Every selected netns; one deleted while we read (a pod went away) is left out with a note.
+    Live namespaces are read several at a time: each read waits on a fork or a tool run inside
+    the netns, so a node with hundreds of them is not read one after the other."""
+
+    def one(item):
+        view, inode, owner = item
         try:
-            out.append(read_netns(view, inode, owner, notes, with_rules))
+            return read_netns(view, inode, owner, notes, with_rules)
         except Failure:
             ref = getattr(view, "ref", None)
             if ref is None or not nsmod.gone(ref):
                 raise
             notes.append(f"netns {view.name} went away while it was read: left out")
-    return out
+            return None
+
+    return [st for st in _each(one, views) if st is not None]
+
+
+def _each(fn, items: list) -> list:
+    """``[fn(x) for x in items]``, live items in a few threads (forks and tools run in parallel)."""
+    live = [x for x in items if isinstance(x[0] if isinstance(x, tuple) else x, (LiveNetnsView, NetnsState))]
+    if len(items) < 4 or len(live) < len(items):
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(items)), thread_name_prefix="ctdoctor-netns") as pool:
+        return list(pool.map(fn, items))
 
 
 def entry_memory(snap: Snapshot, count: int | None) -> dict | None:

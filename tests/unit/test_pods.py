@@ -48,7 +48,9 @@ def test_runtime_specs_and_crictl_output():
     assert pods.parse_pod_log_dirs([f"shop_web-0_{UID}", "garbage", f"x_{UID}"]) == {UID: ("shop", "web-0")}
 
 
-def test_a_sosreport_names_its_pods_from_crictl_inspectp(tmp_path):
+def _k8s_sosreport_with_crictl(tmp_path):
+    """The k8s sosreport image plus what sos's crio plugin captures of its pod: ``crictl inspectp`` JSON
+    whose runtime spec names the pod's netns (cni-4f1e)."""
     img = tmp_path / "sos"
     shutil.copytree(IMAGES / "sosreport-node7-k8s", img, symlinks=True)
     d = img / "sos_commands/crio/pods"
@@ -57,6 +59,11 @@ def test_a_sosreport_names_its_pods_from_crictl_inspectp(tmp_path):
         "status": {"id": "9a8b7c", "metadata": {"attempt": 0, "name": "dns-cache-7f9", "namespace": "kube-system",
                                                 "uid": UID}},
         "info": {"runtimeSpec": {"linux": {"namespaces": [{"type": "network", "path": "/var/run/netns/cni-4f1e"}]}}}}))
+    return img
+
+
+def test_a_sosreport_names_its_pods_from_crictl_inspectp(tmp_path):
+    img = _k8s_sosreport_with_crictl(tmp_path)
     rc, out, err = run_cli("--root", str(img), "status", "--netns", "pod:kube-system/dns-cache-*", "--format", "json")
     assert rc == 0, err
     (ns,) = json.loads(out)["namespaces"]
@@ -71,14 +78,7 @@ def test_a_sosreport_names_its_pods_from_crictl_inspectp(tmp_path):
 
 
 def test_top_groups_by_pod_and_kubernetes_namespace(tmp_path):
-    img = tmp_path / "sos"
-    shutil.copytree(IMAGES / "sosreport-node7-k8s", img, symlinks=True)
-    d = img / "sos_commands/crio/pods"
-    d.mkdir(parents=True)
-    (d / "crictl_inspectp_9a8b7c").write_text(json.dumps({
-        "status": {"id": "9a8b7c", "metadata": {"attempt": 0, "name": "dns-cache-7f9", "namespace": "kube-system",
-                                                "uid": UID}},
-        "info": {"runtimeSpec": {"linux": {"namespaces": [{"type": "network", "path": "/var/run/netns/cni-4f1e"}]}}}}))
+    img = _k8s_sosreport_with_crictl(tmp_path)
     rc, out, err = run_cli("--root", str(img), "top", "--netns", "all", "--by", "pod", "--format", "json")
     rows = {r["key"]["pod"]: r["count"] for r in json.loads(out)["rows"]}
     assert rc == 0 and rows == {"kube-system/dns-cache-7f9": 2, "(no pod: init)": 3}, (rows, err)

@@ -20,6 +20,9 @@ from ctdoctor.snapshot import NetnsState, Snapshot
 KernelLogEvent = Any
 
 
+SMALL_TABLE = 100  # entries: below this, no listing-based check can fire
+
+
 class Severity(StrEnum):
     """A finding's severity (its JSON value is the lower-case name)."""
 
@@ -97,6 +100,7 @@ class Facts(Protocol):
     live: bool
 
     def summary(self, st: NetnsState) -> ListingSummary | None: ...
+    def warm(self, states: list[NetnsState]) -> None: ...
     def summary_missing_reason(self, st: NetnsState) -> str: ...
     def established_sockets(self, st: NetnsState) -> int | None: ...
     def sockets_source(self, st: NetnsState) -> str: ...
@@ -140,6 +144,13 @@ class Context:
 
     def summary(self, st: NetnsState) -> ListingSummary | None:
         return self.facts.summary(st)
+
+    @staticmethod
+    def listing_matters(st: NetnsState, at_least: int = SMALL_TABLE) -> bool:
+        """Whether a check needs this netns's listing: its count is unknown or at least ``at_least``
+        (below that, no gap, pile-up or heavy hitter can reach a threshold), or it is the host's.
+        On a node, most pods' tables hold a handful of entries: their listings are not read."""
+        return st.count is None or st.count >= at_least or st.name == "init"
 
     def summary_missing_reason(self, st: NetnsState) -> str:
         return self.facts.summary_missing_reason(st)

@@ -74,8 +74,8 @@ def gc_backlog(ctx, st, states: dict[str, int]) -> int:
 
 def run(ctx):
     for st in ctx.namespaces:
-        if st.count is None:
-            continue
+        if st.count is None or st.count < 100:
+            continue  # a gap of 100 or more needs a count of 100 or more
         s = ctx.summary(st)
         if s is None:
             yield Unknown(CODE, "not enough data: " + ctx.summary_missing_reason(st), st.name)

@@ -30,6 +30,8 @@ TITLE = "state anomalies: SYN_SENT, UNREPLIED or TIME_WAIT pile-up"
 
 def run(ctx):
     for st in ctx.namespaces:
+        if not ctx.listing_matters(st):
+            continue
         s = ctx.summary(st)
         if s is None:
             if st.count:

@@ -26,6 +26,8 @@ TITLE = "one source, destination or port holds a large share of the table"
 
 def run(ctx):
     for st in ctx.namespaces:
+        if not ctx.listing_matters(st, 1000):
+            continue
         s = ctx.summary(st)
         if s is None:
             if st.count and st.count >= 1000:

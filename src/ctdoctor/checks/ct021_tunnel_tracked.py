@@ -32,12 +32,13 @@ PORTS = {"vxlan": 4789, "geneve": 6081, "vxlan-8472": 8472}
 
 def run(ctx):
     for st in ctx.namespaces:
-        s = ctx.summary(st)
+        s = ctx.summary(st) if ctx.listing_matters(st) else None
         if s is None or not s.tunnels:
             continue
         yield _finding(ctx, st, s.tunnels, ev(s.listed, s.source), s.source)
     ovs = ctx.ovs_conntrack()
-    if ovs and ovs[0] and not any((ctx.summary(st) or None) and ctx.summary(st).tunnels for st in ctx.namespaces):
+    if ovs and ovs[0] and not any(ctx.listing_matters(st) and (s := ctx.summary(st)) is not None and s.tunnels
+                                  for st in ctx.namespaces):
         init = ctx.snap.init
         if init is not None:
             yield _finding(ctx, init, ovs[0], None, ovs[1])

@@ -29,10 +29,20 @@ def run(args) -> int:
         interval = 1.0 if root.is_live else None
     if args.compare and root.is_live:
         raise UsageError("--compare takes a second host image and goes with --root")
-    snap = snapshot.build(root, getattr(args, "netns", None) or "all", interval=interval or None)
+    snap = snapshot.build(root, getattr(args, "netns", None) or "all")
     if args.compare:
         _compare(snap, args)
     ctx = context(snap, root, live=root.is_live)
+    if interval and root.is_live:
+        # the listings the checks will want are read while the second counter sample waits
+        import threading
+
+        big = [st for st in snap.namespaces if ctx.listing_matters(st)]
+        warm = threading.Thread(target=ctx.facts.warm, args=(big,), name="ctdoctor-warm", daemon=True)
+        warm.start()
+        snapshot.sample_again(snap, interval)
+        warm.join()
+        snapshot.drop_vanished(snap)
     findings, unknown = doctor.run_checks(ctx, only or None, skip or None)
     gone = set(snapshot.drop_vanished(snap))  # a pod deleted while the checks read its listing
     if gone:

@@ -18,7 +18,8 @@ from ctdoctor.export.metrics import Refreshed
 
 
 def refresh(wanted: str) -> dict:
-    """Run the doctor over the live host and tally each selected netns's listing by proto and state."""
+    """Run the doctor over the live host and tally each selected netns's listing by proto and state
+    (the host's, and those holding 100 entries or more)."""
     from ctdoctor import doctor, snapshot
     from ctdoctor.facts import context
     from ctdoctor.sources.hostroot import HostRoot
@@ -30,6 +31,11 @@ def refresh(wanted: str) -> dict:
     by_state: dict[str, list] = {}
     listing_error: dict[str, str] = {}
     for st in snap.namespaces:
+        if not ctx.listing_matters(st):
+            # fewer than 100 entries: no state breakdown. Every listing walks the one hash table all
+            # namespaces share (a dump of a 10-entry netns costs as much as the biggest table), so a node
+            # with hundreds of small pods pays it only for the tables that matter
+            continue
         summ = ctx.summary(st)
         if summ is None:
             listing_error[st.name] = ctx.summary_missing_reason(st)

@@ -100,7 +100,7 @@ class TableFull(Scenario):
         held = ns.ask(sess, "echo 3")
         after = ns.stats()
         time.sleep(0.2)
-        log = own_kernel_log(ns.inode, since)
+        log = own_kernel_log(ns.inode or 0, since)
         run.observed.update({
             "count": ns.count(), "max": gmax,
             "new_connections": attempts,
@@ -351,7 +351,11 @@ def _fake_pod(run: LabRun, host: str, namespace: str, name: str) -> tuple[LabNet
     run.cleanups.append(ns.destroy)
     uid, cid = str(uuid.uuid4()), uuid.uuid4().hex + uuid.uuid4().hex
     holder = subprocess.Popen(["ip", "netns", "exec", ns.name, "sleep", "3600"])
-    run.cleanups.append(lambda: (holder.kill(), holder.wait(timeout=10)))
+    def stop_holder() -> None:
+        holder.kill()
+        holder.wait(timeout=10)
+
+    run.cleanups.append(stop_holder)
     cg = f"{CGROUP_V1}/kubepods/besteffort/pod{uid}/{cid}"
     os.makedirs(cg)
 

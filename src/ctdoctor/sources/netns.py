@@ -245,6 +245,45 @@ def is_current(ref: NetnsRef) -> bool:
     return _self_inode() == ref.inode
 
 
+def run_in_thread(ref: NetnsRef, fn, *args):
+    """Run ``fn(*args)`` with this thread inside the netns, then bring the thread back: no fork.
+
+    ``setns(CLONE_NEWNET)`` moves only the calling thread; files it opens under
+    ``/proc/thread-self/net`` and ``/proc/sys/net`` are that netns's (``/proc/net`` follows the
+    process's main thread, so ``fn`` must use ``/proc/thread-self/net``). If the thread cannot come
+    back to its own netns, nothing more is read on it: the process stops with an error rather than
+    read one netns's files as another's."""
+    if is_current(ref) and _thread_inode() == ref.inode:
+        return fn(*args)
+    libc = _load_libc()
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        home_ino = os.fstat(home).st_ino
+        try:
+            setns(ref.path)
+        except FileNotFoundError as e:
+            raise Failure(f"reading inside netns {ref.name} failed: {e}") from None
+        except OSError as e:
+            if e.errno in (1, 13):
+                raise Failure(f"entering netns {ref.name} needs root (CAP_SYS_ADMIN): {e}") from None
+            raise Failure(f"reading inside netns {ref.name} failed: {e}") from None
+        try:
+            return fn(*args)
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0 or _thread_inode() != home_ino:
+                import sys
+
+                print("ctdoctor: internal error: a thread could not return to its own network namespace",
+                      file=sys.stderr)
+                os._exit(70)
+    finally:
+        os.close(home)
+
+
+def _thread_inode() -> int | None:
+    return _inode_of("/proc/thread-self/ns/net")
+
+
 def call_in(ref: NetnsRef, fn, *args):
     """Run ``fn(*args)`` inside the netns (in a forked child) and return its result."""
     if is_current(ref):
@@ -323,7 +362,9 @@ def open_in(ref: NetnsRef, path: str, flags: int = os.O_RDONLY) -> int:
     """
     if is_current(ref):
         return os.open(path, flags)
-    return _fd_from_child(ref, lambda: os.open(path, flags), path)
+    here = "/proc/thread-self/net/" + path[len("/proc/net/"):] if path.startswith("/proc/net/") else path
+    # this thread enters the netns, opens, comes back: no fork
+    return _os_errors(ref, path, lambda: run_in_thread(ref, os.open, here, flags | os.O_CLOEXEC))
 
 
 def socket_in(ref: NetnsRef, family: int, type_: int, proto: int) -> int:
@@ -332,7 +373,22 @@ def socket_in(ref: NetnsRef, family: int, type_: int, proto: int) -> int:
 
     if is_current(ref):
         return socket.socket(family, type_, proto).detach()
-    return _fd_from_child(ref, lambda: socket.socket(family, type_, proto).detach(), "a netlink socket")
+    # a socket belongs to the netns of the thread that made it: made here, in the netns, without a fork
+    return _os_errors(ref, "a netlink socket",
+                      lambda: run_in_thread(ref, lambda: socket.socket(family, type_, proto).detach()))
+
+
+def _os_errors(ref: NetnsRef, what: str, fn):
+    """``fn()``, with a failure to enter the netns raised as the OSError a caller of open() expects."""
+    try:
+        return fn()
+    except Failure as e:
+        text = str(e)
+        if "needs root" in text:
+            raise PermissionError(f"{what} in netns {ref.name}: {text}") from None
+        if "No such file" in text or "FileNotFoundError" in text:
+            raise FileNotFoundError(what) from None
+        raise OSError(f"{what} in netns {ref.name} failed: {text}") from None
 
 
 def stream_in(ref: NetnsRef, path: str):
