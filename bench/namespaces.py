@@ -47,7 +47,8 @@ def make(n: int, full: int, prefix: str, tmp: str) -> list[str]:
     small = os.path.join(tmp, "small.save")
     with open(small, "w") as f:
         f.write(entries(10))
-    gmax = int(open("/proc/sys/net/netfilter/nf_conntrack_max").read())
+    with open("/proc/sys/net/netfilter/nf_conntrack_max") as f:
+        gmax = int(f.read())
     big = os.path.join(tmp, "full.save")
     if full:
         with open(big, "w") as f:

@@ -116,7 +116,7 @@ def exporter(*args: str) -> Server:
 
 
 def test_a_netns_appears_with_its_counts_and_states_and_goes_away():
-    with exporter("--refresh", "1", "--discover", "0.5") as exp:
+    with exporter("--refresh", "1", "--discover", "0.5", "--detail", "all") as exp:
         with Netns("exp") as ns:
             ns.load_established(500)
             m = wait_for(lambda: (lambda m: m if value(m, "ctdoctor_conntrack_entries_by_state", netns=ns.name,

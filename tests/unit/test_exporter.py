@@ -45,6 +45,32 @@ def exposition(**kw) -> Exposition:
     return Exposition(**base)
 
 
+def test_a_quiet_netns_costs_a_few_series_a_busy_one_all():
+    stats_618 = parse_proc_stat((DATA / "proc_stat_nf_conntrack_6.18").read_text()).sums
+    quiet = Sample("pod-q", 4026532400, "pause:900", count=12, stats=dict(stats_618, drop=0, insert_failed=0,
+                                                                          early_drop=0))
+    busy = Sample("pod-b", 4026532401, "pause:901", count=140000, stats=dict(stats_618))
+    dropping = Sample("pod-d", 4026532402, "pause:902", count=30, stats=dict(stats_618, drop=5))
+    refreshed = Refreshed(at=1.0, ok=True, by_state={n: [("tcp", "ESTABLISHED", 10)] for n in ("pod-q", "pod-b")})
+    x = exposition(samples=[quiet, busy, dropping], refreshed=refreshed, table_full={})
+
+    def series(ex, netns):
+        return {k for k in samples_of(render_text(ex)) if ("netns", netns) in k[1]}
+
+    q = series(x, "pod-q")
+    names = {k[0] for k in q}
+    # entries, limit, the three drop counters, the info and readable series: nothing else
+    assert names == {"ctdoctor_conntrack_entries", "ctdoctor_conntrack_entries_limit",
+                     "ctdoctor_conntrack_stat_drop_total", "ctdoctor_conntrack_stat_early_drop_total",
+                     "ctdoctor_conntrack_stat_insert_failed_total", "ctdoctor_netns_info",
+                     "ctdoctor_exporter_netns_readable"}, names
+    b, d = series(x, "pod-b"), series(x, "pod-d")
+    assert len(b) > 15 and ("ctdoctor_conntrack_entries_by_state", (("netns", "pod-b"), ("proto", "tcp"),
+                                                                     ("state", "ESTABLISHED"))) in b
+    assert len(d) > 15  # it dropped: every stat, to see why
+    assert len(series(exposition(samples=[quiet], refreshed=refreshed, table_full={}, detail="all"), "pod-q")) > 15
+
+
 def test_every_contract_metric_is_rendered_with_its_netns():
     got = samples_of(render_text(exposition()))
     assert got[("ctdoctor_conntrack_entries", (("netns", "pod-a"),))] == 262144

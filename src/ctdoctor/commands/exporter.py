@@ -22,6 +22,10 @@ def add_arguments(p) -> None:
     p.add_argument("--textfile", metavar="DIR",
                    help="write DIR/ctdoctor.prom (atomically) for node_exporter's textfile collector instead of serving")
     p.add_argument("--once", action="store_true", help="with --textfile: write once and exit (for a timer)")
+    p.add_argument("--detail", choices=("busy", "all"), default="busy",
+                   help="busy (default): a quiet netns gets entries, limit, drop/early_drop/insert_failed and its "
+                        "info; the per-state breakdown and the other stats for init and for a netns at half its "
+                        "limit or that has dropped. all: every series of every netns")
 
 
 def requires(args) -> Needs:
@@ -49,6 +53,7 @@ def run(args) -> int:
     names_init = kernel.logs_netns_inode(version)  # 6.18+ names every non-init netns: a line without one is init's
     exp = server.Exporter(wanted, args.refresh, names_init, discover_every=args.discover)
     exp.reader.host_root = getattr(args, "host_root", None)
+    exp.detail = args.detail
     if args.textfile:
         server.textfile(exp, args.textfile, args.once)
         return 0

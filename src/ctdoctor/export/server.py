@@ -65,6 +65,7 @@ class Exporter:
         self.discover_every = discover_every
         self.refresh_timeout = refresh_timeout or max(120.0, 4 * refresh_every)
         self.reader = NetnsReader(wanted)
+        self.detail = "busy"  # --detail
         self.follower = KernelLogFollower(self.reader, names_init)
         self.refreshed = Refreshed()
         self.refreshes = self.failures = 0
@@ -96,7 +97,8 @@ class Exporter:
         if limit:
             self.follower.set_full_now([s.netns for s in samples if s.count is not None and s.count >= limit])
         return Exposition(samples, limit, buckets, self.refreshed, self.follower.by_name(),
-                          self.follower.readable, refreshes=self.refreshes, refresh_failures=self.failures)
+                          self.follower.readable, refreshes=self.refreshes, refresh_failures=self.failures,
+                          detail=self.detail)
 
     def _loop(self, every: float, fn, name: str) -> None:
         def run():
