@@ -1,6 +1,6 @@
 """How ctdoctor grows with the number of network namespaces (a Kubernetes node), in one run.
 
-    .venv/bin/python bench/namespaces.py [--counts 1,250,1000] [--full 2]
+    .venv/bin/python bench/namespaces.py [--counts 1,110,250,1000] [--full 2]
 
 For each count N it makes N throwaway namespaces (each with a rule that makes conntrack track it and
 10 ASSURED entries loaded over ctnetlink; ``--full`` of them filled to nf_conntrack_max), then measures:
@@ -83,7 +83,7 @@ def cpu_of(argv: list[str]) -> float:
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def scrapes(n: int) -> tuple[float, float]:
+def scrapes(n: int) -> tuple[float, float, int]:
     import socket
 
     with socket.socket() as s:
@@ -104,12 +104,14 @@ def scrapes(n: int) -> tuple[float, float]:
                 time.sleep(0.2)
         time.sleep(1.0)  # discovery settled
         lat = []
+        body = b""
         for _ in range(n):
             t = time.monotonic()
-            urllib.request.urlopen(url, timeout=10).read()
+            body = urllib.request.urlopen(url, timeout=10).read()
             lat.append((time.monotonic() - t) * 1000)
         lat.sort()
-        return statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
+        series = sum(1 for ln in body.decode().splitlines() if ln and not ln.startswith("#"))
+        return statistics.median(lat), lat[int(len(lat) * 0.99) - 1], series
     finally:
         p.terminate()
         p.wait(timeout=10)
@@ -117,7 +119,7 @@ def scrapes(n: int) -> tuple[float, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--counts", default="1,250,1000")
+    ap.add_argument("--counts", default="1,110,250,1000")
     ap.add_argument("--full", type=int, default=2, help="namespaces filled to the max (at counts above it)")
     ap.add_argument("--scrapes", type=int, default=100)
     a = ap.parse_args()
@@ -132,23 +134,23 @@ def main() -> int:
                 names = make(n, a.full if n > a.full else 0, prefix, tmp)
                 doctor = wall([*CTD])
                 status = wall([*CTD, "status", "--netns", "all", "--interval", "0"])
-                p50, p99 = scrapes(a.scrapes)
+                p50, p99, series = scrapes(a.scrapes)
                 with tempfile.TemporaryDirectory() as tf:
                     refresh = cpu_of([*CTD, "exporter", "--netns", "all", "--textfile", tf, "--once"])
             finally:
                 remove(names)
-            rows.append((n, doctor, status, p50, p99, refresh))
+            rows.append((n, doctor, status, p50, p99, refresh, series))
             print(f"{n} namespaces: doctor {doctor:.2f} s, status {status:.2f} s, scrape p50 {p50:.1f} ms "
-                  f"p99 {p99:.1f} ms, refresh {refresh:.2f} s CPU", flush=True)
+                  f"p99 {p99:.1f} ms ({series} series), refresh {refresh:.2f} s CPU", flush=True)
     print()
     print("| namespaces (+ init) | doctor, wall (1 s sample) | status --netns all | scrape p50 / p99 | "
-          "refresh CPU (textfile --once) |")
-    print("|---|---|---|---|---|")
-    for n, d, s, p50, p99, r in rows:
-        print(f"| {n} | {d:.2f} s | {s:.2f} s | {p50:.1f} / {p99:.1f} ms | {r:.2f} s |")
+          "series per scrape | refresh CPU (textfile --once) |")
+    print("|---|---|---|---|---|---|")
+    for n, d, st, p50, p99, r, ser in rows:
+        print(f"| {n} | {d:.2f} s | {st:.2f} s | {p50:.1f} / {p99:.1f} ms | {ser} | {r:.2f} s |")
     at = {r[0]: r for r in rows}
     if 250 in at:
-        _, d, s, p50, _p99, r = at[250]
+        _, d, s, p50, _p99, r, _ser = at[250]
         print(f"\nat 250: doctor {d:.2f} s (target <= {TARGETS['doctor_s']}), status {s:.2f} s (<= "
               f"{TARGETS['status_s']}), scrape p50 {p50:.1f} ms (<= {TARGETS['scrape_p50_ms']}), refresh {r:.2f} s "
               f"CPU (<= {TARGETS['refresh_cpu_s']})")

@@ -240,6 +240,7 @@ static int parse_line(const char *p, const char *end, entry *e) {
     e->proto = tok[i];
     unsigned long long v;
     if (number(tok[i + 1], 3, 255, &v) < 0) return -1;
+    if (span_eq(tok[i], "unknown")) e->proto = tok[i + 1];  /* a protocol the kernel has no name for: its number */
     i += 2;
     if (i < ntok && all_digits(tok[i].p, tok[i].n)) i++;
     if (i < ntok && is_state_tok(tok[i].p, tok[i].n)) { e->state = tok[i]; i++; }
@@ -557,6 +558,7 @@ static int parse_canon(const char *p, const char *end, entry *e) {
     }
     const char *b = c.q;
     if (c.q >= c.end || *c.q < 'a' || *c.q > 'z') return -1;
+    if (HAS(&c, "unknown ")) return -1;  /* an unnamed protocol: parse_line keys it by its number */
     c.q += run_of(c.q, c.end, C_PROTO);
     if (c.q - b > PROTO_MAX) return -1;
     e->proto.p = b; e->proto.n = c.q - b;
@@ -1153,7 +1155,7 @@ static const char *proto_name(int n) {
 }
 
 /* Text the entry's spans point to when it comes from netlink. */
-typedef struct { char addr[4][48]; char sport[8], dport[8], mark[16], zone[8], state[16]; } nl_text;
+typedef struct { char addr[4][48]; char sport[8], dport[8], mark[16], zone[8], state[16], proto[4]; } nl_text;
 
 /* One tuple: addresses into e (slots k, k+1) and, for the original tuple, the ports; returns the
    protocol number or -1 when the tuple is malformed. zone: CTA_TUPLE_ZONE or -1. */
@@ -1208,6 +1210,10 @@ static int nl_entry(const unsigned char *p, int len, int family, entry *e, nl_te
     e->l3.p = family == AF_INET ? "ipv4" : "ipv6";
     e->l3.n = 4;
     e->proto.p = proto_name(proto);
+    if (strcmp(e->proto.p, "unknown") == 0) {  /* a protocol with no name: its number, as the text readers do */
+        snprintf(tx->proto, sizeof(tx->proto), "%d", proto & 255);
+        e->proto.p = tx->proto;
+    }
     e->proto.n = (Py_ssize_t)strlen(e->proto.p);
     unsigned long status = a[3].p && a[3].n >= 4 ? be32(a[3].p) : 0;
     e->hw_offload = (status & (1 << 15)) != 0;

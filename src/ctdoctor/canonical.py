@@ -146,7 +146,7 @@ def _line(b: _Builder, want: frozenset[str], tier2: bool, combine: bool = False)
     b.lit(rb"(?:")
     b.group("l3", rb"ipv4|ipv6", want_("l3"))
     b.lit(rb" ++\d++ ++|(?!ipv4 |ipv6 |unknown ))")
-    b.group("proto", rb"[a-z][a-z0-9]{0,31}+", want_("proto"))
+    b.group("proto", rb"(?!unknown )[a-z][a-z0-9]{0,31}+", want_("proto"))  # unnamed: the general rule
     b.lit(rb" ++" + PROTONUM + rb" ++(?:\d++ ++|)")
     if not tier2 and combine and want_("src"):
         b.group("state_src", rb"(?:[A-Z0-9_]{1,32}+ ++|)src=(?:" + IPV4 + b"|" + IPV6_FULL + b")", True)

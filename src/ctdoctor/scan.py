@@ -131,6 +131,8 @@ def scan_line(line: bytes):  # noqa: C901 - the C scanner's twin, branch for bra
         return None
     if _number(toks[i + 1], 3, 255) is None:
         return None
+    if proto == b"unknown":  # a protocol the kernel has no name for: keyed by its number
+        proto = toks[i + 1]
     i += 2
     if i < n and _digits(toks[i]):
         i += 1

@@ -82,11 +82,19 @@ def test_record_survives_churn(tmp_path):
         while churn.made < 3:
             time.sleep(0.05)
         for i in range(RUNS):
-            p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "record", "--dir", str(tmp_path / "inc"),
-                                  "--netns", "all", "--interval", "0.1"], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-            time.sleep(0.8)
+            p = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "ctdoctor", "record", "--dir",
+                                  str(tmp_path / "inc"), "--netns", "all", "--interval", "0.1"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            assert p.stdout is not None
+            first = p.stdout.readline()  # "watching every 0.1s ...": it runs (namespaces found, files held)
+            assert "watching" in first, first
+            time.sleep(0.3 + 0.05 * (i % 7))  # stopped at a different point of its loop each time
             p.send_signal(signal.SIGTERM)
-            _out, err = p.communicate(timeout=30)
+            try:
+                _out, err = p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+                _out, err = p.communicate(timeout=30)
+                pytest.fail(f"run {i}: record did not stop within 30 s of SIGTERM:\n{err[-3000:]}")
             assert "Traceback" not in err and "internal error" not in err, (i, err)
             assert p.returncode in (0, 143, -signal.SIGTERM), (i, p.returncode, err)

@@ -124,7 +124,7 @@ def decode_entry(buf: bytes, off: int, end: int) -> Entry:
     offload = "HW_OFFLOAD" if status & IPS_HW_OFFLOAD else "OFFLOAD" if status & IPS_OFFLOAD else None
     e = Entry(
         l3="ipv4" if family == socket.AF_INET else "ipv6",
-        proto=PROTO_NAMES.get(protonum, "unknown"), protonum=protonum,
+        proto=PROTO_NAMES.get(protonum, str(protonum)), protonum=protonum,
         timeout=None if offload else (_u32be.unpack_from(buf, a[CTA_TIMEOUT][0])[0] if CTA_TIMEOUT in a else None),
         state=state, orig=orig, reply=reply,
         unreplied=not status & IPS_SEEN_REPLY, assured=bool(status & IPS_ASSURED) and not offload, offload=offload,
