@@ -226,3 +226,19 @@ def test_kernel_log_parsers_on_real_line_shapes():
         ["kern.log.2.gz", "kern.log.1", "kern.log", "messages-20240301", "messages-20240308", "messages", "syslog.1"]
     assert parse_uptime_output(" 10:00:01 up 3 days,  2:11,  1 user") == 3 * 86400 + 2 * 3600 + 11 * 60
     assert parse_uptime_output("up 45 min,") == 2700 and parse_date_output("garbage") is None
+
+
+def test_unnamed_protocols_keep_their_number(tmp_path):
+    # ct_seq_show prints "%-8s %u" of the l4 name and number; VRRP (112) and OSPF (89) have no name
+    listing = tmp_path / "nf_conntrack"
+    listing.write_text(
+        "ipv4     2 unknown  112 590 src=192.0.2.1 dst=224.0.0.18 [UNREPLIED] src=224.0.0.18 dst=192.0.2.1 mark=0 use=2\n"
+        "ipv4     2 unknown  89 590 src=192.0.2.1 dst=224.0.0.5 [UNREPLIED] src=224.0.0.5 dst=192.0.2.1 mark=0 use=2\n"
+        "ipv4     2 udp      17 29 src=192.0.2.1 dst=192.0.2.2 sport=5353 dport=53 [UNREPLIED] src=192.0.2.2 "
+        "dst=192.0.2.1 sport=53 dport=5353 mark=0 use=1\n")
+    import json
+
+    for env in ({}, {"CTDOCTOR_NO_ACCEL": "1"}):
+        rc, out, err = run_cli("top", "--file", str(listing), "--by", "proto", "--format", "json", env=env)
+        rows = {r["key"]["proto"]: r["count"] for r in json.loads(out)["rows"]}
+        assert rc == 0 and rows == {"112": 1, "89": 1, "udp": 1}, (env, rows, err)
