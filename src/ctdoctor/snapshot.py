@@ -1034,12 +1034,15 @@ def _read_all(views, notes: list[str], with_rules: bool) -> list[NetnsState]:
         view, inode, owner = item
         try:
             return read_netns(view, inode, owner, notes, with_rules)
-        except Failure:
+        except Failure as e:
             ref = getattr(view, "ref", None)
-            if ref is None or not nsmod.gone(ref):
-                raise
-            notes.append(f"netns {view.name} went away while it was read: left out")
-            return None
+            if ref is not None and nsmod.gone(ref):
+                notes.append(f"netns {view.name} went away while it was read: left out")
+                return None
+            if ref is not None and "needs root" in str(e):  # an unprivileged run: what it can read, and a note
+                notes.append(f"netns {view.name} could not be entered (needs root, CAP_SYS_ADMIN): left out")
+                return None
+            raise
 
     return [st for st in _each(one, views) if st is not None]
 

@@ -242,3 +242,16 @@ def test_unnamed_protocols_keep_their_number(tmp_path):
         rc, out, err = run_cli("top", "--file", str(listing), "--by", "proto", "--format", "json", env=env)
         rows = {r["key"]["proto"]: r["count"] for r in json.loads(out)["rows"]}
         assert rc == 0 and rows == {"112": 1, "89": 1, "udp": 1}, (env, rows, err)
+
+
+def test_unprivileged_run_leaves_out_namespaces_it_cannot_enter():
+    from tests.conftest import Netns, kernel_lab_available
+
+    if kernel_lab_available() is not None:
+        import pytest
+
+        pytest.skip(str(kernel_lab_available()))
+    with Netns("np"):
+        rc, out, err = run_cli("--format", "nagios", "--interval", "0", as_nobody=True)
+    assert rc == 3 and "Traceback" not in err, (rc, out, err)
+    assert out.startswith("CONNTRACK UNKNOWN - not run as root: ") and "netns not entered" in out

@@ -50,7 +50,8 @@ def run(args) -> int:
         unknown = [u for u in unknown if u.netns not in gone]
     code = doctor.exit_code(findings, unknown)
     doc = doctor.report(ctx, findings, unknown)
-    if root.is_live and not _is_root() and unknown and code == doctor.OK:
+    skipped = [n for n in snap.notes if "could not be entered" in n]
+    if root.is_live and not _is_root() and (unknown or skipped) and code == doctor.OK:
         # checks that did not run are not an OK: a Nagios check run as an unprivileged user (NRPE)
         # says UNKNOWN, with what it skipped
         code = doctor.UNKNOWN

@@ -19,9 +19,13 @@ def render(doc: dict, code: int, namespaces) -> str:
             msg += f" (+{len(worst) - 3} more)"
     elif code == 3:
         skipped = [f"{u['id']}" + (f" ({u['netns']})" if u.get("netns") else "") for u in doc["unknown"]]
+        unentered = [n.split()[1] for n in doc.get("notes", []) if "could not be entered" in n]
         if doc.get("unprivileged"):
             parts = [f"{st.name} {st.count}/{st.max}" for st in namespaces if st.count is not None]
-            msg = ("not run as root: " + str(len(skipped)) + " check(s) skipped: " + ", ".join(skipped[:8])
+            msg = ("not run as root: " + (f"{len(skipped)} check(s) skipped: " + ", ".join(skipped[:8])
+                                          if skipped else "")
+                   + ("; " if skipped and unentered else "")
+                   + (f"{len(unentered)} netns not entered" if unentered else "")
                    + ("; read: " + ", ".join(parts[:4]) if parts else "") + " (run as root, or give the user "
                    "CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_SYSLOG)")
         else:

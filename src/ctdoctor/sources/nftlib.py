@@ -21,6 +21,10 @@ def load() -> bool:
     if _tried:
         return _lib is not None
     _tried = True
+    import os
+
+    if os.geteuid() != 0:  # without CAP_NET_ADMIN the library prints to stderr (and old ones exit): not used
+        return False
     try:
         lib = ctypes.CDLL("libnftables.so.1")
     except OSError:
