@@ -255,3 +255,21 @@ def test_unprivileged_run_leaves_out_namespaces_it_cannot_enter():
         rc, out, err = run_cli("--format", "nagios", "--interval", "0", as_nobody=True)
     assert rc == 3 and "Traceback" not in err, (rc, out, err)
     assert out.startswith("CONNTRACK UNKNOWN - not run as root: ") and "netns not entered" in out
+
+
+def test_printed_fixes_of_the_new_checks_run(tmp_path):
+    """CT020's sed comments out exactly the line it names; CT021's notrack command prints its rules."""
+    import subprocess
+
+    conf = "net.ipv4.netfilter.ip_conntrack_max = 65536\nnet.core.somaxconn = 1024\n"
+    root = image(tmp_path, BASE, {"etc/sysctl.d/10-old-tuning.conf": conf})
+    _rc, doc = doctor(root)
+    (f,) = find(doc, "CT020")
+    (fix,) = f["fix"]
+    target = root / "etc/sysctl.d/10-old-tuning.conf"
+    cmd = fix.replace("/etc/sysctl.d/10-old-tuning.conf", str(target))  # the image's copy, not this host's
+    assert subprocess.run(["bash", "-c", cmd]).returncode == 0
+    assert target.read_text() == ("# no such key on this kernel: net.ipv4.netfilter.ip_conntrack_max = 65536\n"
+                                  "net.core.somaxconn = 1024\n")
+    rc, out, err = run_cli("notrack", "--port", "4789", "--proto", "udp")
+    assert rc == 0 and "4789" in out and "notrack" in out, err
