@@ -146,13 +146,13 @@ def _finding(ctx, st, lines: list, inferred: bool) -> Finding | None:
                   "fill": round(fill, 4) if fill is not None else None,
                   "kernel_log": [{"line": e.line, "source": f"{e.source}:{e.lineno}"} for e in lines[-5:]],
                   "kernel_log_lines": len(lines), "netns_inferred": inferred, "when": when},
-        explanation=_explain(ctx, full, inferred, lines, drop, failed),
+        explanation=_explain(ctx, full, inferred, lines, drop, failed, fill is None),
         fix=([f"ctdoctor top --netns {st.name} --by src,state"] if full else [])
         + ["ctdoctor status --netns all --interval 5   # are they still rising?"],
     )
 
 
-def _explain(ctx, full: bool, inferred: bool, lines: list, drop, failed) -> str:
+def _explain(ctx, full: bool, inferred: bool, lines: list, drop, failed, fill_unknown: bool = False) -> str:
     if full:
         why = "The table is at its max: see CT001. "
     elif lines and all(ctx.stale(e) for e in lines):
@@ -163,6 +163,8 @@ def _explain(ctx, full: bool, inferred: bool, lines: list, drop, failed) -> str:
     elif drop and not lines and failed and failed >= drop / 2:
         why = ("No table-full line was logged: these are insert clashes (two packets of one new flow, e.g. "
                "parallel DNS queries from one socket, racing to create its entry), counted since boot. ")
+    elif lines and fill_unknown:
+        why = ("Whether the table is full now is not known (no count was captured); the log says it was. ")
     else:
         why = ("The table is not full now: the drops happened earlier (counters are since boot) "
                "or come from insert races. ")

@@ -53,13 +53,22 @@ def render(doc: dict, verbose_info: bool = True):
     return Group(*parts)
 
 
+def _plain(x) -> str:
+    """A value as a person reads it: no Python None/True/False on screen."""
+    if x is None:
+        return "unknown"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    return str(x)
+
+
 def _ev_escaped(v, escape) -> str:
     if isinstance(v, dict) and "value" in v:
-        return escape(str(v["value"])) + (f"  [dim]({escape(str(v['source']))})[/]" if v.get("source") else "")
+        return escape(_plain(v["value"])) + (f"  [dim]({escape(str(v['source']))})[/]" if v.get("source") else "")
     if isinstance(v, list):
         if v and isinstance(v[0], dict):
-            return escape("; ".join(", ".join(f"{k}={x}" for k, x in item.items()) for item in v[:5]))
-        return escape(", ".join(str(x) for x in v[:8]))
+            return escape("; ".join(", ".join(f"{k}={_plain(x)}" for k, x in item.items()) for item in v[:5]))
+        return escape(", ".join(_plain(x) for x in v[:8]))
     if isinstance(v, dict):
-        return escape(", ".join(f"{k}={x}" for k, x in v.items()))
-    return escape(str(v))
+        return escape(", ".join(f"{k}={_plain(x)}" for k, x in v.items() if x is not None))
+    return escape(_plain(v))

@@ -33,7 +33,7 @@ _TS = re.compile(
     r"^(?:\[\s*(?P<mono>\d+\.\d+)\]\s*"                     # dmesg
     r"|\[(?P<ctime>[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d [\d:]{8} \d{4})\]\s*"  # dmesg -T
     r"|(?P<iso>\d{4}-\d\d-\d\dT[\d:.]+(?:[+-]\d\d:?\d\d|Z)?)\s+\S+\s+kernel:\s*(?:\[\s*(?P<mono2>[\d.]+)\]\s*)?"
-    r"|(?P<syslog>[A-Z][a-z]{2}\s+\d+\s+[\d:]+)\s+\S+\s+kernel:\s*(?:\[\s*(?P<mono3>[\d.]+)\]\s*)?"
+    r"|(?P<syslog>[A-Z][a-z]{2}\s+\d+\s+[\d:]+)\s+(?:\S+\s+)?kernel:\s*(?:\[\s*(?P<mono3>[\d.]+)\]\s*)?"
     # OpenWrt's logread: "Sat Sep  9 16:28:18 2017 kern.warn kernel: [65503.710000] ..."
     r"|(?P<logread>[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d [\d:]{8} \d{4}) \S+ kernel:\s*(?:\[\s*(?P<mono4>[\d.]+)\]\s*)?"
     r")?"
