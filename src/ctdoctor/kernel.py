@@ -19,6 +19,30 @@ TABLE_FULL, EXPECT_FULL, VMALLOC, VERSION, SUPPRESSED, BOOT = (
     "table_full", "expect_full", "vmalloc_fallback", "version", "suppressed", "boot")
 
 
+# Every state word an entry can carry: the TCP, SCTP and DCCP states the kernel prints, and the flags
+# a listing shows ([UNREPLIED], [ASSURED], [OFFLOAD], [HW_OFFLOAD]) plus REPLIED for the rest.
+STATES = frozenset({
+    "NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE",
+    "SYN_SENT2", "CLOSED", "COOKIE_WAIT", "COOKIE_ECHOED", "SHUTDOWN_SENT", "SHUTDOWN_RECD", "SHUTDOWN_ACK_SENT",
+    "HEARTBEAT_SENT", "HEARTBEAT_ACKED", "REQUEST", "RESPOND", "PARTOPEN", "OPEN", "CLOSEREQ", "CLOSING",
+    "TIMEWAIT", "IGNORE", "INVALID", "UNREPLIED", "ASSURED", "REPLIED", "OFFLOAD", "HW_OFFLOAD"})
+
+
+def check_states(words: list[str], extra: tuple[str, ...] = ()) -> None:
+    """Refuse a state no entry can have (``ESTABLISHD``), with the nearest real one: a typo must never
+    quietly match nothing."""
+    import difflib
+
+    from ctdoctor.errors import UsageError
+
+    known = STATES | set(extra)
+    for w in words:
+        if w not in known:
+            near = difflib.get_close_matches(w, sorted(known), n=1, cutoff=0.6)
+            raise UsageError(f"--state {w}: no such state" + (f" (did you mean {near[0]}?)" if near else
+                                                               f" (one of: {', '.join(sorted(known))})"))
+
+
 def parse_int(v: str | None) -> int | None:
     """A sysctl or proc value as an int, or None when it is missing or not a whole number."""
     if v is None:

@@ -399,6 +399,9 @@ def parse_query(by: str, state: str | None, proto: str | None, port: int | None,
     q = Query(keys)
     if state:
         q.states = [s.strip().upper() for s in state.split(",") if s.strip()]
+        from ctdoctor.kernel import check_states
+
+        check_states(q.states)
     if proto:
         q.protos = [p.strip().lower() for p in proto.split(",") if p.strip()]
     if port is not None:

@@ -55,6 +55,9 @@ def run(args) -> int:
     states = {s.strip().upper() for s in args.state.split(",") if s.strip()}
     if not states:
         raise UsageError("--state needs at least one state")
+    from ctdoctor.kernel import check_states
+
+    check_states(sorted(states), extra=("ALL",))
     if "ESTABLISHED" in states and not args.include_established:
         raise UsageError("refusing to delete ESTABLISHED entries: their connections would break under NAT or a "
                          "stateful filter; add --include-established if that is what you want")
