@@ -277,5 +277,5 @@ def test_printed_fixes_of_the_new_checks_run(tmp_path):
 
 def test_a_mistyped_state_is_refused_with_the_nearest_one(tmp_path):
     for argv in (["top", "--root", str(BASE), "--state", "ESTABLISHD"], ["flush", "--state", "TIME_WAI", "--dry-run"]):
-        rc, out, err = run_cli(*argv)
+        rc, _out, err = run_cli(*argv)
         assert rc == 2 and "no such state" in err and "did you mean" in err and err.count("\n") == 1, err
