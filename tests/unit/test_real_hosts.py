@@ -279,3 +279,40 @@ def test_a_mistyped_state_is_refused_with_the_nearest_one(tmp_path):
     for argv in (["top", "--root", str(BASE), "--state", "ESTABLISHD"], ["flush", "--state", "TIME_WAI", "--dry-run"]):
         rc, _out, err = run_cli(*argv)
         assert rc == 2 and "no such state" in err and "did you mean" in err and err.count("\n") == 1, err
+
+
+def test_a_thread_knows_its_own_netns_while_another_is_elsewhere():
+    """Reads run in threads that enter a netns for a moment: "am I in it" must be the thread's own answer
+    (a worker must not take the main thread's visit elsewhere for its own netns)."""
+    import threading
+
+    from tests.conftest import Netns, kernel_lab_available
+
+    if kernel_lab_available() is not None:
+        import pytest
+
+        pytest.skip(str(kernel_lab_available()))
+    from ctdoctor.sources import netns as nsmod
+
+    with Netns("th") as ns:
+        (ref,) = nsmod.select(nsmod.discover(), ns.name)
+        (init,) = nsmod.select(nsmod.discover(), "init")
+        seen = {}
+        inside = threading.Event()
+        release = threading.Event()
+
+        def visit():
+            def stay():
+                inside.set()
+                release.wait(10)
+                return nsmod.is_current(ref)
+            seen["visitor"] = nsmod.run_in_thread(ref, stay)
+
+        t = threading.Thread(target=visit)
+        t.start()
+        inside.wait(10)
+        seen["other_thread_in_init"] = nsmod.is_current(init)
+        seen["other_thread_in_ns"] = nsmod.is_current(ref)
+        release.set()
+        t.join(10)
+    assert seen == {"visitor": True, "other_thread_in_init": True, "other_thread_in_ns": False}, seen

@@ -242,7 +242,8 @@ def _raise_fd_limit(want: int) -> None:
 
 
 def is_current(ref: NetnsRef) -> bool:
-    return _self_inode() == ref.inode
+    """The calling thread is in this netns (threads may be elsewhere for a moment: run_in_thread)."""
+    return (_thread_inode() or _self_inode()) == ref.inode
 
 
 def run_in_thread(ref: NetnsRef, fn, *args):
@@ -253,7 +254,7 @@ def run_in_thread(ref: NetnsRef, fn, *args):
     process's main thread, so ``fn`` must use ``/proc/thread-self/net``). If the thread cannot come
     back to its own netns, nothing more is read on it: the process stops with an error rather than
     read one netns's files as another's."""
-    if is_current(ref) and _thread_inode() == ref.inode:
+    if is_current(ref):
         return fn(*args)
     libc = _load_libc()
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
