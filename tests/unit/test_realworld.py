@@ -5,6 +5,7 @@ hand, never from ctdoctor's output). Healthy hosts get nothing at WARNING or abo
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,12 @@ def test_real_capture_is_read_right(case):
     for code in exp.get("info", []):
         assert code in {f["id"] for f in doc["findings"]}, f"{case}: {code} expected at info"
     assert rc in EXIT[exp["severity"]], f"{case}: exit {rc} for an expected {exp['severity']}"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_text_report_has_no_python_on_screen(case):
+    _rc, out, err = run_cli("--root", str(CORPUS / case), env={"COLUMNS": "80"})
+    assert "Traceback" not in err and out.strip()
+    bad = [ln for ln in out.splitlines() if re.search(r"\{'|\('|\[\{|\bNone\b|\bTrue\b|\bFalse\b", ln)]
+    assert not bad, bad
+    assert max(len(ln) for ln in out.splitlines()) <= 80

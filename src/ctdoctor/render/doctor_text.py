@@ -59,6 +59,10 @@ def _plain(x) -> str:
         return "unknown"
     if isinstance(x, bool):
         return "yes" if x else "no"
+    if isinstance(x, dict):
+        return ", ".join(f"{k} {_plain(v)}" for k, v in x.items())
+    if isinstance(x, (list, tuple)):
+        return ", ".join(_plain(v) for v in x)
     return str(x)
 
 
