@@ -178,17 +178,20 @@ class LiveNetnsView(NetnsView):
         return self._dirs.get(rel, [])
 
     def capture(self, plugin, cmd):
-        if cmd == "nft -j list ruleset" and NFT_RULESET in self._files:
-            source = cmd if self.ref.is_init else f"ip netns exec {self.name} {cmd}" \
-                if self.ref.owner == "ip netns" else f"{cmd} (in netns {self.name})"
-            return Captured(self._files[NFT_RULESET], source)
+        if cmd == "nft -j list ruleset" and NFT_RULESET in self._files:  # read by the prefetch, in-process
+            return Captured(self._files[NFT_RULESET], self._source(cmd))
         out = run_command(cmd, preexec_fn=nsmod.preexec_for(self.ref))
         if out is not None and out.status != 0:
             return None  # its output is an error message, not the data
-        if out and not self.ref.is_init:
-            out.source = f"ip netns exec {self.name} {cmd}" if self.ref.owner == "ip netns" else \
-                f"{cmd} (in netns {self.name})"
+        if out:
+            out.source = self._source(cmd)
         return out
+
+    def _source(self, cmd: str) -> str:
+        """How evidence names a command run in this netns."""
+        if self.ref.is_init:
+            return cmd
+        return f"ip netns exec {self.name} {cmd}" if self.ref.owner == "ip netns" else f"{cmd} (in netns {self.name})"
 
     def open_listing(self):
         try:
@@ -1044,13 +1047,14 @@ def _read_all(views, notes: list[str], with_rules: bool) -> list[NetnsState]:
                 return None
             raise
 
-    return [st for st in _each(one, views) if st is not None]
+    live = all(isinstance(view, LiveNetnsView) for view, _inode, _owner in views)
+    return [st for st in _each(one, views, parallel=live) if st is not None]
 
 
-def _each(fn, items: list) -> list:
-    """``[fn(x) for x in items]``, live items in a few threads (forks and tools run in parallel)."""
-    live = [x for x in items if isinstance(x[0] if isinstance(x, tuple) else x, (LiveNetnsView, NetnsState))]
-    if len(items) < 4 or len(live) < len(items):
+def _each(fn, items: list, parallel: bool = True) -> list:
+    """``[fn(x) for x in items]``; with ``parallel``, in a few threads (each waits on the kernel or a tool
+    in a netns, so a node with hundreds of namespaces is not read one after the other)."""
+    if not parallel or len(items) < 4:
         return [fn(x) for x in items]
     from concurrent.futures import ThreadPoolExecutor
 
