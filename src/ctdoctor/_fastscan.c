@@ -91,6 +91,7 @@ typedef struct {
     int accounting;     /* an entry had packets=/bytes= counters */
     int noise;          /* an unreadable line was conntrack-tools' or sysctl's stderr */
     long long binary_line;  /* the last feed's first line with a NUL byte, or 0 */
+    long long every, tick;  /* count only every n-th entry read (1: all); entries read so far */
 } Aggregator;
 
 #define BLOCK (1 << 20)
@@ -894,6 +895,8 @@ static int prepare(Aggregator *a, entry *e, char *key, ready *r) {
     span label = label_of(e);
     a->total++;
     if (e->acct) a->accounting = 1;
+    /* a sample by position in the read (a dump's order follows the kernel's hash, not the keys) */
+    if (a->every > 1 && a->tick++ % a->every) return 0;
     if (a->protos && !tuple_has(a->protos, e->proto)) return 0;
     if (a->states) {
         int ok = tuple_has(a->states, label);
@@ -1159,7 +1162,56 @@ typedef struct { char addr[4][48]; char sport[8], dport[8], mark[16], zone[8], s
 
 /* One tuple: addresses into e (slots k, k+1) and, for the original tuple, the ports; returns the
    protocol number or -1 when the tuple is malformed. zone: CTA_TUPLE_ZONE or -1. */
-static int nl_tuple(nla t, entry *e, int k, nl_text *tx, int orig, int *zone) {
+/* Which of an entry's text fields some aggregator reads (a key field or a filter): the netlink
+   decoder formats only those, so a tally by state or protocol never prints an address. */
+enum { NEED_ADDR0 = 1, NEED_ADDR1 = 2, NEED_ADDR2 = 4, NEED_ADDR3 = 8, NEED_PORTS = 16, NEED_MARK = 32,
+       NEED_ZONE = 64 };
+
+static int needs_of(Aggregator **aggs, int na) {
+    int need = 0;
+    for (int i = 0; i < na; i++) {
+        Aggregator *a = aggs[i];
+        if (a->port >= 0) need |= NEED_PORTS;
+        for (int f = 0; f < a->nfields; f++) {
+            switch (a->fields[f]) {
+            case F_SRC: need |= NEED_ADDR0; break;
+            case F_DST: need |= NEED_ADDR1; break;
+            case F_RSRC: need |= NEED_ADDR2; break;
+            case F_RDST: need |= NEED_ADDR3; break;
+            case F_SPORT: case F_DPORT: need |= NEED_PORTS; break;
+            case F_MARK: need |= NEED_MARK; break;
+            case F_ZONE: need |= NEED_ZONE; break;
+            }
+        }
+    }
+    return need;
+}
+
+/* An IPv4 address as inet_ntop prints it, without its locale and bounds machinery. */
+static Py_ssize_t ntop4(const unsigned char *a, char *out) {
+    char *o = out;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = a[i];
+        if (i) *o++ = '.';
+        if (v >= 100) { *o++ = (char)('0' + v / 100); v %= 100; *o++ = (char)('0' + v / 10); *o++ = (char)('0' + v % 10); }
+        else if (v >= 10) { *o++ = (char)('0' + v / 10); *o++ = (char)('0' + v % 10); }
+        else *o++ = (char)('0' + v);
+    }
+    *o = 0;
+    return o - out;
+}
+
+/* A number without leading zeros, as the text listings print it. */
+static Py_ssize_t utoa(unsigned long v, char *out) {
+    char tmp[24];
+    int n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+    out[n] = 0;
+    return n;
+}
+
+static int nl_tuple(nla t, entry *e, int k, nl_text *tx, int orig, int *zone, int need) {
     nla a[8], ip[8], pr[16];
     nla_parse(t.p, t.n, a, 8);
     *zone = -1;
@@ -1175,9 +1227,11 @@ static int nl_tuple(nla t, entry *e, int k, nl_text *tx, int orig, int *zone) {
         memset(e->bin[k + x], 0, 16);
         memcpy(e->bin[k + x], src, fam == AF_INET ? 4 : 16);
         e->fam[k + x] = fam;
-        inet_ntop(fam, src, tx->addr[k + x], sizeof tx->addr[k + x]);
-        e->addr[k + x].p = tx->addr[k + x];
-        e->addr[k + x].n = (Py_ssize_t)strlen(tx->addr[k + x]);
+        /* IPv6 keys are printed from bin (ntop6); an IPv4 one from this text, made only when read */
+        if (fam == AF_INET && (need & (NEED_ADDR0 << (k + x)))) {
+            e->addr[k + x].n = ntop4(src, tx->addr[k + x]);
+            e->addr[k + x].p = tx->addr[k + x];
+        }
     }
     int proto = 0;  /* no CTA_TUPLE_PROTO: protocol 0, "unknown", as decode_entry reads it */
     if (a[2].p) {
@@ -1186,10 +1240,10 @@ static int nl_tuple(nla t, entry *e, int k, nl_text *tx, int orig, int *zone) {
         proto = pr[1].p[0];
         if (!pr[2].p != !pr[3].p || (pr[2].p && (pr[2].n < 2 || pr[3].n < 2))) return -1;
         /* ports travel in CTA_PROTO_SRC/DST_PORT; GRE's keys too (they are not ports) */
-        if (orig && proto != 47 && pr[2].p) {
-            e->sport.n = snprintf(tx->sport, sizeof tx->sport, "%u", be16(pr[2].p));
+        if (orig && proto != 47 && pr[2].p && (need & NEED_PORTS)) {
+            e->sport.n = utoa(be16(pr[2].p), tx->sport);
             e->sport.p = tx->sport;
-            e->dport.n = snprintf(tx->dport, sizeof tx->dport, "%u", be16(pr[3].p));
+            e->dport.n = utoa(be16(pr[3].p), tx->dport);
             e->dport.p = tx->dport;
         }
     }
@@ -1199,14 +1253,14 @@ static int nl_tuple(nla t, entry *e, int k, nl_text *tx, int orig, int *zone) {
 
 /* A CT_NEW message's attributes (after nfgenmsg) into e, as ctnetlink.decode_entry and
    top.entry_fields read them; -1 when malformed. */
-static int nl_entry(const unsigned char *p, int len, int family, entry *e, nl_text *tx) {
+static int nl_entry(const unsigned char *p, int len, int family, entry *e, nl_text *tx, int need) {
     nla a[32];
     memset(e, 0, sizeof(*e));
     nla_parse(p, len, a, 32);
     int zo, zr;
     if (!a[1].p || !a[2].p) return -1;
-    int proto = nl_tuple(a[1], e, 0, tx, 1, &zo);
-    if (proto < 0 || nl_tuple(a[2], e, 2, tx, 0, &zr) < 0) return -1;
+    int proto = nl_tuple(a[1], e, 0, tx, 1, &zo, need);
+    if (proto < 0 || nl_tuple(a[2], e, 2, tx, 0, &zr, need) < 0) return -1;
     e->l3.p = family == AF_INET ? "ipv4" : "ipv6";
     e->l3.n = 4;
     e->proto.p = proto_name(proto);
@@ -1236,13 +1290,15 @@ static int nl_entry(const unsigned char *p, int len, int family, entry *e, nl_te
             }
         }
     }
-    if (a[8].p && a[8].n >= 4) {
-        e->mark.n = snprintf(tx->mark, sizeof tx->mark, "%lu", be32(a[8].p));
+    if (a[8].p && a[8].n >= 4 && (need & NEED_MARK)) {
+        e->mark.n = utoa(be32(a[8].p), tx->mark);
         e->mark.p = tx->mark;
     } else { e->mark.p = ""; e->mark.n = 0; }  /* no CTA_MARK: entry_fields gives b"" */
-    int zone = a[18].p && a[18].n >= 2 ? (int)be16(a[18].p) : zo >= 0 ? zo : zr >= 0 ? zr : 0;
-    e->zone.n = snprintf(tx->zone, sizeof tx->zone, "%d", zone);
-    e->zone.p = tx->zone;
+    if (need & NEED_ZONE) {
+        int zone = a[18].p && a[18].n >= 2 ? (int)be16(a[18].p) : zo >= 0 ? zo : zr >= 0 ? zr : 0;
+        e->zone.n = utoa((unsigned long)zone, tx->zone);
+        e->zone.p = tx->zone;
+    } else { e->zone.p = ""; e->zone.n = 0; }
     for (int d = 0; d < 2; d++) {
         nla c = a[9 + d], k[4];
         if (!c.p) continue;
@@ -1262,7 +1318,7 @@ static void feed_nl(Aggregator **aggs, int na, const unsigned char *p, Py_ssize_
     Py_ssize_t off = 0;
     entry ents[BATCH];
     nl_text tx[BATCH];
-    int k = 0;
+    int k = 0, need = needs_of(aggs, na);
     while (off + 16 <= n) {
         uint32_t len; uint16_t type;
         memcpy(&len, p + off, 4); memcpy(&type, p + off + 4, 2);
@@ -1270,7 +1326,7 @@ static void feed_nl(Aggregator **aggs, int na, const unsigned char *p, Py_ssize_
         if (type == 3) { *done = 1; break; }
         if (type == 2 && len >= 20) { int32_t x; memcpy(&x, p + off + 16, 4); if (x) { *err = -x; break; } }
         if ((type >> 8) == 1) {  /* a ctnetlink message: a dump's or an event's entry */
-            if (len < 20 || nl_entry(p + off + 20, (int)len - 20, p[off + 16], &ents[k], &tx[k]) < 0) (*malformed)++;
+            if (len < 20 || nl_entry(p + off + 20, (int)len - 20, p[off + 16], &ents[k], &tx[k], need) < 0) (*malformed)++;
             else {
                 (*entries)++;
                 if (++k == BATCH) {
@@ -1566,7 +1622,18 @@ static PyObject *agg_get_accounting(Aggregator *a, void *c) { return PyBool_From
 static PyObject *agg_get_noise(Aggregator *a, void *c) { return PyBool_FromLong(a->noise); }
 static PyObject *agg_get_binary_line(Aggregator *a, void *c) { return PyLong_FromLongLong(a->binary_line); }
 
+static PyObject *agg_sample_every(Aggregator *a, PyObject *args) {
+    long long n;
+    if (!PyArg_ParseTuple(args, "L", &n)) return NULL;
+    if (n < 1) { PyErr_SetString(PyExc_ValueError, "sample_every needs n >= 1"); return NULL; }
+    a->every = n;
+    a->tick = 0;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef agg_methods[] = {
+    {"sample_every", (PyCFunction)agg_sample_every, METH_VARARGS,
+     "sample_every(n): count only the 1st, (n+1)-th, ... entry read from now on"},
     {"feed", (PyCFunction)agg_feed, METH_VARARGS, "feed(buf, skip_first_bad=False) -> (lines, bad, first bad line)"},
     {"feed_netlink", (PyCFunction)agg_feed_netlink, METH_VARARGS,
      "feed_netlink(buf) -> (entries, malformed messages, done)"},

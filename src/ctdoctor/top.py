@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # types for mypy; not built at run time (ctdoctor top starts 
         def merge(self, other: Any, prefix: bytes = b"") -> None: ...
         def result(self) -> dict: ...
         def top(self, limit: int) -> tuple[int, list]: ...
+        def sample_every(self, n: int) -> None: ...
 
     class Row(TypedDict, total=False):
         """One row of ``top``: its key values, count, share of what was read, state mix, packets/bytes."""
@@ -128,6 +129,15 @@ class PyAggregator:
         self.scanner = None  # the ChunkScanner that reads text into this table (maybe shared)
         self.disposable = False  # its rows may be taken over by a merge (a table a reader process sent)
         self.parts: list[PyAggregator] = []  # merged tables kept apart until their rows are asked for
+        self.every, self._tick = 1, 0  # count only every n-th entry taken (sample_every)
+
+    def sample_every(self, n: int) -> None:
+        """Count only the 1st, (n+1)-th, (2n+1)-th ... entry taken from now on, as the C aggregator
+        does: a sample by position in the read (a dump's order follows the kernel's hash, not the keys)."""
+        if n < 1:
+            raise ValueError("sample_every needs n >= 1")
+        self.every, self._tick = n, 0
+        self.filtered = self.filtered or n > 1  # the unfiltered fold would count everything
 
     def feed(self, buf: bytes, skip_first_bad: bool = False):
         """(lines, unreadable lines, first unreadable line or 0), as the C scanner returns."""
@@ -172,6 +182,11 @@ class PyAggregator:
         if f[S_ACCT]:
             self._accounting = True
         lab = f[S_LABEL]
+        if self.every > 1:  # entries tick .. tick+n-1; those at a multiple of every are counted
+            t, self._tick = self._tick, self._tick + n
+            n = (t + n - 1) // self.every - (t - 1) // self.every
+            if not n:
+                return
         if self.protos is not None and f[S_PROTO] not in self.protos:
             return
         if self.states is not None:
@@ -346,6 +361,7 @@ class Query:
     def __init__(self, by: list[str], states: list[str] | None = None, protos: list[str] | None = None,
                  port: int = -1, src: list[str] | None = None, dst: list[str] | None = None):
         self.by, self.states, self.protos, self.port, self.src, self.dst = by, states, protos, port, src, dst
+        self.every = 1  # count every n-th entry only (a sample by position; see Aggregator.sample_every)
 
     def __repr__(self) -> str:
         return (f"Query(by={self.by!r}, states={self.states!r}, protos={self.protos!r}, port={self.port!r}, "
@@ -375,11 +391,16 @@ class Query:
                 self.port, nets(self.src), nets(self.dst))
 
     def aggregator(self, force_python: bool = False):
+        agg: Any
         if not force_python and accelerated():
             from ctdoctor._fastscan import Aggregator
 
-            return Aggregator(*self.args())
-        return PyAggregator(*self.args())
+            agg = Aggregator(*self.args())
+        else:
+            agg = PyAggregator(*self.args())
+        if self.every > 1:
+            agg.sample_every(self.every)
+        return agg
 
 
 def parse_query(by: str, state: str | None, proto: str | None, port: int | None, src: str | None,
@@ -814,15 +835,18 @@ def _filler(f, python: bool):
 
 def _tally_netlink(dump, queries: list[Query], force_python: bool) -> list[Tally]:
     """A ctnetlink dump straight into the aggregators, no listing text in between; the next
-    receive buffer is read (the kernel dumps the next part) while this one is counted."""
+    receive buffer is read (the kernel dumps the next part) while this one is counted, unless the
+    dump asks for the cheaper read in turn (``overlap`` False)."""
     from ctdoctor.sources.ctnetlink import has_done
 
     feeder = Feeder(queries, force_python or not accelerated())
     entries = malformed = 0
     sock = dump.start()
+    parts = _Reader(sock.recv_into, size=1 << 20, last=has_done) if getattr(dump, "overlap", True) \
+        else _parts_in_turn(sock)
     try:
         with _no_gc():
-            for buf, n in _Reader(sock.recv_into, size=1 << 20, last=has_done):
+            for buf, n in parts:
                 with memoryview(buf) as view:
                     k, bad, done = feeder.feed_netlink(view[:n])
                 entries += k
@@ -835,6 +859,18 @@ def _tally_netlink(dump, queries: list[Query], force_python: bool) -> list[Tally
         raise CtnetlinkError(f"ctnetlink dump failed: {e.strerror or e}") from None
     first_bad = (entries + 1, "a malformed ctnetlink message") if malformed else None
     return [t.check() for t in feeder.tallies(entries + malformed, malformed, first_bad)]
+
+
+def _parts_in_turn(sock):
+    """A dump's receive buffers read in this thread, one after the other."""
+    from ctdoctor.sources.ctnetlink import has_done
+
+    buf = bytearray(1 << 20)
+    while True:
+        n = sock.recv_into(buf)
+        yield buf, n
+        if not n or has_done(buf, n):
+            return
 
 
 class _no_gc:

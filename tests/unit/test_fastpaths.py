@@ -523,6 +523,52 @@ def test_c_netlink_decoder_equals_python_on_encoded_entries(es, by, done):
 
 
 @needs_accel
+@settings(max_examples=200, deadline=None)
+@given(st.lists(entry_strategy(), min_size=1, max_size=40), st.sampled_from(KEYSETS), st.sampled_from(FILTERS),
+       st.integers(1, 7))
+def test_c_netlink_decoder_equals_python_alone_filtered_and_sampled(es, by, f, every):
+    """Each aggregator alone (the decoder prints only the fields some aggregator reads), with a filter
+    that reads ports or addresses, and counting every n-th entry (the exporter's sampled tops)."""
+    buf = b"".join(encode(e) for e in es) + DONE
+    for q in (query(by), query(by, **f)):
+        q.every = every
+        c, py = both_netlink(buf, [q])
+        assert c == py
+        assert c[1][0][0] == len(es)  # every entry is read; 1 in every is counted
+        if not f:
+            assert c[1][0][1] == -(-len(es) // every)
+
+
+@needs_accel
+def test_sampling_keeps_its_place_across_receive_buffers():
+    """A dump comes in many buffers: the n-th entry is the n-th of the dump, not of a buffer."""
+    e = Entry("ipv4", "udp", 17, 30, None, ctnetlink.Tuple("10.0.0.1", "192.0.2.1", 1000, 53),
+              ctnetlink.Tuple("192.0.2.1", "10.0.0.1", 53, 1000), use=1)
+    for force in (False, True):
+        q = query("dport")
+        q.every = 4
+        feeder = topmod.Feeder([q], force_python=force)
+        for _ in range(10):
+            feeder.feed_netlink(encode(e) * 3)
+        assert (feeder.aggs[0].total, feeder.aggs[0].matched) == (30, 8)  # entries 0, 4, ... 28
+
+
+@needs_accel
+def test_c_netlink_decoder_prints_what_a_filter_reads_though_no_key_shows_it():
+    """Grouped by state only, a port or network filter still sees the entry's ports and addresses."""
+    e = Entry("ipv4", "udp", 17, 30, None, ctnetlink.Tuple("10.0.0.1", "192.0.2.1", 1000, 53),
+              ctnetlink.Tuple("192.0.2.1", "10.0.0.1", 53, 1000), mark=7, zone=3, use=1)
+    buf = encode(e) * 5 + DONE
+    for q in (query("state", port=53), query("state", src="10.0.0.0/8"), query("proto", dst="192.0.2.1"),
+              query("mark,zone")):
+        c, py = both_netlink(buf, [q])
+        assert c == py
+        assert c[1][0][1] == 5, q  # all five pass the filter
+    c, _ = both_netlink(buf, [query("mark,zone")])
+    assert list(c[1][0][3]) == [(b"7\x1f3", b"REPLIED")]  # Entry default: replied, not assured
+
+
+@needs_accel
 def test_c_netlink_decoder_on_states_out_of_range_and_missing_attributes():
     e = Entry("ipv4", "tcp", 6, 100, "ESTABLISHED", ctnetlink.Tuple("10.0.0.1", "192.0.2.1", 1, 2),
               ctnetlink.Tuple("192.0.2.1", "10.0.0.1", 2, 1), assured=True, mark=None, use=1)

@@ -79,6 +79,7 @@ class ListingSummary:
     read_seconds: float | None = None  # how long reading the listing took (live)
     tool: str = ""  # what wrote a saved listing ("conntrack-tools 1.4.4"); "" for the kernel's own
     families: str = "all"  # what the listing covers: "all", or "ipv4" (conntrack -L before 1.4.7)
+    top_every: int = 1  # src/dst tops counted on every n-th entry and scaled (the exporter's refresh)
 
 
 class Evidence(TypedDict, total=False):

@@ -45,11 +45,17 @@ def run(ctx):
             if share < 0.3 or not value:
                 continue
             flag = {"src": "--src", "dst": "--dst", "dport": "--port"}[key]
+            # the exporter's refresh counts sources and destinations of a big table on a sample
+            about = "about " if s.top_every > 1 and key != "dport" else ""
+            evidence = {"key": key, "value": value, "entries": n, "listed": ev(s.listed, s.source),
+                        "share": round(share, 3), "next": top[1:4], "fill": st.fill}
+            if about:
+                evidence["sampled"] = f"1 entry in {s.top_every}"
             yield Finding(
                 CODE, WARNING if busy else INFO, TITLE, netns=st.name,
-                summary=f"netns {st.label}: {key} {value} holds {n} of {s.listed} entries ({share * 100:.0f}%)",
-                evidence={"key": key, "value": value, "entries": n, "listed": ev(s.listed, s.source),
-                          "share": round(share, 3), "next": top[1:4], "fill": st.fill},
+                summary=f"netns {st.label}: {key} {value} holds {about}{n} of {s.listed} entries "
+                        f"({share * 100:.0f}%)",
+                evidence=evidence,
                 explanation="One " + {"src": "client", "dst": "destination", "dport": "service port"}[key]
                             + " accounts for a large part of the table; if it misbehaves, everybody's new "
                               "connections fail.",

@@ -57,6 +57,9 @@ class Refreshed:
     by_state: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)  # netns -> (proto, state, n)
     listing_error: dict[str, str] = field(default_factory=dict)  # netns -> why its listing is missing
     findings: list[tuple[str, str, str]] = field(default_factory=list)  # (code, severity, netns)
+    cpu_seconds: float = 0.0  # CPU this refresh used (user + system, as the worker counted it)
+    rss_mb: float = 0.0  # the worker's resident memory after it
+    peak_rss_mb: float = 0.0  # ... and the most it ever held
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Exposition:
     kernel_log_readable: bool | None
     refreshes: int = 0
     refresh_failures: int = 0
+    refresh_cpu_seconds: float = 0.0
     detail: str = "busy"  # "all": every series of every netns; "busy": a quiet netns gets the few that matter
 
 
@@ -171,7 +175,10 @@ def families(x: Exposition):
     runs.add_metric([], x.refreshes)
     fails = CounterMetricFamily(PREFIX + "exporter_refresh_failures", "Background refreshes that failed")
     fails.add_metric([], x.refresh_failures)
-    out += [dur, last, success, runs, fails]
+    cpu = CounterMetricFamily(PREFIX + "exporter_refresh_cpu_seconds",
+                              "CPU (user and system) the background refreshes used, summed")
+    cpu.add_metric([], round(x.refresh_cpu_seconds, 4))
+    out += [dur, last, success, runs, fails, cpu]
     return out
 
 

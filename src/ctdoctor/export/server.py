@@ -16,10 +16,14 @@ import os
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from ctdoctor.errors import Failure, UsageError
 from ctdoctor.export.live import KernelLogFollower, NetnsReader
 from ctdoctor.export.metrics import Exposition, Refreshed, render, render_text
+
+if TYPE_CHECKING:
+    from ctdoctor.export.refresh import Worker
 
 DEFAULT_PORT = 9718
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -69,6 +73,8 @@ class Exporter:
         self.follower = KernelLogFollower(self.reader, names_init)
         self.refreshed = Refreshed()
         self.refreshes = self.failures = 0
+        self.refresh_cpu = 0.0  # seconds of CPU the refreshes used, summed
+        self.worker: Worker | None = None  # the refresh process, started by the first refresh
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -77,10 +83,13 @@ class Exporter:
         return self.wanted[0] if self.wanted and len(self.wanted) == 1 else "all"
 
     def refresh_now(self) -> Refreshed:
-        from ctdoctor.export.refresh import run_child
+        from ctdoctor.export.refresh import Worker
 
-        r = run_child(self.refresh_target, self.refresh_timeout)
+        if self.worker is None:
+            self.worker = Worker(self.refresh_target, self.refresh_timeout)
+        r = self.worker.refresh()
         self.refreshes += 1
+        self.refresh_cpu += r.cpu_seconds
         if r.ok:
             self.refreshed = r
         else:
@@ -98,6 +107,7 @@ class Exporter:
             self.follower.set_full_now([s.netns for s in samples if s.count is not None and s.count >= limit])
         return Exposition(samples, limit, buckets, self.refreshed, self.follower.by_name(),
                           self.follower.readable, refreshes=self.refreshes, refresh_failures=self.failures,
+                          refresh_cpu_seconds=self.refresh_cpu,
                           detail=self.detail)
 
     def _loop(self, every: float, fn, name: str) -> None:
@@ -145,6 +155,8 @@ class Exporter:
         self.follower.stop()
         for t in self._threads:
             t.join(1)
+        if self.worker is not None:
+            self.worker.stop()
         self.reader.close()
 
 
@@ -251,6 +263,8 @@ def textfile(exporter: Exporter, directory: str, once: bool) -> None:
         exporter.follower.read_once()
         exporter.refresh_now()
         write_textfile(directory, render_text(exporter.exposition()))
+        if exporter.worker is not None:
+            exporter.worker.stop()
         exporter.reader.close()
         return
     exporter.start(background=False)

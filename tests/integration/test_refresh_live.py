@@ -1,0 +1,63 @@
+"""The exporter's frugal refresh on the real kernel: a big table's sources counted on a sample give
+the same heavy hitter as the doctor's exact count, and the states stay exact."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.conftest import Netns, needs_kernel
+
+pytestmark = [needs_kernel, pytest.mark.kernel]
+
+
+def load(ns: Netns, text: str) -> None:
+    path = f"/tmp/{ns.name}-{os.getpid()}.ct"
+    with open(path, "w") as f:
+        f.write(text)
+    try:
+        ns.run("conntrack", "-R", path)
+    finally:
+        os.unlink(path)
+
+
+def summaries(name: str):
+    from ctdoctor import snapshot
+    from ctdoctor.facts import HostFacts
+    from ctdoctor.sources.hostroot import HostRoot
+
+    root = HostRoot.live()
+    snap = snapshot.build(root, name, interval=None)
+    st = next(s for s in snap.namespaces if s.name == name)
+    return [HostFacts(snap, root, live=True, prefer_netlink=True, frugal=f).summary(st) for f in (False, True)]
+
+
+def test_a_big_tables_heavy_hitter_is_found_on_the_sample_and_states_stay_exact():
+    from ctdoctor.export.refresh import Worker
+    from ctdoctor.facts import SAMPLE_ABOVE
+    from ctdoctor.lab.scenarios import _tcp_lines
+
+    with Netns("smp") as ns:
+        # 60 % of the entries from one source, 40 % from another, each to distinct destinations
+        load(ns, _tcp_lines(48_000, src="127.0.0.9") + _tcp_lines(32_000, src="127.0.0.1", first=48_000))
+        n = ns.count()
+        assert n > SAMPLE_ABOVE, n  # big enough to be sampled
+        exact, frugal = summaries(ns.name)
+        assert exact is not None and frugal is not None
+        assert exact.top_every == 1 and frugal.top_every > 1
+        assert frugal.listed == exact.listed == n and frugal.states == exact.states  # counted exactly
+        assert frugal.proto_states == exact.proto_states
+        (v1, n1), (v2, n2) = exact.top["src"][:2]
+        assert (v1, v2) == ("127.0.0.9", "127.0.0.1")
+        (s1, m1), (s2, m2) = frugal.top["src"][:2]
+        assert (s1, s2) == (v1, v2)
+        assert abs(m1 - n1) <= 0.02 * n and abs(m2 - n2) <= 0.02 * n  # the estimate, scaled back up
+        w = Worker(ns.name, 120)
+        try:
+            r = w.refresh()
+        finally:
+            w.stop()
+        assert r.ok, r.error
+        assert ("CT013", "info", ns.name) in r.findings  # the heavy hitter, found on the sample
+        assert {(p, s): c for p, s, c in r.by_state[ns.name]} == exact.proto_states
