@@ -209,10 +209,16 @@ def _main(argv: list[str]) -> int:
             pass
         return code if code is not None else int(getattr(args, "_exit_code", 0))
     except Exception as e:
+        import errno
         import os
 
         if os.environ.get("CTDOCTOR_DEBUG"):
             raise
+        if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN):
+            # the host (or this process's limits) ran out of fds, memory or threads: no bug of ours
+            print(f"ctdoctor: error: out of resources: {e.strerror} (ulimit -n, or the host is starved)",
+                  file=sys.stderr)
+            return 1
         print(f"ctdoctor: internal error: {type(e).__name__}: {e} (set CTDOCTOR_DEBUG=1 for a traceback)",
               file=sys.stderr)
         return 1

@@ -61,3 +61,53 @@ def test_a_big_tables_heavy_hitter_is_found_on_the_sample_and_states_stay_exact(
         assert r.ok, r.error
         assert ("CT013", "info", ns.name) in r.findings  # the heavy hitter, found on the sample
         assert {(p, s): c for p, s, c in r.by_state[ns.name]} == exact.proto_states
+
+
+RETRY = r"""
+import json, os, sys
+from ctdoctor.export.live import NetnsReader
+
+name = sys.argv[1]
+
+
+def starve():
+    fds = []
+    try:
+        while True:
+            fds.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        return fds
+
+
+held = NetnsReader([name])  # its netns files are open: a starved discovery must keep them
+held.rediscover()
+fresh = NetnsReader([name])  # finds the netns while starved
+fds = starve()
+held.rediscover()
+kept = [(s.readable, s.count) for s in held.sample()[0]]
+os.close(fds.pop())  # one fd to spare: the namespaces are found, their files cannot be opened
+fresh.rediscover()
+starved = [s.error for s in fresh.sample()[0]]
+for fd in fds:
+    os.close(fd)
+fresh.rediscover()
+print(json.dumps({"kept": kept, "held_starved": held.starved, "starved": starved,
+                  "after": [(s.readable, s.count) for s in fresh.sample()[0]]}))
+"""
+
+
+def test_a_netns_that_could_not_be_opened_for_want_of_fds_is_opened_at_the_next_discovery():
+    import json
+    import subprocess
+    import sys
+
+    with Netns("fd") as ns:
+        ns.load_established(5)
+        p = subprocess.run([sys.executable, "-c", RETRY, ns.name], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        got = json.loads(p.stdout)
+        assert got["kept"] == [[True, 5]]  # no fd for discovery: what was open is still served
+        assert got["held_starved"] == "Too many open files"
+        assert got["starved"] and "Too many open files" in got["starved"][0]
+        assert "root" not in got["starved"][0]  # the reason, not a wrong hint
+        assert got["after"] == [[True, 5]]  # opened at the next discovery

@@ -13,7 +13,9 @@ line is counted once, as it comes, and tied to the netns it names.
 
 from __future__ import annotations
 
+import errno
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ class Handle:
     count_fd: int | None = None
     stat_fd: int | None = None
     error: str = ""
+    retry: bool = False  # the error may pass (no fd or thread to spare): open it again at the next discovery
     born_mono: float = 0.0  # seconds since boot when the netns (its nsfs inode) appeared
     pod: Any = None  # sources.pods.Pod of the pod that holds it, resolved once when it is found
 
@@ -82,6 +85,7 @@ class NetnsReader:
         self.buckets_fd = self._open_here(BUCKETS)
         self.discovered_at = 0.0
         self.host_root: str | None = None  # --host-root: where runtime metadata names pods
+        self.starved: str | None = None  # why the last discovery could not run (no fd to spare)
 
     @staticmethod
     def _open_here(path: str) -> int | None:
@@ -111,11 +115,16 @@ class NetnsReader:
             except FileNotFoundError:
                 pass
             except PermissionError:
-                h.error = "entering this netns needs root (CAP_SYS_ADMIN)"
+                h.error = ("entering this netns needs root (CAP_SYS_ADMIN)" if os.geteuid() != 0 else
+                           "entering this netns was refused (EPERM): the exporter lacks CAP_SYS_ADMIN")
                 break
             except OSError as e:
-                h.error = str(e)[:200]
+                h.error = f"{path}: {e.strerror or e}"[:200]
+                # out of fds, threads or memory: the next discovery tries again; anything else stays
+                h.retry = e.errno in (errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM, errno.EINTR)
                 break
+        if h.error:
+            h.close()
         return h
 
     def rediscover(self) -> None:
@@ -129,7 +138,15 @@ class NetnsReader:
             self.rediscover()
 
     def _rediscover(self) -> None:
-        refs = self._selected(nsmod.discover(self.proc, self.run_netns))
+        try:
+            refs = self._selected(nsmod.discover(self.proc, self.run_netns))
+        except OSError as e:  # out of fds or memory: keep what is open, say why once, try again next time
+            if self.starved != e.strerror:
+                print(f"ctdoctor exporter: cannot look for namespaces now ({e.strerror}); "
+                      "serving the ones already open", file=sys.stderr, flush=True)
+            self.starved = e.strerror
+            return
+        self.starved = None
         with self._lock:
             current = dict(self._handles)
         new: dict[int, Handle] = {}
@@ -139,6 +156,10 @@ class NetnsReader:
             h = current.pop(ref.inode, None)
             if h is not None and h.ref.name != ref.name:  # renamed (e.g. now in /run/netns): keep the files
                 h.ref = ref
+            if h is not None and h.retry:  # it failed for want of a resource: try again
+                pod = h.pod
+                h = self._open(ref)
+                h.pod = pod
             if h is None:
                 h = self._open(ref)
                 h.pod = pods.get(ref.inode)

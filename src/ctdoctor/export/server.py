@@ -138,8 +138,9 @@ class Exporter:
         samples, _limit, _ = self.reader.sample()
         blind = [s for s in samples if not s.readable]
         if blind:
+            hint = "; run as root for all of them" if os.geteuid() != 0 else ""
             print(f"ctdoctor exporter: cannot read {len(blind)} netns ({', '.join(s.netns for s in blind[:5])}): "
-                  f"{blind[0].error}; run as root for all of them", file=sys.stderr, flush=True)
+                  f"{blind[0].error}{hint}", file=sys.stderr, flush=True)
         if os.geteuid() != 0:
             print("ctdoctor exporter: not root: other users' and containers' namespaces are not found, and the "
                   "per-state breakdown and findings need CAP_NET_ADMIN", file=sys.stderr, flush=True)

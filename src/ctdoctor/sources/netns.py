@@ -10,6 +10,7 @@ the reading task's netns.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from typing import NamedTuple
@@ -57,7 +58,8 @@ def discover(proc: str = "/proc", run_netns: str = "/run/netns") -> list[NetnsRe
         found[init.inode] = init
     try:
         names = sorted(os.listdir(run_netns))
-    except OSError:
+    except OSError as e:
+        _unless_starved(e)
         names = []
     for name in names:
         p = f"{run_netns}/{name}"
@@ -66,7 +68,8 @@ def discover(proc: str = "/proc", run_netns: str = "/run/netns") -> list[NetnsRe
             found[ino] = NetnsRef(name, ino, p, "ip netns")
     try:
         pids = sorted(int(d) for d in os.listdir(proc) if d.isdigit())
-    except OSError:
+    except OSError as e:
+        _unless_starved(e)
         pids = []
     holders: dict[int, list[int]] = {}
     for pid in pids:
@@ -89,6 +92,16 @@ def discover(proc: str = "/proc", run_netns: str = "/run/netns") -> list[NetnsRe
         label = f"{comm}:{pid}" + (f" container {cid}" if cid else "")
         found[ino] = NetnsRef(f"pid:{pid}", ino, p, label)
     return [r._replace(pids=tuple(holders.get(r.inode, ()))) if not r.is_init else r for r in found.values()]
+
+
+STARVED = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN)
+
+
+def _unless_starved(e: OSError) -> None:
+    """Raise e when the process ran out of fds or memory: "found nothing" would be a lie then (an
+    exporter would drop every netns's series); a missing directory is only nothing found."""
+    if e.errno in STARVED:
+        raise e
 
 
 def _read(path: str) -> str:
@@ -267,6 +280,8 @@ def run_in_thread(ref: NetnsRef, fn, *args):
         except OSError as e:
             if e.errno in (1, 13):
                 raise Failure(f"entering netns {ref.name} needs root (CAP_SYS_ADMIN): {e}") from None
+            if e.errno in STARVED:
+                raise  # out of fds or memory: the caller may try again later, so it keeps its errno
             raise Failure(f"reading inside netns {ref.name} failed: {e}") from None
         try:
             return fn(*args)
