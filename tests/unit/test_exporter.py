@@ -270,7 +270,11 @@ def test_textfile_failure_keeps_the_old_file(tmp_path):
     (["exporter", "--refresh", "nan"], "--refresh"),
     (["exporter", "--listen", "1.2.3.4:99999"], "1..65535"),
     (["exporter", "--textfile", "/nonexistent/dir", "--once"], "not a directory"),
-    (["exporter", "--textfile", "/tmp", "--listen", "127.0.0.1:1"], "leave out --listen"),
+    (["exporter", "--textfile", "/tmp", "--listen", "127.0.0.1:1"], "leave out --web.listen-address"),
+    (["exporter", "--web.listen-address", "[::1]9718"], "use [ADDRESS]:PORT"),
+    (["exporter", "--web.telemetry-path", "metrics"], "a path such as /metrics"),
+    (["exporter", "--web.config.file", "/nonexistent/web.yml"], "No such file"),
+    (["exporter", "--web.max-requests", "0"], "--web.max-requests"),
     (["--format", "json", "exporter"], "--format"),
 ])
 def test_cli_edges_are_one_line(argv, contains):

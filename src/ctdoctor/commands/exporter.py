@@ -13,8 +13,16 @@ REFRESH = bounded(float, 1, 86400)
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--listen", metavar="ADDR:PORT", default=None,
-                   help="where to serve /metrics (default 127.0.0.1:9718; ':9718' for every address)")
+    p.add_argument("--web.listen-address", "--listen", dest="listen", metavar="ADDR:PORT", action="append",
+                   default=None, help="where to serve (default 127.0.0.1:9718; ':9718' for every address, IPv6 "
+                                      "and IPv4; '[::1]:9718'); repeat it for several addresses")
+    p.add_argument("--web.config.file", dest="web_config", metavar="FILE", default=None,
+                   help="TLS, client certificates, basic auth (bcrypt), headers and rate limit, in the Prometheus "
+                        "exporter-toolkit format; re-read when it changes")
+    p.add_argument("--web.telemetry-path", dest="telemetry_path", metavar="PATH", default="/metrics",
+                   help="where the metrics are served (default /metrics)")
+    p.add_argument("--web.max-requests", dest="max_requests", type=bounded(int, 1, 100000), default=256,
+                   metavar="N", help="requests waiting or being answered at once; more get 503 (default 256)")
     p.add_argument("--refresh", type=REFRESH, default=30.0, metavar="S",
                    help="seconds between background refreshes of the listing and the doctor (default 30)")
     p.add_argument("--discover", type=bounded(float, 0.5, 3600), default=5.0, metavar="S",
@@ -37,13 +45,16 @@ def run(args) -> int:
         raise UsageError("--format does not apply to the exporter (it speaks the Prometheus format)")
     if args.once and not args.textfile:
         raise UsageError("--once goes with --textfile DIR")
-    if args.textfile and args.listen:
-        raise UsageError("--textfile writes a file instead of serving: leave out --listen")
+    if args.textfile and (args.listen or args.web_config):
+        raise UsageError("--textfile writes a file instead of serving: leave out --web.listen-address and "
+                         "--web.config.file")
+    if not args.telemetry_path.startswith("/") or args.telemetry_path == "/" or "?" in args.telemetry_path:
+        raise UsageError(f"--web.telemetry-path {args.telemetry_path}: a path such as /metrics")
     from ctdoctor import kernel
     from ctdoctor.export import live, server
     from ctdoctor.sources.system import parse_kernel_release
 
-    host, port = server.parse_listen(args.listen or server.DEFAULT_LISTEN)
+    addresses = [server.parse_listen(a) for a in (args.listen or [server.DEFAULT_LISTEN])]
     wanted = live.parse_wanted(getattr(args, "netns", None) or "all")
     try:
         with open("/proc/sys/kernel/osrelease") as f:
@@ -57,5 +68,6 @@ def run(args) -> int:
     if args.textfile:
         server.textfile(exp, args.textfile, args.once)
         return 0
-    server.serve(exp, host, port)
+    server.serve(exp, addresses, web_config=args.web_config, telemetry_path=args.telemetry_path,
+                 max_requests=args.max_requests)
     return 0

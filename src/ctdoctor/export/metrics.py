@@ -74,6 +74,17 @@ class Exposition:
     refresh_failures: int = 0
     refresh_cpu_seconds: float = 0.0
     detail: str = "busy"  # "all": every series of every netns; "busy": a quiet netns gets the few that matter
+    server: ServerStats | None = None  # the HTTP server's own numbers (None in a textfile)
+
+
+@dataclass
+class ServerStats:
+    """The HTTP server's health: what a scrape of the exporter says about the exporter."""
+
+    last_scrape_seconds: float | None = None  # how long the previous /metrics took to build
+    scrape_errors: int = 0  # /metrics answers that failed (500)
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> requests/connections turned away
+    connections: int = 0  # open now
 
 
 # What a quiet netns publishes by default (besides its info): a fleet pays ~7 series per pod, not ~25.
@@ -179,7 +190,38 @@ def families(x: Exposition):
                               "CPU (user and system) the background refreshes used, summed")
     cpu.add_metric([], round(x.refresh_cpu_seconds, 4))
     out += [dur, last, success, runs, fails, cpu]
+    if x.server is not None:
+        out += _server_families(x.server)
     return out
+
+
+def _server_families(sv: ServerStats):
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    from ctdoctor import __version__
+
+    build = GaugeMetricFamily(PREFIX + "build_info", "1, with the version of ctdoctor serving and its Python",
+                              labels=["version", "python_version"])
+    import platform
+
+    build.add_metric([__version__, platform.python_version()], 1)
+    out = [build]
+    if sv.last_scrape_seconds is not None:
+        d = GaugeMetricFamily(PREFIX + "exporter_scrape_duration_seconds",
+                              "How long building the previous /metrics answer took")
+        d.add_metric([], round(sv.last_scrape_seconds, 6))
+        out.append(d)
+    err = CounterMetricFamily(PREFIX + "exporter_scrape_errors", "/metrics answers that failed (HTTP 500)")
+    err.add_metric([], sv.scrape_errors)
+    rej = CounterMetricFamily(PREFIX + "exporter_http_rejected",
+                              "Requests or connections the bounded server turned away, by reason: busy (503, too "
+                              "many in flight), timeout (headers too slow), evicted (idle, to make room), "
+                              "unauthorized (401), rate_limited (429)", labels=["reason"])
+    for reason in ("busy", "timeout", "evicted", "unauthorized", "rate_limited"):
+        rej.add_metric([reason], sv.rejected.get(reason, 0))
+    conns = GaugeMetricFamily(PREFIX + "exporter_http_connections", "HTTP connections open now")
+    conns.add_metric([], sv.connections)
+    return [*out, err, rej, conns]
 
 
 class _Collector:
@@ -191,11 +233,18 @@ class _Collector:
 
 
 def render(x: Exposition, accept: str = "") -> tuple[bytes, str]:
-    """(body, content type): the Prometheus text format, or OpenMetrics when the scraper asks for it."""
+    """(body, content type): the Prometheus text format, or OpenMetrics when the scraper asks for it.
+    Served over HTTP it carries the exporter process's own ``process_*`` metrics too
+    (prometheus_client's ProcessCollector, as every Go exporter has)."""
     from prometheus_client.exposition import choose_encoder
 
     encoder, ctype = choose_encoder(accept)
-    return encoder(_Collector(families(x))), ctype
+    fams = families(x)
+    if x.server is not None:
+        from prometheus_client import ProcessCollector
+
+        fams += list(ProcessCollector(registry=None).collect())
+    return encoder(_Collector(fams)), ctype
 
 
 def render_text(x: Exposition) -> bytes:

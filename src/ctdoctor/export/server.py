@@ -23,6 +23,7 @@ from ctdoctor.export.live import KernelLogFollower, NetnsReader
 from ctdoctor.export.metrics import Exposition, Refreshed, render, render_text
 
 if TYPE_CHECKING:
+    from ctdoctor.export.http import BoundedServer
     from ctdoctor.export.refresh import Worker
 
 DEFAULT_PORT = 9718
@@ -46,18 +47,18 @@ def parse_listen(text: str) -> tuple[str, int]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0 or text[end + 1:end + 2] != ":":
-            raise UsageError(f"--listen {text}: use [ADDRESS]:PORT for IPv6")
+            raise UsageError(f"--web.listen-address {text}: use [ADDRESS]:PORT for IPv6")
         host, port = text[1:end], text[end + 2:]
     elif ":" in text:
         host, _, port = text.rpartition(":")
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"--listen {text}: the port must be 1..65535")
+        raise UsageError(f"--web.listen-address {text}: the port must be 1..65535")
     if host:
         try:
             ipaddress.ip_address(host)
         except ValueError:
             if host != "localhost":
-                raise UsageError(f"--listen {text}: {host!r} is not an IP address") from None
+                raise UsageError(f"--web.listen-address {text}: {host!r} is not an IP address") from None
     return host, int(port)
 
 
@@ -164,66 +165,103 @@ class Exporter:
 # ---- HTTP ------------------------------------------------------------------------------------------
 
 
-def make_server(exporter: Exporter, host: str, port: int):
-    import socket
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class MetricsApp:
+    """What the bounded server (``export.http``) answers: ``/metrics`` and an index page.
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "ctdoctor-exporter"
-        protocol_version = "HTTP/1.1"
+    Scrapes that arrive while an answer is being built share the next one instead of each
+    building its own (the answer is never older than the request), so 200 scrapers at once cost
+    a few renders, not 200."""
 
-        def _send(self, code: int, body: bytes, ctype: str) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    def __init__(self, exporter: Exporter, telemetry_path: str = "/metrics"):
+        from ctdoctor.export.metrics import ServerStats
 
-        def do_GET(self):
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                try:
-                    body, ctype = render(exporter.exposition(), self.headers.get("Accept", ""))
-                except Exception as e:
-                    self._send(500, f"ctdoctor exporter: {type(e).__name__}: {e}\n".encode(), "text/plain")
-                    return
-                self._send(200, body, ctype)
-            elif path == "/":
-                self._send(200, INDEX, "text/html; charset=utf-8")
-            else:
-                self._send(404, b"not found: try /metrics\n", "text/plain")
+        self.exporter, self.telemetry_path = exporter, telemetry_path
+        self.stats = ServerStats()
+        self.server: BoundedServer | None = None  # for its numbers
+        self._lock = threading.Lock()
+        self._last: dict[str, tuple[float, bytes]] = {}  # content type -> (when its build started, body)
 
-        do_HEAD = do_GET
+    def __call__(self, req):
+        from ctdoctor.export.http import Response
 
-        def log_message(self, *args):  # scrapes are not logged
-            pass
+        if req.path == self.telemetry_path:
+            return self.metrics(req)
+        if req.path == "/":
+            page = INDEX.replace(b'href="/metrics">/metrics', f'href="{self.telemetry_path}">{self.telemetry_path}'
+                                 .encode())
+            return Response(200, page, "text/html; charset=utf-8")
+        return Response(404, f"not found: try {self.telemetry_path}\n".encode())
 
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-        request_queue_size = 1024  # hundreds of scrapers connecting at once are queued, not refused
+    def metrics(self, req):
+        from prometheus_client.exposition import choose_encoder
 
-    if host and ":" in host:
-        Server.address_family = socket.AF_INET6
-    try:
-        return Server((host or "", port), Handler)
-    except OSError as e:
-        raise Failure(f"cannot listen on {host or '*'}:{port}: {e.strerror}") from None
+        from ctdoctor.export.http import Response
+
+        accept = req.headers.get("accept", "")
+        _, ctype = choose_encoder(accept)
+        with self._lock:
+            hit = self._last.get(ctype)
+            if hit is not None and hit[0] >= req.arrived:
+                return Response(200, hit[1], ctype, gzip_ok=True)
+            started = time.monotonic()
+            try:
+                x = self.exporter.exposition()
+                x.server = self._server_stats()
+                body, ctype = render(x, accept)
+            except Exception as e:
+                self.stats.scrape_errors += 1
+                return Response(500, f"ctdoctor exporter: {type(e).__name__}: {e}\n".encode())
+            self.stats.last_scrape_seconds = time.monotonic() - started
+            self._last[ctype] = (started, body)
+        return Response(200, body, ctype, gzip_ok=True)
+
+    def _server_stats(self):
+        sv = self.server
+        if sv is not None:
+            st = sv.stats
+            self.stats.rejected = {"busy": st["rejected_busy"], "timeout": st["timeouts"], "evicted": st["evicted"],
+                                   "unauthorized": st["unauthorized"], "rate_limited": st["rate_limited"]}
+            self.stats.connections = len(sv._conns)
+        return self.stats
 
 
-def serve(exporter: Exporter, host: str, port: int, ready=None) -> None:
-    srv = make_server(exporter, host, port)
+def exposed_beyond_loopback(addresses: list[tuple[str, int]]) -> bool:
+    import ipaddress
+
+    for host, _port in addresses:
+        if not host:
+            return True
+        if host == "localhost":
+            continue
+        if not ipaddress.ip_address(host).is_loopback:
+            return True
+    return False
+
+
+def serve(exporter: Exporter, addresses: list[tuple[str, int]], *, web_config: str | None = None,
+          telemetry_path: str = "/metrics", max_requests: int = 256, ready=None, limits=None) -> None:
+    from ctdoctor.export.http import BoundedServer, Limits
+
+    app = MetricsApp(exporter, telemetry_path)
+    lim = limits or Limits(max_requests=max_requests)
+    srv = BoundedServer(addresses, app, lim, web_config)
+    app.server = srv
+    web = srv.web.cfg
+    guarded = bool(web.users) or bool(web.tls and web.tls.client_auth_type == "RequireAndVerifyClientCert")
+    if exposed_beyond_loopback(addresses) and not guarded:
+        print("ctdoctor exporter: warning: listening beyond loopback without authentication: anyone who can "
+              "reach the port reads every netns's metrics (set basic_auth_users or client certificates in "
+              "--web.config.file)", file=sys.stderr, flush=True)
     exporter.start()
-    shown = f"[{host}]" if ":" in host else (host or "*")
-    print(f"ctdoctor exporter: serving http://{shown}:{srv.server_address[1]}/metrics "
-          f"(refresh every {exporter.refresh_every:g} s)", file=sys.stderr, flush=True)
+    scheme = "https" if web.tls else "http"
+    shown = ", ".join(f"{scheme}://{f'[{h}]' if ':' in h else h}:{p}{telemetry_path}" for h, p in srv.addresses)
+    print(f"ctdoctor exporter: serving {shown} (refresh every {exporter.refresh_every:g} s)",
+          file=sys.stderr, flush=True)
     if ready:
         ready(srv)
     try:
-        srv.serve_forever(poll_interval=0.5)
+        srv.serve_forever()
     finally:
-        srv.server_close()
         exporter.stop()
 
 
