@@ -18,7 +18,7 @@ venv: $(STAMP)
 # prometheus and node_exporter. Install them when missing (services are not started: policy-rc.d).
 system-deps:
 	@missing=""; \
-	for t in conntrack:conntrack nft:nftables ip:iproute2 ss:iproute2 promtool:prometheus \
+	for t in conntrack:conntrack nft:nftables ip:iproute2 ss:iproute2 openssl:openssl promtool:prometheus \
 	         prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter; do \
 	  cmd=$${t%%:*}; pkg=$${t##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \

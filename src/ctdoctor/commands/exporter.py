@@ -19,6 +19,8 @@ def add_arguments(p) -> None:
     p.add_argument("--web.config.file", dest="web_config", metavar="FILE", default=None,
                    help="TLS, client certificates, basic auth (bcrypt), headers and rate limit, in the Prometheus "
                         "exporter-toolkit format; re-read when it changes")
+    p.add_argument("--hash-password", action="store_true",
+                   help="read a password from stdin and print its bcrypt hash for basic_auth_users, then exit")
     p.add_argument("--web.telemetry-path", dest="telemetry_path", metavar="PATH", default="/metrics",
                    help="where the metrics are served (default /metrics)")
     p.add_argument("--web.max-requests", dest="max_requests", type=bounded(int, 1, 100000), default=256,
@@ -39,7 +41,28 @@ def add_arguments(p) -> None:
 def requires(args) -> Needs:
     return Needs(live=True, what="the exporter")  # unprivileged it serves what it can see, and says so
 
+def hash_password() -> int:
+    """--hash-password: one line from stdin (no echo on a terminal) -> its bcrypt hash (cost 10)."""
+    import getpass
+    import sys
+
+    import bcrypt
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise UsageError("--hash-password: the password is empty")
+    if len(password.encode()) > 72:
+        raise UsageError("--hash-password: bcrypt reads at most 72 bytes of a password; use a shorter one")
+    print(bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode())
+    return 0
+
+
 def run(args) -> int:
+    if args.hash_password:
+        return hash_password()
     fmt = getattr(args, "format", None)
     if fmt not in (None, "text"):
         raise UsageError("--format does not apply to the exporter (it speaks the Prometheus format)")

@@ -541,7 +541,7 @@ class BoundedServer:
         if not web.take_token():
             self.stats["rate_limited"] += 1
             return Response(429, b"rate limited\n")
-        if web.auth is not None:
+        if web.auth is not None and req.path not in web.cfg.auth_excluded:
             req.user = web.auth.check(req.headers.get("authorization"))
             if req.user is None:
                 self.stats["unauthorized"] += 1

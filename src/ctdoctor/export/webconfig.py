@@ -75,6 +75,7 @@ class WebConfig:
     tls: Tls | None = None
     headers: dict[str, str] = field(default_factory=dict)
     users: dict[str, bytes] = field(default_factory=dict)  # basic auth: user -> bcrypt hash
+    auth_excluded: list[str] = field(default_factory=list)  # paths served without basic auth
     rate_interval: float = 0.0  # seconds between requests (token bucket); 0 = no limit
     rate_burst: int = 0
 
@@ -112,7 +113,13 @@ class WebConfig:
 
     def _file(self, name: str) -> str:
         # relative paths are relative to the config file, as the toolkit reads them
-        return name if os.path.isabs(name) else os.path.join(os.path.dirname(self.path) or ".", name)
+        path = name if os.path.isabs(name) else os.path.join(os.path.dirname(self.path) or ".", name)
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:  # ssl's own error would not say which file
+            raise UsageError(f"--web.config.file {self.path}: {path}: {e.strerror}") from None
+        return path
 
 
 class _pem_file:
@@ -161,7 +168,8 @@ def parse(raw: bytes, path: str = "web-config.yml") -> WebConfig:
         raise bad("the top level must be a mapping")
     cfg = WebConfig(path=path)
     for key in doc:
-        if key not in ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit"):
+        if key not in ("tls_server_config", "http_server_config", "basic_auth_users", "basic_auth_excluded_paths",
+                       "rate_limit"):
             raise bad(f"unknown key {key!r}")
     tls = _mapping(doc.get("tls_server_config"), "tls_server_config", bad)
     if tls:
@@ -169,6 +177,10 @@ def parse(raw: bytes, path: str = "web-config.yml") -> WebConfig:
     _http(_mapping(doc.get("http_server_config"), "http_server_config", bad), cfg, bad)
     _users(_mapping(doc.get("basic_auth_users"), "basic_auth_users", bad), cfg, bad)
     _rate(_mapping(doc.get("rate_limit"), "rate_limit", bad), cfg, bad)
+    excluded = doc.get("basic_auth_excluded_paths") or []
+    if not isinstance(excluded, list) or not all(isinstance(p, str) and p.startswith("/") for p in excluded):
+        raise bad("basic_auth_excluded_paths must be a list of paths (/-/healthy)")
+    cfg.auth_excluded = list(excluded)
     return cfg
 
 
@@ -196,7 +208,7 @@ def _users(users: dict, cfg: WebConfig, bad) -> None:
         if not isinstance(user, str) or not user or ":" in user:
             raise bad(f"basic_auth_users: {user!r} is not a user name")
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")) or len(hashed) != 60:
-            raise bad(f"basic_auth_users.{user}: not a bcrypt hash (make one with: htpasswd -nBC 10 '' | tr -d ':\\n')")
+            raise bad(f"basic_auth_users.{user}: not a bcrypt hash (make one with: ctdoctor exporter --hash-password)")
         cfg.users[user] = hashed.encode()
 
 
