@@ -19,7 +19,8 @@ venv: $(STAMP)
 system-deps:
 	@missing=""; \
 	for t in conntrack:conntrack nft:nftables ip:iproute2 ss:iproute2 openssl:openssl promtool:prometheus \
-	         prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter; do \
+	         prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter \
+	         amtool:prometheus-alertmanager; do \
 	  cmd=$${t%%:*}; pkg=$${t##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \

@@ -70,15 +70,12 @@ def test_idle_connections_never_starve_scrapes_in_a_512_task_cgroup(pids_cgroup)
     url = f"http://127.0.0.1:{port}/metrics"
     procs = f"{pids_cgroup}/cgroup.procs"
 
-    def into_cgroup():  # in the child, before exec: the exporter and all it starts count against 512
-        with open(procs, "w") as f:
-            f.write(str(os.getpid()))
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this test holds 2000 sockets
-    exp = subprocess.Popen([sys.executable, "-m", "ctdoctor", "exporter", "--web.listen-address",
-                            f"127.0.0.1:{port}", "--refresh", "5"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, preexec_fn=into_cgroup)
+    # the shell joins the cgroup, then becomes the exporter: it and all it starts count against 512
+    exp = subprocess.Popen(["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, sys.executable, "-m", "ctdoctor",
+                            "exporter", "--web.listen-address", f"127.0.0.1:{port}", "--refresh", "5"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     idle: list[socket.socket] = []
     try:
         end = time.monotonic() + 30

@@ -189,10 +189,12 @@ def test_fill_thresholds_are_one_setting(tmp_path):
 
     for rel in ("contrib/prometheus/ctdoctor.rules.yml", "contrib/kubernetes/prometheusrule.yaml"):
         rules = (RHEL7.parent.parent.parent / rel).read_text()
-        near = re.search(r"alert: CtdoctorConntrackTableNearlyFull\s+expr: .*?entries_limit >=? ([\d.]+)", rules)
-        full = re.search(r"alert: CtdoctorConntrackTableFull\s+expr: .*?entries_limit >=? ([\d.]+)", rules)
+        near = re.search(r"alert: CtdoctorConntrackTableNearlyFull\s+(?:#.*\s+)?expr: .*?entries_limit > 0\) >=? "
+                         r"([\d.]+) < ([\d.]+)", rules)
+        full = re.search(r"alert: CtdoctorConntrackTableFull\s+expr: .*?entries_limit > 0\) >=? ([\d.]+)", rules)
         assert near and full, rel
         assert (float(near.group(1)), float(full.group(1))) == (DEFAULT_FILL_WARNING, DEFAULT_FILL_CRITICAL), rel
+        assert float(near.group(2)) == DEFAULT_FILL_CRITICAL, rel  # the warning ends where the critical begins
 
 
 def test_nagios_errors_are_unknown_with_a_status_line(tmp_path):

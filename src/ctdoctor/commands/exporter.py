@@ -19,6 +19,10 @@ def add_arguments(p) -> None:
     p.add_argument("--web.config.file", dest="web_config", metavar="FILE", default=None,
                    help="TLS, client certificates, basic auth (bcrypt), headers and rate limit, in the Prometheus "
                         "exporter-toolkit format; re-read when it changes")
+    p.add_argument("--compat", choices=("node",), default=None,
+                   help="node: also serve node_exporter's node_nf_conntrack_* metrics (same names and types) with a "
+                        "netns label, and node_uname_info, so node-mixin and awesome-prometheus-alerts rules and the "
+                        "node-exporter-full dashboard see every netns")
     p.add_argument("--hash-password", action="store_true",
                    help="read a password from stdin and print its bcrypt hash for basic_auth_users, then exit")
     p.add_argument("--web.telemetry-path", dest="telemetry_path", metavar="PATH", default="/metrics",
@@ -71,6 +75,9 @@ def run(args) -> int:
     if args.textfile and (args.listen or args.web_config):
         raise UsageError("--textfile writes a file instead of serving: leave out --web.listen-address and "
                          "--web.config.file")
+    if args.textfile and args.compat:
+        raise UsageError("--compat node cannot go into node_exporter's textfile collector: node_exporter serves "
+                         "those names itself (with other labels, which breaks its scrape); serve over HTTP instead")
     if not args.telemetry_path.startswith("/") or args.telemetry_path == "/" or "?" in args.telemetry_path:
         raise UsageError(f"--web.telemetry-path {args.telemetry_path}: a path such as /metrics")
     from ctdoctor import kernel
@@ -88,6 +95,7 @@ def run(args) -> int:
     exp = server.Exporter(wanted, args.refresh, names_init, discover_every=args.discover)
     exp.reader.host_root = getattr(args, "host_root", None)
     exp.detail = args.detail
+    exp.compat = args.compat or ""
     if args.textfile:
         server.textfile(exp, args.textfile, args.once)
         return 0

@@ -75,6 +75,7 @@ class Exposition:
     refresh_cpu_seconds: float = 0.0
     detail: str = "busy"  # "all": every series of every netns; "busy": a quiet netns gets the few that matter
     server: ServerStats | None = None  # the HTTP server's own numbers (None in a textfile)
+    compat: str = ""  # "node": node_exporter's node_nf_conntrack_* names too, with a netns label
 
 
 @dataclass
@@ -175,6 +176,21 @@ def families(x: Exposition):
         kl.add_metric([], 1 if x.kernel_log_readable else 0)
         out.append(kl)
 
+    out += _refresh_families(x)
+    if x.server is not None:
+        out += _server_families(x.server)
+    if x.compat == "node":
+        out += node_families(x, full)
+    return out
+
+
+def _refresh_families(x: Exposition):
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    def gauge(name, doc):
+        return GaugeMetricFamily(PREFIX + name, doc)
+
+    r = x.refreshed
     dur = gauge("exporter_refresh_duration_seconds", "How long the last background refresh took")
     last = gauge("exporter_last_refresh_timestamp_seconds", "When the last successful background refresh ended")
     success = gauge("exporter_refresh_success", "1 when the last background refresh succeeded")
@@ -189,10 +205,60 @@ def families(x: Exposition):
     cpu = CounterMetricFamily(PREFIX + "exporter_refresh_cpu_seconds",
                               "CPU (user and system) the background refreshes used, summed")
     cpu.add_metric([], round(x.refresh_cpu_seconds, 4))
-    out += [dur, last, success, runs, fails, cpu]
-    if x.server is not None:
-        out += _server_families(x.server)
-    return out
+    return [dur, last, success, runs, fails, cpu]
+
+
+# node_exporter's conntrack collector (1.x): its names, help and types (all gauges), so node-mixin,
+# awesome-prometheus-alerts and the node-exporter-full dashboard see every netns unchanged.
+NODE_ENTRIES = ("Number of currently allocated flow entries for connection tracking.",
+                "Maximum size of connection tracking table.")
+NODE_STATS = {
+    "drop": "Number of packets dropped due to conntrack failure.",
+    "early_drop": "Number of dropped conntrack entries to make room for new ones, if maximum table size was reached.",
+    "found": "Number of searched entries which were successful.",
+    "ignore": "Number of packets seen which are already connected to a conntrack entry.",
+    "insert": "Number of entries inserted into the list.",
+    "insert_failed": "Number of entries for which list insertion was attempted but failed.",
+    "invalid": "Number of packets seen which can not be tracked.",
+    "search_restart": "Number of conntrack table lookups which had to be restarted due to hashtable resizes.",
+}
+
+
+def node_families(x: Exposition, full: set[str]):
+    """``--compat node``: node_exporter's conntrack metrics for every netns (a ``netns`` label added),
+    and ``node_uname_info`` (awesome-prometheus-alerts joins on it). A quiet netns gets what the
+    series budget gives it (entries, limit, drop, early_drop, insert_failed) unless ``--detail all``."""
+    import os
+
+    from prometheus_client.core import GaugeMetricFamily
+
+    entries = GaugeMetricFamily("node_nf_conntrack_entries", NODE_ENTRIES[0], labels=["netns"])
+    limit = GaugeMetricFamily("node_nf_conntrack_entries_limit", NODE_ENTRIES[1], labels=["netns"])
+    stats = {k: GaugeMetricFamily(f"node_nf_conntrack_stat_{k}", h, labels=["netns"]) for k, h in NODE_STATS.items()}
+    for s in x.samples:
+        if not s.readable:
+            continue
+        if s.count is not None:
+            entries.add_metric([s.netns], s.count)
+        if x.limit is not None:
+            limit.add_metric([s.netns], x.limit)
+        for k, fam in stats.items():
+            v = (s.stats or {}).get(k)
+            if v is not None and (s.netns in full or k in QUIET_STATS):
+                fam.add_metric([s.netns], v)
+    u = os.uname()
+    uname = GaugeMetricFamily("node_uname_info", "Labeled system information as provided by the uname system call.",
+                              labels=["domainname", "machine", "nodename", "release", "sysname", "version"])
+    uname.add_metric([_domainname(), u.machine, u.nodename, u.release, u.sysname, u.version], 1)
+    return [entries, limit, *(stats[k] for k in sorted(stats)), uname]
+
+
+def _domainname() -> str:
+    try:
+        with open("/proc/sys/kernel/domainname") as f:
+            return f.read().strip() or "(none)"
+    except OSError:
+        return "(none)"
 
 
 def _server_families(sv: ServerStats):

@@ -71,6 +71,7 @@ class Exporter:
         self.refresh_timeout = refresh_timeout or max(120.0, 4 * refresh_every)
         self.reader = NetnsReader(wanted)
         self.detail = "busy"  # --detail
+        self.compat = ""  # --compat node
         self.follower = KernelLogFollower(self.reader, names_init)
         self.refreshed = Refreshed()
         self.refreshes = self.failures = 0
@@ -109,7 +110,7 @@ class Exporter:
         return Exposition(samples, limit, buckets, self.refreshed, self.follower.by_name(),
                           self.follower.readable, refreshes=self.refreshes, refresh_failures=self.failures,
                           refresh_cpu_seconds=self.refresh_cpu,
-                          detail=self.detail)
+                          detail=self.detail, compat=self.compat)
 
     def _loop(self, every: float, fn, name: str) -> None:
         def run():
