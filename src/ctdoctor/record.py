@@ -57,6 +57,9 @@ class Trigger:
     fill: float | None
 
 
+LOCK_NAME = ".ctdoctor-record.lock"
+
+
 class Recorder:
     def __init__(self, directory: str, threshold: float, interval: float, keep: int, max_size: int,
                  cooldown: float, wanted=None, rate_seconds: float = RATE_SECONDS,
@@ -73,6 +76,7 @@ class Recorder:
         self.child_trigger: Trigger | None = None
         self.queue: deque[Trigger] = deque()
         self.captured = 0
+        self._lock_fd: int | None = None
 
     # ---- sampling and triggers ------------------------------------------------------------------------
 
@@ -166,6 +170,7 @@ class Recorder:
 
     def stop_capture(self, grace: float = 0.8) -> None:
         if self.child is None or self.child.poll() is not None:
+            self.remove_temps()
             return
         self.child.terminate()  # its SIGTERM handler removes its temporary files
         try:
@@ -173,12 +178,47 @@ class Recorder:
         except subprocess.TimeoutExpired:
             self.child.kill()
             self.child.wait()
-        for p in os.listdir(self.dir):
-            if p.startswith(".ctdoctor-bundle-") and p.endswith(".tmp"):
+        self.remove_temps()
+
+    def remove_temps(self) -> None:
+        """Remove the half-written bundles and spooled listings of captures that did not finish (a
+        killed capture leaves them; only the recorder holding the lock writes here)."""
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return
+        for p in names:
+            if p.startswith((".ctdoctor-bundle-", ".ctdoctor-listing-")) and p.endswith(".tmp"):
                 try:
                     os.unlink(os.path.join(self.dir, p))
                 except OSError:
                     pass
+
+    # ---- one recorder per directory -------------------------------------------------------------------
+
+    def lock(self) -> None:
+        """Take the directory's lock (held until the process ends); a second recorder on the same
+        directory stops with a one-line error instead of breaking the first one's captures."""
+        import fcntl
+
+        path = os.path.join(self.dir, LOCK_NAME)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise Failure(f"--dir {self.dir}: cannot open its lock {LOCK_NAME}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            finally:
+                os.close(fd)
+            raise Failure(f"--dir {self.dir}: another ctdoctor record (pid {holder}) writes there; "
+                          "one recorder per directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        self.remove_temps()  # whatever a recorder killed earlier left behind
 
     # ---- the disk ---------------------------------------------------------------------------------------
 
@@ -219,6 +259,8 @@ class Recorder:
 
     def run(self, stop) -> None:
         """Until ``stop.is_set()``: sample, trigger, capture one incident at a time."""
+        if self._lock_fd is None:
+            self.lock()
         log(f"watching every {self.interval:g}s; threshold {self.threshold:.0%}; incidents in {self.dir}")
         try:
             while not stop.is_set():
@@ -232,7 +274,10 @@ class Recorder:
 
 
 def bundles(directory: str) -> list[tuple[str, int]]:
-    """(name, size) of the incident bundles in a folder, oldest first."""
+    """(name, size) of the incident bundles in a folder, oldest first: regular files only (a symlink,
+    a FIFO or a folder named like a bundle is never read, pruned or counted)."""
+    import stat
+
     out = []
     try:
         names = os.listdir(directory)
@@ -241,9 +286,34 @@ def bundles(directory: str) -> list[tuple[str, int]]:
     for n in names:
         if NAME_RE.match(n):
             try:
-                out.append((n, os.stat(os.path.join(directory, n)).st_size))
+                st = os.lstat(os.path.join(directory, n))
             except OSError:
-                pass
+                continue
+            if stat.S_ISREG(st.st_mode):
+                out.append((n, st.st_size))
+    return sorted(out)
+
+
+def not_bundles(directory: str) -> list[tuple[str, str]]:
+    """(name, what it is) of the entries named like a bundle that are not regular files."""
+    import stat
+
+    out: list[tuple[str, str]] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return out
+    for n in names:
+        if not NAME_RE.match(n):
+            continue
+        try:
+            mode = os.lstat(os.path.join(directory, n)).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
+            what = ("a symlink" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+                    "a folder" if stat.S_ISDIR(mode) else "a device or socket")
+            out.append((n, what))
     return sorted(out)
 
 
@@ -347,21 +417,54 @@ def _listing_tops(path: str) -> dict:
     return {"top": top, "listed": ts[0].total}
 
 
+# A bundle from an incidents folder is untrusted (anyone who could write there could craft one):
+# incident.json is the first member ``record`` writes, so it is looked for only that far.
+MAX_MEMBERS = 64
+MAX_SCAN = 64 << 20  # bytes of the uncompressed tar read while looking for it
+MAX_INCIDENT = 4 << 20
+MAX_SECONDS = 5.0
+
+
 def read_incident(path: str) -> dict:
-    """incident.json of a bundle (the member is near the front: read without unpacking the rest)."""
+    """incident.json of a bundle, read without following links, without blocking on a FIFO, and
+    within member, byte and time limits; InputError (one line) for anything else."""
+    import stat
     import tarfile
 
+    base = os.path.basename(path)
     try:
-        with tarfile.open(path, "r:gz") as tf:
-            for m in tf:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise InputError(f"{base}: {'a symlink: not followed' if e.errno == 40 else e.strerror}") from None
+    f = os.fdopen(fd, "rb")
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"{base}: not a regular file")
+        deadline = time.monotonic() + MAX_SECONDS
+        with tarfile.open(fileobj=f, mode="r:gz") as tf:
+            for n in range(MAX_MEMBERS):
+                m = tf.next()
+                if m is None:
+                    break
                 if m.isfile() and m.name.split("/", 1)[-1] == INCIDENT:
-                    if m.size > 4 << 20:
-                        raise InputError(f"{path}: incident.json is too large")
-                    f = tf.extractfile(m)
-                    return json.loads(f.read() if f else b"{}")
-    except (OSError, tarfile.TarError, EOFError, ValueError) as e:
-        raise InputError(f"{os.path.basename(path)}: not a readable incident bundle ({e})") from None
-    raise InputError(f"{os.path.basename(path)}: no {INCIDENT} in it")
+                    if m.size > MAX_INCIDENT:
+                        raise InputError(f"{base}: incident.json is too large ({m.size} bytes)")
+                    data = tf.extractfile(m)
+                    doc = json.loads(data.read(MAX_INCIDENT) if data else b"{}")
+                    if not isinstance(doc, dict):
+                        raise InputError(f"{base}: incident.json is not a JSON object")
+                    return doc
+                if m.offset_data + max(m.size, 0) > MAX_SCAN or time.monotonic() > deadline:
+                    raise InputError(f"{base}: no {INCIDENT} in its first {n + 1} members")
+            else:
+                raise InputError(f"{base}: no {INCIDENT} in its first {MAX_MEMBERS} members")
+    except InputError:
+        raise
+    except (OSError, tarfile.TarError, EOFError, ValueError, RecursionError, MemoryError) as e:
+        raise InputError(f"{base}: not a readable incident bundle ({type(e).__name__}: {str(e)[:120]})") from None
+    finally:
+        f.close()
+    raise InputError(f"{base}: no {INCIDENT} in it")
 
 
 def main(argv: list[str]) -> int:

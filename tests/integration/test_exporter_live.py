@@ -333,6 +333,29 @@ def test_textfile_loop_rewrites_the_file_and_stops_cleanly(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["ctdoctor.prom"]  # no temp file left behind
 
 
+def test_textfile_loop_keeps_running_through_write_errors_and_says_so_once(tmp_path):
+    target = tmp_path / "ctdoctor.prom"
+    target.mkdir()  # a folder where the file goes: every rename fails, as on a full or broken disk
+    (target / "x").write_text("x")
+    log = tmp_path.parent / f"{tmp_path.name}.log"
+    with open(log, "wb") as errf:
+        p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "exporter", "--textfile", str(tmp_path),
+                              "--refresh", "1"], stdout=subprocess.DEVNULL, stderr=errf)
+        try:
+            wait_for(lambda: b"cannot write" in log.read_bytes(), 60, "the write error")
+            time.sleep(2.5)  # two more failing rounds: said once, and the loop goes on
+            assert p.poll() is None
+            assert log.read_bytes().count(b"cannot write") == 1
+            shutil.rmtree(target)
+            wait_for(target.is_file, 30, "the file once the folder is gone")
+            wait_for(lambda: b"written again" in log.read_bytes(), 10, "the recovery line")
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(15)
+    assert b"Traceback" not in log.read_bytes()
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["ctdoctor.prom"]
+
+
 UPSTREAM = Path(__file__).parent.parent / "data" / "upstream-rules"
 
 

@@ -188,7 +188,9 @@ def test_record_stops_within_a_second_during_a_capture_and_leaves_no_temp_files(
         took = rec.stop()
         assert took < 1.5, took
         assert rec.proc.returncode == 0
-        assert not rec.bundles() and not [p for p in rec.dir.iterdir() if p.name.startswith(".")]
+        # no half-written bundle, no spooled listing (in the folder, not TMPDIR); the lock stays, unlocked
+        assert not rec.bundles() and [p.name for p in rec.dir.iterdir() if p.name.startswith(".")] == [
+            ".ctdoctor-record.lock"]
         assert "stopped" in rec.log.read_text()
 
 

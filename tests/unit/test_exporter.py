@@ -278,15 +278,33 @@ def test_textfile_is_replaced_atomically_and_readable(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ctdoctor.prom"]  # no temp file left
 
 
-def test_textfile_failure_keeps_the_old_file(tmp_path):
+def test_textfile_failure_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    import errno
+
     from ctdoctor.errors import Failure
 
     target = tmp_path / "ctdoctor.prom"
     target.write_text("old\n")
-    os.mkdir(tmp_path / f".ctdoctor.prom.{os.getpid()}.tmp")  # the temp name is taken by a folder
-    with pytest.raises(Failure, match="cannot write"):
+
+    def full(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(Failure, match=r"cannot write .*ctdoctor\.prom: No space left on device"):
         write_textfile(str(tmp_path), b"new\n")
     assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ctdoctor.prom"]
+
+
+def test_textfile_temp_names_are_random_and_never_follow_a_planted_link(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    d = tmp_path / "tf"
+    d.mkdir()
+    for name in (f".ctdoctor.prom.{os.getpid()}.tmp", ".ctdoctor.prom.tmp", "ctdoctor.prom.tmp"):
+        os.symlink(victim, d / name)  # what a predictable name would have followed
+    write_textfile(str(d), b"new\n")
+    assert victim.read_text() == "precious\n" and (d / "ctdoctor.prom").read_text() == "new\n"
 
 
 @pytest.mark.parametrize("argv,contains", [

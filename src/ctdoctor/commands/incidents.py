@@ -1,7 +1,14 @@
-"""ctdoctor incidents: the incidents `record` captured, newest last."""
+"""ctdoctor incidents: the incidents `record` captured, newest last.
+
+The folder is untrusted: a bundle anyone could have written there is read within limits
+(``record.read_incident``), every value taken from it is checked for its type, and every text
+is made inert for where it goes: no rich markup or terminal escapes on a terminal, no formula
+in a spreadsheet. A bad bundle is a row with its reason; it never stops the listing.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -13,9 +20,32 @@ def add_arguments(p) -> None:
     p.add_argument("--dir", required=True, metavar="DIR", help="the folder `ctdoctor record --dir` writes")
 
 
+def _text(v, limit: int = 256) -> str | None:
+    from ctdoctor.textsafe import clean
+
+    return clean(v, limit) if isinstance(v, str) else None
+
+
+def _number(v, lo: float = 0.0, hi: float = math.inf) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        return None
+    return v
+
+
+def _first(doc, *keys):
+    """doc[k1][k2][0] when each step has the right shape, else None."""
+    for k in keys:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(k)
+    if isinstance(doc, list) and doc and isinstance(doc[0], dict):
+        return doc[0]
+    return None
+
+
 def collect_rows(d: str) -> list[dict]:
     from ctdoctor.errors import InputError
-    from ctdoctor.record import bundles, read_incident
+    from ctdoctor.record import bundles, not_bundles, read_incident
 
     rows = []
     for name, size in bundles(d):
@@ -24,22 +54,40 @@ def collect_rows(d: str) -> list[dict]:
         try:
             inc = read_incident(path)
         except InputError as e:
-            row["error"] = str(e)
+            row["error"] = _text(str(e), 300)
             rows.append(row)
             continue
-        top = (inc.get("top") or {}).get("src") or []
-        rate = (inc.get("rates") or {}).get("src") or []
+        top, rate = _first(inc, "top", "src"), _first(inc, "rates", "src")
         row.update({
-            "time": inc.get("time"), "netns": inc.get("netns"), "pod": _pod(inc.get("pod")),
-            "trigger": inc.get("trigger"),
-            "detail": inc.get("detail"), "peak_fill": inc.get("peak_fill"),
-            "top_source": top[0]["key"] if top else None,
-            "top_source_share": top[0]["share"] if top else None,
-            "top_new_source": rate[0]["key"] if rate else None,
-            "top_new_source_rate": rate[0]["rate"] if rate else None,
+            "time": _text(inc.get("time"), 32), "netns": _text(inc.get("netns"), 128), "pod": _pod(inc.get("pod")),
+            "trigger": _text(inc.get("trigger"), 32), "detail": _text(inc.get("detail"), 300),
+            "peak_fill": _number(inc.get("peak_fill"), 0, 100),
+            "top_source": _text(top.get("key"), 64) if top else None,
+            "top_source_share": _number(top.get("share"), 0, 1) if top else None,
+            "top_new_source": _text(rate.get("key"), 64) if rate else None,
+            "top_new_source_rate": _number(rate.get("rate")) if rate else None,
         })
         rows.append(row)
+    for name, what in not_bundles(d):
+        rows.append({"bundle": os.path.join(d, name), "size": None, "error": f"{name}: {what}: not read"})
     return rows
+
+
+CSV_COLS = ["time", "netns", "trigger", "peak_fill", "top_source", "top_source_share", "top_new_source",
+            "top_new_source_rate", "bundle", "error"]
+
+
+def csv_cell(v) -> str:
+    """A CSV cell a spreadsheet shows as text: one that starts with = + - @ (or a tab or CR) would be
+    run as a formula, so it gets a leading apostrophe; control characters are replaced."""
+    from ctdoctor.textsafe import clean
+
+    if v is None:
+        return ""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return repr(v) if isinstance(v, float) else str(v)
+    s = clean(str(v), 1024)
+    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
 
 
 def run(args) -> int:
@@ -59,37 +107,39 @@ def run(args) -> int:
         import csv
 
         w = csv.writer(sys.stdout)
-        cols = ["time", "netns", "trigger", "peak_fill", "top_source", "top_source_share", "top_new_source",
-                "top_new_source_rate", "bundle", "error"]
-        w.writerow(cols)
+        w.writerow(CSV_COLS)
         for r in rows:
-            w.writerow(["" if r.get(c) is None else r.get(c) for c in cols])
+            w.writerow([csv_cell(r.get(c)) for c in CSV_COLS])
         return 0
     from rich import box
     from rich.console import Console
     from rich.table import Table
-
-    from ctdoctor.textsafe import clean
+    from rich.text import Text
 
     con = Console(highlight=False)
     if not rows:
-        con.print(f"no incidents in {d}")
+        con.print(Text(f"no incidents in {d}"))
         return 0
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for c in ("time (UTC)", "netns", "trigger", "peak fill", "top source (entries)", "top new source (/s)", "bundle"):
         t.add_column(c, no_wrap=c.startswith("time"), overflow="fold")
+    # every cell is a Text: what a bundle says is shown as written, never read as rich markup
     for r in rows:
+        base = _text(os.path.basename(r["bundle"])) or "?"
         if "error" in r:
-            t.add_row("?", "?", "?", "", "", "", f"{os.path.basename(r['bundle'])}: [red]{clean(r['error'], 120)}[/]")
+            t.add_row("?", "?", "?", "", "", "", Text(f"{base}: {r['error']}", style="red"))
             continue
         share = f" ({r['top_source_share'] * 100:.0f}%)" if r.get("top_source_share") is not None else ""
-        newsrc = f"{r['top_new_source']} ({r['top_new_source_rate']:g}/s)" if r.get("top_new_source") else "-"
-        t.add_row(clean(r["time"] or "?", 32), clean((r["netns"] or "?") + (f" ({r['pod']})" if r.get("pod") else ""), 64), clean(r["trigger"] or "?", 32),
-                  f"{r['peak_fill'] * 100:.1f}%" if isinstance(r.get("peak_fill"), (int, float)) else "?",
-                  (clean(str(r["top_source"]), 64) + share) if r.get("top_source") else "-", clean(newsrc, 80),
-                  os.path.basename(r["bundle"]))
+        rate = r.get("top_new_source_rate")
+        newsrc = f"{r['top_new_source']} ({rate:g}/s)" if r.get("top_new_source") and rate is not None else "-"
+        netns = (r["netns"] or "?") + (f" ({r['pod']})" if r.get("pod") else "")
+        fill = f"{r['peak_fill'] * 100:.1f}%" if r.get("peak_fill") is not None else "?"
+        t.add_row(*(Text(x) for x in (r["time"] or "?", netns, r["trigger"] or "?", fill,
+                                       (r["top_source"] + share) if r.get("top_source") else "-", newsrc, base)))
     con.print(t)
-    con.print(f"read one with: ctdoctor --root {rows[-1]['bundle']} [top --netns NETNS | doctor]")
+    good = [r for r in rows if "error" not in r]
+    if good:
+        con.print(Text(f"read one with: ctdoctor --root {_text(good[-1]['bundle'], 1024)} [top --netns NETNS | doctor]"))
     return 0
 
 
@@ -98,4 +148,4 @@ def _pod(p) -> str | None:
     if not isinstance(p, dict) or not isinstance(p.get("name"), str):
         return None
     ns = p.get("namespace") if isinstance(p.get("namespace"), str) else ""
-    return f"{ns}/{p['name']}" if ns else p["name"]
+    return _text(f"{ns}/{p['name']}" if ns else p["name"], 128)

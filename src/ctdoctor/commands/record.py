@@ -65,6 +65,7 @@ def run(args) -> int:
         raise UsageError(f"--dir {d}: not writable")
     rec = Recorder(d, args.threshold, args.interval, args.keep, args.max_size, args.cooldown,
                    wanted=parse_wanted(getattr(args, "netns", None) or "all"), rate_seconds=args.rate_seconds)
+    rec.lock()  # before the signal handlers: a second recorder on this directory stops here, in one line
     stop = threading.Event()
     import signal
 

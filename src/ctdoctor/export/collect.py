@@ -67,6 +67,7 @@ class Bundle:
     top: str
     members: dict[str, bytes] = field(default_factory=dict)
     spooled: dict[str, str] = field(default_factory=dict)
+    spool_dir: str = ""  # where spooled listings go: the output's folder
 
     def add(self, rel: str, data: bytes | str) -> None:
         self.members[rel] = data.encode() if isinstance(data, str) else data
@@ -317,7 +318,8 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
     _check_output(output)
     anon = Anonymizer() if anonymize else None
     hostname = (_read("/proc/sys/kernel/hostname") or b"host").decode().strip()
-    b = Bundle(top=f"ctdoctor-{'anonymized' if anon else hostname}-{time.strftime('%Y%m%d-%H%M%S')}")
+    b = Bundle(top=f"ctdoctor-{'anonymized' if anon else hostname}-{time.strftime('%Y%m%d-%H%M%S')}",
+               spool_dir=os.path.dirname(os.path.abspath(output)))
     found = nsmod.discover()
     refs = [r for r in found if only is None or r.is_init or r.name in only]
     refs, _gone = nsmod.pin(refs)  # a pod deleted mid-capture stays readable to the end (noted as vanished)
@@ -460,8 +462,9 @@ def _cut(path: str, limit: int) -> bool:
 
 
 def _spool_listing(b: Bundle, ref, rel: str, anon) -> None:
-    """Stream the netns's entry listing into a temp file (never all in memory)."""
-    fd, tmp = tempfile.mkstemp(prefix="ctdoctor-listing-")
+    """Stream the netns's entry listing into a temp file (never all in memory), beside the bundle: on
+    the disk the bundle goes to (never a full /tmp), and removed with it by whoever stops the capture."""
+    fd, tmp = tempfile.mkstemp(prefix=".ctdoctor-listing-", suffix=".tmp", dir=b.spool_dir or None)
     try:
         with os.fdopen(fd, "wb") as out:
             try:

@@ -271,10 +271,12 @@ def serve(exporter: Exporter, addresses: list[tuple[str, int]], *, web_config: s
 
 def write_textfile(directory: str, body: bytes) -> str:
     """Write DIR/ctdoctor.prom atomically: a temp file node_exporter ignores (not *.prom), then rename."""
+    import tempfile
+
     target = os.path.join(directory, TEXTFILE_NAME)
-    tmp = os.path.join(directory, f".{TEXTFILE_NAME}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        # a new file with a random name (O_EXCL): nothing planted in the folder is followed or overwritten
+        fd, tmp = tempfile.mkstemp(prefix=f".{TEXTFILE_NAME}.", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(body)
@@ -308,12 +310,24 @@ def textfile(exporter: Exporter, directory: str, once: bool) -> None:
         exporter.reader.close()
         return
     exporter.start(background=False)
+    failing = ""  # the last write error, said once; node_exporter keeps serving the file it has meanwhile
     try:
         while True:
             started = time.monotonic()
             exporter.reader.rediscover()
             exporter.refresh_now()
-            write_textfile(directory, render_text(exporter.exposition()))
+            try:
+                write_textfile(directory, render_text(exporter.exposition()))
+            except Failure as e:
+                if str(e) != failing:
+                    print(f"ctdoctor exporter: {e}; the previous file stays, trying again every "
+                          f"{exporter.refresh_every:g} s", file=sys.stderr, flush=True)
+                failing = str(e)
+            else:
+                if failing:
+                    print(f"ctdoctor exporter: {os.path.join(directory, TEXTFILE_NAME)} written again",
+                          file=sys.stderr, flush=True)
+                failing = ""
             time.sleep(max(0.0, exporter.refresh_every - (time.monotonic() - started)))
     finally:
         exporter.stop()
