@@ -833,7 +833,15 @@ JOURNAL_BOOTS = ("journalctl --no-pager --boot",  # sos >= 4.4
 PREVIOUS_BOOT = ("journalctl --no-pager --boot -1", "journalctl --no-pager --catalog --boot -1")
 
 
-def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
+def read_kernel_log(root: HostRoot, snap: Snapshot, given: str | None = None) -> None:
+    """``given``: the kernel log as dmesg prints it, already read by the caller (the exporter follows
+    /dev/kmsg and hands its refresh the conntrack lines: no dmesg run per refresh)."""
+    if root.is_live and given is not None:
+        evs = parse_kernel_log(given, "dmesg")
+        assign_boots(evs, snap.boot_time)
+        snap.kernel_log.extend(_not_before_birth(evs, root, snap))
+        snap.kernel_log_sources.append("/dev/kmsg")
+        return
     if root.is_live:
         cap = run_command("dmesg")
         if cap and not cap.text.startswith("dmesg: read kernel buffer failed"):
@@ -894,7 +902,7 @@ def read_kernel_log(root: HostRoot, snap: Snapshot) -> None:
 
 
 def build(root: HostRoot, netns: str | None = None, interval: float | None = None,
-          with_rules: bool = True, with_log: bool = True) -> Snapshot:
+          with_rules: bool = True, with_log: bool = True, kernel_log: str | None = None) -> Snapshot:
     snap = Snapshot(source=root.kind, root_label=root.label)
     if root.is_live:
         from ctdoctor.sources.system import boot_time
@@ -957,7 +965,7 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
     snap.persisted = read_persisted(root)
     snap.persisted.drop_keys_the_kernel_lacks(snap.kernel_has_key)
     if with_log:
-        read_kernel_log(root, snap)
+        read_kernel_log(root, snap, kernel_log)
     if root.irregular:
         snap.notes.append("not regular files, left unread: " + ", ".join(sorted(set(root.irregular))[:5]))
     if root.denied:

@@ -448,7 +448,7 @@ def test_systemd_unit_is_hardened_and_runs_the_exporter():
     cp.optionxform = str
     cp.read_string((CONTRIB / "systemd" / "ctdoctor-exporter.service").read_text())
     svc = cp["Service"]
-    assert svc["ExecStart"].split()[1:3] == ["exporter", "--listen"]
+    assert svc["ExecStart"].split()[1:3] == ["exporter", "--web.listen-address"]
     assert svc["ExecStart"].split()[3].endswith(":9718")
     assert svc["NoNewPrivileges"] == "yes" and svc["ProtectSystem"] == "strict"
     assert "CAP_SYS_ADMIN" in svc["CapabilityBoundingSet"] and "CAP_NET_ADMIN" in svc["CapabilityBoundingSet"]

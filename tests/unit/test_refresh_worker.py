@@ -105,3 +105,38 @@ def test_the_real_worker_serves_refreshes_of_this_host():
         assert w.proc is not None and w.proc.pid == pid and w.served == 2
     finally:
         w.stop()
+
+
+def test_the_request_carries_the_followed_kernel_log():
+    echo = """
+req = json.loads(line)
+print(json.dumps({"by_state": {}, "listing_error": {}, "findings": [["LOG", str(len(req["kernel_log"] or "")),
+                  req["wanted"]]]}), flush=True)
+"""
+    w = Worker("pod-a", 10, argv=fake(echo))
+    try:
+        assert w.refresh("[ 1.000000] nf_conntrack: table full, dropping packet\n").findings == [("LOG", "54", "pod-a")]
+        assert w.refresh(None).findings == [("LOG", "0", "pod-a")]
+    finally:
+        w.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the real refresh reads the host's tables")
+def test_given_the_followed_log_the_worker_runs_no_dmesg_and_judges_by_it(tmp_path, monkeypatch):
+    marker = tmp_path / "dmesg-ran"
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "dmesg").write_text(f"#!/bin/sh\ntouch {marker}\n")
+    (fake_bin / "dmesg").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    full = "".join(f"[{100 + i:12.6f}] nf_conntrack: nf_conntrack: table full, dropping packet\n" for i in range(3))
+    w = Worker("init", 60)
+    try:
+        r = w.refresh(full)
+        assert r.ok, r.error
+        assert ("CT002", "critical", "init") in r.findings  # the lines it was given
+        assert not marker.exists()  # and no dmesg run for them
+        assert ("CT002", "critical", "init") not in w.refresh("").findings
+        assert w.refresh(None).ok and marker.exists()  # without a follower it reads dmesg itself
+    finally:
+        w.stop()

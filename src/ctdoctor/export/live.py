@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,6 +270,8 @@ class KernelLogFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._full_now: list[str] = []  # namespaces at the limit at the last scrape (older kernels)
+        # the conntrack lines seen, (seconds since boot, text): the refresh's kernel log, no dmesg run
+        self.recent: deque[tuple[float, str]] = deque(maxlen=4000)
 
     def set_full_now(self, names: list[str]) -> None:
         self._full_now = names
@@ -287,6 +290,8 @@ class KernelLogFollower:
         if got is None:
             return
         mono, msg = got
+        if "conntrack" in msg or "nf_ct" in msg:
+            self.recent.append((mono, msg))
         if "table full" not in msg:
             return
         m = TABLE_FULL_RE.search(msg)
@@ -323,6 +328,12 @@ class KernelLogFollower:
             if not rec:
                 return
             self.take(rec, live)
+
+    def dmesg_text(self) -> str | None:
+        """The conntrack lines followed so far as dmesg prints them; None when /dev/kmsg is not read."""
+        if not self.readable:
+            return None
+        return "".join(f"[{mono:12.6f}] {msg}\n" for mono, msg in list(self.recent))
 
     def read_once(self) -> None:
         """Count the table-full lines in the ring buffer now (for --once)."""

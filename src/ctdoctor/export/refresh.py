@@ -22,7 +22,7 @@ import time
 from ctdoctor.export.metrics import Refreshed
 
 
-def refresh(wanted: str) -> dict:
+def refresh(wanted: str, kernel_log: str | None = None) -> dict:
     """Run the doctor over the live host and tally each selected netns's listing by proto and state
     (the host's, and those holding 100 entries or more)."""
     from ctdoctor import doctor, snapshot
@@ -30,7 +30,7 @@ def refresh(wanted: str) -> dict:
     from ctdoctor.sources.hostroot import HostRoot
 
     root = HostRoot.live()
-    snap = snapshot.build(root, wanted, interval=None)
+    snap = snapshot.build(root, wanted, interval=None, kernel_log=kernel_log)
     # the C decoder (no kernel text formatting), frugal: a big table's sources and destinations are
     # counted on a sample, a dump is read in one thread (no hand-over between threads per 32 KB)
     ctx = context(snap, root, live=True, prefer_netlink=True, frugal=True)
@@ -93,16 +93,18 @@ class Worker:
             if p.stdout:
                 p.stdout.close()
 
-    def refresh(self) -> Refreshed:
+    def refresh(self, kernel_log: str | None = None) -> Refreshed:
+        """One refresh; ``kernel_log``: the conntrack lines of the kernel log as dmesg prints them (the
+        exporter's /dev/kmsg follower keeps them), so the worker runs no dmesg; None: it reads dmesg."""
         with self._lock:
-            return self._refresh()
+            return self._refresh(kernel_log)
 
-    def _refresh(self) -> Refreshed:
+    def _refresh(self, kernel_log: str | None) -> Refreshed:
         t0 = time.time()
         try:
             p = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
             assert p.stdin is not None and p.stdout is not None
-            p.stdin.write(self.wanted.encode() + b"\n")
+            p.stdin.write(json.dumps({"wanted": self.wanted, "kernel_log": kernel_log}).encode() + b"\n")
             p.stdin.flush()
             line = _read_line(p.stdout.fileno(), time.monotonic() + self.timeout)
         except TimeoutError:
@@ -159,7 +161,7 @@ def parse_answer(line: bytes, took: float) -> Refreshed:
         return Refreshed(duration=took, error=f"unreadable refresh output: {e}")
 
 
-def _answer(wanted: str) -> dict:
+def _answer(wanted: str, kernel_log: str | None = None) -> dict:
     """One refresh as the worker answers it: the result or the error, and what it cost."""
     import resource
 
@@ -167,7 +169,7 @@ def _answer(wanted: str) -> dict:
 
     before = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     try:
-        doc = refresh(wanted)
+        doc = refresh(wanted, kernel_log)
     except CtdError as e:
         doc = {"error": str(e)}
     except Exception as e:  # the worker keeps serving; the exporter shows the reason
@@ -201,7 +203,12 @@ def serve(stdin, stdout) -> int:
     import gc
 
     for line in stdin:
-        json.dump(_answer(line.strip() or "all"), stdout)
+        try:  # {"wanted": "all", "kernel_log": "..."}; a bare line is the netns selection
+            req = json.loads(line) if line.lstrip().startswith("{") else {"wanted": line.strip()}
+            wanted, klog = str(req.get("wanted") or "all"), req.get("kernel_log")
+        except (ValueError, AttributeError):
+            wanted, klog = "all", None
+        json.dump(_answer(wanted, klog if isinstance(klog, str) else None), stdout)
         stdout.write("\n")
         stdout.flush()
         gc.collect()  # what this refresh built is garbage now: give it back before the next

@@ -89,7 +89,7 @@ class Exporter:
 
         if self.worker is None:
             self.worker = Worker(self.refresh_target, self.refresh_timeout)
-        r = self.worker.refresh()
+        r = self.worker.refresh(self.follower.dmesg_text())
         self.refreshes += 1
         self.refresh_cpu += r.cpu_seconds
         if r.ok:
