@@ -63,13 +63,16 @@ class EventCounter:
         w = Window(self.ref.name)
         t0 = time.monotonic()
         end = t0 + seconds
-        socks = [self.new_sock, self.del_sock]
+        socks = {s.fileno(): s for s in (self.new_sock, self.del_sock)}
+        poller = select.poll()  # not select(): with hundreds of namespaces the fds pass 1024
+        for fd in socks:
+            poller.register(fd, select.POLLIN)
         while True:
             left = end - time.monotonic()
             if left <= 0 or (stop is not None and stop()):
                 break
-            r, _, _ = select.select(socks, [], [], min(left, 0.2))
-            for s in r:
+            for fd, _ev in poller.poll(min(left, 0.2) * 1000):
+                s = socks[fd]
                 drain = ctevents.Drain(s, self.force_python)
                 for buf in drain:
                     if s is self.del_sock:

@@ -140,3 +140,47 @@ def test_given_the_followed_log_the_worker_runs_no_dmesg_and_judges_by_it(tmp_pa
         assert w.refresh(None).ok and marker.exists()  # without a follower it reads dmesg itself
     finally:
         w.stop()
+
+
+def test_past_1024_open_fds_the_worker_and_the_kernel_log_follower_still_wait(tmp_path):
+    """A node with 1000 namespaces holds 2000+ fds: select() cannot wait on fd 1024 or above."""
+    import resource
+    import time
+
+    from ctdoctor.export.live import KernelLogFollower
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2048:
+        pytest.skip("the fd limit is too low to pass 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    w = Worker("all", 10, argv=fake(GOOD))
+    fifo = tmp_path / "kmsg"
+    os.mkfifo(fifo)
+
+    class Reader:
+        def name_of(self, ino, mono=None):
+            return None
+
+        def rediscover_soon(self, gap=1.0):
+            pass
+
+    f = KernelLogFollower(Reader(), names_init=True, path=str(fifo))
+    try:
+        assert w.refresh().ok
+        f.start()
+        wfd = os.open(fifo, os.O_WRONLY)
+        assert wfd > 1024
+        os.write(wfd, b"4,12,100000000,-;nf_conntrack: nf_conntrack: table full, dropping packet\n")
+        deadline = time.monotonic() + 5
+        while not f.counts and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.close(wfd)
+        assert sum(f.counts.values()) == 1
+        assert "table full" in (f.dmesg_text() or "")
+    finally:
+        f.stop()
+        w.stop()
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

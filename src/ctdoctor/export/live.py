@@ -354,10 +354,11 @@ class KernelLogFollower:
         def loop():
             import select
 
+            poller = select.poll()  # not select(): past 1024 open fds (two per netns) it cannot wait
+            poller.register(fd, select.POLLIN)
             try:
                 while not self._stop.is_set():
-                    r, _, _ = select.select([fd], [], [], 0.5)
-                    if r:
+                    if poller.poll(500):
                         self.drain(fd, live=True)
             finally:
                 os.close(fd)

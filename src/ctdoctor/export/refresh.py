@@ -131,10 +131,12 @@ def _read_line(fd: int, deadline: float) -> bytes:
     """One line from fd by the deadline (b"" at end of file); TimeoutError when it does not come."""
     import select
 
+    poller = select.poll()  # not select(): the exporter holds thousands of fds (two per netns)
+    poller.register(fd, select.POLLIN)
     got = bytearray()
     while not got.endswith(b"\n"):
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not poller.poll(left * 1000):
             raise TimeoutError
         chunk = os.read(fd, 1 << 16)
         if not chunk:
