@@ -9,7 +9,9 @@ netns" for each kind of root, and one function turns its answers into a
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +113,10 @@ class NetnsView:
 NFT_RULESET = "\x00nft -j list ruleset"  # the pseudo-file the prefetch fills with the ruleset (libnftables)
 
 
+_SYSCTL_LOCK = threading.Lock()
+_NO_LOCK = contextlib.nullcontext()
+
+
 def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict, dict]:
     """Runs inside the target netns (forked child): read files and list dirs (and, for NFT_RULESET,
     the nft ruleset through libnftables: no exec)."""
@@ -134,18 +140,31 @@ def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict, dict]:
         except OSError:
             pass
     for d in listdirs:
-        try:
-            names = sorted(os.listdir(here(d)))
-        except OSError:
-            continue
-        dirs[d] = names
-        for n in names:
-            rel = f"{d}/{n}"
+        # /proc/sys: every netns's sysctl files share dcache hash chains and the kernel compares names
+        # under one global lock (proc_sys_compare), so the directory is opened once and its files are
+        # opened relative to it (one name looked up each, not four), one netns at a time (eight
+        # threads at once spent 8 s of system time spinning on that lock at 1000 namespaces)
+        with _SYSCTL_LOCK if d.startswith("proc/sys/") else _NO_LOCK:
             try:
-                with open(here(rel), "rb") as f:
-                    files[rel] = f.read(4096).decode("utf-8", "replace")
+                dfd = os.open(here(d), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError:
-                pass
+                continue
+            try:
+                names = sorted(os.listdir(dfd))
+                dirs[d] = names
+                for n in names:
+                    try:
+                        fd = os.open(n, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dfd)
+                    except OSError:
+                        continue
+                    try:
+                        files[f"{d}/{n}"] = os.read(fd, 4096).decode("utf-8", "replace")
+                    except OSError:  # a directory (nf_log), or not readable
+                        pass
+                    finally:
+                        os.close(fd)
+            finally:
+                os.close(dfd)
     return files, dirs
 
 

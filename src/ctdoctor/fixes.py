@@ -1,0 +1,144 @@
+"""A finding's fixes as data: the command's words, what it is for, whether it writes, and where it
+can run — made complete for where the finding was made, and rendered to text only at the edge.
+
+A check writes its fixes as command lines (``Finding.fix``, the JSON contract). ``Fix.parse``
+reads one into words and its trailing ``# comment``; ``in_scope`` then fits it to the report:
+on a host image a ``ctdoctor`` command that reads gets ``--root IMAGE`` (and the finding's
+``--netns``), so it examines the same image instead of the machine in front of the user; a
+command that acts on a running system (``sysctl -w``, ``modprobe``, ``ctdoctor apply`` ...) is
+marked to be run on that host, never printed as if it could run here. ``lines`` breaks a long
+command at words with ``\\`` continuations that paste as one command, never inside a word.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+# ctdoctor subcommands that only read (safe to point at an image with --root)
+READING = {"doctor", "status", "top", "plan", "explain", "incidents"}
+# ... and those that act on the running system (or write under --root only as an offline edit)
+ACTING = {"apply", "notrack", "flush", "recover", "guard", "record", "exporter", "lab", "collect"}
+# shell commands that act on the running kernel or services
+LIVE_TOOLS = {"sysctl", "modprobe", "rmmod", "conntrack", "nft", "iptables", "ip6tables", "ss", "systemctl",
+              "service", "conntrackd", "ip", "ovs-appctl", "ovs-dpctl", "kill", "pkill"}
+# ctdoctor's global options that take a value (they come before the subcommand)
+GLOBAL_VALUED = {"--root", "--netns", "--format", "--host-root", "--interval", "--only", "--skip"}
+_COMMENT = re.compile(r"\s{2,}#\s?(.*)$")
+
+
+@dataclass
+class Fix:
+    argv: list[str]
+    comment: str = ""
+    where: str = "here"  # "here": runs as printed; "host": on the host the image was taken from
+    writes: bool = False
+    scope: dict = field(default_factory=dict)  # {"root": IMAGE or None, "netns": NAME or None}
+
+    @classmethod
+    def parse(cls, line: str) -> Fix:
+        """A check's fix line: the command, then optionally two or more spaces, ``#`` and a comment."""
+        cmd, comment = line, ""
+        m = _COMMENT.search(line)
+        if m and _balanced(line[:m.start()]):
+            cmd, comment = line[:m.start()], m.group(1).strip()
+        try:
+            argv = shlex.split(cmd)
+        except ValueError:  # not shell words: kept whole, shown as written
+            argv = [cmd.strip()]
+        return cls(argv, comment)
+
+    @property
+    def tool(self) -> str:
+        return self.argv[0] if self.argv else ""
+
+    def subcommand(self) -> str | None:
+        """The ctdoctor subcommand of a ctdoctor command (after its global options); None otherwise."""
+        if self.tool != "ctdoctor":
+            return None
+        i = 1
+        while i < len(self.argv):
+            w = self.argv[i]
+            if w in GLOBAL_VALUED:
+                i += 2
+                continue
+            if w.startswith("-"):
+                i += 1
+                continue
+            return w
+        return "doctor"
+
+    def text(self) -> str:
+        """The command as one line to paste (its words quoted for the shell)."""
+        return shlex.join(self.argv)
+
+    def as_dict(self) -> dict:
+        return {"argv": self.argv, "text": self.text(), "comment": self.comment, "where": self.where,
+                "writes": self.writes, "scope": self.scope}
+
+
+def _balanced(text: str) -> bool:
+    try:
+        shlex.split(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _writes(f: Fix) -> bool:
+    sub = f.subcommand()
+    if sub is not None:
+        if sub == "notrack":
+            return "--apply" in f.argv
+        if sub == "flush":
+            return "--dry-run" not in f.argv
+        return sub in ACTING - {"collect", "exporter", "lab"}
+    if f.tool == "sed":
+        return "-i" in f.argv or any(a.startswith("-i") for a in f.argv[1:])
+    if f.tool == "sysctl":
+        return "-w" in f.argv or "-p" in f.argv or "--system" in f.argv
+    return f.tool in {"modprobe", "rmmod", "systemctl", "service", "nft", "iptables", "ip6tables", "conntrack",
+                      "kill", "pkill"} and not (f.tool in ("nft", "iptables") and any(
+                          a in ("list", "-L", "-S", "-nvL") for a in f.argv[1:3]))
+
+
+def in_scope(line: str, *, image: str | None, netns: str | None) -> Fix:
+    """One fix line fitted to where the finding was made: ``image`` is the ``--root`` it was read
+    from (None: this live host); ``netns`` the finding's namespace."""
+    f = Fix.parse(line)
+    f.writes = _writes(f)
+    f.scope = {"root": image, "netns": netns}
+    sub = f.subcommand()
+    if image is None:
+        return f
+    if sub is not None and sub in READING:
+        argv = f.argv[1:]
+        if "--root" not in argv:
+            argv = ["--root", image, *argv]
+        if netns and "--netns" not in argv and sub in ("doctor", "top", "status"):
+            argv = ["--netns", netns, *argv]
+        f.argv = ["ctdoctor", *argv]
+        return f
+    # everything else acts on (or looks at) a running system: the host the image came from
+    f.where = "host"
+    return f
+
+
+def lines(f: Fix, width: int = 80, indent: str = "    $ ") -> list[str]:
+    """The command in lines of at most ``width`` where it can: broken between words with ``\\``
+    continuations (one command when pasted); a single word longer than that stays whole."""
+    words = [shlex.quote(a) for a in f.argv]
+    cont = " " * len(indent)
+    out: list[str] = []
+    cur = indent
+    for w in words:
+        add = w if cur in (indent, cont) else " " + w
+        if len(cur) + len(add) + 2 > width and cur not in (indent, cont):
+            out.append(cur + " \\")
+            cur = cont + w
+        else:
+            cur += add
+    out.append(cur)
+    return out
