@@ -58,14 +58,24 @@ def exit_code(findings, unknown) -> int:
 
 
 def report(ctx: Context, findings, unknown) -> dict:
+    import os
+
+    from ctdoctor.fixes import in_scope
+
     snap = ctx.snap
     pods = {st.name: st.pod.label for st in snap.namespaces if st.pod}
+    # the fixes, complete for where the findings were made: an image's path rides along
+    image = None if snap.source == "live" else os.path.abspath(snap.root_label)
+
+    def fixes(f) -> list[dict]:
+        return [in_scope(line, image=image, netns=f.netns).as_dict() for line in f.fix]
+
     return {
         "schema": SCHEMA,
         "host": {"hostname": snap.hostname, "kernel": snap.release, "source": snap.source},
         "namespaces": [{"name": st.name, "inode": st.inode, "count": st.count, "max": st.max,
                         "pod": st.pod.label if st.pod else None} for st in snap.namespaces],
-        "findings": [{**f.as_dict(), "pod": pods.get(f.netns or "")} for f in findings],
+        "findings": [{**f.as_dict(), "pod": pods.get(f.netns or ""), "fixes": fixes(f)} for f in findings],
         "unknown": [u.as_dict() for u in unknown],
         "summary": {"critical": sum(f.severity == CRITICAL for f in findings),
                     "warning": sum(f.severity == WARNING for f in findings),

@@ -36,19 +36,24 @@ class Fix:
     where: str = "here"  # "here": runs as printed; "host": on the host the image was taken from
     writes: bool = False
     scope: dict = field(default_factory=dict)  # {"root": IMAGE or None, "netns": NAME or None}
+    shell: str = ""  # a command with shell syntax (a redirect, a pipe): its text as written
 
     @classmethod
     def parse(cls, line: str) -> Fix:
-        """A check's fix line: the command, then optionally two or more spaces, ``#`` and a comment."""
+        """A check's fix line: the command, then optionally two or more spaces, ``#`` and a comment; a
+        line that is only a ``# comment`` is advice with no command."""
+        if line.lstrip().startswith("#"):
+            return cls([], line.lstrip()[1:].strip())
         cmd, comment = line, ""
         m = _COMMENT.search(line)
         if m and _balanced(line[:m.start()]):
             cmd, comment = line[:m.start()], m.group(1).strip()
+        cmd = cmd.strip()
         try:
             argv = shlex.split(cmd)
         except ValueError:  # not shell words: kept whole, shown as written
-            argv = [cmd.strip()]
-        return cls(argv, comment)
+            return cls([cmd], comment, shell=cmd)
+        return cls(argv, comment, shell=cmd if _has_operators(cmd) else "")
 
     @property
     def tool(self) -> str:
@@ -71,12 +76,12 @@ class Fix:
         return "doctor"
 
     def text(self) -> str:
-        """The command as one line to paste (its words quoted for the shell)."""
-        return shlex.join(self.argv)
+        """The command as one line to paste (its words quoted for the shell); "" for advice alone."""
+        return self.shell or shlex.join(self.argv)
 
     def as_dict(self) -> dict:
         return {"argv": self.argv, "text": self.text(), "comment": self.comment, "where": self.where,
-                "writes": self.writes, "scope": self.scope}
+                "writes": self.writes, "scope": self.scope, "shell": bool(self.shell)}
 
 
 def _balanced(text: str) -> bool:
@@ -87,7 +92,50 @@ def _balanced(text: str) -> bool:
         return False
 
 
+def _has_operators(cmd: str) -> bool:
+    """Shell syntax outside quotes: a redirect, a pipe, a list, a substitution."""
+    lex = shlex.shlex(cmd, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    try:
+        return any(t and all(c in "();<>|&" for c in t) for t in lex) or "$(" in cmd or "`" in cmd
+    except ValueError:
+        return True
+
+
+def words(text: str) -> list[str]:
+    """``text`` cut at the spaces between shell words (quoted spans kept whole, as written)."""
+    out, cur, quote, i = [], "", "", 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            cur += c
+            if c == quote:
+                quote = ""
+            elif c == "\\" and quote == '"' and i + 1 < len(text):
+                cur += text[i + 1]
+                i += 1
+        elif c in "'\"":
+            quote, cur = c, cur + c
+        elif c == "\\" and i + 1 < len(text):
+            cur += c + text[i + 1]
+            i += 1
+        elif c.isspace():
+            if cur:
+                out.append(cur)
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    if cur:
+        out.append(cur)
+    return out
+
+
 def _writes(f: Fix) -> bool:
+    if not f.argv:
+        return False
+    if f.shell and re.search(r"(^|[^<>&])>>?\s*\S", f.shell):
+        return True  # a redirect into a file
     sub = f.subcommand()
     if sub is not None:
         if sub == "notrack":
@@ -111,7 +159,7 @@ def in_scope(line: str, *, image: str | None, netns: str | None) -> Fix:
     f.writes = _writes(f)
     f.scope = {"root": image, "netns": netns}
     sub = f.subcommand()
-    if image is None:
+    if image is None or not f.argv:
         return f
     if sub is not None and sub in READING:
         argv = f.argv[1:]
@@ -129,11 +177,11 @@ def in_scope(line: str, *, image: str | None, netns: str | None) -> Fix:
 def lines(f: Fix, width: int = 80, indent: str = "    $ ") -> list[str]:
     """The command in lines of at most ``width`` where it can: broken between words with ``\\``
     continuations (one command when pasted); a single word longer than that stays whole."""
-    words = [shlex.quote(a) for a in f.argv]
+    ws = words(f.text())
     cont = " " * len(indent)
     out: list[str] = []
     cur = indent
-    for w in words:
+    for w in ws:
         add = w if cur in (indent, cont) else " " + w
         if len(cur) + len(add) + 2 > width and cur not in (indent, cont):
             out.append(cur + " \\")

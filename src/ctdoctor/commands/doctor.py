@@ -70,7 +70,8 @@ def run(args) -> int:
 
         from ctdoctor.render.doctor_text import render
 
-        Console(highlight=False).print(render(doc))
+        con = Console(highlight=False)
+        con.print(render(doc, width=con.width), crop=False)  # a command's one long word is never cut
     return code
 
 

@@ -7,7 +7,7 @@ STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 WORD = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
 
 
-def render(doc: dict, verbose_info: bool = True):
+def render(doc: dict, verbose_info: bool = True, width: int = 80):
     from rich.console import Group
     from rich.markup import escape
     from rich.text import Text
@@ -36,10 +36,7 @@ def render(doc: dict, verbose_info: bool = True):
                         parts.append(Text.from_markup(f"    {escape(k)}: " + _ev_escaped(v, escape)))
                 if f["explanation"]:
                     parts.append(Text.from_markup("  [bold]why[/] " + escape(f["explanation"])))
-                if f["fix"]:
-                    parts.append(Text.from_markup("  [bold]fix[/]"))
-                    for c in f["fix"]:
-                        parts.append(Text("    $ " + c, style="green"))
+                parts.extend(_fix_lines(f, width))
     if doc["unknown"]:
         parts.append(Text(""))
         parts.append(Text.from_markup("[bold]not checked[/] (not enough data)"))
@@ -51,6 +48,34 @@ def render(doc: dict, verbose_info: bool = True):
     if not doc["findings"]:
         parts.append(Text.from_markup("[green]no problems found[/]"))
     return Group(*parts)
+
+
+def _fix_lines(f: dict, width: int) -> list:
+    """The fixes, one command per line as it pastes: never wrapped by the terminal (a long command is
+    broken between words with \\ continuations); the ones for the host an image came from apart."""
+    from rich.text import Text
+
+    from ctdoctor.fixes import Fix, lines
+
+    fixes = f.get("fixes")
+    if fixes is None:  # a report without them (an older JSON): its lines as written
+        fixes = [{"argv": None, "text": c, "comment": "", "where": "here"} for c in f.get("fix") or []]
+    out = []
+    for where, head in (("here", "  [bold]fix[/]"), ("host", "  [bold]fix[/], on the host the image was taken from")):
+        mine = [x for x in fixes if x.get("where", "here") == where]
+        if not mine:
+            continue
+        out.append(Text.from_markup(head))
+        for x in mine:
+            if x.get("comment"):
+                out.append(Text("    # " + x["comment"], style="dim"))  # prose: it may wrap
+            if x.get("argv") == []:
+                continue  # advice alone: its comment said it
+            cmd = lines(Fix(x["argv"], shell=x["text"] if x.get("shell") else ""), width) if x.get("argv") \
+                else ["    $ " + x["text"]]
+            for ln in cmd:
+                out.append(Text(ln, style="green", no_wrap=True, overflow="ignore"))
+    return out
 
 
 def _plain(x) -> str:
