@@ -66,9 +66,10 @@ def report(ctx: Context, findings, unknown) -> dict:
     pods = {st.name: st.pod.label for st in snap.namespaces if st.pod}
     # the fixes, complete for where the findings were made: an image's path rides along
     image = None if snap.source == "live" else os.path.abspath(snap.root_label)
+    listed = {st.name for st in snap.namespaces if _has_listing(st)} if image else None
 
     def fixes(f) -> list[dict]:
-        return [in_scope(line, image=image, netns=f.netns).as_dict() for line in f.fix]
+        return [in_scope(line, image=image, netns=f.netns, listed=listed).as_dict() for line in f.fix]
 
     return {
         "schema": SCHEMA,
@@ -86,3 +87,12 @@ def report(ctx: Context, findings, unknown) -> dict:
         "incomplete": snap.incomplete,  # sos plugins that timed out: what they held is not judged
         "captured_at": snap.captured_at, "captured_at_source": snap.captured_at_source or None,
     }
+
+
+def _has_listing(st) -> bool:
+    """The image holds this netns's entry listing (so `top --root` can read it)."""
+    got = st.open_entries()
+    if got is None:
+        return False
+    got[0].close()
+    return True

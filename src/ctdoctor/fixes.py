@@ -152,15 +152,22 @@ def _writes(f: Fix) -> bool:
                           a in ("list", "-L", "-S", "-nvL") for a in f.argv[1:3]))
 
 
-def in_scope(line: str, *, image: str | None, netns: str | None) -> Fix:
+def in_scope(line: str, *, image: str | None, netns: str | None, listed: set[str] | None = None) -> Fix:
     """One fix line fitted to where the finding was made: ``image`` is the ``--root`` it was read
-    from (None: this live host); ``netns`` the finding's namespace."""
+    from (None: this live host); ``netns`` the finding's namespace; ``listed`` the namespaces whose
+    entry listing the image holds (``top`` on any other one can only run on the host itself)."""
     f = Fix.parse(line)
     f.writes = _writes(f)
     f.scope = {"root": image, "netns": netns}
     sub = f.subcommand()
     if image is None or not f.argv:
         return f
+    if sub == "top" and listed is not None:
+        argv = f.argv
+        target = argv[argv.index("--netns") + 1] if "--netns" in argv[:-1] else (netns or "init")
+        if target not in listed:
+            f.where = "host"
+            return f
     if sub is not None and sub in READING:
         argv = f.argv[1:]
         if "--root" not in argv:

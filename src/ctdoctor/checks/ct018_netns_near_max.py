@@ -20,7 +20,8 @@ How to fix
 """
 
 from ctdoctor import thresholds
-from ctdoctor.checks.base import CRITICAL, WARNING, Finding, ev, fmt_pct
+from ctdoctor.checks.base import CRITICAL, WARNING, Finding, apply_hint, ev, fmt_pct
+from ctdoctor.checks.ct001_table_full import recommended_max
 
 CODE = "CT018"
 TITLE = "a non-initial network namespace is near the global max"
@@ -46,5 +47,7 @@ def run(ctx):
             explanation="Each namespace counts its own entries against the one global max. Tools that look at the "
                         "host's table (conntrack -C, node_exporter) do not see this one filling up.",
             fix=[f"ctdoctor top --netns {st.name} --by src,dport",
-                 "sysctl -w net.netfilter.nf_conntrack_max=<N>   # on the host: read-only inside the netns"],
+                 (f"sysctl -w net.netfilter.nf_conntrack_max={recommended_max(st.count, st.max)}"
+                 "   # in the host's netns: the max is global, read-only inside this one"),
+                 apply_hint(f"--max {recommended_max(st.count, st.max)}")],
         )
