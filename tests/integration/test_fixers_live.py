@@ -82,6 +82,24 @@ def test_notrack_port_creates_no_entries_and_connects_with_the_emitted_accept(ne
     assert "ctdoctor" not in ruleset and "ct state established,related accept" in ruleset
 
 
+def test_notrack_without_proto_untracks_tcp_and_udp_and_says_so(netns):
+    # both directions: on loopback a packet to the port leaves through output before it arrives
+    rc, out, err = run_cli("--netns", netns.name, "notrack", "--port", "7072", "--direction", "both", "--apply")
+    assert rc == 0 and "--proto not given: untracking tcp and udp" in err, err
+    table = netns.run("nft", "list", "table", "inet", "ctdoctor_notrack").stdout.decode()
+    assert "meta l4proto { tcp, udp } th dport 7072 notrack" in table
+    # both really go untracked: a UDP datagram and a TCP attempt to the port leave no entry
+    netns.run(sys.executable, "-c", "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                                    "s.sendto(b'x', ('127.0.0.1', 7072))\nt=socket.socket()\nt.settimeout(0.5)\n"
+                                    "t.connect_ex(('127.0.0.1', 7072))")
+    assert "7072" not in netns.run("cat", "/proc/net/nf_conntrack").stdout.decode()
+    netns.run(sys.executable, "-c", "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                                    "s.sendto(b'x', ('127.0.0.1', 7073))")
+    assert "dport=7073" in netns.run("cat", "/proc/net/nf_conntrack").stdout.decode()  # another port: tracked
+    rc, out, err = run_cli("--netns", netns.name, "notrack", "--port", "123")
+    assert rc == 0 and "untracking udp (port 123: udp)" in err and "udp dport 123 notrack" in out
+
+
 def test_without_the_accept_the_untracked_port_is_dropped(netns):
     netns.run("nft", "add table inet filter; add chain inet filter input { type filter hook input priority 0; "
                      "policy drop; }; add rule inet filter input ct state established,related accept;"

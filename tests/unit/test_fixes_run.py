@@ -60,7 +60,7 @@ def test_long_commands_break_between_words_and_paste_back_as_one():
 
 @pytest.mark.parametrize("image", IMAGES, ids=lambda p: p.name)
 def test_every_printed_command_runs_as_printed(image):
-    rc, out, err = run_cli("--root", str(image), "--format", "json", timeout=120)
+    _rc, out, err = run_cli("--root", str(image), "--format", "json", timeout=120)
     assert out.strip(), err
     doc = json.loads(out)
     ran = 0

@@ -5,8 +5,8 @@ hand, never from ctdoctor's output). Healthy hosts get nothing at WARNING or abo
 from __future__ import annotations
 
 import json
-import subprocess
 import re
+import subprocess
 from pathlib import Path
 
 import pytest

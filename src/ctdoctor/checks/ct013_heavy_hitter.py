@@ -62,6 +62,16 @@ def run(ctx):
                 fix=[f"ctdoctor top --netns {st.name} {flag} {value} --by src,dst,dport",
                      f"nft add rule inet filter input {'ip6' if ':' in value else 'ip'} saddr {value} "
                      "ct count over 1000 drop   # example cap"
-                     if key == "src" else f"ctdoctor notrack --port {value}   # if it needs no state"
+                     if key == "src" else f"ctdoctor notrack --port {value} --proto {_proto_of(s)}   # if it needs no state"
                      if key == "dport" else f"ctdoctor top --netns {st.name} --dst {value} --by src"],
             )
+
+
+def _proto_of(s) -> str:
+    """The protocol of the table's traffic, for a NOTRACK suggestion: tcp or udp when nine entries in ten
+    are of it, else both."""
+    listed = sum(s.protos.values()) or 1
+    for p in ("udp", "tcp"):
+        if s.protos.get(p, 0) >= 0.9 * listed:
+            return p
+    return "both"

@@ -32,7 +32,9 @@ CLIENT_PORTS = {53: "DNS", 123: "NTP", 80: "HTTP", 443: "HTTPS", 389: "LDAP", 63
 
 def add_arguments(p) -> None:
     p.add_argument("--port", metavar="P[,P]", help="port(s) to untrack")
-    p.add_argument("--proto", choices=("tcp", "udp"), default="udp")
+    p.add_argument("--proto", choices=("tcp", "udp", "both"), default=None,
+                   help="the port's protocol; without it, the one its well-known service speaks, else both "
+                        "(said on stderr)")
     p.add_argument("--direction", choices=("in", "out", "both"), default="in",
                    help="in: a service on this host; out: this host as a client; both")
     p.add_argument("--backend", choices=("nft", "iptables"), default="nft")
@@ -55,17 +57,43 @@ def ports_of(text: str | None) -> list[int]:
     return out
 
 
-def nft_rules(ports, proto, direction) -> tuple[list[str], list[str]]:
+# What a port's well-known service speaks, when --proto is not given (any other port: both)
+PORT_PROTO = {53: "both", 67: "udp", 68: "udp", 69: "udp", 123: "udp", 161: "udp", 162: "udp", 514: "udp",
+              1812: "udp", 1813: "udp", 4789: "udp", 5353: "udp", 6081: "udp", 8472: "udp", 51820: "udp",
+              22: "tcp", 25: "tcp", 80: "tcp", 443: "tcp", 3306: "tcp", 5432: "tcp", 6379: "tcp", 6443: "tcp",
+              8080: "tcp", 9090: "tcp", 11211: "both"}
+
+
+def protos_for(ports: list[int], given: str | None) -> tuple[list[str], str]:
+    """(the protocols to untrack, and what to tell the user when they were not given)."""
+    if given:
+        return (["tcp", "udp"] if given == "both" else [given]), ""
+    seen = {PORT_PROTO.get(p, "both") for p in ports}
+    choice = seen.pop() if len(seen) == 1 else "both"
+    protos = ["tcp", "udp"] if choice == "both" else [choice]
+    why = ", ".join(f"{p}: {PORT_PROTO[p]}" for p in ports if p in PORT_PROTO) or "no well-known service"
+    return protos, (f"--proto not given: untracking {' and '.join(protos)} (port {why}); give --proto "
+                    "tcp|udp|both to choose")
+
+
+def _proto_match(protos: list[str]) -> str:
+    return "meta l4proto { tcp, udp } th" if len(protos) > 1 else protos[0]
+
+
+def nft_rules(ports, protos, direction) -> tuple[list[str], list[str]]:
     """(lines of the notrack table, accept statements to put in the stateful filter chains)."""
+    if isinstance(protos, str):
+        protos = ["tcp", "udp"] if protos == "both" else [protos]
     ps = ", ".join(map(str, ports))
     pset = f"{{ {ps} }}" if len(ports) > 1 else ps
+    m = _proto_match(protos)
     pre, out = [], []
     if direction in ("in", "both"):
-        pre.append(f"{proto} dport {pset} notrack")
-        out.append(f"{proto} sport {pset} notrack")
+        pre.append(f"{m} dport {pset} notrack")
+        out.append(f"{m} sport {pset} notrack")
     if direction in ("out", "both"):
-        out.append(f"{proto} dport {pset} notrack")
-        pre.append(f"{proto} sport {pset} notrack")
+        out.append(f"{m} dport {pset} notrack")
+        pre.append(f"{m} sport {pset} notrack")
     table = [f"table inet {TABLE} {{",
              "\tchain prerouting {", "\t\ttype filter hook prerouting priority raw; policy accept;",
              *[f"\t\t{r}" for r in pre], "\t}",
@@ -74,23 +102,26 @@ def nft_rules(ports, proto, direction) -> tuple[list[str], list[str]]:
     return table, [f'ct state untracked accept comment "{TAG}"']
 
 
-def iptables_rules(ports, proto, direction) -> list[str]:
+def iptables_rules(ports, protos, direction) -> list[str]:
+    if isinstance(protos, str):
+        protos = ["tcp", "udp"] if protos == "both" else [protos]
     cmd = []
     ps = ",".join(map(str, ports))
-    match = f"-p {proto} -m multiport" if len(ports) > 1 else f"-p {proto}"
     d, s = ("--dports", "--sports") if len(ports) > 1 else ("--dport", "--sport")
-    if direction in ("in", "both"):
-        cmd.append(f"iptables -t raw -A PREROUTING {match} {d} {ps} -j CT --notrack")
-        cmd.append(f"iptables -t raw -A OUTPUT {match} {s} {ps} -j CT --notrack")
-    if direction in ("out", "both"):
-        cmd.append(f"iptables -t raw -A OUTPUT {match} {d} {ps} -j CT --notrack")
-        cmd.append(f"iptables -t raw -A PREROUTING {match} {s} {ps} -j CT --notrack")
+    for proto in protos:  # iptables matches one protocol per rule
+        match = f"-p {proto} -m multiport" if len(ports) > 1 else f"-p {proto}"
+        if direction in ("in", "both"):
+            cmd.append(f"iptables -t raw -A PREROUTING {match} {d} {ps} -j CT --notrack")
+            cmd.append(f"iptables -t raw -A OUTPUT {match} {s} {ps} -j CT --notrack")
+        if direction in ("out", "both"):
+            cmd.append(f"iptables -t raw -A OUTPUT {match} {d} {ps} -j CT --notrack")
+            cmd.append(f"iptables -t raw -A PREROUTING {match} {s} {ps} -j CT --notrack")
     cmd.append("iptables -I INPUT -m conntrack --ctstate UNTRACKED -j ACCEPT")
     cmd.append("iptables -I OUTPUT -m conntrack --ctstate UNTRACKED -j ACCEPT   # if OUTPUT's policy is DROP")
     return cmd
 
 
-def warnings_for(ports, proto, direction) -> list[str]:
+def warnings_for(ports, protos, direction) -> list[str]:
     out = []
     for p in ports:
         if direction in ("out", "both") and p in CLIENT_PORTS:
@@ -101,7 +132,7 @@ def warnings_for(ports, proto, direction) -> list[str]:
         if direction in ("in", "both") and p in CLIENT_PORTS:
             out.append(f"port {p} ({CLIENT_PORTS[p]}): only packets to a service on this host are untracked; the "
                        "host's own outgoing queries stay tracked")
-    if proto == "tcp":
+    if "tcp" in protos:
         out.append("untracked TCP gets no NAT and no state checks; keep it for ports with no NAT in their path")
     return out
 
@@ -186,24 +217,22 @@ def run(args) -> int:
     if args.remove:
         return _remove(ns_args)
     ports = ports_of(args.port)
-    warns = warnings_for(ports, args.proto, args.direction)
+    protos, chose = protos_for(ports, args.proto)
+    if chose:
+        import sys
+
+        print(f"ctdoctor notrack: {chose}", file=sys.stderr)
+    warns = warnings_for(ports, protos, args.direction)
     if args.backend == "iptables":
         if args.apply:
             raise UsageError("--apply installs nft rules; for iptables, run the printed commands")
-        for c in iptables_rules(ports, args.proto, args.direction):
-            print(c)
-        for w in warns:
-            print(f"# warning: {w}")
+        _print(iptables_rules(ports, protos, args.direction), warns)
         return 0
-    table, accepts = nft_rules(ports, args.proto, args.direction)
+    table, accepts = nft_rules(ports, protos, args.direction)
     if not args.apply:
-        print("\n".join(table))
-        print("# and in your stateful filter's input (and output, if its policy drops), before any drop:")
-        for a in accepts:
-            print(f"#   nft insert rule inet filter input {a}")
-        for w in warns:
-            print(f"# warning: {w}")
-        print("# install with --apply (its own table; --remove deletes it)")
+        _print([*table, "# and in your stateful filter's input (and output, if its policy drops), before any drop:",
+                *(f"#   nft insert rule inet filter input {a}" for a in accepts)], warns,
+               "# install with --apply (its own table; --remove deletes it)")
         return 0
     if shutil.which("nft") is None:
         raise UsageError("notrack --apply needs the nft command (Debian package nftables)")
@@ -232,11 +261,20 @@ def run(args) -> int:
         print(f"your chain {' '.join(chain)} matches ct state and will drop the untracked packets; add the accept "
               f"after its drops (or rerun with --accept-in {':'.join(chain)}):")
         print("  " + " ".join(accept_command(objs, chain)).replace(f'"{TAG}"', f"'\"{TAG}\"'"))
-    print(f"installed table inet {TABLE}: {args.proto} port(s) {', '.join(map(str, ports))} untracked "
+    print(f"installed table inet {TABLE}: {' and '.join(protos)} port(s) {', '.join(map(str, ports))} untracked "
           f"({args.direction})")
     for w in warns:
         print(f"warning: {w}")
     return 0
+
+
+def _print(lines: list[str], warns: list[str], last: str = "") -> None:
+    for ln in lines:
+        print(ln)
+    for w in warns:
+        print(f"# warning: {w}")
+    if last:
+        print(last)
 
 
 def _has_tag(ns_args, fam, tab, chain) -> bool:
