@@ -313,6 +313,18 @@ def test_apply_never_writes_through_a_symlink_out_of_the_image(tmp_path, target)
     assert list(outside.iterdir()) == []
 
 
+def test_apply_never_writes_the_live_value_through_a_symlinked_proc_sys_out_of_the_image(tmp_path):
+    img = image(tmp_path)
+    outside = tmp_path / "outside-netfilter"
+    shutil.copytree(img / "proc/sys/net/netfilter", outside)
+    before = (outside / "nf_conntrack_max").read_text()
+    shutil.rmtree(img / "proc/sys/net/netfilter")
+    (img / "proc/sys/net/netfilter").symlink_to(outside)
+    rc, _out, err = run_cli("--root", str(img), "apply", "--max", "524288", "--yes")
+    assert_one_line_error(rc, err, code=2, contains="outside")
+    assert (outside / "nf_conntrack_max").read_text() == before
+
+
 def test_apply_names_a_later_file_that_overrides_it(tmp_path):
     img = image(tmp_path, files={"etc/sysctl.d/95-mine.conf": "net.netfilter.nf_conntrack_max = 65536\n"})
     rc, out, _err = run_cli("--root", str(img), "apply", "--max", "524288", "--yes")

@@ -50,6 +50,32 @@ def plan(root, snap) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]
     return load, reapply
 
 
+def traps(snap, modules: list[str]) -> list[tuple[str, str]]:
+    """(module, why) for each modprobe.d line that would stop one of these modules from loading: an
+    ``install M /bin/true`` (modprobe runs that instead, and reports success) or a ``blacklist M``;
+    with the sed command that disables it."""
+    from ctdoctor.checks.ct008_modprobe_install import NOOP
+
+    out = []
+    for d in snap.persisted.modprobe:
+        if d.module not in modules:
+            continue
+        if (d.verb == "install" and NOOP.search(d.args)) or d.verb == "blacklist":
+            line = f"{d.verb} {d.module}" + (f" {d.args}" if d.args else "")
+            out.append((d.module, (f"{d.file}:{d.lineno}: {line}; disable it first: "
+                                  f"sed -i '{d.lineno}s/^/# disabled by ctdoctor advice: /' {d.file}")))
+    return out
+
+
+def loaded(module: str) -> bool:
+    """The module is in the running kernel now (/sys/module/M/initstate says live)."""
+    try:
+        with open(f"/sys/module/{module}/initstate") as f:
+            return f.read().strip() == "live"
+    except OSError:
+        return False
+
+
 def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
     """A helper command; a missing tool or a hang is a Failure with its name, never an internal error."""
     try:
@@ -114,6 +140,11 @@ def run(args) -> int:
             print(f"module {m}: {st}" + (" -> modprobe " + m if m in to_load else ""))
     for k, live, want in reapply:
         print(f"sysctl {k}: {live} -> {want} (persisted)")
+    # a modprobe.d trap makes modprobe "succeed" without loading: found before anything is loaded
+    needed = [m for m, _st in load] if snap.module_support is not False else []
+    for m, why in traps(snap, needed):
+        print(f"trap for {m}: {why}" + ("" if m in to_load else " (loaded now; it bites at the next load)"))
+    trapped = traps(snap, to_load)
     if args.dry_run or not root.is_live:
         if not root.is_live and not args.dry_run:
             raise UsageError("recover needs the running kernel; with --root use --dry-run to see the plan")
@@ -121,10 +152,16 @@ def run(args) -> int:
         return 0
     import shutil
 
+    if trapped:
+        raise Failure(f"not loading: {trapped[0][1]}" + (f" (and {len(trapped) - 1} more, listed above)"
+                                                         if len(trapped) > 1 else ""))
     if to_load and shutil.which("modprobe") is None:
         raise Failure("modprobe is not installed (package kmod): cannot load " + ", ".join(to_load))
     for m in to_load:
         r = _run(["modprobe", m])
+        if r.returncode == 0 and not loaded(m):
+            # modprobe ran something else (an install line) and said yes: it is not there
+            r = subprocess.CompletedProcess(r.args, 1, "", "modprobe returned success but the module is not loaded")
         if r.returncode:
             msg = r.stderr.strip()
             if m in ("nf_conntrack", "nf_nat"):

@@ -126,10 +126,16 @@ def _atomic(target, data: bytes, mode: int) -> None:
 
 
 def write_sysctl(root: HostRoot, key: str, value: str) -> None:
-    """Set a live sysctl (or the image's proc/sys file) — the kernel does its own atomicity."""
-    path = root.path / ("proc/sys/" + key.replace(".", "/"))
+    """Set a live sysctl (the kernel does its own atomicity), or an image's proc/sys file: through the
+    same confinement as every other write (a symlinked proc/sys/net/netfilter in an image would send
+    a plain open outside it), atomically with a rename."""
+    rel = "proc/sys/" + key.replace(".", "/")
+    if not root.is_live:
+        _atomic(confined_target(root, rel), f"{value}\n".encode(), 0o644)
+        return
     try:
-        with open(path, "w") as f:
+        fd = os.open(root.path / rel, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "w") as f:
             f.write(f"{value}\n")
     except OSError as e:
-        raise Failure(f"setting {key}={value} failed: {e}") from None
+        raise Failure(f"setting {key}={value} failed: {e.strerror or e}") from None

@@ -1,0 +1,70 @@
+"""recover never claims what did not happen: modprobe.d traps are found before anything is loaded
+(dry run lists them with the command that disables each), and a modprobe that "succeeds" by running
+an install line instead is caught. Images: tests/realworld (a real ECS host's modprobe.d)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ctdoctor.commands import recover
+from ctdoctor.errors import Failure
+from tests.conftest import run_cli
+
+ECS = Path(__file__).parent.parent / "realworld" / "amazonlinux-ecs-conntrack-disabled-modprobe"
+
+
+def test_dry_run_lists_every_trap_with_the_command_that_disables_it():
+    rc, out, err = run_cli("--root", str(ECS), "recover", "--dry-run")
+    assert rc == 0, err
+    traps = [ln for ln in out.splitlines() if ln.startswith("trap for ")]
+    assert len(traps) == 4
+    assert ("trap for nf_conntrack: /etc/modprobe.d/nf_conntrack.conf:1: install nf_conntrack /bin/true; disable it "
+            "first: sed -i '1s/^/# disabled by ctdoctor advice: /' /etc/modprobe.d/nf_conntrack.conf") in traps
+    for t in traps:  # the command it prints names a file of that host, and parses
+        cmd = t.split("disable it first: ", 1)[1].removesuffix(" (loaded now; it bites at the next load)")
+        assert (ECS / cmd.rsplit(" ", 1)[1].lstrip("/")).is_file()
+        assert subprocess.run(["bash", "-n", "-c", cmd]).returncode == 0
+
+
+def _live_like(monkeypatch, image: Path, loaded_after: bool, trap_free: bool = False):
+    """Run recover's real path on an image's facts as if they were this host's: the snapshot is the
+    image's, modprobe, /sys, sysctl writes and the tracking probe are recorded instead of done."""
+    from ctdoctor import snapshot
+    from ctdoctor.sources.hostroot import HostRoot
+
+    snap = snapshot.build(HostRoot.open(str(image)), None, interval=None, with_log=False)
+    monkeypatch.setattr(snapshot, "build", lambda *a, **k: snap)
+    monkeypatch.setattr(recover, "open_root", lambda args: argparse.Namespace(is_live=True))
+    calls: list[list[str]] = []
+
+    def fake_run(argv, timeout=30):
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(recover, "_run", fake_run)
+    monkeypatch.setattr(recover, "loaded", lambda m: loaded_after)
+    monkeypatch.setattr(recover, "verify", lambda: (True, "probe seen"))
+    monkeypatch.setattr("ctdoctor.write.files.write_sysctl", lambda root, k, v: calls.append(["sysctl", k, v]))
+    monkeypatch.setattr("shutil.which", lambda name: "/sbin/" + name)
+    if trap_free:
+        monkeypatch.setattr(recover, "traps", lambda snap, mods: [])
+    return calls
+
+
+def test_a_trap_stops_recover_before_it_loads_anything(monkeypatch):
+    calls = _live_like(monkeypatch, ECS, loaded_after=True)
+    with pytest.raises(Failure, match=r"not loading: .*blacklist nf_conntrack; disable it first: sed -i"):
+        recover.run(argparse.Namespace(dry_run=False, root=str(ECS), netns=None, format=None))
+    assert not calls  # no modprobe ran
+
+
+def test_a_modprobe_that_reports_success_without_loading_is_a_failure(monkeypatch):
+    calls = _live_like(monkeypatch, ECS, loaded_after=False, trap_free=True)
+    with pytest.raises(Failure, match="modprobe nf_conntrack failed: modprobe returned success but the module "
+                                      "is not loaded"):
+        recover.run(argparse.Namespace(dry_run=False, root=str(ECS), netns=None, format=None))
+    assert ["modprobe", "nf_conntrack"] in calls
