@@ -1375,6 +1375,98 @@ static PyObject *netlink_feed(PyObject *self, PyObject *args) {
     return r;
 }
 
+/* ---- selecting entries to delete (flush) ------------------------------------------------------- */
+
+/* netlink_select(agg, buf, protect_established, seq, ack_every=1)
+       -> (entries, matched, protected, malformed, done, requests)
+   Each conntrack message of a dump buffer is decoded and put through agg's filters (states, protos,
+   port, networks: the same rules as top's); an ASSURED ESTABLISHED TCP entry is kept (counted as
+   protected) when asked. For every entry that passes, agg counts it (by its key: the dry run's
+   breakdown) and a CT_DELETE request is appended to ``requests``: the dump's own CTA_TUPLE_ORIG,
+   CTA_ZONE and CTA_ID attributes copied as they came (the kernel deletes that entry only, never one
+   re-created with the same tuple since), flags REQUEST|ACK, sequence numbers from ``seq`` on. */
+static PyObject *netlink_select(PyObject *self, PyObject *args) {
+    PyObject *ao;
+    Py_buffer pb;
+    int protect;
+    unsigned int seq, ack_every = 1;
+    if (!PyArg_ParseTuple(args, "O!y*pI|I", &AggregatorType, &ao, &pb, &protect, &seq, &ack_every)) return NULL;
+    if (ack_every < 1) ack_every = 1;
+    Aggregator *a = (Aggregator *)ao;
+    const unsigned char *p = pb.buf;
+    Py_ssize_t n = pb.len, off = 0;
+    size_t cap = (size_t)n / 2 + 64, used = 0;
+    unsigned char *out = malloc(cap);
+    char *key = malloc(KEYMAX);
+    if (!out || !key) { free(out); free(key); PyBuffer_Release(&pb); return PyErr_NoMemory(); }
+    long long entries = 0, matched = 0, protected_ = 0, malformed = 0;
+    int done = 0, err = 0, nomem = 0;
+    Py_BEGIN_ALLOW_THREADS
+    int need = needs_of(&a, 1);
+    while (off + 16 <= n && !nomem) {
+        uint32_t len; uint16_t type;
+        memcpy(&len, p + off, 4); memcpy(&type, p + off + 4, 2);
+        if (len < 16 || off + len > n) break;
+        if (type == 3) { done = 1; break; }
+        if (type == 2 && len >= 20) { int32_t x; memcpy(&x, p + off + 16, 4); if (x) { err = -x; break; } }
+        if ((type >> 8) == 1) {
+            entry e;
+            nl_text tx;
+            const unsigned char *body = p + off + 20;
+            int blen = (int)len - 20;
+            if (len < 20 || nl_entry(body, blen, p[off + 16], &e, &tx, need) < 0) { malformed++; goto next; }
+            entries++;
+            if (protect && e.assured && e.state.p && span_eq(e.state, "ESTABLISHED")) { protected_++; goto next; }
+            ready r;
+            if (!prepare(a, &e, key, &r)) goto next;
+            if (add_counts(a, r.kl, r.klen, r.llen, r.h, 1, r.opk, r.ob, r.rpk, r.rb) < 0) { nomem = 1; break; }
+            matched++;
+            nla at[32];
+            nla_parse(body, blen, at, 32);
+            /* the attributes as they came, each with its 4-byte header (nla_parse points past it) */
+            size_t need_b = 20 + 8 + (size_t)at[1].n + (at[18].p ? 8 + (size_t)at[18].n : 0)
+                            + (at[12].p ? 8 + (size_t)at[12].n : 0) + 16;
+            if (used + need_b > cap) {
+                size_t nc = (cap + need_b) * 2;
+                unsigned char *grown = realloc(out, nc);
+                if (!grown) { nomem = 1; break; }
+                out = grown; cap = nc;
+            }
+            unsigned char *m = out + used;
+            size_t w = 20;
+            int ids[3] = {1, 18, 12};  /* CTA_TUPLE_ORIG, CTA_ZONE, CTA_ID */
+            for (int k = 0; k < 3; k++) {
+                nla x = at[ids[k]];
+                if (!x.p) continue;
+                size_t alen = (size_t)x.n + 4, padded = (alen + 3) & ~(size_t)3;
+                memcpy(m + w, x.p - 4, alen);
+                memset(m + w + alen, 0, padded - alen);
+                w += padded;
+            }
+            uint32_t mlen = (uint32_t)w;
+            /* CTNETLINK CT_DELETE; REQUEST, and ACK on every ack_every-th: the kernel answers the others
+               only when they fail, and a batch is done when its last one is acknowledged */
+            uint32_t mseq = seq++, pid = 0;
+            uint16_t mtype = (1 << 8) | 2, mflags = 0x1 | (mseq % ack_every == 0 ? 0x4 : 0);
+            memcpy(m, &mlen, 4); memcpy(m + 4, &mtype, 2); memcpy(m + 6, &mflags, 2);
+            memcpy(m + 8, &mseq, 4); memcpy(m + 12, &pid, 4);
+            m[16] = p[off + 16]; m[17] = 0; m[18] = 0; m[19] = 0;  /* nfgenmsg: the entry's family */
+            used += w;
+        }
+    next:
+        off += (len + 3) & ~3;
+    }
+    Py_END_ALLOW_THREADS
+    free(key);
+    PyBuffer_Release(&pb);
+    if (nomem) { free(out); return PyErr_NoMemory(); }
+    if (err) { free(out); errno = err; return PyErr_SetFromErrno(PyExc_OSError); }
+    PyObject *req = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)used);
+    free(out);
+    if (!req) return NULL;
+    return Py_BuildValue("(LLLLON)", entries, matched, protected_, malformed, done ? Py_True : Py_False, req);
+}
+
 /* ---- results --------------------------------------------------------------------------------- */
 
 static PyObject *agg_result(Aggregator *a, PyObject *noargs) {
@@ -1743,6 +1835,9 @@ static PyObject *read_full(PyObject *self, PyObject *args) {
 static PyMethodDef mod_methods[] = {
     {"feed_many", feed_many, METH_VARARGS, "feed_many((agg, ...), buf, skip_first_bad=False) -> (lines, bad, first)"},
     {"netlink_feed", netlink_feed, METH_VARARGS, "netlink_feed((agg, ...), buf) -> (entries, malformed, done)"},
+    {"netlink_select", netlink_select, METH_VARARGS,
+     "netlink_select(agg, buf, protect_established, seq, ack_every=1) -> (entries, matched, protected, malformed, "
+     "done, delete requests)"},
     {"scan_fields", scan_fields, METH_VARARGS, "scan_fields(line, how) -> scan.S_* fields or None (tests)"},
     {"netlink_done", netlink_done, METH_VARARGS, "netlink_done(buf) -> whether it holds NLMSG_DONE"},
     {"read_full", read_full, METH_VARARGS, "read_full(fd, buffer) -> bytes read (until full or the end; no GIL)"},

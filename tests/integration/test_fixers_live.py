@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from ctdoctor.accel import accelerated
 from tests.conftest import assert_one_line_error, needs_kernel, run_cli
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
@@ -148,9 +149,19 @@ def test_flush_never_deletes_an_entry_recreated_with_the_same_tuple(netns):
         return so.socket(fileno=nsmod.socket_in(ref, so.AF_NETLINK, so.SOCK_RAW, ctnetlink.NETLINK_NETFILTER))
 
     s = sock()
-    old = [e for e in ctnetlink.entries_from(ctnetlink.dump_buffers(s)) if e.orig.sport == 40000]
+    old_dump = list(ctnetlink.dump_buffers(s))
     s.close()
+    old = [e for e in ctnetlink.entries_from(iter(old_dump)) if e.orig.sport == 40000]
     assert len(old) == 1 and old[0].id is not None
+    requests = b""  # flush's C path: CT_DELETE requests built from the same dump's attributes
+    if accelerated():
+        from ctdoctor._fastscan import netlink_select
+        from ctdoctor.top import parse_query
+
+        agg = parse_query("state", None, None, 40000, None, None).aggregator()
+        for buf in old_dump:
+            requests += netlink_select(agg, buf, False, 1)[5]
+        assert requests
     # a new connection with the same tuple takes its place between the dump and the delete.
     # The id hashes the object's address and tuple: when the new entry lands in the freed slab
     # object it gets the same id and no one can tell the two apart, so the test re-creates it (with
@@ -176,5 +187,11 @@ def test_flush_never_deletes_an_entry_recreated_with_the_same_tuple(netns):
     finally:
         s.close()
     assert (deleted, gone) == (0, 1)
+    if requests:
+        s = sock()
+        try:
+            assert ctnetlink.send_deletes(s, requests) == (0, 1)  # its CTA_ID names the old entry too
+        finally:
+            s.close()
     listing = netns.run("conntrack", "-L").stdout.decode()
     assert "ESTABLISHED" in listing and "sport=40000" in listing

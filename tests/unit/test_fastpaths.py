@@ -569,6 +569,48 @@ def test_c_netlink_decoder_prints_what_a_filter_reads_though_no_key_shows_it():
 
 
 @needs_accel
+@settings(max_examples=200, deadline=None)
+@given(st.lists(entry_strategy(), min_size=1, max_size=30), st.sampled_from(
+    [("ALL",), ("UNREPLIED",), ("ASSURED",), ("ESTABLISHED", "TIME_WAIT"), ("SYN_SENT", "UNREPLIED")]),
+    st.sampled_from([None, 53, 80]), st.sampled_from([None, "10.0.0.0/8", "2001:db8::/32"]), st.booleans())
+def test_flush_selection_in_c_equals_the_python_rules(es, states, port, src, protect):
+    """netlink_select (flush's C path) picks exactly the entries flush's Python rules pick, and asks
+    the kernel to delete each by the dump's own CTA_TUPLE_ORIG, zone and CTA_ID."""
+    import ipaddress
+
+    from ctdoctor._fastscan import netlink_select
+    from ctdoctor.commands.flush import _matches
+
+    buf = b"".join(encode(e) for e in es) + DONE
+    q = topmod.parse_query("state", None if "ALL" in states else ",".join(states), None, port, src, None)
+    n, m, p, bad, done, req = netlink_select(q.aggregator(), buf, protect, 1)
+    decoded = list(ctnetlink.entries_from(iter([buf])))
+    nets = [ipaddress.ip_network(src, strict=False)] if src else None
+    want = [_matches(e, set(states), port, nets, None, not protect) for e in decoded]
+    assert (n, bad, done) == (len(es), 0, True)
+    assert m == sum(ok for ok, _ in want) and p == sum(prot for _, prot in want)
+    picked = [e for e, (ok, _) in zip(decoded, want, strict=True) if ok]
+    msgs = list(ctnetlink.messages(req))
+    assert len(msgs) == m
+    for (typ, off, end), e in zip(msgs, picked, strict=True):
+        assert typ == (1 << 8) | 2 and struct.unpack_from("=H", req, off + 6)[0] == 0x5  # REQUEST|ACK
+        ours = req[off:end]
+        theirs = ctnetlink.delete_message(e, 0)
+        # the same attributes as the Python path sends for that entry: tuple (as dumped), zone, id
+        assert ours[16:20] == theirs[16:20]
+        assert _attrs(ours[20:]).keys() >= {1} and _attrs(ours[20:]).get(12) == _attrs(theirs[20:]).get(12)
+
+
+def _attrs(body: bytes) -> dict:
+    out, off = {}, 0
+    while off + 4 <= len(body):
+        ln, typ = struct.unpack_from("=HH", body, off)
+        out[typ & 0x3FFF] = body[off + 4:off + ln]
+        off += (ln + 3) & ~3
+    return out
+
+
+@needs_accel
 def test_c_netlink_decoder_on_states_out_of_range_and_missing_attributes():
     e = Entry("ipv4", "tcp", 6, 100, "ESTABLISHED", ctnetlink.Tuple("10.0.0.1", "192.0.2.1", 1, 2),
               ctnetlink.Tuple("192.0.2.1", "10.0.0.1", 2, 1), assured=True, mark=None, use=1)

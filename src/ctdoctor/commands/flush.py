@@ -3,6 +3,7 @@ ones unless asked, because deleting them breaks live connections under a statefu
 
 from __future__ import annotations
 
+import os
 import socket
 
 from ctdoctor.commands.common import Needs, bounded
@@ -77,41 +78,126 @@ def run(args) -> int:
         return socket.socket(fileno=nsmod.socket_in(ref, socket.AF_NETLINK, socket.SOCK_RAW,
                                                     ctnetlink.NETLINK_NETFILTER))
 
+    from ctdoctor.accel import accelerated
+
+    if accelerated():
+        sel = _select_fast(sock, states, args, ref)
+    else:
+        sel = _select_python(sock, states, nets, args)
+    deleted = gone = 0
+    if not args.dry_run and sel.matched:
+        s = sock()
+        try:
+            deleted, gone = sel.delete(s)
+        finally:
+            s.close()
+    after = _count_now(ref) if not args.dry_run else sel.before
+    doc = {"schema": 1, "netns": ref.name, "before": sel.before, "matched": sel.matched,
+           "protected_established": sel.protected, "deleted": deleted, "already_gone": gone, "after": after,
+           "dry_run": args.dry_run, "sample": sel.sample}
+    before, protected, matched = sel.before, sel.protected, sel.matched
+    if getattr(args, "format", "text") == "json":
+        emit(doc)
+    else:
+        print(f"netns {ref.name}: {before} entries before, {matched} matched"
+              + (f", {protected} ASSURED ESTABLISHED kept (use --include-established to delete them)"
+                 if protected else ""))
+        if args.dry_run:
+            for row in sel.sample:
+                print(f"  would delete {row['count']:>9,} {row['what']}")
+            print(f"dry run: nothing deleted ({matched} of {before} would be)")
+        else:
+            print(f"deleted {deleted}" + (f" ({gone} were already gone)" if gone else "") + f"; {after} after")
+    return 0
+
+
+class _Selection:
+    """What a flush matched: counts, a sample of the most common groups, and how to delete them."""
+
+    def __init__(self, before: int, matched: int, protected: int, sample: list[dict], delete):
+        self.before, self.matched, self.protected, self.sample, self.delete = (before, matched, protected,
+                                                                              sample, delete)
+
+
+def _select_fast(sock, states, args, ref) -> _Selection:
+    """One dump through the C decoder: the same filters as top's, CT_DELETE requests built from the
+    dump's own attributes (no entry ever becomes a Python object)."""
+    from ctdoctor._fastscan import netlink_select
+    from ctdoctor.sources import ctnetlink
+    from ctdoctor.top import parse_query, rows
+
+    q = parse_query("proto,dport", None if "ALL" in states else ",".join(sorted(states)), None,
+                    args.port, args.src, args.dst)
+    agg = q.aggregator()
+    before = matched = protected = 0
+    parts: list[bytes] = []
     s = sock()
-    entries = list(ctnetlink.entries_from(ctnetlink.dump_buffers(s)))
-    s.close()
-    before = len(entries)
+    try:
+        for buf in ctnetlink.dump_buffers(s):
+            n, m, p, _bad, done, req = netlink_select(agg, buf, not args.include_established, matched + 1,
+                                                      ctnetlink.ACK_EVERY)
+            before, matched, protected = before + n, matched + m, protected + p
+            parts.append(req)
+            if done:
+                break
+    except OSError as e:
+        raise ctnetlink.CtnetlinkError(f"ctnetlink dump failed: {e.strerror or e}") from None
+    finally:
+        s.close()
+    from ctdoctor.top import Tally
+
+    _groups, rs = rows(Tally(q, agg, matched), q, 10)
+    sample = [{"count": r["count"], "what": _what(r["key"], r.get("states") or {})} for r in rs]
+    requests = b"".join(parts)
+    return _Selection(before, matched, protected, sample, lambda sk: ctnetlink.send_deletes(sk, requests))
+
+
+def _what(key: dict, states: dict) -> str:
+    """``udp port 53 (UNREPLIED 29,000, ...)``: a group of the entries a flush matches."""
+    port = f" port {key['dport']}" if key.get("dport") else ""
+    mix = ", ".join(f"{k} {v:,}" for k, v in sorted(states.items(), key=lambda kv: -kv[1])[:3])
+    return f"{key.get('proto')}{port}" + (f" ({mix})" if mix else "")
+
+
+def _select_python(sock, states, nets, args) -> _Selection:
+    """Without the C extension: every entry decoded in Python (slower, the same result)."""
+    from ctdoctor.sources import ctnetlink
+
+    s = sock()
+    try:
+        entries = list(ctnetlink.entries_from(ctnetlink.dump_buffers(s)))
+    finally:
+        s.close()
     matched, protected = [], 0
     for e in entries:
         ok, prot = _matches(e, states, args.port, nets["src"], nets["dst"], args.include_established)
         protected += prot
         if ok:
             matched.append(e)
-    deleted = gone = 0
-    if not args.dry_run and matched:
-        s = sock()
-        try:
-            deleted, gone = ctnetlink.delete_entries(s, matched)
-        finally:
-            s.close()
-    s = sock()
-    after = sum(1 for _ in ctnetlink.entries_from(ctnetlink.dump_buffers(s)))
-    s.close()
-    doc = {"schema": 1, "netns": ref.name, "before": before, "matched": len(matched),
-           "protected_established": protected, "deleted": deleted, "already_gone": gone, "after": after,
-           "dry_run": args.dry_run}
-    if getattr(args, "format", "text") == "json":
-        emit(doc)
-    else:
-        print(f"netns {ref.name}: {before} entries before, {len(matched)} matched"
-              + (f", {protected} ASSURED ESTABLISHED kept (use --include-established to delete them)"
-                 if protected else ""))
-        if args.dry_run:
-            for e in matched[:10]:
-                from ctdoctor.sources.entries import format_entry
+    from ctdoctor.top import label
 
-                print("  would delete: " + format_entry(e, "default"))
-            print(f"dry run: nothing deleted ({len(matched)} would be)")
-        else:
-            print(f"deleted {deleted}" + (f" ({gone} were already gone)" if gone else "") + f"; {after} after")
-    return 0
+    groups: dict[tuple, dict[str, int]] = {}
+    for e in matched:
+        mix = groups.setdefault((e.proto, e.orig.dport), {})
+        lab = label(e)
+        mix[lab] = mix.get(lab, 0) + 1
+    top = sorted(groups.items(), key=lambda kv: (-sum(kv[1].values()), str(kv[0])))[:10]
+    sample = [{"count": sum(mix.values()), "what": _what({"proto": p, "dport": d}, mix)} for (p, d), mix in top]
+    return _Selection(len(entries), len(matched), protected, sample,
+                      lambda sk: ctnetlink.delete_entries(sk, matched))
+
+
+def _count_now(ref) -> int | None:
+    """The netns's nf_conntrack_count now (one small file, not another dump)."""
+    from ctdoctor.sources import netns as nsmod
+
+    try:
+        fd = nsmod.open_in(ref, "/proc/sys/net/netfilter/nf_conntrack_count")
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 64) or b"0")
+    except ValueError:
+        return None
+    finally:
+        os.close(fd)
