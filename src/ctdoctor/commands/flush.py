@@ -107,7 +107,7 @@ def run(args) -> int:
                 print(f"  would delete {row['count']:>9,} {row['what']}")
             print(f"dry run: nothing deleted ({matched} of {before} would be)")
         else:
-            print(f"deleted {deleted}" + (f" ({gone} were already gone)" if gone else "") + f"; {after} after")
+            print(f"deleted {deleted}" + (f" ({gone} were already gone)" if gone else "") + (f"; {after} after" if after is not None else ""))
     return 0
 
 
