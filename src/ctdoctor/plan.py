@@ -3,15 +3,18 @@
 Rules:
 - kernel default for this version and RAM (kernel.default_sizing);
 - kube-proxy's: max(32768 × CPUs, 131072), buckets = max / 4;
-- the observed peak: the largest count among the namespaces, and the kernel's
-  ``nf_conntrack version ... (B buckets, M max)`` boot line is ignored (it is a default);
-- Little's law: new flows per second × how long their entries live. The arrival
-  rate comes from the ``insert`` counter over the sampling interval when the
-  kernel counts it, else from the TIME_WAIT entries (each closed TCP connection
-  sits there for the time_wait timeout: rate = TIME_WAIT / timeout).
-The pick is the largest of the load-based candidates (peak, Little) × headroom,
-never below the kernel default or kube-proxy's floor, rounded up to a multiple
-of 65536, and capped by the memory budget.
+- the observed peak: the largest count among every netns (the max is global: the fullest one
+  decides); a count at 95 % of the max or more is a lower bound (demand >= max, unknown above);
+  the kernel's ``nf_conntrack version ... (B buckets, M max)`` boot line is ignored (a default);
+- Little's law, per netns: new flows per second × how long their entries live after close, plus
+  the garbage collector's lag (half its period), plus the long-lived entries. The arrival rate
+  comes from the ``insert`` counter over the sampling interval when the kernel counts it, else from
+  the TIME_WAIT entries (rate = TIME_WAIT / timeout);
+- the persisted value (sysctl.d): what someone chose; a live value a reset put back never lowers it.
+The pick is the largest of the load-based candidates (peak, Little) × headroom, never below the
+kernel default or kube-proxy's floor nor the persisted value, rounded up to a multiple of 65536, and
+capped by the memory budget. The doctor's fixes (CT001, CT018) use this pick, so the doctor, ``plan``
+and ``apply --from-plan`` say the same number.
 """
 
 from __future__ import annotations
@@ -73,31 +76,66 @@ def _candidates(ctx: Context) -> list[dict[str, Any]]:
         m = max(32768 * cpus, 131072)
         cands.append({"rule": "kube-proxy", "max": m, "buckets": m // 4,
                       "reason": f"max(32768 × {cpus} CPUs, 131072), buckets = max / 4"})
+    # every netns counts its own entries against the one global max: the fullest one decides
+    gmax = ctx.global_max()
     counts = [(st.count, st.name) for st in snap.namespaces if st.count is not None]
     if counts:
         peak, peak_ns = max(counts)
-        cands.append({"rule": "observed peak", "max": peak, "buckets": None,
-                      "reason": f"largest count now: {peak} in netns {peak_ns}"})
-    init = snap.namespaces[0] if snap.namespaces else None
-    rate, rate_how = _flow_rate(ctx, init)
-    if rate is not None:
-        est = (init.count if init else None) or 0
-        life = (ctx.setting("nf_conntrack_tcp_timeout_time_wait") or 120) + 60
-        cands.append({"rule": "Little's law", "max": int(rate * life) + est, "buckets": None,
-                      "reason": f"{rate:.1f} new flows/s ({rate_how}) × {life} s lifetime after close + "
-                                f"{est} live entries"})
+        at_limit = gmax is not None and gmax > 0 and peak >= AT_LIMIT * gmax
+        cands.append({"rule": "observed peak", "max": max(peak, gmax or 0) if at_limit else peak, "buckets": None,
+                      "lower_bound": at_limit,
+                      "reason": f"largest count now: {peak} in netns {peak_ns}"
+                                + (f", at the max {gmax}: demand is at least that, unknown above" if at_limit else "")})
+    best: tuple[int, str] | None = None
+    for st in snap.namespaces:  # Little's law per netns: the busiest one decides
+        rate, rate_how = _flow_rate(ctx, st)
+        if rate is None:
+            continue
+        t = ctx.setting("nf_conntrack_tcp_timeout_time_wait", st) or 120
+        est = int(rate * (t + GC_PERIOD / 2)) + (_long_lived(ctx, st) or 0)
+        if best is None or est > best[0]:
+            best = (est, (f"netns {st.name}: {rate:.1f} new flows/s ({rate_how}) × ({t} s after close + "
+                         f"{GC_PERIOD // 2} s, half the garbage collector's period) + the long-lived entries"))
+    if best is not None:
+        cands.append({"rule": "Little's law", "max": best[0], "buckets": None, "reason": best[1]})
+    persisted = _persisted_max(snap)
+    if persisted is not None:
+        cands.append({"rule": "persisted", "max": persisted, "buckets": None,
+                      "reason": "the value set in sysctl.d / sysctl.conf: what someone chose, kept unless the "
+                                "load needs more"})
     return cands
 
 
-def _flow_rate(ctx: Context, init) -> tuple[float | None, str | None]:
-    """New flows per second: the insert counter's rate, else TIME_WAIT entries / their timeout."""
-    if init is None:
+# A count at 95 % of the max or more is capped by it: the demand behind it is unknown above.
+AT_LIMIT = 0.95
+# Entries outlive their timeout until the garbage collector passes: on 5.x/6.x its scan interval grows
+# to 60 s while few entries expire, so a closed flow lives on average T + P/2 (measured on this kernel:
+# P ~9.7 s at T = 10 s, ~18.5 s at 30 s, ~61 s beside long-lived entries; plain λ·T was 22-75 % low).
+GC_PERIOD = 60
+
+
+def _persisted_max(snap) -> int | None:
+    p = snap.persisted.sysctl.get("net.netfilter.nf_conntrack_max") if snap.persisted else None
+    return int(p.value) if p is not None and p.value.isdigit() else None
+
+
+def _long_lived(ctx: Context, st) -> int | None:
+    """Entries that are not on their way out (everything but TIME_WAIT and CLOSE) in this netns."""
+    s = ctx.summary(st) if ctx.listing_matters(st) else None
+    if s is None:
+        return st.count
+    return s.listed - s.states.get("TIME_WAIT", 0) - s.states.get("CLOSE", 0)
+
+
+def _flow_rate(ctx: Context, st) -> tuple[float | None, str | None]:
+    """New flows per second in this netns: the insert counter's rate, else TIME_WAIT entries / their timeout."""
+    if st is None:
         return None, None
-    r = init.rates() or {}
+    r = st.rates() or {}
     if r.get("insert"):
-        return r["insert"], f"insert counter over {init.interval:g} s"
-    s = ctx.summary(init)
-    tw_timeout = ctx.setting("nf_conntrack_tcp_timeout_time_wait") or 120
+        return r["insert"], f"insert counter over {st.interval:g} s"
+    s = ctx.summary(st) if ctx.listing_matters(st) else None
+    tw_timeout = ctx.setting("nf_conntrack_tcp_timeout_time_wait", st) or 120
     if s is not None and s.states.get("TIME_WAIT"):
         return (s.states["TIME_WAIT"] / tw_timeout,
                 f"{s.states['TIME_WAIT']} TIME_WAIT entries / {tw_timeout} s time_wait timeout")
@@ -133,6 +171,9 @@ def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) ->
     floor = [c["max"] for c in cands if c["rule"] in ("kernel default", "kube-proxy")]
     pick = _round_up(int(max(load or [0]) * headroom))
     pick = max([pick, *floor]) if floor else pick
+    # what someone persisted wins over a live value a reset put back (never plan to lower it)
+    persisted = [c["max"] for c in cands if c["rule"] == "persisted"]
+    pick = max([pick, *persisted])
     capped = False
     if budget:
         most = budget // (size + 8)
@@ -156,3 +197,13 @@ def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) ->
         "apply": f"ctdoctor apply --max {pick} --buckets {buckets}"
                  + "".join(f" --timeout {t['name'].removeprefix('nf_conntrack_')}={t['suggested']}" for t in timeouts),
     }
+
+
+def pick_max(ctx: Context) -> int:
+    """The max ``plan`` picks (default headroom, no budget): what the doctor's fixes name, so the
+    doctor, ``plan`` and ``apply --from-plan`` agree. Computed once per context."""
+    got = getattr(ctx, "_plan_pick", None)
+    if got is None:
+        got = make_plan(ctx)["pick"]["max"]
+        ctx._plan_pick = got  # type: ignore[attr-defined]
+    return got

@@ -50,11 +50,15 @@ def test_plan_candidates_and_pick_on_the_rhel7_incident():
     doc = json.loads(out)
     rules = {c["rule"]: c for c in doc["candidates"]}
     assert rules["kernel default"]["max"] == 65536 and rules["kernel default"]["buckets"] == 16384
-    assert rules["observed peak"]["max"] == 65536
+    # the table is at its max (65536): the peak is a lower bound, demand unknown above
+    assert rules["observed peak"]["max"] == 65536 and rules["observed peak"]["lower_bound"] is True
     assert "kube-proxy" not in rules  # the sosreport does not show the CPUs
-    assert doc["pick"]["max"] == 131072 and doc["pick"]["buckets"] == 32768  # 3.10: max = 4 × buckets
+    # a reset put the live max back to 65536; sysctl.d says 1048576: the persisted value wins (the
+    # doctor's CT001 and CT006 say to restore it; the plan never proposes lowering it)
+    assert rules["persisted"]["max"] == 1048576
+    assert doc["pick"]["max"] == 1048576 and doc["pick"]["buckets"] == 262144  # 3.10: max = 4 × buckets
     assert doc["memory"]["entry_size_estimated"] is True
-    assert doc["apply"].startswith("ctdoctor apply --max 131072 --buckets 32768")
+    assert doc["apply"].startswith("ctdoctor apply --max 1048576 --buckets 262144")
 
 
 def test_plan_on_the_healthy_bundle_uses_slab_and_cpus():
@@ -255,3 +259,37 @@ def test_recover_plan_after_an_unload_on_an_old_kernel(tmp_path):
 def test_recover_on_a_modern_kernel_has_no_per_family_modules(tmp_path):
     rc, out, _err = run_cli("--root", str(BASE), "recover", "--dry-run")
     assert rc == 0 and "nf_conntrack_ipv4" not in out
+
+
+# ---- the doctor, plan and apply agree (issue 18) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", ["rhel_bundle", "sosreport"])
+def test_doctor_plan_and_apply_from_plan_say_the_same_max(tmp_path, make):
+    """On the RHEL 7 drift incident (a reset put 65536 back over the persisted 1048576, the table full
+    at 65536): the doctor's fix, the plan's pick and what apply --from-plan would write are one number."""
+    import re
+
+    image = rhel_bundle(tmp_path) if make == "rhel_bundle" else RHEL7
+    rc, out, err = run_cli("--root", str(image), "--format", "json")
+    doc = json.loads(out)
+    named = set()
+    for f in doc["findings"]:
+        if f["id"] in ("CT001", "CT018"):
+            for line in f["fix"]:
+                named |= {int(m.group(1)) for m in re.finditer(r"(?:nf_conntrack_max=|--max )(\d+)", line)}
+    rc, out, err = run_cli("--root", str(image), "plan", "--format", "json")
+    assert rc == 0, err
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(out)
+    pick = json.loads(out)["pick"]["max"]
+    assert named == {pick} == {1048576}, (named, pick)
+    for how in (["--from-plan", str(plan_path)], ["--from-plan"]):
+        rc, out, err = run_cli("--root", str(image), "apply", *how)
+        assert rc == 0, err
+        assert f"+net.netfilter.nf_conntrack_max = {pick}" in out, out  # the diff apply shows
+    rc, out, err = run_cli("--root", str(image), "apply", "--from-plan", str(tmp_path / "missing.json"))
+    assert rc == 2 and "--from-plan" in err and "No such file" in err
+    plan_path.write_text('{"schema": 1, "pick": {"max": "lots"}}')
+    rc, out, err = run_cli("--root", str(image), "apply", "--from-plan", str(plan_path))
+    assert rc == 2 and "not a plan" in err

@@ -55,10 +55,10 @@ def run(ctx):
         if level is None:
             continue
         sev = CRITICAL if level == "critical" else WARNING
-        new_max = recommended_max(count, st.max)
-        persisted = ctx.snap.persisted.sysctl.get("net.netfilter.nf_conntrack_max")
-        if persisted and persisted.value.isdigit() and int(persisted.value) > st.max:
-            new_max = int(persisted.value)  # the value someone already chose, lost to a reset (CT006)
+        # the one sizing model (plan's): every netns's peak, the persisted value, the flow rate
+        from ctdoctor.plan import pick_max
+
+        new_max = max(pick_max(ctx), recommended_max(count, st.max))
         yield Finding(
             CODE, sev, TITLE, netns=st.name,
             summary=f"netns {st.label}: {count} of {st.max} entries ({fmt_pct(fill)})"

@@ -47,7 +47,13 @@ def run(ctx):
             explanation="Each namespace counts its own entries against the one global max. Tools that look at the "
                         "host's table (conntrack -C, node_exporter) do not see this one filling up.",
             fix=[f"ctdoctor top --netns {st.name} --by src,dport",
-                 (f"sysctl -w net.netfilter.nf_conntrack_max={recommended_max(st.count, st.max)}"
+                 (f"sysctl -w net.netfilter.nf_conntrack_max={_target(ctx, st)}"
                  "   # in the host's netns: the max is global, read-only inside this one"),
-                 apply_hint(f"--max {recommended_max(st.count, st.max)}")],
+                 apply_hint(f"--max {_target(ctx, st)}")],
         )
+
+
+def _target(ctx, st) -> int:
+    from ctdoctor.plan import pick_max
+
+    return max(pick_max(ctx), recommended_max(st.count, st.max))

@@ -21,8 +21,41 @@ def add_arguments(p) -> None:
                    help="hash buckets (nf_conntrack_buckets / hashsize=)")
     p.add_argument("--timeout", action="append", default=[], metavar="NAME=SECONDS",
                    help="e.g. tcp_timeout_established=86400 (repeatable)")
-    p.add_argument("--from-plan", action="store_true", help="use what `ctdoctor plan` picks")
+    p.add_argument("--from-plan", nargs="?", const="", default=None, metavar="PLAN.json",
+                   help="use what `ctdoctor plan` picks: exactly the numbers of a saved plan (`ctdoctor plan "
+                        "--format json > PLAN.json`), else a plan made now the same way (every netns, a 1 s sample)")
     p.add_argument("--yes", action="store_true", help="write the files and apply live (default: show the diff)")
+
+
+def _plan_now(root) -> dict:
+    """The plan `ctdoctor plan` would print now: every netns, the same sample."""
+    from ctdoctor import plan, snapshot
+    from ctdoctor.facts import context
+
+    snap = snapshot.build(root, "all", interval=1.0 if root.is_live else None, with_rules=False, with_log=False)
+    return plan.make_plan(context(snap, root, live=root.is_live))
+
+
+def _saved_plan(path: str) -> dict:
+    """A plan `ctdoctor plan --format json` wrote: its pick and timeouts, checked."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read(1 << 20))
+    except OSError as e:
+        raise UsageError(f"--from-plan {path}: {e.strerror}") from None
+    except ValueError:
+        raise UsageError(f"--from-plan {path}: not JSON (save it with `ctdoctor plan --format json`)") from None
+    try:
+        pick = doc["pick"]
+        ok = (isinstance(pick["max"], int) and isinstance(pick["buckets"], int)
+              and all(isinstance(t["name"], str) and isinstance(t["suggested"], int) for t in doc["timeouts"]))
+    except (KeyError, TypeError):
+        ok = False
+    if not ok or doc.get("schema") != 1:
+        raise UsageError(f"--from-plan {path}: not a plan (save it with `ctdoctor plan --format json`)")
+    return doc
 
 
 def compute(args, root):
@@ -48,11 +81,8 @@ def compute(args, root):
     for name in timeouts:
         if snap.settings and NF + name not in snap.settings:
             raise UsageError(f"--timeout: this kernel has no net.netfilter.{name}")
-    if args.from_plan:
-        from ctdoctor import plan
-        from ctdoctor.facts import context
-
-        p = plan.make_plan(context(snap, root, live=root.is_live))
+    if args.from_plan is not None:
+        p = _saved_plan(args.from_plan) if args.from_plan else _plan_now(root)
         max_ = max_ or p["pick"]["max"]
         buckets = buckets or p["pick"]["buckets"]
         for t in p["timeouts"]:
