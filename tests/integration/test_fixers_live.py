@@ -195,3 +195,26 @@ def test_flush_never_deletes_an_entry_recreated_with_the_same_tuple(netns):
             s.close()
     listing = netns.run("conntrack", "-L").stdout.decode()
     assert "ESTABLISHED" in listing and "sport=40000" in listing
+
+
+def test_on_a_full_netns_the_doctor_plan_and_apply_name_one_max(lab, tmp_path):
+    """The lab's table-full incident, live: the doctor's fix, plan's pick and the diff apply --from-plan
+    shows (not written: this host's settings stay as they are) carry the same nf_conntrack_max."""
+    import re
+
+    run = lab("table-full")
+    rc, out, err = run_cli("--netns", "all", "--format", "json", timeout=120)
+    doc = json.loads(out)
+    named = {int(m.group(1)) for f in doc["findings"] if f["id"] in ("CT001", "CT018") and f["netns"] == run.netns.name
+             for line in f["fix"] for m in re.finditer(r"(?:nf_conntrack_max=|--max )(\d+)", line)}
+    rc, out, err = run_cli("--netns", "all", "plan", "--format", "json", timeout=120)
+    assert rc == 0, err
+    plan = json.loads(out)
+    peak = next(c for c in plan["candidates"] if c["rule"] == "observed peak")
+    assert peak["lower_bound"] is True  # a table at its max: demand unknown above
+    assert named == {plan["pick"]["max"]}, (named, plan["pick"])
+    saved = tmp_path / "plan.json"
+    saved.write_text(out)
+    rc, out, err = run_cli("apply", "--from-plan", str(saved), timeout=120)
+    assert rc == 0, err
+    assert f"net.netfilter.nf_conntrack_max = {plan['pick']['max']}" in out
