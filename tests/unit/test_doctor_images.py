@@ -247,8 +247,10 @@ def test_ct005_nat_rules_without_nf_nat(tmp_path):
     assert_exit_matches(rc, doc)
     (f,) = find(doc, "CT005")
     assert f["severity"] == "critical" and f["evidence"]["missing_modules"] == ["nf_nat"]
-    assert "nf_conntrack_ipv4" in f["fix"][0], "3.10 needs the per-family module"
-    assert f["fix"][2].startswith("systemctl restart iptables"), "a RHEL host (iptables-config) reloads this way"
+    # the image's modprobe.d has `install nf_conntrack /bin/true` (CT008): undone first, or every load is a no-op
+    assert f["fix"][0].startswith("sed -i '2s/^/# disabled by ctdoctor advice: /' /etc/modprobe.d/nf_conntrack.conf")
+    assert "nf_conntrack_ipv4" in f["fix"][1], "3.10 needs the per-family module"
+    assert f["fix"][3].startswith("systemctl restart iptables"), "a RHEL host (iptables-config) reloads this way"
 
 
 def test_ct005_negative():

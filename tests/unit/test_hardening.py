@@ -313,6 +313,33 @@ def test_apply_never_writes_through_a_symlink_out_of_the_image(tmp_path, target)
     assert list(outside.iterdir()) == []
 
 
+@pytest.mark.parametrize("folder,args", [
+    ("etc/modprobe.d", ["--max", "524288", "--buckets", "131072"]),  # options nf_conntrack hashsize=
+    ("etc/udev/rules.d", ["--max", "524288"]),  # the re-apply rule
+    ("etc/modules-load.d", ["--max", "524288"]),
+    ("etc/sysconfig", ["--max", "524288"]),  # iptables-config
+])
+def test_every_file_apply_writes_refuses_a_symlinked_folder_out_of_the_image(tmp_path, folder, args):
+    from tests.unit.test_fixers_images import rhel_bundle
+
+    img = rhel_bundle(tmp_path)  # a loadable module and iptables-config: apply writes every one of these
+    outside = tmp_path / "outside"
+    d = img / folder
+    if d.exists():
+        shutil.copytree(d, outside)
+        shutil.rmtree(d)
+    else:
+        outside.mkdir()
+    d.parent.mkdir(parents=True, exist_ok=True)
+    d.symlink_to(outside)
+    before = {p.name: p.read_bytes() for p in outside.iterdir()}
+    rc, out, err = run_cli("--root", str(img), "apply", *args, "--yes")
+    # refused in one line; or (iptables-config: a file read through the link is not read at all) left alone
+    assert (rc == 2 and "outside" in err) or (folder == "etc/sysconfig" and "iptables-config" not in out), \
+        (rc, out, err)
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == before  # nothing written or changed there
+
+
 def test_apply_never_writes_the_live_value_through_a_symlinked_proc_sys_out_of_the_image(tmp_path):
     img = image(tmp_path)
     outside = tmp_path / "outside-netfilter"
@@ -366,6 +393,22 @@ def test_notrack_accept_goes_after_the_users_drops():
     assert accept_position(objs, ("inet", "filter", "input")) == ("add", 4)
     assert accept_position(objs[:1] + objs[3:], ("inet", "filter", "input")) == ("insert", 6)
     assert accept_position(objs[:1], ("inet", "filter", "input")) == ("add", None)
+    # a drop with a condition it does not model is still a drop with a condition: the accept goes after
+    limit = {"limit": {"rate": 10, "per": "second", "inv": True}}
+    objs2 = [rule(3, {"match": {"left": {"ct": {"key": "state"}}}}, {"accept": None}),
+             rule(7, limit, {"drop": None}), rule(8, {"counter": {"packets": 0, "bytes": 0}}, {"drop": None})]
+    assert accept_position(objs2, ("inet", "filter", "input")) == ("add", 7)
+    # a jump or goto can drop in the chain it goes to: the accept waits after it
+    objs3 = [rule(3, m, {"jump": {"target": "blocklist"}}), rule(9, {"goto": {"target": "more"}}),
+             rule(10, {"meter": {"name": "m"}}, {"reject": None})]
+    assert accept_position(objs3[:1] + objs3[2:], ("inet", "filter", "input")) == ("add", 10)
+    # every packet goes elsewhere for good: no safe place in this chain, so it says so instead
+    assert accept_position(objs3, ("inet", "filter", "input")) == ("refuse", 9)
+    from ctdoctor.commands.notrack import accept_command
+    from ctdoctor.errors import Failure
+
+    with pytest.raises(Failure, match="rule handle 9 sends every packet to another chain"):
+        accept_command(objs3, ("inet", "filter", "input"))
 
 
 def test_anonymizer_replaces_every_copy_of_the_host_name():

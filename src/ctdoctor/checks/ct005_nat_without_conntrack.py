@@ -55,7 +55,13 @@ def run(ctx):
                                                  else []) + ["nf_nat"]
     reload = {"rhel": "systemctl restart iptables   # or firewalld: firewall-cmd --reload",
               "debian": "netfilter-persistent reload   # or: systemctl restart nftables"}.get(
-        ctx.distro(), "reload the firewall rules (iptables-restore / nft -f)")
+        ctx.distro(), "# then reload the firewall rules (iptables-restore or nft -f, as this host loads them)")
+    # a modprobe.d trap (CT008) would make every load below a silent no-op: it goes first
+    from ctdoctor.checks.ct008_modprobe_install import NOOP
+
+    traps = [f"sed -i '{d.lineno}s/^/# disabled by ctdoctor advice: /' {d.file}   # first: {d.verb} {d.module}"
+             for d in ctx.snap.persisted.modprobe
+             if d.module in load and ((d.verb == "install" and NOOP.search(d.args)) or d.verb == "blacklist")]
     yield Finding(
         CODE, CRITICAL, TITLE,
         summary=f"{len(nat)} NAT rule(s) but {', '.join(missing)} not loaded",
@@ -63,6 +69,6 @@ def run(ctx):
                   "modules_source": ctx.snap.modules_source},
         explanation="NAT rules are evaluated only for connections conntrack tracks; with the module gone they do "
                     "nothing and translated traffic stops without any error.",
-        fix=["ctdoctor recover   # loads " + ", ".join(load) + ", re-applies settings, verifies",
+        fix=[*traps, "ctdoctor recover   # loads " + ", ".join(load) + ", re-applies settings, verifies",
              " && ".join(f"modprobe {m}" for m in load) + " && sysctl --system", reload],
     )

@@ -167,20 +167,38 @@ def stateful_chains(objs: list[dict]) -> list[tuple[str, str, str]]:
     return sorted(k for k in base if k in uses_state)
 
 
+# statements that take every packet the way it came: they neither select nor decide
+QUIET_STATEMENTS = {"counter", "log", "comment", "drop", "reject", "accept", "jump", "goto", "queue", "continue",
+                    "return"}
+
+
 def accept_position(objs: list[dict], chain: tuple[str, str, str]) -> tuple[str, int | None]:
-    """Where the untracked accept belongs in a chain: after its last conditional drop/reject, and
-    before a catch-all one. ("add", handle) = after that rule, ("insert", handle) = before it,
-    ("add", None) = at the end."""
+    """Where the untracked accept belongs in a chain: after the last rule that can drop, reject, queue,
+    jump or goto with any condition (a user's block stays above it), and before a catch-all drop or
+    reject (rules after it are never reached). ("add", handle) = after that rule, ("insert", handle)
+    = before it, ("add", None) = at the end."""
     rules = [o["rule"] for o in objs if "rule" in o and (o["rule"].get("family"), o["rule"].get("table"),
                                                           o["rule"].get("chain")) == chain]
 
-    def verdict(r):
-        return any(isinstance(e, dict) and ("drop" in e or "reject" in e) for e in r.get("expr", []))
+    def verdict(r):  # a rule that can end a packet's way here, itself or in the chain it passes it to
+        return any(isinstance(e, dict) and any(k in e for k in ("drop", "reject", "jump", "goto", "queue"))
+                   for e in r.get("expr", []))
 
-    def conditional(r):
-        return any(isinstance(e, dict) and "match" in e for e in r.get("expr", []))
+    def conditional(r):  # anything besides counting and logging decides which packets it takes: a match,
+        # a limit, a meter, a set lookup ... (`limit rate over 10/second drop` is a drop with a condition)
+        return any(isinstance(e, dict) and not set(e) <= QUIET_STATEMENTS for e in r.get("expr", []))
 
-    stop = next((i for i, r in enumerate(rules) if verdict(r) and not conditional(r)), len(rules))
+    def final(r):  # a catch-all drop or reject: nothing after it is reached
+        return not conditional(r) and any(isinstance(e, dict) and ("drop" in e or "reject" in e)
+                                          for e in r.get("expr", []))
+
+    def away(r):  # every packet leaves this chain for good (goto, queue): no place here is after its drops
+        return not conditional(r) and any(isinstance(e, dict) and ("goto" in e or "queue" in e)
+                                          for e in r.get("expr", []))
+
+    stop = next((i for i, r in enumerate(rules) if final(r) or away(r)), len(rules))
+    if stop < len(rules) and away(rules[stop]):
+        return "refuse", rules[stop]["handle"]
     last = max((i for i, r in enumerate(rules[:stop]) if verdict(r)), default=None)
     if last is not None:
         return "add", rules[last]["handle"]
@@ -192,6 +210,10 @@ def accept_position(objs: list[dict], chain: tuple[str, str, str]) -> tuple[str,
 def accept_command(objs, chain) -> list[str]:
     fam, tab, name = chain
     how, handle = accept_position(objs, chain)
+    if how == "refuse":
+        raise Failure(f"chain {fam} {tab} {name}: rule handle {handle} sends every packet to another chain for "
+                      "good (goto/queue), so no place here is after its drops: add `ct state untracked accept` "
+                      "yourself, after the drops of the chain it leads to")
     pos = ["position", str(handle)] if handle is not None else []
     return ["nft", how, "rule", fam, tab, name, *pos, "ct", "state", "untracked", "accept", "comment", f'"{TAG}"']
 
@@ -243,14 +265,14 @@ def run(args) -> int:
     for chain in named:
         if chain not in known:
             raise UsageError(f"--accept-in {':'.join(chain)}: no such chain")
+    # where each named chain's accept goes, decided before anything is installed (a chain with no safe
+    # place refuses here, with nothing half done)
+    planned = {chain: accept_command(objs, chain) for chain in named if not _has_tag(ns_args, *chain)}
     _nft(ns_args, None, "delete", "table", "inet", TABLE)  # idempotent: replace what we installed before
     r = _nft(ns_args, "\n".join(table) + "\n")
     if r.returncode:
         raise Failure("installing the notrack table failed: " + r.stderr.strip())
-    for chain in named:
-        if _has_tag(ns_args, *chain):
-            continue
-        cmd = accept_command(objs, chain)
+    for chain, cmd in planned.items():
         r = _nft(ns_args, None, *cmd[1:])
         if r.returncode:
             raise Failure(f"adding the untracked accept to {' '.join(chain)} failed: {r.stderr.strip()}")
@@ -258,9 +280,14 @@ def run(args) -> int:
     for chain in chains:
         if chain in named or _has_tag(ns_args, *chain):
             continue
+        try:
+            cmd = accept_command(objs, chain)
+        except Failure as e:  # no safe place in that chain: say where a person should put it
+            print(f"your chain {' '.join(chain)} matches ct state and will drop the untracked packets: {e}")
+            continue
         print(f"your chain {' '.join(chain)} matches ct state and will drop the untracked packets; add the accept "
               f"after its drops (or rerun with --accept-in {':'.join(chain)}):")
-        print("  " + " ".join(accept_command(objs, chain)).replace(f'"{TAG}"', f"'\"{TAG}\"'"))
+        print("  " + " ".join(cmd).replace(f'"{TAG}"', f"'\"{TAG}\"'"))
     print(f"installed table inet {TABLE}: {' and '.join(protos)} port(s) {', '.join(map(str, ports))} untracked "
           f"({args.direction})")
     for w in warns:
