@@ -153,12 +153,29 @@ def test_a_crash_mid_write_leaves_the_old_file(tmp_path, point):
 
 @pytest.mark.parametrize("args,msg", [
     (["--timeout", "bogus"], "NAME=SECONDS"), (["--timeout", "tcp_timeout_nope=5"], "no net.netfilter"),
-    (["--max", "0"], "--max"), ([], "nothing to apply"),
+    (["--max", "0"], "--max"),
 ])
 def test_apply_bad_usage(img, args, msg):
     rc, _out, err = run_cli("--root", str(img), "apply", *args)
     assert_one_line_error(rc, err, code=2, contains=msg)
     assert not (img / "etc/sysctl.d/90-ctdoctor.conf").exists()
+
+
+def test_apply_without_values_keeps_whats_persisted_and_installs_the_reapply_pieces(tmp_path, img):
+    # a built-in conntrack with nothing of ours persisted: nothing to change, no empty file written
+    rc, out, err = run_cli("--root", str(img), "apply", "--yes")
+    assert rc == 0 and "nothing to change" in out, err
+    assert not (img / "etc/sysctl.d/90-ctdoctor.conf").exists()
+    # the RHEL 7 host (a module, iptables-config, values in sysctl.conf): CT007/CT008's `ctdoctor apply`
+    root = rhel_bundle(tmp_path)
+    rc, out, err = run_cli("--root", str(root), "apply", "--yes")
+    assert rc == 0, err
+    assert (root / "etc/modules-load.d/ctdoctor.conf").read_text().endswith("nf_conntrack\n")
+    assert "--prefix=/net/netfilter" in (root / "etc/udev/rules.d/90-ctdoctor-conntrack.rules").read_text()
+    assert 'IPTABLES_SYSCTL_LOAD_LIST=".nf_conntrack"' in (root / "etc/sysconfig/iptables-config").read_text()
+    assert not (root / "etc/sysctl.d/90-ctdoctor.conf").exists()  # sysctl.conf keeps the values
+    rc, out, err = run_cli("--root", str(root), "apply", "--yes")
+    assert "nothing to change" in out  # idempotent
 
 
 def test_apply_on_a_sosreport_shows_the_diff_and_never_writes_it():

@@ -91,8 +91,9 @@ def compute(args, root):
     if max_ is not None and counts and max_ < max(counts):
         raise UsageError(f"--max {max_} is below the {max(counts)} entries the table holds now: "
                          "new connections would fail at once")
-    if max_ is None and buckets is None and not timeouts and not persist.read_current(root, persist.SYSCTL_FILE):
-        raise UsageError("nothing to apply: give --max, --buckets, --timeout or --from-plan")
+    # no values given: keep the persisted ones, and install what loads conntrack early and re-applies them
+    # after a module reload (modules-load.d, the udev rule, IPTABLES_SYSCTL_LOAD_LIST): what CT006, CT007 and
+    # CT008 ask for; when those are in place too, it says there is nothing to change
     builtin = snap.modules.get("nf_conntrack") is not None and snap.modules["nf_conntrack"].state == "builtin"
     changes = persist.compute(root, max_=max_, buckets=buckets, timeouts=timeouts, module_builtin=builtin)
     wanted = persist.desired_settings(root, max_, buckets, timeouts)

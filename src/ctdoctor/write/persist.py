@@ -60,8 +60,9 @@ def compute(root: HostRoot, *, max_: int | None, buckets: int | None, timeouts: 
     # buckets: "-" = ignore a failure, for kernels where the sysctl is read-only (the modprobe option covers it)
     body = HEADER + "".join(f"{'-' if k.endswith('_buckets') else ''}{k} = {v}\n"
                             for k, v in sorted(vals.items(), key=_order))
-    changes.append(FileChange(SYSCTL_FILE, read_current(root, SYSCTL_FILE), body,
-                              why="the values, applied at boot by systemd-sysctl / sysctl --system"))
+    if vals or read_current(root, SYSCTL_FILE) is not None:  # no values of ours: the other pieces only
+        changes.append(FileChange(SYSCTL_FILE, read_current(root, SYSCTL_FILE), body,
+                                  why="the values, applied at boot by systemd-sysctl / sysctl --system"))
     hashsize = vals.get(NF + "nf_conntrack_buckets")
     if hashsize:
         changes.append(FileChange(MODPROBE_FILE, read_current(root, MODPROBE_FILE),
