@@ -63,3 +63,34 @@ def test_every_printed_command_of_a_lab_incident_runs(lab, scenario):
         assert "nothing to apply" not in o2 + e2
 
     assert doc["findings"], f"{scenario}: the doctor found nothing"
+
+
+CONNECT = ("import socket\nl=socket.socket()\nl.bind(('127.0.0.1',0))\nl.listen()\n"
+           "c=socket.socket()\nc.settimeout(2)\nprint('ok' if c.connect_ex(l.getsockname())==0 else 'timeout')")
+
+
+def test_pasting_the_table_full_fix_lets_new_connections_in(lab):
+    """The table-full incident resolved by what the doctor prints, pasted in order: the live
+    `sysctl -w` (global: this test restores the host's value afterwards); the persisting `ctdoctor
+    apply` was checked as a dry run above (it would write this host's /etc)."""
+    run = lab("table-full")
+    ns = run.netns.name
+    assert _connect(run.netns) == "timeout"  # the incident
+    _rc, out, err = run_cli("--netns", ns, "--format", "json", timeout=120)
+    (f,) = [f for f in json.loads(out)["findings"] if f["id"] == "CT001" and f["netns"] == ns]
+    live = [x["argv"] for x in f["fixes"] if x["argv"][:2] == ["sysctl", "-w"]]
+    assert len(live) == 1
+    with open("/proc/sys/net/netfilter/nf_conntrack_max") as fh:
+        before = fh.read().strip()
+    try:
+        p = subprocess.run(live[0], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert _connect(run.netns) == "ok"  # resolved
+    finally:
+        with open("/proc/sys/net/netfilter/nf_conntrack_max", "w") as fh:
+            fh.write(before)
+
+
+def _connect(netns) -> str:
+    return subprocess.run(["ip", "netns", "exec", netns.name, "python3", "-c", CONNECT], capture_output=True,
+                          text=True, timeout=30).stdout.strip()
