@@ -76,7 +76,7 @@ def test_pasting_the_table_full_fix_lets_new_connections_in(lab):
     run = lab("table-full")
     ns = run.netns.name
     assert _connect(run.netns) == "timeout"  # the incident
-    _rc, out, err = run_cli("--netns", ns, "--format", "json", timeout=120)
+    _rc, out, _err = run_cli("--netns", ns, "--format", "json", timeout=120)
     (f,) = [f for f in json.loads(out)["findings"] if f["id"] == "CT001" and f["netns"] == ns]
     live = [x["argv"] for x in f["fixes"] if x["argv"][:2] == ["sysctl", "-w"]]
     assert len(live) == 1

@@ -149,7 +149,21 @@ def _select_fast(sock, states, args, ref) -> _Selection:
     _groups, rs = rows(Tally(q, agg, matched), q, 10)
     sample = [{"count": r["count"], "what": _what(r["key"], r.get("states") or {})} for r in rs]
     requests = b"".join(parts)
-    return _Selection(before, matched, protected, sample, lambda sk: ctnetlink.send_deletes(sk, requests))
+    return _Selection(before, matched, protected, sample,
+                      lambda sk: ctnetlink.send_deletes(sk, requests, progress=_progress(matched)))
+
+
+def _progress(total: int):
+    """Deleted so far, on stderr, when it is a terminal and the job is big enough to wait for."""
+    import sys
+
+    if total < 100_000 or not sys.stderr.isatty():
+        return None
+
+    def show(done: int, of: int) -> None:
+        print(f"\rdeleting: {done:,} of {of:,}", end="" if done < of else "\n", file=sys.stderr, flush=True)
+
+    return show
 
 
 def _what(key: dict, states: dict) -> str:

@@ -343,7 +343,8 @@ def delete_message(e: Entry, seq: int) -> bytes:
 ACK_EVERY = 512  # flush's delete requests: the kernel acknowledges one in this many (the others only fail aloud)
 
 
-def send_deletes(sock: socket.socket, requests: bytes, ack_every: int = ACK_EVERY) -> tuple[int, int]:
+def send_deletes(sock: socket.socket, requests: bytes, ack_every: int = ACK_EVERY,
+                 progress=None) -> tuple[int, int]:
     """Send prebuilt CT_DELETE requests (``_fastscan.netlink_select``'s, sequence numbers from 1, an ACK
     asked on every ``ack_every``-th) over one socket, a batch up to each acknowledged one, and count the
     answers: (deleted, already gone or replaced). Only failures and the batch ends come back, so the
@@ -390,6 +391,8 @@ def send_deletes(sock: socket.socket, requests: bytes, ack_every: int = ACK_EVER
                     raise CtnetlinkError(f"deleting an entry failed: {os.strerror(err)}")
                 if seq == last_seq:
                     done = True
+        if progress is not None:
+            progress(sent, len(offs))
     return sent - gone, gone
 
 
