@@ -310,3 +310,42 @@ def test_doctor_plan_and_apply_from_plan_say_the_same_max(tmp_path, make):
     plan_path.write_text('{"schema": 1, "pick": {"max": "lots"}}')
     rc, out, err = run_cli("--root", str(image), "apply", "--from-plan", str(plan_path))
     assert rc == 2 and "not a plan" in err
+
+
+def test_pasting_every_printed_fix_in_order_resolves_the_rhel7_incident(tmp_path):
+    """The RHEL 7 incident (table full at a reset max, the persisted value lost, iptables-config that
+    unloads the module, a modprobe.d trap) on a copy of its image: every fix the doctor prints, pasted in
+    order — the host's own commands run against the copy (paths under it, `--root` for ctdoctor) — and
+    the doctor then finds none of those problems."""
+    import shlex
+
+    root = rhel_bundle(tmp_path)
+    before = {f["id"] for f in json.loads(run_cli("--root", str(root), "--format", "json")[1])["findings"]
+              if f["severity"] != "info"}
+    assert {"CT001", "CT006", "CT007", "CT008"} <= before, before
+    doc = json.loads(run_cli("--root", str(root), "--format", "json")[1])
+    for f in doc["findings"]:
+        if f["id"] not in ("CT001", "CT006", "CT007", "CT008"):
+            continue
+        for x in f["fixes"]:
+            argv = x["argv"]
+            if not argv:
+                continue
+            if argv[0] == "ctdoctor":
+                if x["where"] == "here":
+                    words = argv[1:]
+                elif "apply" in argv or "guard" in argv:  # the host's writers, on the copy
+                    words = ["--root", str(root), *argv[1:], *(["--yes"] if "apply" in argv else [])]
+                else:
+                    continue  # reads the live host (top of a table the image has no listing of)
+                rc, _out, err = run_cli(*words, timeout=120)
+                assert rc in (0, 1, 2, 3) and "error" not in err, (f["id"], x["text"], err)
+            elif argv[:2] == ["sysctl", "-w"]:  # the live value: the image's proc/sys file
+                key, _, value = argv[2].partition("=")
+                (root / ("proc/sys/" + key.replace(".", "/"))).write_text(value + "\n")
+            else:  # a shell line for that host's files: the same line, its /etc under the copy
+                line = x["text"].replace(" /etc/", f" {shlex.quote(str(root))}/etc/")
+                p = subprocess.run(["bash", "-c", line], capture_output=True, text=True)
+                assert p.returncode == 0, (f["id"], line, p.stderr)
+    after = {f["id"]: f["severity"] for f in json.loads(run_cli("--root", str(root), "--format", "json")[1])["findings"]}
+    assert not {c for c in ("CT001", "CT006", "CT007", "CT008") if after.get(c) in ("warning", "critical")}, after
