@@ -58,6 +58,8 @@ wheel: $(STAMP)
 bench: $(STAMP) system-deps
 	$(PY) bench/top.py
 	$(PY) bench/exporter.py
+	$(PY) bench/flush.py
+	$(PY) bench/namespaces.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
