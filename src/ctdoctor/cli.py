@@ -112,6 +112,15 @@ def choose_command(argv: list[str], commands: dict) -> tuple[str | None, list[st
     first = next((a for a in rest if not a.startswith("-")), None)
     if first in commands:
         return first, argv
+    if first is not None and first.replace("-", "").isalpha():
+        # no command takes a bare word: it is a mistyped command (`stauts`), said as such
+        import difflib
+
+        from ctdoctor.errors import UsageError
+
+        near = difflib.get_close_matches(first, list(commands), n=1, cutoff=0.6)
+        raise UsageError(f"unknown command {first!r}" + (f" (did you mean {near[0]}?)" if near else "")
+                         + " (see: ctdoctor --help)")
     if any(a in ("-h", "--help", "--version") for a in rest):
         return None, argv
     chosen = DEFAULT_COMMAND if DEFAULT_COMMAND in commands else "status"
@@ -161,7 +170,11 @@ def _main(argv: list[str]) -> int:
 
     # Only the command actually used gets a parser with its own flags (its module imported
     # lazily); the full set is built for --help, a bad command and the like.
-    chosen, argv = choose_command(argv, COMMANDS)
+    try:
+        chosen, argv = choose_command(argv, COMMANDS)
+    except CtdError as e:
+        print(f"ctdoctor: error: {e}", file=sys.stderr)
+        return e.exit_code
     commands = _available(chosen)
     if chosen not in commands:
         chosen, commands = None, _available()

@@ -318,3 +318,12 @@ def test_a_thread_knows_its_own_netns_while_another_is_elsewhere():
         release.set()
         t.join(10)
     assert seen == {"visitor": True, "other_thread_in_init": True, "other_thread_in_ns": False}, seen
+
+
+@pytest.mark.parametrize("word,hint", [("stauts", "did you mean status?"), ("doctr", "did you mean doctor?"),
+                                       ("frobnicate", "")])
+def test_a_mistyped_command_is_named_with_the_nearest_one(word, hint):
+    rc, out, err = run_cli(word)
+    assert rc == 2 and not out
+    assert err.strip().startswith(f"ctdoctor: error: unknown command {word!r}") and hint in err
+    assert err.count("\n") == 1
