@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 import shutil
 
+import pytest
+
 from ctdoctor.sources import kernlog
 from ctdoctor.sources.firewall import parse_iptables_list, parse_iptables_save, parse_nft_text
 from ctdoctor.sources.system import parse_date_output, parse_uptime_output
