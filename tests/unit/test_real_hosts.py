@@ -329,3 +329,12 @@ def test_a_mistyped_command_is_named_with_the_nearest_one(word, hint):
     assert rc == 2 and not out
     assert err.strip().startswith(f"ctdoctor: error: unknown command {word!r}") and hint in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["guard", "--once"], ["notrack", "--port", "53", "--proto", "udp"],
+                                  ["recover", "--dry-run"], ["apply", "--max", "524288"], ["flush", "--state", "ALL"]])
+def test_format_is_refused_where_it_does_not_apply(argv):
+    fmt = "csv" if argv[0] == "flush" else "json"
+    rc, out, err = run_cli("--format", fmt, *argv)
+    assert rc == 2 and not out and f"--format {fmt} is not available for this command" in err
+    assert err.count("\n") == 1

@@ -133,6 +133,9 @@ def requires(args) -> Needs:
     return Needs(root=True, what="apply --yes", why="to write /etc and sysctls") if args.yes else Needs()
 
 def run(args) -> int:
+    from ctdoctor.commands.common import check_format
+
+    check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
     from ctdoctor.write.files import diff, write, write_sysctl
 
     root = open_root(args)

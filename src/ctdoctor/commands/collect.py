@@ -20,6 +20,9 @@ def requires(args) -> Needs:
     return Needs(live=True, root=True, what="collect", why="to enter every netns and read its table")
 
 def run(args) -> int:
+    from ctdoctor.commands.common import check_format
+
+    check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
     if args.anonymize_netns and not args.anonymize:
         raise UsageError("--anonymize-netns goes with --anonymize")
     if getattr(args, "netns", None) not in (None, "all"):

@@ -47,6 +47,9 @@ def requires(args) -> Needs:
     return Needs(live=True, root=True, what="flush", why="CAP_NET_ADMIN to delete entries")
 
 def run(args) -> int:
+    from ctdoctor.commands.common import check_format
+
+    check_format(args, ("text", "json"))  # --format is refused where it does not apply, never ignored
     import ipaddress
 
     from ctdoctor.render.jsonout import emit

@@ -91,6 +91,9 @@ def requires(args) -> Needs:
     return Needs(root=True, what="guard", why="to write sysctls")
 
 def run(args) -> int:
+    from ctdoctor.commands.common import check_format
+
+    check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
 
     root = open_root(args)
     if root.kind == "sosreport":

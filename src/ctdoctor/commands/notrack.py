@@ -232,6 +232,9 @@ def requires(args) -> Needs:
     return Needs()
 
 def run(args) -> int:
+    from ctdoctor.commands.common import check_format
+
+    check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
     ns = getattr(args, "netns", None)
     ns_args = ["ip", "netns", "exec", ns] if ns and ns != "init" else []
     if ns == "all":

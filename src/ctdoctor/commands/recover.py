@@ -123,6 +123,9 @@ def requires(args) -> Needs:
     return Needs() if args.dry_run else Needs(root=True, what="recover", why="to load modules and write sysctls")
 
 def run(args) -> int:
+    from ctdoctor.commands.common import check_format
+
+    check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
     from ctdoctor import snapshot
     from ctdoctor.write.files import write_sysctl
 
