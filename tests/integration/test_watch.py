@@ -61,3 +61,17 @@ def test_status_watch_exits_on_ctrl_c():
         if p.poll() is None:
             p.kill()
         os.close(master)
+
+
+def test_status_watch_quits_on_q_as_top_does():
+    p, master = _spawn(["status", "--watch", "0.3"])
+    try:
+        screen = _read(master, 2.0)
+        assert "count/max" in screen
+        os.write(master, b"q")
+        assert p.wait(timeout=5) == 0
+        assert "Traceback" not in _read(master, 0.3)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)

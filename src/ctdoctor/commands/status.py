@@ -51,19 +51,19 @@ def _watch(root, args) -> int:
     from rich.console import Console
     from rich.live import Live
 
+    from ctdoctor.render.keys import Keys
     from ctdoctor.render.status_text import render
 
     console = Console(highlight=False)
-    with Live(console=console, auto_refresh=False, screen=False) as live:
+    with Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
         try:
             while True:
-                # The sampling interval doubles as the redraw period: rates cover the last N seconds.
+                # The sampling interval doubles as the redraw period: rates cover the last N seconds
+                # (a q pressed meanwhile is read after the frame: it quits within one period)
                 doc = _doc(root, args, args.watch if root.is_live else None)
                 live.update(render(doc), refresh=True)
-                if not root.is_live:
-                    import time
-
-                    time.sleep(args.watch)
+                if keys.quit_pressed() or (not root.is_live and keys.wait_for_quit(args.watch)):
+                    break
         except KeyboardInterrupt:
             pass
     return 0

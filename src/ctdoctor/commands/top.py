@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from ctdoctor.commands.common import PERIOD, Needs, bounded, check_format, open_root, warm_imports
 from ctdoctor.errors import InputError, UsageError
@@ -312,7 +311,9 @@ def _rate_watch(args, query, counters, limit) -> int:
     slice_s = min(args.watch, args.interval)
     roll = rate.Rolling(args.interval, slice_s)
     console = Console(highlight=False)
-    with _Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
+    from ctdoctor.render.keys import Keys
+
+    with Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
         try:
             while True:
                 roll.add(rate.windows(counters, slice_s))
@@ -333,7 +334,9 @@ def _watch(args, query) -> int:
 
     console = Console(highlight=False)
     prev = None
-    with _Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
+    from ctdoctor.render.keys import Keys
+
+    with Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
         try:
             while True:
                 doc = build_doc(args, query)
@@ -346,48 +349,3 @@ def _watch(args, query) -> int:
     return 0
 
 
-class _Keys:
-    """Reads 'q' from a terminal without waiting for Enter; a no-op when stdin is not a tty."""
-
-    def __enter__(self):
-        self.old = None
-        if sys.stdin.isatty():
-            import termios
-            import tty
-
-            self.fd = sys.stdin.fileno()
-            self.old = termios.tcgetattr(self.fd)
-            tty.setcbreak(self.fd)
-        return self
-
-    def quit_pressed(self) -> bool:
-        """Was q pressed (without waiting)?"""
-        import select
-
-        if self.old is None:
-            return False
-        while select.select([sys.stdin], [], [], 0)[0]:
-            if sys.stdin.read(1) in ("q", "Q"):
-                return True
-        return False
-
-    def wait_for_quit(self, seconds: float) -> bool:
-        import select
-
-        end = time.monotonic() + seconds
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                return False
-            if self.old is None:
-                time.sleep(left)
-                return False
-            r, _, _ = select.select([sys.stdin], [], [], left)
-            if r and sys.stdin.read(1) in ("q", "Q"):
-                return True
-
-    def __exit__(self, *a):
-        if self.old is not None:
-            import termios
-
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.old)

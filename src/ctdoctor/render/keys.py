@@ -1,0 +1,53 @@
+"""Keys on a watch screen: 'q' quits without Enter; nothing happens when stdin is not a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Keys:
+    """Reads 'q' from a terminal without waiting for Enter; a no-op when stdin is not a tty."""
+
+    def __enter__(self):
+        self.old = None
+        if sys.stdin.isatty():
+            import termios
+            import tty
+
+            self.fd = sys.stdin.fileno()
+            self.old = termios.tcgetattr(self.fd)
+            tty.setcbreak(self.fd)
+        return self
+
+    def quit_pressed(self) -> bool:
+        """Was q pressed (without waiting)?"""
+        import select
+
+        if self.old is None:
+            return False
+        while select.select([sys.stdin], [], [], 0)[0]:
+            if sys.stdin.read(1) in ("q", "Q"):
+                return True
+        return False
+
+    def wait_for_quit(self, seconds: float) -> bool:
+        import select
+
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if self.old is None:
+                time.sleep(left)
+                return False
+            r, _, _ = select.select([sys.stdin], [], [], left)
+            if r and sys.stdin.read(1) in ("q", "Q"):
+                return True
+
+    def __exit__(self, *a):
+        if self.old is not None:
+            import termios
+
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.old)
