@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import itertools
+import os
 import sys
 
 from ctdoctor import __version__
@@ -54,6 +55,8 @@ def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     p.add_argument("--host-root", metavar="PATH", default=d,
                    help="the host's files when ctdoctor runs in a container (as node_exporter's --path.rootfs): "
                         "runtime and kubelet metadata for pod names")
+    p.add_argument("--color", choices=("auto", "always", "never"), default=d,
+                   help="colour in text output: auto (default: on a terminal, unless NO_COLOR is set), always, never")
 
 
 def global_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -190,6 +193,13 @@ def _main(argv: list[str]) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    color = getattr(args, "color", None)
+    if color == "never":  # rich reads these when a console is made
+        os.environ["NO_COLOR"] = "1"
+        os.environ.pop("FORCE_COLOR", None)
+    elif color == "always":
+        os.environ["FORCE_COLOR"] = "1"
+        os.environ.pop("NO_COLOR", None)
     mod = importlib.import_module(args._module)
     from ctdoctor import cleanup
 
@@ -214,8 +224,6 @@ def _main(argv: list[str]) -> int:
     except BrokenPipeError:
         # `ctdoctor | head -1`: the reader left. Keep the command's own status (the doctor's
         # Nagios code) and stop Python from complaining about stdout at exit.
-        import os
-
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except OSError:
@@ -223,7 +231,6 @@ def _main(argv: list[str]) -> int:
         return code if code is not None else int(getattr(args, "_exit_code", 0))
     except Exception as e:
         import errno
-        import os
 
         if os.environ.get("CTDOCTOR_DEBUG"):
             raise

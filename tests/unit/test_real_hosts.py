@@ -338,3 +338,15 @@ def test_format_is_refused_where_it_does_not_apply(argv):
     rc, out, err = run_cli("--format", fmt, *argv)
     assert rc == 2 and not out and f"--format {fmt} is not available for this command" in err
     assert err.count("\n") == 1
+
+
+def test_color_always_never_and_no_color():
+    base = str(RHEL7)
+    _rc, out, _err = run_cli("--color", "always", "--root", base)
+    assert "\x1b[" in out
+    _rc, out, _err = run_cli("--color", "never", "--root", base, env={"FORCE_COLOR": "1"})
+    assert "\x1b[" not in out
+    _rc, out, _err = run_cli("--root", base, env={"NO_COLOR": "1", "FORCE_COLOR": ""})
+    assert "\x1b[" not in out
+    rc, _out, err = run_cli("--color", "sometimes", "--root", base)
+    assert rc == 2 and "--color" in err
