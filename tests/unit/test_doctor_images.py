@@ -502,8 +502,31 @@ def test_nagios_output_and_exit_codes(tmp_path):
 def test_text_output_groups_by_severity():
     rc, out, _err = run_cli("--root", str(RHEL7))
     assert rc == 2
-    assert out.index("CRITICAL CT001") < out.index("WARNING CT006") < out.index("INFO CT015")
+    # the overview first: one entry per finding, worst first, each with its first fix
+    assert out.index("CRIT CT001") < out.index("WARN CT006") < out.index("INFO CT015") < out.index("details")
     assert "$ sysctl -w net.netfilter.nf_conntrack_max=1048576" in out
+    # then the details of the warnings and criticals; the info ones with --verbose
+    assert out.index("details") < out.index("CRITICAL CT001") < out.index("WARNING CT006")
+    assert "INFO CT015" not in out.split("details", 1)[1]
+    _rc, verbose, _err = run_cli("--root", str(RHEL7), "doctor", "--verbose")
+    assert "INFO CT015" in verbose.split("details", 1)[1]
+
+
+def test_a_check_over_many_namespaces_is_one_entry_in_the_overview():
+    from ctdoctor.render.doctor_text import render
+
+    f = {"severity": "warning", "id": "CT013", "title": "one key holds much of the table", "summary": "s",
+         "evidence": {}, "explanation": "", "fix": [], "fixes": []}
+    doc = {"host": {"hostname": "h", "kernel": "6.18", "source": "live"},
+           "summary": {"critical": 0, "warning": 5, "info": 0, "unknown": 0}, "unknown": [], "notes": [],
+           "findings": [{**f, "netns": f"pod-{i}", "pod": None} for i in range(5)]}
+    from rich.console import Console
+
+    con = Console(width=80, record=True, file=__import__("io").StringIO())
+    con.print(render(doc, width=80))
+    text = con.export_text()
+    overview = text.split("details", 1)[0]
+    assert overview.count("CT013") == 1 and "5 namespaces (pod-0, pod-1, pod-2 and 2 more)" in overview
 
 
 def test_explain_and_checks():
@@ -544,3 +567,40 @@ def test_help_stays_light():
     heavy = [m for m in ("rich", "ctdoctor.snapshot", "ctdoctor.top", "ipaddress", "pyroute2")
              if f"| {m}\n" in r.stderr or f"|   {m}\n" in r.stderr or f" {m}\n" in r.stderr]
     assert heavy == [], f"--help imported {heavy}"
+
+
+def test_a_report_taller_than_the_terminal_goes_through_the_pager(tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    got = tmp_path / "paged"
+    pager = f"{sys.executable} -c \"import sys; open('{got}', 'wb').write(sys.stdin.buffer.read())\""
+
+    def run(*extra):
+        master, slave = pty.openpty()
+        p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "--root", str(RHEL7), *extra], stdin=slave,
+                             stdout=slave, stderr=slave, close_fds=True,
+                             env={**os.environ, "COLUMNS": "80", "LINES": "12", "TERM": "xterm", "PAGER": pager})
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        p.wait(timeout=60)
+        os.close(master)
+        return out.decode(errors="replace")
+
+    run()
+    assert got.exists() and b"CRIT CT001" in got.read_bytes()  # 12 lines: paged
+    got.unlink()
+    shown = run("doctor", "--no-pager")
+    assert not got.exists() and "CRIT CT001" in shown
+    _rc, out, _err = run_cli("--root", str(RHEL7))  # piped: never paged
+    assert "CRIT CT001" in out and not got.exists()

@@ -13,6 +13,11 @@ def add_arguments(p) -> None:
                    help="seconds between two counter samples for rates (live default 1; 0 = no sampling)")
     p.add_argument("--compare", metavar="IMAGE",
                    help="a later host image of the same host: its counters give the rates (with --root)")
+    p.add_argument("--verbose", action="store_true",
+                   help="the details of every finding (default: of the warnings and criticals)")
+    p.add_argument("--no-pager", action="store_true",
+                   help="never page the text report (on a terminal a report taller than it goes through $PAGER "
+                        "or less -R)")
 
 
 def run(args) -> int:
@@ -71,8 +76,33 @@ def run(args) -> int:
         from ctdoctor.render.doctor_text import render
 
         con = Console(highlight=False)
-        con.print(render(doc, width=con.width), crop=False)  # a command's one long word is never cut
+        report = render(doc, verbose_info=args.verbose, width=con.width)
+        if args.no_pager or not con.is_terminal:
+            con.print(report, crop=False)  # a command's one long word is never cut
+        else:
+            _page(con, report)
     return code
+
+
+def _page(con, report) -> None:
+    """On a terminal: the report as it is when it fits, else through $PAGER (default less -R, which
+    keeps the colours and quits at once on a short screen)."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    with con.capture() as cap:
+        con.print(report, crop=False)
+    text = cap.get()
+    if text.count("\n") < con.height:
+        sys.stdout.write(text)
+        return
+    pager = shlex.split(os.environ.get("PAGER") or "less -R")
+    try:
+        subprocess.run(pager, input=text.encode(), check=False)
+    except (OSError, ValueError):  # no pager here: the report as it is
+        sys.stdout.write(text)
 
 
 def _compare(snap, args) -> None:

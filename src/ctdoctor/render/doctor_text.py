@@ -7,7 +7,10 @@ STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 WORD = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
 
 
-def render(doc: dict, verbose_info: bool = True, width: int = 80):
+def render(doc: dict, verbose_info: bool = False, width: int = 80):
+    """The report for a person: a header, one entry per finding (a check over many namespaces is one
+    entry) with its first fix, then the details of the WARNING and CRITICAL ones (``verbose_info``:
+    of every finding)."""
     from rich.console import Group
     from rich.markup import escape
     from rich.text import Text
@@ -18,25 +21,30 @@ def render(doc: dict, verbose_info: bool = True, width: int = 80):
     s = doc["summary"]
     parts.append(Text.from_markup(f"[bold red]{s['critical']} critical[/], [bold yellow]{s['warning']} warning[/], "
                                   f"[cyan]{s['info']} info[/], {s['unknown']} not checked"))
-    for sev in ("critical", "warning", "info"):
-        fs = [f for f in doc["findings"] if f["severity"] == sev]
-        if not fs:
-            continue
+    order = [f for sev in ("critical", "warning", "info") for f in doc["findings"] if f["severity"] == sev]
+    if order:
         parts.append(Text(""))
-        for f in fs:
-            parts.append(Text.from_markup(f"[{STYLE[sev]}]{WORD[sev]}[/] [bold]{f['id']}[/] {escape(f['title'])}"
-                                          + (f" [dim](netns {escape(f['netns'])})[/]" if f.get("netns") else "")))
-            parts.append(Text.from_markup(f"  {escape(f['summary'])}"))
-            if sev != "info" or verbose_info:
-                if f["evidence"]:
-                    parts.append(Text.from_markup("  [bold]evidence[/]"))
-                    for k, v in f["evidence"].items():
-                        if v is None or v == [] or v == {}:
-                            continue
-                        parts.append(Text.from_markup(f"    {escape(k)}: " + _ev_escaped(v, escape)))
-                if f["explanation"]:
-                    parts.append(Text.from_markup("  [bold]why[/] " + escape(f["explanation"])))
-                parts.extend(_fix_lines(f, width))
+        parts.extend(_overview(order, width))
+    detailed = [f for f in order if f["severity"] != "info" or verbose_info]
+    if detailed:
+        parts.append(Text(""))
+        parts.append(Text.from_markup("[bold]details[/]" + ("" if verbose_info or len(detailed) == len(order)
+                                                            else " (of the warnings and criticals; --verbose: all)")))
+    for f in detailed:
+        sev = f["severity"]
+        parts.append(Text(""))
+        parts.append(Text.from_markup(f"[{STYLE[sev]}]{WORD[sev]}[/] [bold]{f['id']}[/] {escape(f['title'])}"
+                                      + (f" [dim](netns {escape(f['netns'])})[/]" if f.get("netns") else "")))
+        parts.append(Text.from_markup(f"  {escape(f['summary'])}"))
+        if f["evidence"]:
+            parts.append(Text.from_markup("  [bold]evidence[/]"))
+            for k, v in f["evidence"].items():
+                if v is None or v == [] or v == {}:
+                    continue
+                parts.append(Text.from_markup(f"    {escape(k)}: " + _ev_escaped(v, escape)))
+        if f["explanation"]:
+            parts.append(Text.from_markup("  [bold]why[/] " + escape(f["explanation"])))
+        parts.extend(_fix_lines(f, width))
     if doc["unknown"]:
         parts.append(Text(""))
         parts.append(Text.from_markup("[bold]not checked[/] (not enough data)"))
@@ -48,6 +56,52 @@ def render(doc: dict, verbose_info: bool = True, width: int = 80):
     if not doc["findings"]:
         parts.append(Text.from_markup("[green]no problems found[/]"))
     return Group(*parts)
+
+
+SHORT = {"critical": "CRIT", "warning": "WARN", "info": "INFO"}
+
+
+def _overview(order: list[dict], width: int) -> list:
+    """One entry per check and severity: a line (severity, code, netns or pod, the summary, elided to
+    the width) and its first fix as it pastes; a check over several namespaces is one entry."""
+    from rich.text import Text
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for f in order:
+        groups.setdefault((f["severity"], f["id"]), []).append(f)
+    out = []
+    for (sev, code), fs in groups.items():
+        head = f"{SHORT[sev]} {code} "
+        if len(fs) == 1:
+            f = fs[0]
+            where = f.get("pod") or f.get("netns")
+            text = (f"{where}: " if where and where not in f["summary"] else "") + f["summary"]
+        else:
+            names = [x.get("pod") or x.get("netns") or "?" for x in fs]
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            text = f"{len(fs)} namespaces ({shown}): {fs[0]['title']}"  # the names first: the title may be elided
+        line = Text(head, style=STYLE[sev])
+        line.append(_elide(text, max(20, width - len(head))))
+        out.append(line)
+        first = next((x for x in fs[0].get("fixes", []) if x.get("argv")), None)
+        if first is not None:
+            from ctdoctor.fixes import Fix, lines
+
+            fix = Fix(first["argv"], shell=first["text"] if first.get("shell") else "")
+            prefix = "     $ " if first.get("where", "here") == "here" else "     (on the host) $ "
+            for ln in lines(fix, width, prefix):
+                out.append(Text(ln, style="green", no_wrap=True, overflow="ignore"))
+    return out
+
+
+def _elide(text: str, room: int) -> str:
+    """One line of at most ``room`` characters: cut at a word, with … (never inside a word when it can)."""
+    if len(text) <= room:
+        return text
+    cut = text[: room - 1]
+    if " " in cut[room // 2:]:
+        cut = cut[: cut.rfind(" ")]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def _fix_lines(f: dict, width: int) -> list:
