@@ -32,6 +32,7 @@ COMMANDS = {
     "record": ("ctdoctor.commands.record", "capture an incident bundle when a netns fills up or drops (a daemon)"),
     "incidents": ("ctdoctor.commands.incidents", "list the incidents `record` captured"),
     "lab": ("ctdoctor.commands.lab", "reproduce conntrack incidents on the real kernel in a throwaway netns"),
+    "completion": ("ctdoctor.commands.completion", "shell completion (bash, zsh, fish) or the man page, from the parser"),
 }
 DEFAULT_COMMAND = "doctor"
 
