@@ -7,6 +7,7 @@ the tools' own, as in tests/images and tests/realworld."""
 from __future__ import annotations
 
 import gzip
+import re
 import shutil
 
 import pytest
@@ -350,3 +351,21 @@ def test_color_always_never_and_no_color():
     assert "\x1b[" not in out
     rc, _out, err = run_cli("--color", "sometimes", "--root", base)
     assert rc == 2 and "--color" in err
+
+
+PYTHON_ON_SCREEN = re.compile(r"\{'|\('|\[\{|\bNone\b|\bTrue\b|\bFalse\b|\d\.\d{5,}|\de-\d\d")
+
+
+@pytest.mark.parametrize("argv", [[], ["doctor", "--verbose"], ["status"], ["plan"], ["top", "--by", "src,state"],
+                                  ["checks"], ["explain", "CT001"]])
+def test_no_python_on_screen_in_any_command_on_the_test_images(argv):
+    """Text output is for people: no reprs, no None/True/False, no raw long floats (a quoted kernel log line
+    keeps its own timestamp)."""
+    for img in sorted(p for p in (RHEL7.parent).iterdir() if p.is_dir()):
+        rc, out, err = run_cli("--root", str(img), *argv, env={"COLUMNS": "80"})
+        if argv[:1] == ["top"] and rc == 2 and "no entry listing" in err:
+            continue  # that image holds no listing: top says so in one line
+        assert out.strip(), (img.name, argv, err)
+        # a kernel log line is quoted as the kernel wrote it, its [seconds since boot] stamp included
+        bad = [ln for ln in out.splitlines() if PYTHON_ON_SCREEN.search(re.sub(r"\[?\s*\d+\.\d{6}\]", "", ln))]
+        assert not bad, (img.name, argv, bad[:3])

@@ -132,7 +132,7 @@ def _finding(ctx, st, lines: list, inferred: bool) -> Finding | None:
         parts.append(f"{len(lines)} 'table full' kernel log line(s)"
                      + (f" (+{n_supp} suppressed by the rate limit)" if n_supp else "")
                      + (f", the last {human_age(when['last_age_seconds'])}" if when["last_age_seconds"] is not None
-                        else f", the last at {when['last']}" if when["last"] else "")
+                        else f", the last at {_stamp(when['last'])}" if when["last"] else "")
                      + (f", {where}" if where else "")
                      + (" (attributed by inference: the kernel printed no netns)" if inferred else ""))
     fill = st.fill
@@ -209,3 +209,12 @@ def _unmapped(ctx) -> Finding | None:
         explanation=explanation,
         fix=["ctdoctor status --netns all"],
     )
+
+
+def _stamp(when: str) -> str:
+    """A log line's time as a person reads it: dmesg's seconds since boot (``91882.450137``) rounded and
+    said as such; any other form as written."""
+    try:
+        return f"{float(when):,.0f} s after boot"
+    except ValueError:
+        return when

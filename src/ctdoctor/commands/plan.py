@@ -46,7 +46,8 @@ def run(args) -> int:
     c = Console(highlight=False)
     cur = doc["current"]
     c.print(f"[bold]now[/] max {cur['max']}, buckets {cur['buckets']}; kernel {doc['host']['kernel']}, "
-            f"RAM {human_bytes(doc['host']['mem_total'])}, {doc['host']['cpus']} CPUs")
+            f"RAM {human_bytes(doc['host']['mem_total'])}, "
+            + (f"{doc['host']['cpus']} CPUs" if doc["host"]["cpus"] else "CPUs unknown"))
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("rule", "max", "buckets", "why"):
         t.add_column(col, justify="right" if col in ("max", "buckets") else "left")

@@ -3,6 +3,8 @@ evidence (value and file), explanation and fix commands."""
 
 from __future__ import annotations
 
+import re
+
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 WORD = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
 
@@ -132,12 +134,19 @@ def _fix_lines(f: dict, width: int) -> list:
     return out
 
 
+_DMESG_STAMP = re.compile(r"^\d+\.\d{6}$")
+
+
 def _plain(x) -> str:
-    """A value as a person reads it: no Python None/True/False on screen."""
+    """A value as a person reads it: no Python None/True/False on screen, no raw long floats."""
     if x is None:
         return "unknown"
     if isinstance(x, bool):
         return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:,.4g}" if abs(x) >= 1e-3 or x == 0 else "< 0.001"
+    if isinstance(x, str) and _DMESG_STAMP.match(x):  # dmesg's seconds since boot
+        return f"{float(x):,.0f} s after boot"
     if isinstance(x, dict):
         return ", ".join(f"{k} {_plain(v)}" for k, v in x.items())
     if isinstance(x, (list, tuple)):
