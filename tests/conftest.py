@@ -95,9 +95,13 @@ class Netns:
             f"-A -t 431999 -u SEEN_REPLY,ASSURED -s {src} -d {dst} -r {dst} -q {src} -p tcp "
             f"--sport {1024 + i % 60000} --dport {dport + i // 60000} --reply-port-src {dport + i // 60000} "
             f"--reply-port-dst {1024 + i % 60000} --state ESTABLISHED\n" for i in range(n))
-        path = f"/tmp/{self.name}.ct"
+        self.load(lines)
+
+    def load(self, save_lines: str) -> None:
+        """Load entries written as `conntrack -o save` lines over ctnetlink (conntrack -R)."""
+        path = f"/tmp/{self.name}-{os.getpid()}.ct"
         with open(path, "w") as f:
-            f.write(lines)
+            f.write(save_lines)
         try:
             self.run("conntrack", "-R", path)
         finally:

@@ -3,23 +3,11 @@ the same heavy hitter as the doctor's exact count, and the states stay exact."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.conftest import Netns, needs_kernel
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
-
-
-def load(ns: Netns, text: str) -> None:
-    path = f"/tmp/{ns.name}-{os.getpid()}.ct"
-    with open(path, "w") as f:
-        f.write(text)
-    try:
-        ns.run("conntrack", "-R", path)
-    finally:
-        os.unlink(path)
 
 
 def summaries(name: str):
@@ -40,7 +28,7 @@ def test_a_big_tables_heavy_hitter_is_found_on_the_sample_and_states_stay_exact(
 
     with Netns("smp") as ns:
         # 60 % of the entries from one source, 40 % from another, each to distinct destinations
-        load(ns, _tcp_lines(48_000, src="127.0.0.9") + _tcp_lines(32_000, src="127.0.0.1", first=48_000))
+        ns.load(_tcp_lines(48_000, src="127.0.0.9") + _tcp_lines(32_000, src="127.0.0.1", first=48_000))
         n = ns.count()
         assert n > SAMPLE_ABOVE, n  # big enough to be sampled
         exact, frugal = summaries(ns.name)

@@ -49,29 +49,23 @@ def test_top_watch_quits_on_q(lab):
         os.close(master)
 
 
-def test_status_watch_exits_on_ctrl_c():
-    p, master = _spawn(["status", "--watch", "0.3"])
-    try:
-        screen = _read(master, 2.5)
-        assert "count/max" in screen
-        p.send_signal(signal.SIGINT)
-        assert p.wait(timeout=5) == 0
-        assert "Traceback" not in _read(master, 0.3)
-    finally:
-        if p.poll() is None:
-            p.kill()
-        os.close(master)
-
-
-def test_status_watch_quits_on_q_as_top_does():
+def _status_watch_stops(stop) -> None:
     p, master = _spawn(["status", "--watch", "0.3"])
     try:
         screen = _read(master, 2.0)
         assert "count/max" in screen
-        os.write(master, b"q")
+        stop(p, master)
         assert p.wait(timeout=5) == 0
         assert "Traceback" not in _read(master, 0.3)
     finally:
         if p.poll() is None:
             p.kill()
         os.close(master)
+
+
+def test_status_watch_exits_on_ctrl_c():
+    _status_watch_stops(lambda p, master: p.send_signal(signal.SIGINT))
+
+
+def test_status_watch_quits_on_q_as_top_does():
+    _status_watch_stops(lambda p, master: os.write(master, b"q"))

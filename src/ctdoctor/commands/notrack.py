@@ -80,42 +80,41 @@ def _proto_match(protos: list[str]) -> str:
     return "meta l4proto { tcp, udp } th" if len(protos) > 1 else protos[0]
 
 
+def _untracked(direction: str) -> list[tuple[str, str]]:
+    """(hook, port field) of each NOTRACK rule: ``in`` untracks packets to the port arriving and
+    replies from it leaving; ``out`` the other way round."""
+    out = []
+    if direction in ("in", "both"):
+        out += [("prerouting", "dport"), ("output", "sport")]
+    if direction in ("out", "both"):
+        out += [("output", "dport"), ("prerouting", "sport")]
+    return out
+
+
 def nft_rules(ports, protos, direction) -> tuple[list[str], list[str]]:
     """(lines of the notrack table, accept statements to put in the stateful filter chains)."""
-    if isinstance(protos, str):
-        protos = ["tcp", "udp"] if protos == "both" else [protos]
     ps = ", ".join(map(str, ports))
     pset = f"{{ {ps} }}" if len(ports) > 1 else ps
     m = _proto_match(protos)
-    pre, out = [], []
-    if direction in ("in", "both"):
-        pre.append(f"{m} dport {pset} notrack")
-        out.append(f"{m} sport {pset} notrack")
-    if direction in ("out", "both"):
-        out.append(f"{m} dport {pset} notrack")
-        pre.append(f"{m} sport {pset} notrack")
+    rules = {hook: [f"{m} {field} {pset} notrack" for h, field in _untracked(direction) if h == hook]
+             for hook in ("prerouting", "output")}
     table = [f"table inet {TABLE} {{",
              "\tchain prerouting {", "\t\ttype filter hook prerouting priority raw; policy accept;",
-             *[f"\t\t{r}" for r in pre], "\t}",
+             *[f"\t\t{r}" for r in rules["prerouting"]], "\t}",
              "\tchain output {", "\t\ttype filter hook output priority raw; policy accept;",
-             *[f"\t\t{r}" for r in out], "\t}", "}"]
+             *[f"\t\t{r}" for r in rules["output"]], "\t}", "}"]
     return table, [f'ct state untracked accept comment "{TAG}"']
 
 
 def iptables_rules(ports, protos, direction) -> list[str]:
-    if isinstance(protos, str):
-        protos = ["tcp", "udp"] if protos == "both" else [protos]
     cmd = []
     ps = ",".join(map(str, ports))
-    d, s = ("--dports", "--sports") if len(ports) > 1 else ("--dport", "--sport")
+    many = len(ports) > 1
     for proto in protos:  # iptables matches one protocol per rule
-        match = f"-p {proto} -m multiport" if len(ports) > 1 else f"-p {proto}"
-        if direction in ("in", "both"):
-            cmd.append(f"iptables -t raw -A PREROUTING {match} {d} {ps} -j CT --notrack")
-            cmd.append(f"iptables -t raw -A OUTPUT {match} {s} {ps} -j CT --notrack")
-        if direction in ("out", "both"):
-            cmd.append(f"iptables -t raw -A OUTPUT {match} {d} {ps} -j CT --notrack")
-            cmd.append(f"iptables -t raw -A PREROUTING {match} {s} {ps} -j CT --notrack")
+        match = f"-p {proto} -m multiport" if many else f"-p {proto}"
+        for hook, field in _untracked(direction):
+            flag = f"--{field}s" if many else f"--{field}"
+            cmd.append(f"iptables -t raw -A {hook.upper()} {match} {flag} {ps} -j CT --notrack")
     cmd.append("iptables -I INPUT -m conntrack --ctstate UNTRACKED -j ACCEPT")
     cmd.append("iptables -I OUTPUT -m conntrack --ctstate UNTRACKED -j ACCEPT   # if OUTPUT's policy is DROP")
     return cmd

@@ -68,6 +68,8 @@ def _overview(order: list[dict], width: int) -> list:
     the width) and its first fix as it pastes; a check over several namespaces is one entry."""
     from rich.text import Text
 
+    from ctdoctor.fixes import Fix, lines
+
     groups: dict[tuple[str, str], list[dict]] = {}
     for f in order:
         groups.setdefault((f["severity"], f["id"]), []).append(f)
@@ -87,8 +89,6 @@ def _overview(order: list[dict], width: int) -> list:
         out.append(line)
         first = next((x for x in fs[0].get("fixes", []) if x.get("argv")), None)
         if first is not None:
-            from ctdoctor.fixes import Fix, lines
-
             fix = Fix(first["argv"], shell=first["text"] if first.get("shell") else "")
             prefix = "     $ " if first.get("where", "here") == "here" else "     (on the host) $ "
             for ln in lines(fix, width, prefix):
