@@ -172,7 +172,7 @@ def main() -> int:
 
         vals = {s.name: s.value for f in text_string_to_metric_families(get(url).decode()) for s in f.samples}
         runs, cpu_total = vals["ctdoctor_exporter_refreshes_total"], vals["ctdoctor_exporter_refresh_cpu_seconds_total"]
-        from ctdoctor.export.refresh import Worker
+        from ctdoctor.monitor.refresh import Worker
 
         for pr in procs:  # measured alone: the exporter's own refreshes would dump the same table meanwhile
             pr.terminate()

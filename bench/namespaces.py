@@ -123,7 +123,7 @@ def scrapes(n: int) -> tuple[float, float, int]:
 def refresh_cpu(rounds: int = 3) -> float:
     """CPU seconds of one background refresh as the exporter runs it: its worker process, after the
     first refresh (which also pays the interpreter's start and imports), median of ``rounds``."""
-    from ctdoctor.export.refresh import Worker
+    from ctdoctor.monitor.refresh import Worker
 
     w = Worker("all", 600)
     try:

@@ -114,7 +114,7 @@ def machine() -> dict:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    from ctdoctor.accel import accelerated
+    from ctdoctor.listing.accel import accelerated
 
     return {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "kernel": platform.release(), "cpu": cpu, "cpus": os.cpu_count(), "mem_gib": round(mem, 1),

@@ -78,7 +78,7 @@ class _Version(argparse.Action):
     scanner (found when asked, not when every parser is built)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from ctdoctor.accel import accelerated, disabled
+        from ctdoctor.listing.accel import accelerated, disabled
 
         scanner = "C scanner" if accelerated() else \
             "pure-Python scanner: CTDOCTOR_NO_ACCEL is set" if disabled() else \

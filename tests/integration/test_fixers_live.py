@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ctdoctor.accel import accelerated
+from ctdoctor.listing.accel import accelerated
 from tests.conftest import assert_one_line_error, needs_kernel, run_cli
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
@@ -155,8 +155,8 @@ def test_flush_never_deletes_an_entry_recreated_with_the_same_tuple(netns):
     assert len(old) == 1 and old[0].id is not None
     requests = b""  # flush's C path: CT_DELETE requests built from the same dump's attributes
     if accelerated():
-        from ctdoctor._fastscan import netlink_select
-        from ctdoctor.top import parse_query
+        from ctdoctor.listing._fastscan import netlink_select
+        from ctdoctor.top.tally import parse_query
 
         agg = parse_query("state", None, None, 40000, None, None).aggregator()
         for buf in old_dump:

@@ -11,8 +11,8 @@ pytestmark = [needs_kernel, pytest.mark.kernel]
 
 
 def summaries(name: str):
-    from ctdoctor import snapshot
-    from ctdoctor.facts import HostFacts
+    from ctdoctor.diagnose.facts import HostFacts
+    from ctdoctor.sources import snapshot
     from ctdoctor.sources.hostroot import HostRoot
 
     root = HostRoot.live()
@@ -22,9 +22,9 @@ def summaries(name: str):
 
 
 def test_a_big_tables_heavy_hitter_is_found_on_the_sample_and_states_stay_exact():
-    from ctdoctor.export.refresh import Worker
-    from ctdoctor.facts import SAMPLE_ABOVE
+    from ctdoctor.diagnose.facts import SAMPLE_ABOVE
     from ctdoctor.lab.scenarios import _tcp_lines
+    from ctdoctor.monitor.refresh import Worker
 
     with Netns("smp") as ns:
         # 60 % of the entries from one source, 40 % from another, each to distinct destinations
@@ -53,7 +53,7 @@ def test_a_big_tables_heavy_hitter_is_found_on_the_sample_and_states_stay_exact(
 
 RETRY = r"""
 import json, os, sys
-from ctdoctor.export.live import NetnsReader
+from ctdoctor.sources.live import NetnsReader
 
 name = sys.argv[1]
 

@@ -90,7 +90,7 @@ def test_netlink_decoder_equals_proc_parser(lab):
 def test_c_netlink_decoder_equals_python_decoder(lab):
     """The C scanner reads a real dump's messages into its tables exactly as the Python decoder
     (decode_entry + entry_fields) does: every key, the filters, the state mix and the counters."""
-    from ctdoctor.top import Feeder, accelerated, parse_query
+    from ctdoctor.top.tally import Feeder, accelerated, parse_query
 
     if not accelerated():
         pytest.skip("C accelerator not built")
@@ -130,9 +130,9 @@ def test_the_listing_read_before_the_setup_is_the_chosen_netns_and_counts_the_sa
     named another way (its inode) takes the normal path; both give the same rows."""
     import argparse
 
-    from ctdoctor.accel import accelerated
     from ctdoctor.commands import top as topcmd
-    from ctdoctor.top import parse_query
+    from ctdoctor.listing.accel import accelerated
+    from ctdoctor.top.tally import parse_query
 
     if not accelerated():
         pytest.skip("C accelerator not built")

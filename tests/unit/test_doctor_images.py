@@ -564,7 +564,7 @@ def test_help_stays_light():
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "ctdoctor", "--help"], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "doctor" in r.stdout
-    heavy = [m for m in ("rich", "ctdoctor.snapshot", "ctdoctor.top", "ipaddress", "pyroute2")
+    heavy = [m for m in ("rich", "ctdoctor.sources.snapshot", "ctdoctor.top.tally", "ipaddress", "pyroute2")
              if f"| {m}\n" in r.stderr or f"|   {m}\n" in r.stderr or f" {m}\n" in r.stderr]
     assert heavy == [], f"--help imported {heavy}"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ctdoctor.export.live import KernelLogFollower, parse_kmsg_record, parse_wanted
-from ctdoctor.export.metrics import Exposition, Refreshed, Sample, render, render_text
-from ctdoctor.export.server import parse_listen, write_textfile
+from ctdoctor.monitor.metrics import Exposition, Refreshed, Sample, render, render_text
+from ctdoctor.monitor.server import parse_listen, write_textfile
+from ctdoctor.sources.live import KernelLogFollower, parse_kmsg_record, parse_wanted
 from ctdoctor.sources.stats import parse_proc_stat
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -223,7 +223,7 @@ def test_follower_without_permission_says_why(tmp_path):
 
 
 def test_compat_node_adds_node_exporters_names_within_the_series_budget():
-    from ctdoctor.export.metrics import NODE_STATS, ServerStats, render
+    from ctdoctor.monitor.metrics import NODE_STATS, ServerStats, render
 
     stats_618 = parse_proc_stat((DATA / "proc_stat_nf_conntrack_6.18").read_text()).sums
     quiet = Sample("pod-q", 4026532400, "pause:900", count=12, stats=dict(stats_618, drop=0, insert_failed=0,
@@ -395,7 +395,7 @@ def test_prometheusrule_manifest_carries_the_same_rules():
 def test_kubernetes_manifests_use_the_documented_flags_and_port():
     import yaml
 
-    from ctdoctor.export.server import DEFAULT_PORT
+    from ctdoctor.monitor.server import DEFAULT_PORT
 
     docs = [d for d in yaml.safe_load_all((CONTRIB / "kubernetes" / "ctdoctor-exporter.yaml").read_text()) if d]
     kinds = {d["kind"]: d for d in docs}

@@ -22,12 +22,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctdoctor import canonical, pyscan
-from ctdoctor import top as topmod
 from ctdoctor.errors import InputError
-from ctdoctor.scan import scan_line
+from ctdoctor.listing import canonical, pyscan
+from ctdoctor.listing.scan import scan_line
 from ctdoctor.sources import ctnetlink
 from ctdoctor.sources.entries import Entry, format_entry
+from ctdoctor.top import tally as topmod
 from tests.conftest import DATA
 from tests.unit.test_entries_property import entries as entry_strategy
 from tests.unit.test_scanner_fuzz import JUNK, LISTINGS, REAL_LINES, corpus, mutate
@@ -239,7 +239,7 @@ def c_lines():
 
 @needs_accel
 def test_c_one_pass_parser_equals_general_rules_line_by_line():
-    from ctdoctor._fastscan import scan_fields
+    from ctdoctor.listing._fastscan import scan_fields
 
     taken = 0
     for ln in c_lines():
@@ -254,7 +254,7 @@ def test_c_one_pass_parser_equals_general_rules_line_by_line():
 
 @needs_accel
 def test_c_one_pass_parser_takes_every_kernel_line():
-    from ctdoctor._fastscan import scan_fields
+    from ctdoctor.listing._fastscan import scan_fields
 
     for ln in listing(3000, "proc", 8).splitlines() + (DATA / "proc_nf_conntrack_6.18").read_bytes().splitlines():
         assert scan_fields(ln, 1) is not None, ln
@@ -264,7 +264,7 @@ def test_c_one_pass_parser_takes_every_kernel_line():
 def test_c_ipv6_keys_are_printed_as_inet_ntop_prints_them():
     """The C scanner formats IPv6 keys itself (no sprintf per word): glibc's inet_ntop to the byte,
     the "::" choice, the dotted IPv4-mapped and -compatible forms included."""
-    from ctdoctor._fastscan import scan_fields
+    from ctdoctor.listing._fastscan import scan_fields
 
     rng = random.Random(3)
     special = ["::", "::1", "1::", "::ffff:1.2.3.4", "::1.2.3.4", "::ffff:0:1.2.3.4", "1:0:0:1::", "0:0:1::",
@@ -305,7 +305,7 @@ def test_c_and_python_agree_on_top_with_ties():
 @needs_accel
 @pytest.mark.parametrize("by", ["src", "state,proto", "dst,dport"])
 def test_c_feed_many_equals_separate_feeds(generated, by):
-    from ctdoctor._fastscan import feed_many
+    from ctdoctor.listing._fastscan import feed_many
 
     qs = [query(by), query("src"), query("state", state="ESTABLISHED")]
     data = generated["extended"] + text_corpus(7, 800)
@@ -578,8 +578,8 @@ def test_flush_selection_in_c_equals_the_python_rules(es, states, port, src, pro
     the kernel to delete each by the dump's own CTA_TUPLE_ORIG, zone and CTA_ID."""
     import ipaddress
 
-    from ctdoctor._fastscan import netlink_select
     from ctdoctor.commands.flush import _matches
+    from ctdoctor.listing._fastscan import netlink_select
 
     buf = b"".join(encode(e) for e in es) + DONE
     q = topmod.parse_query("state", None if "ALL" in states else ",".join(states), None, port, src, None)
@@ -626,7 +626,7 @@ def test_c_netlink_decoder_on_states_out_of_range_and_missing_attributes():
 @needs_accel
 def test_c_netlink_decoder_survives_cut_and_flipped_messages():
     """Mutated messages: never a crash, and what is counted is a well-formed message."""
-    from ctdoctor._fastscan import netlink_done
+    from ctdoctor.listing._fastscan import netlink_done
 
     rng = random.Random(4)
     base = b"".join(encode(e) for e in (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ctdoctor.fixes import Fix, in_scope, lines, words
+from ctdoctor.model.fixes import Fix, in_scope, lines, words
 from tests.conftest import run_cli
 
 TESTS = Path(__file__).parent.parent

@@ -57,7 +57,7 @@ def test_doctor_exit_code_survives_a_closed_pipe(fmt):
 
 def test_a_raising_check_is_a_bug_exit_3_never_not_checked(monkeypatch, capsys):
     from ctdoctor import cli
-    from ctdoctor import doctor as doctor_mod
+    from ctdoctor.diagnose import doctor as doctor_mod
 
     class Broken:
         @staticmethod
@@ -412,7 +412,7 @@ def test_notrack_accept_goes_after_the_users_drops():
 
 
 def test_anonymizer_replaces_every_copy_of_the_host_name():
-    from ctdoctor.export.collect import Anonymizer, _host_names
+    from ctdoctor.bundle.collect import Anonymizer, _host_names
 
     a = Anonymizer()
     a.set_names(dict.fromkeys(_host_names("gw01.example.com"), "anonymized"))
@@ -440,8 +440,8 @@ def test_k8s_image_unchanged_by_all_this():
 def test_a_log_line_from_before_a_netns_existed_is_not_its_drop(tmp_path):
     """Inodes are reused: a deleted pod's 'table full in netns N' must not be charged to the new netns
     that got inode N (seen in CI: a lab netns inherited an earlier run's lines)."""
-    from ctdoctor.snapshot import NetnsState, Snapshot, _not_before_birth
     from ctdoctor.sources.hostroot import HostRoot
+    from ctdoctor.sources.snapshot import NetnsState, Snapshot, _not_before_birth
 
     now = time.time()
     (tmp_path / "ctdoctor").mkdir()

@@ -16,7 +16,7 @@ import time
 import bcrypt
 import pytest
 
-from ctdoctor.export.http import BoundedServer, Limits, Request, Response
+from ctdoctor.monitor.http import BoundedServer, Limits, Request, Response
 
 
 def hello(req: Request) -> Response:

@@ -6,9 +6,40 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).parent.parent.parent / "src" / "ctdoctor"
-# what sources/ may import from ctdoctor: itself and the neutral bottom modules
-BOTTOM = {"ctdoctor.errors", "ctdoctor.textsafe", "ctdoctor.kernel", "ctdoctor.scan", "ctdoctor.accel",
-          "ctdoctor._fastscan"}
+# Each room and the rooms it may import (besides itself). A file's path tells what it may touch:
+# model/ and listing/ are pure, sources/ reads the machine or an image, write/ changes the machine.
+MAY_IMPORT = {
+    "model": {"errors"},
+    "listing": {"model", "errors"},
+    "sources": {"listing", "model", "errors"},
+    "write": {"sources", "model", "errors"},
+    "diagnose/checks": {"model", "errors"},
+    "diagnose": {"diagnose/checks", "sources", "listing", "model", "errors"},
+    "top": {"sources", "listing", "model", "errors"},
+    "monitor": {"diagnose", "top", "bundle", "sources", "listing", "model", "errors", "cleanup"},
+    "bundle": {"sources", "listing", "model", "errors"},
+    "render": {"model", "errors"},
+}
+
+
+# Moves still under way (issue 21): each entry goes when its file stops reaching up.
+PENDING: dict[str, set[str]] = {
+    "listing/pyscan.py": {"ctdoctor.top.tally"},
+    "sources/live.py": {"ctdoctor.monitor.metrics"},
+    "diagnose/checks/ct001_table_full.py": {"ctdoctor.diagnose.plan"},
+    "diagnose/checks/ct018_netns_near_max.py": {"ctdoctor.diagnose.plan"},
+    "diagnose/checks/base.py": {"ctdoctor.sources.snapshot"},
+    "diagnose/checks/ct007_unload_hazard.py": {"ctdoctor.diagnose.status"},
+    "diagnose/checks/ct006_settings_drift.py": {"ctdoctor.diagnose.status"},
+    "diagnose/facts.py": {"ctdoctor.top.tally"},
+}
+
+
+def room_of(module: str) -> str:
+    parts = module.split(".")[1:]
+    if parts[:2] == ["diagnose", "checks"]:
+        return "diagnose/checks"
+    return parts[0] if parts else ""
 
 
 def imports(path: Path) -> set[str]:
@@ -24,33 +55,22 @@ def imports(path: Path) -> set[str]:
     return {m for m in out if m.startswith("ctdoctor")}
 
 
-def test_checks_import_neither_sources_nor_render_nor_the_cli():
+def test_each_room_imports_only_the_rooms_below_it():
     bad = {}
-    for p in (SRC / "checks").glob("*.py"):
-        wrong = {m for m in imports(p) if m.startswith(("ctdoctor.sources", "ctdoctor.render", "ctdoctor.cli",
-                                                          "ctdoctor.commands", "ctdoctor.facts"))}
-        if wrong:
-            bad[p.name] = sorted(wrong)
+    for room, allowed in MAY_IMPORT.items():
+        for p in (SRC / room).rglob("*.py"):
+            if room == "diagnose" and "checks" in p.parts:
+                continue
+            wrong = {m for m in imports(p) if room_of(m) not in allowed | {room} | {"__version__"}}
+            wrong -= PENDING.get(str(p.relative_to(SRC)), set())
+            if wrong:
+                bad[str(p.relative_to(SRC))] = sorted(wrong)
     assert not bad, bad
-
-
-def test_sources_import_nothing_above_them():
-    bad = {}
-    for p in (SRC / "sources").glob("*.py"):
-        wrong = {m for m in imports(p) if not m.startswith("ctdoctor.sources") and m not in BOTTOM}
-        if wrong:
-            bad[p.name] = sorted(wrong)
-    assert not bad, bad
-
-
-def test_the_bottom_modules_import_no_other_ctdoctor_module():
-    for name in ("errors", "textsafe", "kernel", "scan", "accel"):
-        assert imports(SRC / f"{name}.py") <= BOTTOM, name
 
 
 def test_a_check_never_reads_the_host():
     """No check touches a root, a file or a subprocess: it gets facts through its Context."""
-    for p in (SRC / "checks").glob("*.py"):
+    for p in (SRC / "diagnose" / "checks").glob("*.py"):
         text = p.read_text()
         for word in ("ctx.root", ".read_text(", "open(", "subprocess", "os.listdir"):
             assert word not in text, f"{p.name}: {word}"
@@ -58,9 +78,9 @@ def test_a_check_never_reads_the_host():
 
 def test_distro_matches_whole_ids(tmp_path):
     """Solus (ID=solus) holds "ol" but is not Oracle Linux; Oracle Linux (ID="ol") is RHEL-like."""
-    from ctdoctor.facts import HostFacts
-    from ctdoctor.snapshot import Snapshot
+    from ctdoctor.diagnose.facts import HostFacts
     from ctdoctor.sources.hostroot import HostRoot
+    from ctdoctor.sources.snapshot import Snapshot
 
     def distro(os_release: str) -> str:
         (tmp_path / "etc").mkdir(exist_ok=True)
@@ -102,10 +122,10 @@ def test_a_netns_deleted_while_it_is_read_is_left_out_with_a_note(monkeypatch, t
     but a failure inside a netns that still exists is still an error."""
     import pytest
 
-    from ctdoctor import snapshot
+    from ctdoctor.bundle import collect
     from ctdoctor.errors import Failure
-    from ctdoctor.export import collect
     from ctdoctor.sources import netns as nsmod
+    from ctdoctor.sources import snapshot
 
     ghost = nsmod.NetnsRef("pod-gone", 4026599999, str(tmp_path / "no-such-netns"), "ip netns")
     alive_path = tmp_path / "alive"

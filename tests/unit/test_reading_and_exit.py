@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from ctdoctor import top as topmod
-from ctdoctor.accel import accelerated
+from ctdoctor.listing.accel import accelerated
+from ctdoctor.top import tally as topmod
 from tests.conftest import DATA, IMAGES, run_cli
 
 needs_accel = pytest.mark.skipif(not accelerated(), reason="C accelerator not built")
@@ -21,7 +21,7 @@ LISTING = DATA / "proc_nf_conntrack_6.18"
 @needs_accel
 def test_read_full_fills_the_buffer_across_short_reads_then_says_0():
     """A pipe gives what was written so far, like /proc gives a page: read_full keeps reading."""
-    from ctdoctor._fastscan import read_full
+    from ctdoctor.listing._fastscan import read_full
 
     r, w = os.pipe()
     parts = [b"a" * 3000, b"b" * 5000, b"c" * 100]

@@ -124,7 +124,7 @@ def test_notrack_in_iptables_L_output_and_rule_order():
             " pkts bytes target     prot opt in     out     source               destination\n"
             "  612 40212 ACCEPT     udp  --  *      *       0.0.0.0/0            0.0.0.0/0            udp dpt:53\n"
             " 9120  812K ACCEPT     all  --  *      *       0.0.0.0/0            0.0.0.0/0            ctstate RELATED,ESTABLISHED\n")
-    from ctdoctor.checks.ct016_notrack_accept import _dropped_notracks
+    from ctdoctor.diagnose.checks.ct016_notrack_accept import _dropped_notracks
 
     r = parse_iptables_list(raw, "sos_commands/firewall_tables/iptables_-t_raw_-nvL")
     assert r.notrack and r.rules[0].action == "notrack" and r.rules[0].dports == frozenset({53})
@@ -188,7 +188,7 @@ def test_fill_thresholds_are_one_setting(tmp_path):
     # the shipped alert rules carry the same two numbers
     import re
 
-    from ctdoctor.thresholds import DEFAULT_FILL_CRITICAL, DEFAULT_FILL_WARNING
+    from ctdoctor.model.thresholds import DEFAULT_FILL_CRITICAL, DEFAULT_FILL_WARNING
 
     for rel in ("contrib/prometheus/ctdoctor.rules.yml", "contrib/kubernetes/prometheusrule.yaml"):
         rules = (RHEL7.parent.parent.parent / rel).read_text()

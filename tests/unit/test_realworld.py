@@ -56,7 +56,7 @@ def test_text_report_has_no_python_on_screen(case):
     assert not bad, bad
     # past 80 columns only a fix line that is one shell word (a sed expression): never cut, never wrapped
     wide = [ln for ln in out.splitlines() if len(ln) > 80]
-    from ctdoctor.fixes import words
+    from ctdoctor.model.fixes import words
 
     assert all(len(words(ln.strip().removeprefix("$ ").removesuffix(" \\"))) == 1 for ln in wide), wide
     # each fix line pastes: joined at its continuations, bash reads it as a command

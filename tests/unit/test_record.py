@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ctdoctor.export.metrics import Sample
-from ctdoctor.record import Recorder, bundles, parse_size, read_incident
+from ctdoctor.monitor.metrics import Sample
+from ctdoctor.monitor.record import Recorder, bundles, parse_size, read_incident
 from tests.conftest import assert_one_line_error, run_cli, run_json
 
 IMAGES = Path(__file__).parent.parent / "images"
@@ -178,7 +178,7 @@ def test_a_cut_listing_is_read_as_a_sample(tmp_path):
     sample, the marker is not counted as an unreadable line, and count-vs-listed is not judged."""
     import shutil
 
-    from ctdoctor.export.collect import _cut
+    from ctdoctor.bundle.collect import _cut
 
     root = tmp_path / "img"
     shutil.copytree(IMAGES / "bundle-vm-6.18", root)

@@ -33,7 +33,7 @@ def test_dry_run_lists_every_trap_with_the_command_that_disables_it():
 def _live_like(monkeypatch, image: Path, loaded_after: bool, trap_free: bool = False):
     """Run recover's real path on an image's facts as if they were this host's: the snapshot is the
     image's, modprobe, /sys, sysctl writes and the tracking probe are recorded instead of done."""
-    from ctdoctor import snapshot
+    from ctdoctor.sources import snapshot
     from ctdoctor.sources.hostroot import HostRoot
 
     snap = snapshot.build(HostRoot.open(str(image)), None, interval=None, with_log=False)

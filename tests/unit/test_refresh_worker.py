@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from ctdoctor.export.refresh import Worker, parse_answer
+from ctdoctor.monitor.refresh import Worker, parse_answer
 
 
 def fake(body: str) -> list[str]:
@@ -147,7 +147,7 @@ def test_past_1024_open_fds_the_worker_and_the_kernel_log_follower_still_wait(tm
     import resource
     import time
 
-    from ctdoctor.export.live import KernelLogFollower
+    from ctdoctor.sources.live import KernelLogFollower
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard < 2048:

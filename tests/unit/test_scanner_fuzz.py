@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctdoctor import top as topmod
+from ctdoctor.top import tally as topmod
 from tests.conftest import DATA, run_cli, run_json
 
 needs_accel = pytest.mark.skipif(not topmod.accelerated(), reason="C accelerator not built")
@@ -161,7 +161,7 @@ def _asan_runtime() -> str | None:
 @pytest.mark.skipif(_asan_runtime() is None, reason="gcc with libasan not available")
 def test_scanner_under_address_sanitizer(tmp_path):
     """Build _fastscan with -fsanitize=address and feed it the fuzz corpus and long tokens."""
-    src = Path(topmod.__file__).with_name("_fastscan.c")
+    src = Path(topmod.__file__).parents[1] / "listing" / "_fastscan.c"
     inc = sysconfig.get_paths()["include"]
     out = tmp_path / ("_fastscan" + sysconfig.get_config_var("EXT_SUFFIX"))
     subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer",

@@ -1,6 +1,6 @@
 """sysctl, modules, system facts, kernel log."""
 
-from ctdoctor import kernel
+from ctdoctor.model import kernel
 from ctdoctor.sources import kernlog, modules, sysctl, system
 from tests.conftest import IMAGES
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctdoctor import top as topmod
 from ctdoctor.sources.entries import format_entry
+from ctdoctor.top import tally as topmod
 from tests.conftest import DATA, IMAGES, assert_one_line_error, run_cli, run_json
 from tests.unit.test_entries_property import entries as entry_strategy
 
@@ -220,7 +220,7 @@ def test_entries_fed_directly_group_like_their_printed_lines():
     from pathlib import Path
 
     from ctdoctor.sources.entries import format_entry, parse_line
-    from ctdoctor.top import parse_query
+    from ctdoctor.top.tally import parse_query
 
     data = Path(__file__).parent.parent / "data"
     entries = [parse_line(ln) for name in ("conntrack_L_extended_6.18", "proc_nf_conntrack_acct_6.18", "proc_nf_conntrack_6.18")

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctdoctor.errors import UsageError
-from ctdoctor.export.webconfig import Authenticator, parse
+from ctdoctor.monitor.webconfig import Authenticator, parse
 
 DATA = Path(__file__).parent.parent / "data" / "webconfig"
 
@@ -137,6 +137,6 @@ def test_hash_password_prints_a_hash_the_config_accepts(tmp_path):
 
 
 def test_tls_versions_map_to_pythons():
-    from ctdoctor.export.webconfig import VERSIONS
+    from ctdoctor.monitor.webconfig import VERSIONS
 
     assert VERSIONS["TLS12"] == ssl.TLSVersion.TLSv1_2 and VERSIONS["TLS13"] == ssl.TLSVersion.TLSv1_3

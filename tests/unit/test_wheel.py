@@ -13,7 +13,7 @@ ROOT = Path(__file__).parent.parent.parent
 
 
 def test_the_wheel_carries_the_c_scanner(tmp_path):
-    from ctdoctor.accel import accelerated
+    from ctdoctor.listing.accel import accelerated
 
     if not accelerated():
         pytest.skip("no compiler here: the wheel would be pure Python")
@@ -23,14 +23,14 @@ def test_the_wheel_carries_the_c_scanner(tmp_path):
     (whl,) = tmp_path.glob("ctdoctor-*.whl")
     assert "-linux_" in whl.name or "manylinux" in whl.name  # a binary wheel, not py3-none-any
     names = zipfile.ZipFile(whl).namelist()
-    assert any(n.startswith("ctdoctor/_fastscan") and n.endswith(".so") for n in names)
-    for must in ("ctdoctor/py.typed", "ctdoctor/_fastscan.pyi", "ctdoctor/schemas/doctor.schema.json"):
+    assert any(n.startswith("ctdoctor/listing/_fastscan") and n.endswith(".so") for n in names)
+    for must in ("ctdoctor/py.typed", "ctdoctor/listing/_fastscan.pyi", "ctdoctor/schemas/doctor.schema.json"):
         assert must in names
 
 
 def test_the_installed_wheel_runs_top_with_its_c_scanner(tmp_path):
     """What a host without a compiler does: install the wheel (no build step) and run it."""
-    from ctdoctor.accel import accelerated
+    from ctdoctor.listing.accel import accelerated
 
     if not accelerated():
         pytest.skip("no compiler here: the wheel would be pure Python")
@@ -48,7 +48,7 @@ def test_the_installed_wheel_runs_top_with_its_c_scanner(tmp_path):
         return subprocess.run([sys.executable, "-m", "ctdoctor", *args], capture_output=True, text=True, env=env,
                               cwd=tmp_path, timeout=120)
 
-    where = subprocess.run([sys.executable, "-c", "import ctdoctor._fastscan as f; print(f.__file__)"],
+    where = subprocess.run([sys.executable, "-c", "import ctdoctor.listing._fastscan as f; print(f.__file__)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path)
     assert where.stdout.startswith(str(site)), where.stdout + where.stderr
     v = ctd("--version")

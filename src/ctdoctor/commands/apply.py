@@ -29,8 +29,9 @@ def add_arguments(p) -> None:
 
 def _plan_now(root) -> dict:
     """The plan `ctdoctor plan` would print now: every netns, the same sample."""
-    from ctdoctor import plan, snapshot
-    from ctdoctor.facts import context
+    from ctdoctor.diagnose import plan
+    from ctdoctor.diagnose.facts import context
+    from ctdoctor.sources import snapshot
 
     snap = snapshot.build(root, "all", interval=1.0 if root.is_live else None, with_rules=False, with_log=False)
     return plan.make_plan(context(snap, root, live=root.is_live))
@@ -60,7 +61,7 @@ def _saved_plan(path: str) -> dict:
 
 def compute(args, root):
     """(file changes, live settings to apply, module_builtin)."""
-    from ctdoctor import snapshot
+    from ctdoctor.sources import snapshot
     from ctdoctor.sources.sysctl import NF
     from ctdoctor.write import persist
 

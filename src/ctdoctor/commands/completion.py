@@ -35,7 +35,7 @@ def model() -> dict:
     """{"global": [(option, choices)], "commands": {name: {"help": str, "options": [(option, choices)]}},
     "codes": [...]}: what the parser accepts, read from the parser."""
     from ctdoctor import cli
-    from ctdoctor.checks import MODULES
+    from ctdoctor.diagnose.checks import MODULES
 
     commands = cli._available()
     parser = cli.build_parser(commands)
@@ -152,7 +152,7 @@ def _fish_quote(s: str) -> str:
 def man(m: dict) -> str:
     """A roff man page (section 1): synopsis, every command and its options, the checks, exit codes."""
     from ctdoctor import __version__
-    from ctdoctor.checks import load
+    from ctdoctor.diagnose.checks import load
 
     def esc(s: str) -> str:
         s = s.replace("\\", "\\e").replace("-", "\\-")

@@ -22,8 +22,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     fmt = check_format(args, ("text", "json", "nagios"))
-    from ctdoctor import doctor, snapshot
-    from ctdoctor.facts import context
+    from ctdoctor.diagnose import doctor
+    from ctdoctor.diagnose.facts import context
+    from ctdoctor.sources import snapshot
 
     only, skip = doctor.parse_codes(args.only), doctor.parse_codes(args.skip)
     root = open_root(args)
@@ -107,7 +108,7 @@ def _page(con, report) -> None:
 
 def _compare(snap, args) -> None:
     """Use a later image's counters as the second sample (rates over the time between the two)."""
-    from ctdoctor import snapshot
+    from ctdoctor.sources import snapshot
     from ctdoctor.sources.hostroot import HostRoot
 
     later = snapshot.build(HostRoot.open(args.compare), getattr(args, "netns", None) or "all", with_rules=False,

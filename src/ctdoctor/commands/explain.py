@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ctdoctor.checks import MODULES, load, page
+    from ctdoctor.diagnose.checks import MODULES, load, page
 
     if args.command == "checks":
         if getattr(args, "format", None) == "json":

@@ -80,8 +80,9 @@ def run(args) -> int:
                          "those names itself (with other labels, which breaks its scrape); serve over HTTP instead")
     if not args.telemetry_path.startswith("/") or args.telemetry_path == "/" or "?" in args.telemetry_path:
         raise UsageError(f"--web.telemetry-path {args.telemetry_path}: a path such as /metrics")
-    from ctdoctor import kernel
-    from ctdoctor.export import live, server
+    from ctdoctor.model import kernel
+    from ctdoctor.monitor import server
+    from ctdoctor.sources import live
     from ctdoctor.sources.system import parse_kernel_release
 
     addresses = [server.parse_listen(a) for a in (args.listen or [server.DEFAULT_LISTEN])]

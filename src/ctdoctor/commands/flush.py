@@ -24,7 +24,7 @@ def add_arguments(p) -> None:
 def _matches(e, states, port, src, dst, include_est):
     import ipaddress
 
-    from ctdoctor.top import label
+    from ctdoctor.top.tally import label
 
     lab = label(e)
     protected = e.state == "ESTABLISHED" and e.assured and not include_est
@@ -59,7 +59,7 @@ def run(args) -> int:
     states = {s.strip().upper() for s in args.state.split(",") if s.strip()}
     if not states:
         raise UsageError("--state needs at least one state")
-    from ctdoctor.kernel import check_states
+    from ctdoctor.model.kernel import check_states
 
     check_states(sorted(states), extra=("ALL",))
     if "ESTABLISHED" in states and not args.include_established:
@@ -81,7 +81,7 @@ def run(args) -> int:
         return socket.socket(fileno=nsmod.socket_in(ref, socket.AF_NETLINK, socket.SOCK_RAW,
                                                     ctnetlink.NETLINK_NETFILTER))
 
-    from ctdoctor.accel import accelerated
+    from ctdoctor.listing.accel import accelerated
 
     if accelerated():
         sel = _select_fast(sock, states, args, ref)
@@ -125,9 +125,9 @@ class _Selection:
 def _select_fast(sock, states, args, ref) -> _Selection:
     """One dump through the C decoder: the same filters as top's, CT_DELETE requests built from the
     dump's own attributes (no entry ever becomes a Python object)."""
-    from ctdoctor._fastscan import netlink_select
+    from ctdoctor.listing._fastscan import netlink_select
     from ctdoctor.sources import ctnetlink
-    from ctdoctor.top import parse_query, rows
+    from ctdoctor.top.tally import parse_query, rows
 
     q = parse_query("proto,dport", None if "ALL" in states else ",".join(sorted(states)), None,
                     args.port, args.src, args.dst)
@@ -147,7 +147,7 @@ def _select_fast(sock, states, args, ref) -> _Selection:
         raise ctnetlink.CtnetlinkError(f"ctnetlink dump failed: {e.strerror or e}") from None
     finally:
         s.close()
-    from ctdoctor.top import Tally
+    from ctdoctor.top.tally import Tally
 
     _groups, rs = rows(Tally(q, agg, matched), q, 10)
     sample = [{"count": r["count"], "what": _what(r["key"], r.get("states") or {})} for r in rs]
@@ -191,7 +191,7 @@ def _select_python(sock, states, nets, args) -> _Selection:
         protected += prot
         if ok:
             matched.append(e)
-    from ctdoctor.top import label
+    from ctdoctor.top.tally import label
 
     groups: dict[tuple, dict[str, int]] = {}
     for e in matched:

@@ -21,7 +21,7 @@ def add_arguments(p) -> None:
 
 
 def _text(v, limit: int = 256) -> str | None:
-    from ctdoctor.textsafe import clean
+    from ctdoctor.model.textsafe import clean
 
     return clean(v, limit) if isinstance(v, str) else None
 
@@ -45,7 +45,7 @@ def _first(doc, *keys):
 
 def collect_rows(d: str) -> list[dict]:
     from ctdoctor.errors import InputError
-    from ctdoctor.record import bundles, not_bundles, read_incident
+    from ctdoctor.monitor.record import bundles, not_bundles, read_incident
 
     rows = []
     for name, size in bundles(d):
@@ -80,7 +80,7 @@ CSV_COLS = ["time", "netns", "trigger", "peak_fill", "top_source", "top_source_s
 def csv_cell(v) -> str:
     """A CSV cell a spreadsheet shows as text: one that starts with = + - @ (or a tab or CR) would be
     run as a formula, so it gets a leading apostrophe; control characters are replaced."""
-    from ctdoctor.textsafe import clean
+    from ctdoctor.model.textsafe import clean
 
     if v is None:
         return ""

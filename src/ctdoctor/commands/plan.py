@@ -15,8 +15,9 @@ def add_arguments(p) -> None:
 
 
 def build(args):
-    from ctdoctor import plan, snapshot
-    from ctdoctor.facts import context
+    from ctdoctor.diagnose import plan
+    from ctdoctor.diagnose.facts import context
+    from ctdoctor.sources import snapshot
 
     if args.headroom < 1:
         raise UsageError("--headroom must be >= 1")

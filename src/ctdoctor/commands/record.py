@@ -16,7 +16,7 @@ from ctdoctor.errors import UsageError
 def _size(text: str) -> int:
     import argparse
 
-    from ctdoctor.record import parse_size
+    from ctdoctor.monitor.record import parse_size
 
     try:
         v = parse_size(text)
@@ -51,8 +51,8 @@ def run(args) -> int:
         raise UsageError("--format does not apply to record (it logs one line per event)")
     import threading
 
-    from ctdoctor.export.live import parse_wanted
-    from ctdoctor.record import Recorder
+    from ctdoctor.monitor.record import Recorder
+    from ctdoctor.sources.live import parse_wanted
 
     d = args.dir
     if os.path.exists(d) and not os.path.isdir(d):
@@ -75,7 +75,7 @@ def run(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _stop)
     rec.run(stop)
-    from ctdoctor.record import log
+    from ctdoctor.monitor.record import log
 
     log(f"stopped; {rec.captured} incident(s) captured")
     return 0

@@ -22,7 +22,7 @@ def add_arguments(p) -> None:
 
 
 def modules_needed(snap) -> list[str]:
-    from ctdoctor import kernel
+    from ctdoctor.model import kernel
 
     mods = ["nf_defrag_ipv4", "nf_defrag_ipv6", "nf_conntrack"]
     if kernel.has_per_l3_modules(snap.version):
@@ -39,7 +39,7 @@ def modules_needed(snap) -> list[str]:
 
 def plan(root, snap) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
     """([(module, state)], [(key, live, persisted)]): what to load and which values to re-apply."""
-    from ctdoctor.status import settings_report
+    from ctdoctor.diagnose.status import settings_report
 
     load = []
     for m in modules_needed(snap):
@@ -54,7 +54,7 @@ def traps(snap, modules: list[str]) -> list[tuple[str, str]]:
     """(module, why) for each modprobe.d line that would stop one of these modules from loading: an
     ``install M /bin/true`` (modprobe runs that instead, and reports success) or a ``blacklist M``;
     with the sed command that disables it."""
-    from ctdoctor.checks.ct008_modprobe_install import NOOP
+    from ctdoctor.diagnose.checks.ct008_modprobe_install import NOOP
 
     out = []
     for d in snap.persisted.modprobe:
@@ -126,7 +126,7 @@ def run(args) -> int:
     from ctdoctor.commands.common import check_format
 
     check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
-    from ctdoctor import snapshot
+    from ctdoctor.sources import snapshot
     from ctdoctor.write.files import write_sysctl
 
     root = open_root(args)

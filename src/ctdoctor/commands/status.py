@@ -14,8 +14,8 @@ def add_arguments(p) -> None:
 
 
 def _doc(root, args, interval):
-    from ctdoctor import snapshot
-    from ctdoctor.status import status_report
+    from ctdoctor.diagnose.status import status_report
+    from ctdoctor.sources import snapshot
 
     snap = snapshot.build(root, getattr(args, "netns", None), interval=interval, with_rules=False)
     return status_report(snap)

@@ -47,7 +47,7 @@ def _sources(args):
         if getattr(args, "netns", None):
             raise UsageError("--file and --netns cannot be used together (a saved listing has one netns)")
         return [Source("file", "stdin" if args.file == "-" else args.file, None)], None
-    from ctdoctor import snapshot
+    from ctdoctor.sources import snapshot
 
     root = open_root(args)
     states, _ = snapshot.netns_states(root, getattr(args, "netns", None))
@@ -62,7 +62,7 @@ def tally_all(args, query, warm: bool = False, early: bool = False):
     of imports) loads in a thread while the C scanner reads (it releases the GIL; the Python one
     holds it, and forks), started after the setup, whose imports it would slow. ``early``: the
     kernel starts formatting a single live listing before the setup (see ``_early_listing``)."""
-    from ctdoctor.accel import accelerated
+    from ctdoctor.listing.accel import accelerated
 
     started = _early_listing(args) if early and accelerated() else None
     try:
@@ -92,7 +92,7 @@ def _early_listing(args):
     if args.file or getattr(args, "root", None) not in (None, "", "/") or getattr(args, "via", "auto") == "netlink":
         return None
     from ctdoctor.sources import netns as nsmod
-    from ctdoctor.top import StartedListing
+    from ctdoctor.top.tally import StartedListing
 
     ref = nsmod.named_ref(getattr(args, "netns", None))
     if ref is None:
@@ -105,7 +105,7 @@ def _early_listing(args):
 
 
 def _tally_sources(args, query, srcs, root):
-    from ctdoctor.top import SEP, Tally, tally_file, tally_stream
+    from ctdoctor.top.tally import SEP, Tally, tally_file, tally_stream
 
     combined = Tally(query)
     header = []
@@ -179,7 +179,7 @@ def _is_gzip(path):
 
 
 def build_doc(args, query, warm: bool = False, early: bool = False):
-    from ctdoctor.top import rows
+    from ctdoctor.top.tally import rows
 
     tally, header, notes = tally_all(args, query, warm, early)
     limit = args.limit if args.limit and args.limit > 0 else None
@@ -224,7 +224,7 @@ def requires(args) -> Needs:
 
 def run(args) -> int:
     fmt = check_format(args, ("text", "json", "csv"))
-    from ctdoctor.top import parse_query
+    from ctdoctor.top.tally import parse_query
 
     query = parse_query(args.by, args.state, args.proto, args.port, args.src, args.dst)
     if args.limit is not None and args.limit < 0:
@@ -267,7 +267,7 @@ def _emit(doc: dict, fmt: str, text_renderer, csv_writer) -> None:
 
 def _rate(args, query, fmt: str) -> int:
     """``--rate``: windows of NEW events, once, or rolling with ``--watch``."""
-    from ctdoctor import rate
+    from ctdoctor.monitor import rate
 
     if args.file:
         raise UsageError("--rate reads the live event stream; it cannot read a saved listing (--file)")
@@ -305,7 +305,7 @@ def _rate_watch(args, query, counters, limit) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from ctdoctor import rate
+    from ctdoctor.monitor import rate
     from ctdoctor.render.top_text import render_rate
 
     slice_s = min(args.watch, args.interval)

@@ -216,7 +216,7 @@ def own_kernel_log(inode: int, since: float) -> list[str]:
     matched by the inode the kernel prints (6.18+) and by time, never by diffing the whole log — on a
     busy host other namespaces fill and log too. On kernels that name no netns, a line without one
     can only be matched by time."""
-    from ctdoctor import kernel
+    from ctdoctor.model import kernel
     from ctdoctor.sources.kernlog import parse_kernel_log
     from ctdoctor.sources.system import parse_kernel_release
 

@@ -68,7 +68,7 @@ def _overview(order: list[dict], width: int) -> list:
     the width) and its first fix as it pastes; a check over several namespaces is one entry."""
     from rich.text import Text
 
-    from ctdoctor.fixes import Fix, lines
+    from ctdoctor.model.fixes import Fix, lines
 
     groups: dict[tuple[str, str], list[dict]] = {}
     for f in order:
@@ -111,7 +111,7 @@ def _fix_lines(f: dict, width: int) -> list:
     broken between words with \\ continuations); the ones for the host an image came from apart."""
     from rich.text import Text
 
-    from ctdoctor.fixes import Fix, lines
+    from ctdoctor.model.fixes import Fix, lines
 
     fixes = f.get("fixes")
     if fixes is None:  # a report without them (an older JSON): its lines as written

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ctdoctor import thresholds
+from ctdoctor.model import thresholds
 
 LABEL = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 

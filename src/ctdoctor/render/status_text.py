@@ -18,7 +18,7 @@ def fill_bar(fill: float | None, width: int = 20) -> str:
     if fill is None:
         return "[dim]" + "·" * width + "[/]"
     n = min(width, round(fill * width))
-    from ctdoctor.thresholds import FILL_CRITICAL, FILL_WARNING
+    from ctdoctor.model.thresholds import FILL_CRITICAL, FILL_WARNING
 
     color = "red" if fill >= FILL_CRITICAL else "yellow" if fill >= FILL_WARNING else "green"
     return f"[{color}]" + "█" * n + "[/]" + "[dim]" + "·" * (width - n) + "[/]"

@@ -74,11 +74,11 @@ class Drain:
         self.lost = False
 
     def __iter__(self):
-        from ctdoctor.accel import accelerated
+        from ctdoctor.listing.accel import accelerated
 
         try:
             if accelerated() and not self.force_python:
-                from ctdoctor._fastscan import drain_socket
+                from ctdoctor.listing._fastscan import drain_socket
 
                 while True:
                     buf, lost = drain_socket(self.sock.fileno(), 4 << 20)

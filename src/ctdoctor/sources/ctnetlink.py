@@ -231,10 +231,10 @@ def decode_messages(buf) -> tuple[list[Entry], int, bool]:
 def has_done(buf, n: int) -> bool:
     """Does buf[:n] hold the NLMSG_DONE that ends a dump? (An NLMSG_ERROR raises.) In C when built:
     the reader thread asks it of every buffer, before it reads on."""
-    from ctdoctor.accel import accelerated
+    from ctdoctor.listing.accel import accelerated
 
     if accelerated():
-        from ctdoctor._fastscan import netlink_done
+        from ctdoctor.listing._fastscan import netlink_done
 
         with memoryview(buf) as view:
             return netlink_done(view[:n])

@@ -27,7 +27,7 @@ import re
 import time as _time
 from dataclasses import dataclass
 
-from ctdoctor.kernel import BOOT, EXPECT_FULL, SUPPRESSED, TABLE_FULL, VERSION, VMALLOC
+from ctdoctor.model.kernel import BOOT, EXPECT_FULL, SUPPRESSED, TABLE_FULL, VERSION, VMALLOC
 
 _TS = re.compile(
     r"^(?:\[\s*(?P<mono>\d+\.\d+)\]\s*"                     # dmesg

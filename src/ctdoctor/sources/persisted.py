@@ -20,9 +20,9 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
+from ctdoctor.model.textsafe import clean
 from ctdoctor.sources.hostroot import HostRoot
 from ctdoctor.sources.sysctl import canonical
-from ctdoctor.textsafe import clean
 
 CONF_DIRS = ("etc", "run", "usr/local/lib", "usr/lib", "lib")
 

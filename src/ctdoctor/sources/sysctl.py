@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from ctdoctor.kernel import NF, parse_int  # noqa: F401 - re-exported for the readers
+from ctdoctor.model.kernel import NF, parse_int  # noqa: F401 - re-exported for the readers
 
 _LEGACY = {
     "net.nf_conntrack_max": NF + "nf_conntrack_max",

@@ -1,0 +1,1 @@
+"""``ctdoctor collect``: the bundle writer (a host image others can read offline)."""

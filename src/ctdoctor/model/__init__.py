@@ -1,0 +1,1 @@
+"""Shared plain types and kernel constants: what every layer may import; reads and writes nothing."""

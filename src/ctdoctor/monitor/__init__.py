@@ -1,0 +1,1 @@
+"""Watching over time: the Prometheus exporter, its HTTP server, ``record`` and ``top --rate``."""

@@ -1,0 +1,234 @@
+"""The exporter's background refresh: the doctor's findings and each netns's state mix.
+
+It reads the listings that matter over ctnetlink (C decoder, one thread, a big
+table's sources and destinations on a sample), which on a 262,144-entry table
+costs about 0.35 s of kernel time and 25 MB. It runs in its own process, the
+``Worker`` (``python -m ctdoctor.monitor.refresh --serve``, a line in, a JSON line
+out), kept between refreshes so the interpreter and imports are paid once and
+replaced when it grows: the scrapes served meanwhile never wait for it, and the
+exporter's memory stays flat over days. ``python -m ctdoctor.monitor.refresh
+[NETNS]`` runs one refresh and prints the same JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from ctdoctor.monitor.metrics import Refreshed
+
+
+def refresh(wanted: str, kernel_log: str | None = None) -> dict:
+    """Run the doctor over the live host and tally each selected netns's listing by proto and state
+    (the host's, and those holding 100 entries or more)."""
+    from ctdoctor.diagnose import doctor
+    from ctdoctor.diagnose.facts import context
+    from ctdoctor.sources import snapshot
+    from ctdoctor.sources.hostroot import HostRoot
+
+    root = HostRoot.live()
+    snap = snapshot.build(root, wanted, interval=None, kernel_log=kernel_log)
+    # the C decoder (no kernel text formatting), frugal: a big table's sources and destinations are
+    # counted on a sample, a dump is read in one thread (no hand-over between threads per 32 KB)
+    ctx = context(snap, root, live=True, prefer_netlink=True, frugal=True)
+    findings, _unknown = doctor.run_checks(ctx)
+    by_state: dict[str, list] = {}
+    listing_error: dict[str, str] = {}
+    for st in snap.namespaces:
+        if not ctx.listing_matters(st):
+            # fewer than 100 entries: no state breakdown. Every listing walks the one hash table all
+            # namespaces share (a dump of a 10-entry netns costs as much as the biggest table), so a node
+            # with hundreds of small pods pays it only for the tables that matter
+            continue
+        summ = ctx.summary(st)
+        if summ is None:
+            listing_error[st.name] = ctx.summary_missing_reason(st)
+            continue
+        by_state[st.name] = sorted([p, s, n] for (p, s), n in summ.proto_states.items())
+    return {"by_state": by_state, "listing_error": listing_error,
+            "findings": [[f.id, f.severity, f.netns or "init"] for f in findings]}
+
+
+class Worker:
+    """The refresh process, kept between refreshes: started once (interpreter and imports paid once),
+    asked for a refresh with a line on its stdin, it answers one line of JSON on its stdout. It is
+    replaced when it does not answer in time, dies, or has grown (``RECYCLE_RSS_MB``; every
+    ``RECYCLE_AFTER`` refreshes in any case), so whatever a refresh allocated goes back to the system
+    and the exporter's memory stays flat over days. A failure is reported in the result, never raised."""
+
+    RECYCLE_RSS_MB = 64.0
+    RECYCLE_AFTER = 100
+
+    def __init__(self, wanted: str, timeout: float, argv: list[str] | None = None):
+        self.wanted, self.timeout = wanted, timeout
+        self.argv = argv or [sys.executable, "-m", "ctdoctor.monitor.refresh", "--serve"]
+        self.proc: subprocess.Popen | None = None
+        self.served = 0
+        self.cpu_seconds = 0.0  # CPU the refreshes used, summed (the worker's own count)
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen:
+        argv = self.argv
+        # its stderr is dropped: every error it can name comes back in its JSON answer
+        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc, self.served = p, 0
+        return p
+
+    def stop(self) -> None:
+        """End the worker (it exits when its stdin closes; killed if it does not at once)."""
+        p, self.proc = self.proc, None
+        if p is None:
+            return
+        try:
+            if p.stdin:
+                p.stdin.close()
+            p.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            p.kill()
+            p.wait()
+        finally:
+            if p.stdout:
+                p.stdout.close()
+
+    def refresh(self, kernel_log: str | None = None) -> Refreshed:
+        """One refresh; ``kernel_log``: the conntrack lines of the kernel log as dmesg prints them (the
+        exporter's /dev/kmsg follower keeps them), so the worker runs no dmesg; None: it reads dmesg."""
+        with self._lock:
+            return self._refresh(kernel_log)
+
+    def _refresh(self, kernel_log: str | None) -> Refreshed:
+        t0 = time.time()
+        try:
+            p = self.proc if self.proc is not None and self.proc.poll() is None else self._start()
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write(json.dumps({"wanted": self.wanted, "kernel_log": kernel_log}).encode() + b"\n")
+            p.stdin.flush()
+            line = _read_line(p.stdout.fileno(), time.monotonic() + self.timeout)
+        except TimeoutError:
+            self.stop()
+            return Refreshed(duration=time.time() - t0, error=f"the refresh took longer than {self.timeout:g} s")
+        except OSError as e:
+            self.stop()
+            return Refreshed(duration=time.time() - t0, error=f"could not run the refresh: {e.strerror or e}")
+        took = time.time() - t0
+        if not line:
+            code = p.wait()
+            self.proc = None
+            how = f"signal {-code}" if code < 0 else f"exit {code}"
+            return Refreshed(duration=took, error=f"the refresh process ended ({how})")
+        self.served += 1
+        r = parse_answer(line, took)
+        self.cpu_seconds += r.cpu_seconds
+        if r.rss_mb > self.RECYCLE_RSS_MB or self.served >= self.RECYCLE_AFTER:
+            self.stop()
+        return r
+
+
+def _read_line(fd: int, deadline: float) -> bytes:
+    """One line from fd by the deadline (b"" at end of file); TimeoutError when it does not come."""
+    import select
+
+    poller = select.poll()  # not select(): the exporter holds thousands of fds (two per netns)
+    poller.register(fd, select.POLLIN)
+    got = bytearray()
+    while not got.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(left * 1000):
+            raise TimeoutError
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return bytes(got) if got.endswith(b"\n") else b""
+        got += chunk
+    return bytes(got)
+
+
+def parse_answer(line: bytes, took: float) -> Refreshed:
+    """The worker's JSON answer (or one-shot output) as a Refreshed."""
+    try:
+        doc = json.loads(line)
+        cpu, rss = float(doc.get("cpu_seconds", 0.0)), float(doc.get("rss_mb", 0.0))
+        peak = float(doc.get("peak_rss_mb", rss))
+        if doc.get("error"):
+            return Refreshed(duration=took, error=str(doc["error"])[:300], cpu_seconds=cpu, rss_mb=rss,
+                             peak_rss_mb=peak)
+        return Refreshed(at=time.time(), duration=took, ok=True,
+                         by_state={k: [(str(a), str(b), int(c)) for a, b, c in v] for k, v in doc["by_state"].items()},
+                         listing_error={str(k): str(v) for k, v in doc["listing_error"].items()},
+                         findings=[(str(a), str(b), str(c)) for a, b, c in doc["findings"]],
+                         cpu_seconds=cpu, rss_mb=rss, peak_rss_mb=peak)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        return Refreshed(duration=took, error=f"unreadable refresh output: {e}")
+
+
+def _answer(wanted: str, kernel_log: str | None = None) -> dict:
+    """One refresh as the worker answers it: the result or the error, and what it cost."""
+    import resource
+
+    from ctdoctor.errors import CtdError
+
+    before = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    try:
+        doc = refresh(wanted, kernel_log)
+    except CtdError as e:
+        doc = {"error": str(e)}
+    except Exception as e:  # the worker keeps serving; the exporter shows the reason
+        doc = {"error": f"internal error in the refresh: {type(e).__name__}: {e}"}
+    after = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    doc["cpu_seconds"] = round(sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime
+                                   for a, b in zip(after, before, strict=True)), 4)
+    doc["rss_mb"], doc["peak_rss_mb"] = _memory_mb()
+    return doc
+
+
+def _memory_mb() -> tuple[float, float]:
+    """(resident now, resident at its highest) of this process, in MB."""
+    now = peak = 0.0
+    try:
+        with open("/proc/self/status") as f:
+            for ln in f:
+                if ln.startswith(("VmRSS:", "VmHWM:")):
+                    mb = round(int(ln.split()[1]) / 1024, 1)
+                    if ln.startswith("VmRSS:"):
+                        now = mb
+                    else:
+                        peak = mb
+    except (OSError, ValueError, IndexError):
+        pass
+    return now, peak
+
+
+def serve(stdin, stdout) -> int:
+    """The worker's loop: a netns selection per line in, one JSON line out, until stdin closes."""
+    import gc
+
+    for line in stdin:
+        try:  # {"wanted": "all", "kernel_log": "..."}; a bare line is the netns selection
+            req = json.loads(line) if line.lstrip().startswith("{") else {"wanted": line.strip()}
+            wanted, klog = str(req.get("wanted") or "all"), req.get("kernel_log")
+        except (ValueError, AttributeError):
+            wanted, klog = "all", None
+        json.dump(_answer(wanted, klog if isinstance(klog, str) else None), stdout)
+        stdout.write("\n")
+        stdout.flush()
+        gc.collect()  # what this refresh built is garbage now: give it back before the next
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """``--serve``: the exporter's worker; else one refresh of ``argv[0]`` (default all) as JSON."""
+    if argv[:1] == ["--serve"]:
+        return serve(sys.stdin, sys.stdout)
+    doc = _answer(argv[0] if argv else "all")
+    json.dump(doc, sys.stdout)
+    if doc.get("error"):
+        print(f"ctdoctor refresh: {doc['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

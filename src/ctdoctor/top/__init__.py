@@ -1,0 +1,1 @@
+"""``ctdoctor top``: the query (keys, filters) and the rows it shows."""
