@@ -160,7 +160,8 @@ def _asan_runtime() -> str | None:
 @needs_accel
 @pytest.mark.skipif(_asan_runtime() is None, reason="gcc with libasan not available")
 def test_scanner_under_address_sanitizer(tmp_path):
-    """Build _fastscan with -fsanitize=address and feed it the fuzz corpus and long tokens."""
+    """Build _fastscan (every file) with -fsanitize=address and feed it the fuzz corpus and long tokens,
+    flush's selection of mutated dumps, and four threads on one table (the busy guard refuses the others)."""
     srcs = sorted(str(p) for p in (Path(topmod.__file__).parents[1] / "listing" / "fastscan").glob("*.c"))
     assert len(srcs) > 1  # every file of the split extension, as setup.py builds it
     inc = sysconfig.get_paths()["include"]
@@ -202,9 +203,28 @@ for fields in [(0,), (1, 3), (4, 5), (6, 7), (8, 9, 10), (2, 0, 1, 3)]:
             m.netlink_feed((a, c), x); m.netlink_done(x)
         except OSError:
             pass
+        try:
+            m.netlink_select(c, x, True, 1, 3)
+        except OSError:
+            pass
 for ln in data.split(b"\\n")[:3000]:
     for how in (0, 1, 2):
         m.scan_fields(ln, how)
+import threading
+t = m.Aggregator((0, 1), None, None, -1, None, None)
+refused = []
+def feed():
+    try:
+        t.feed(data)
+    except RuntimeError:
+        refused.append(1)
+    try:
+        t.top(5); t.result(); t.merge(a)
+    except RuntimeError:
+        refused.append(1)
+threads = [threading.Thread(target=feed) for _ in range(4)]
+for th in threads: th.start()
+for th in threads: th.join()
 print("ok")
 """
     env = {**os.environ, "LD_PRELOAD": _asan_runtime(), "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1"}
