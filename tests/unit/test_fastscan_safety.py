@@ -340,3 +340,40 @@ def test_two_threads_feeding_one_aggregator_one_gets_runtime_error():
             assert a.result() == ref.result() and a.top(5) == ref.top(5)  # the one finished feed, intact
             return
     pytest.fail("the two feeds never overlapped in 5 tries")
+
+
+# ---- allocation failures -------------------------------------------------------------------------
+
+
+def test_every_python_allocation_failing_in_turn_gives_memory_error_never_a_crash():
+    """CPython's test hooks fail the i-th allocation of a call, for every i: the call either raises
+    MemoryError (releasing what it made and its claim on the table) or gives the full result."""
+    testcapi = pytest.importorskip("_testcapi")
+    a, b = agg((0, 1)), agg((0, 1))
+    a.feed(TEXT)
+    a.feed_netlink(NL)
+    expected = {"top": a.top(0), "top2": a.top(2), "result": a.result(), "scan": fs().scan_fields(LINE, 2)}
+    calls: dict[str, Callable[[], object]] = {
+        "top": lambda: a.top(0), "top2": lambda: a.top(2), "result": a.result,
+        "scan": lambda: fs().scan_fields(LINE, 2), "feed": lambda: b.feed(TEXT), "merge": lambda: b.merge(a, b"x"),
+        "select": lambda: fs().netlink_select(b, NL, False, 1),
+        "init": lambda: agg((0,), (b"A",), None, -1, ((4, bytes(4), 8),))}
+    failed = dict.fromkeys(calls, 0)
+    gc.collect()
+    blocks = sys.getallocatedblocks()
+    for name, call in calls.items():
+        for i in range(200):
+            testcapi.set_nomemory(i, i + 1)
+            try:
+                r = call()
+            except MemoryError:
+                failed[name] += 1
+                continue
+            finally:
+                testcapi.remove_mem_hooks()
+            if name in expected:
+                assert r == expected[name], name
+    gc.collect()
+    assert sys.getallocatedblocks() - blocks < 4 * BLOCK_SLACK  # (b grew by the merges: a few blocks)
+    assert all(failed[n] for n in ("top", "top2", "result", "scan"))  # their objects' failures were reached
+    assert a.top(0) == expected["top"] and a.result() == expected["result"]  # no claim left behind
