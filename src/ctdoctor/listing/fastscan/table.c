@@ -20,8 +20,13 @@
 uint64_t fs_seed;
 
 /* A random seed per process: getrandom(), else /dev/urandom, else the clock and the pid (better
-   than a constant an attacker can read in the source). Called once, at module init. */
+   than a constant an attacker can read in the source). Set once: a second module init (a
+   sub-interpreter) must not change it under the tables that exist, whose records keep their hash.
+   A forked child keeps it, so tables made before and after the fork still merge. */
 int fs_seed_init(void) {
+    static int seeded;
+    if (seeded) return 0;
+    seeded = 1;
     uint64_t s = 0;
     ssize_t n;
     do n = getrandom(&s, sizeof s, GRND_NONBLOCK); while (n < 0 && errno == EINTR);
