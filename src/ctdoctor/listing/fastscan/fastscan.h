@@ -28,6 +28,13 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The files call each other's functions once per line or entry: hidden, those calls are direct
+   (a default-visibility symbol of a shared object is called through the PLT, since another
+   library could interpose it). Only PyInit__fastscan is exported (PyMODINIT_FUNC says so). */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
 enum { F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC, F_RDST, F_L3, NFIELDS };
 
 typedef struct { const char *p; Py_ssize_t n; } span;
@@ -120,6 +127,18 @@ static inline int number(span s, int maxd, unsigned long long limit, unsigned lo
     return 0;
 }
 
+/* The label an entry is counted under: its state, else the flag that stands for one. */
+static inline span label_of(const entry *e) {
+    span s;
+    if (e->state.n) return e->state;
+    if (e->hw_offload) { s.p = "HW_OFFLOAD"; s.n = 10; }
+    else if (e->offload) { s.p = "OFFLOAD"; s.n = 7; }
+    else if (e->unreplied) { s.p = "UNREPLIED"; s.n = 9; }
+    else if (e->assured) { s.p = "ASSURED"; s.n = 7; }
+    else { s.p = "REPLIED"; s.n = 7; }
+    return s;
+}
+
 /* ---- hashing: inline, it is on every entry's path ----------------------------------------------- */
 
 /* The per-process random seed (table.c; set once at module init, read-only after). Without it a
@@ -161,7 +180,6 @@ int parse_line(const char *p, const char *end, entry *e);   /* the general rules
 int parse_canon(const char *p, const char *end, entry *e);  /* the canonical shape; 0 or -1 */
 int read_line(const char *s, const char *te, entry *e);     /* as feed reads a line */
 size_t ntop6(const unsigned char *src, char *out);         /* RFC 5952 text; out: 48 bytes */
-span label_of(const entry *e);                              /* the state, or the flag standing in */
 
 /* ---- table.c: the records ----------------------------------------------------------------------- */
 
@@ -203,5 +221,9 @@ int nl_scan_done(const unsigned char *p, Py_ssize_t n, int *err);  /* NLMSG_DONE
 /* ---- top.c -------------------------------------------------------------------------------------- */
 
 PyObject *top_rows(Aggregator *a, Py_ssize_t limit);
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 #endif

@@ -509,18 +509,6 @@ int read_line(const char *s, const char *te, entry *e) {
     return parse_line(s, te, e);
 }
 
-/* The label an entry is counted under: its state, else the flag that stands for one. */
-span label_of(const entry *e) {
-    span s;
-    if (e->state.n) return e->state;
-    if (e->hw_offload) { s.p = "HW_OFFLOAD"; s.n = 10; }
-    else if (e->offload) { s.p = "OFFLOAD"; s.n = 7; }
-    else if (e->unreplied) { s.p = "UNREPLIED"; s.n = 9; }
-    else if (e->assured) { s.p = "ASSURED"; s.n = 7; }
-    else { s.p = "REPLIED"; s.n = 7; }
-    return s;
-}
-
 /* inet_ntop(AF_INET6) as glibc prints it (RFC 5952: the longest run of two or more zero words,
    the first of equals, as "::"; ::a.b.c.d and ::ffff:a.b.c.d in dotted form), without the
    sprintf per word that made it the dearest part of an IPv6 key. out: at least 46 bytes. */
