@@ -96,6 +96,12 @@ typedef struct {
     int busy;           /* a call works on the table without the GIL: set and cleared under it */
 } Aggregator;
 
+/* A record's sums (all 0 when no entry had counters: the array is made on the first one). */
+static inline const sums *sums_of(const Aggregator *a, size_t i) {
+    static const sums none = {0, 0, 0, 0};
+    return a->sums ? &a->sums[i] : &none;
+}
+
 #define PROTO_MAX 32
 #define STATE_MAX 32
 #define U64MAX 18446744073709551615ULL
@@ -185,7 +191,6 @@ size_t ntop6(const unsigned char *src, char *out);         /* RFC 5952 text; out
 
 int add_counts(Aggregator *a, const char *kl, size_t klen, size_t llen, uint64_t h, long long cnt,
                unsigned long long opk, unsigned long long ob, unsigned long long rpk, unsigned long long rb);
-const sums *sums_of(const Aggregator *a, size_t i);
 void table_free(Aggregator *a);
 
 /* ---- aggregate.c: entries into tables ----------------------------------------------------------- */

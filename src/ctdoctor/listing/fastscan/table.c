@@ -132,11 +132,6 @@ static int need_sums(Aggregator *a) {
     return a->sums ? 0 : -1;
 }
 
-static const sums NO_SUMS = {0, 0, 0, 0};
-
-const sums *sums_of(const Aggregator *a, size_t i) {
-    return a->sums ? &a->sums[i] : &NO_SUMS;
-}
 
 /* Add counts under (key, label); kl is key then label, contiguous, h their hash (key_hash).
    0, or -1 on no memory. */

@@ -20,7 +20,7 @@ typedef struct {
 } order_ctx;
 
 /* < 0 when group g comes before group h: more entries first, then the smaller key bytes. */
-static int cmp_group(const order_ctx *o, uint32_t g, uint32_t h) {
+static inline int cmp_group(const order_ctx *o, uint32_t g, uint32_t h) {
     if (o->count[g] != o->count[h]) return o->count[g] > o->count[h] ? -1 : 1;
     const slot *a = &o->a->slots[o->first[g]], *b = &o->a->slots[o->first[h]];
     size_t n = a->klen < b->klen ? a->klen : b->klen;
