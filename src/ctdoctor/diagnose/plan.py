@@ -201,9 +201,5 @@ def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) ->
 
 def pick_max(ctx: Context) -> int:
     """The max ``plan`` picks (default headroom, no budget): what the doctor's fixes name, so the
-    doctor, ``plan`` and ``apply --from-plan`` agree. Computed once per context."""
-    got = getattr(ctx, "_plan_pick", None)
-    if got is None:
-        got = make_plan(ctx)["pick"]["max"]
-        ctx._plan_pick = got  # type: ignore[attr-defined]
-    return got
+    doctor, ``plan`` and ``apply --from-plan`` agree."""
+    return int(make_plan(ctx)["pick"]["max"])

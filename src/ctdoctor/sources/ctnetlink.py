@@ -278,11 +278,10 @@ class DumpSource:
         self.close()
 
 
-def listing_source(state):
-    """(source, label, tailed) over a ctnetlink dump of the netns of ``state`` (a live NetnsState)."""
+def listing_source(ref):
+    """(source, label, tailed) over a ctnetlink dump of the live netns ``ref`` (a pinned NetnsRef)."""
     from ctdoctor.sources import netns as nsmod
 
-    ref = state.view.ref
     try:
         if nsmod.is_current(ref):
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)

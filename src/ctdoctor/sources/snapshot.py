@@ -13,11 +13,14 @@ import contextlib
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ctdoctor.errors import Failure, InputError
 from ctdoctor.model import kernel
+from ctdoctor.model.kernel import NF, canonical, parse_int
+from ctdoctor.model.snapshot import NetnsState, Snapshot
 from ctdoctor.model.textsafe import clean
 from ctdoctor.sources import modules as modmod
 from ctdoctor.sources import netns as nsmod
@@ -32,9 +35,9 @@ from ctdoctor.sources.firewall import (
 )
 from ctdoctor.sources.hostroot import BUNDLE, LIVE, SOSREPORT, Captured, HostRoot, mangle_command, run_command
 from ctdoctor.sources.kernlog import KernelLogEvent, assign_boots, dedupe, parse_kernel_log, rotated_logs
-from ctdoctor.sources.persisted import Persisted, read_persisted
+from ctdoctor.sources.persisted import read_persisted
 from ctdoctor.sources.stats import CpuStats, StatsParseError, parse_conntrack_S, parse_proc_stat
-from ctdoctor.sources.sysctl import NF, canonical, parse_int, parse_sysctl_a
+from ctdoctor.sources.sysctl import parse_sysctl_a
 from ctdoctor.sources.system import (
     conntrack_slab,
     count_cpus,
@@ -341,86 +344,27 @@ class ImageNetnsView(NetnsView):
 
 
 @dataclass
-class NetnsState:
-    name: str
-    inode: int | None
-    owner: str = ""
-    count: int | None = None
-    max: int | None = None
-    buckets: int | None = None
-    settings: dict[str, str] = field(default_factory=dict)  # net.netfilter.* in this netns
-    stats: CpuStats | None = None
-    stats_later: CpuStats | None = None  # second sample, for rates
-    interval: float | None = None  # seconds between the two samples
-    rules: RulesSummary = field(default_factory=RulesSummary)
-    sources: dict[str, str] = field(default_factory=dict)
+class ReadNetns(NetnsState):
+    """A NetnsState as it is read: with the view that reads more of it (its listing, a second counter
+    sample). Checks never see one: ``Snapshot.plain()`` leaves the view behind."""
+
     view: NetnsView | None = None
-    pod: podmod.Pod | None = None  # the Kubernetes pod that holds it, when one does
 
     @property
-    def label(self) -> str:
-        """How reports name it: ``cni-5f3c (kube-system/coredns-5d78c)``, or just the name."""
-        return f"{self.name} ({self.pod.label})" if self.pod else self.name
+    def ref(self) -> nsmod.NetnsRef | None:
+        """The pinned live netns (None in an image)."""
+        return self.view.ref if isinstance(self.view, LiveNetnsView) else None
 
-    @property
-    def fill(self) -> float | None:
-        if self.count is None or not self.max:
-            return None
-        return self.count / self.max
-
-    def rates(self) -> dict[str, float] | None:
-        if not self.stats or not self.stats_later or not self.interval:
-            return None
-        a, b = self.stats.sums, self.stats_later.sums
-        return {k: round(max(b.get(k, 0) - v, 0) / self.interval, 3) for k, v in a.items()}
-
-    def open_entries(self):
+    def open_entries(self) -> tuple[BinaryIO, str, bool] | None:
         return self.view.open_listing() if self.view else None
 
 
-@dataclass
-class Snapshot:
-    source: str  # live | bundle | sosreport
-    root_label: str
-    hostname: str = ""
-    release: str = ""
-    version: tuple[int, int, int] | None = None
-    cpus: int | None = None
-    mem_total: int | None = None
-    entry_size: int | None = None  # slab objsize of nf_conntrack
-    entry_size_source: str = ""
-    settings: dict[str, str] = field(default_factory=dict)  # init netns, all net.netfilter + aliases
-    namespaces: list[NetnsState] = field(default_factory=list)
-    modules: dict[str, modmod.ModuleInfo] = field(default_factory=dict)
-    modules_source: str = ""
-    module_support: bool | None = None  # False: the kernel cannot load modules (no /proc/modules)
-    persisted: Persisted = field(default_factory=Persisted)
-    kernel_log: list[KernelLogEvent] = field(default_factory=list)
-    kernel_log_sources: list[str] = field(default_factory=list)
-    sources: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # what could not be read, and why
-    taken_at: float = field(default_factory=time.time)
-    captured_at: float | None = None  # when the host was read: now live, meta.json's "created", sos's `date`
-    captured_at_source: str = ""
-    boot_time: float | None = None  # when the host's current boot started (same clock as captured_at)
-    incomplete: list[str] = field(default_factory=list)  # sos plugins that timed out: their data is partial
-    sysctl_keys: set[str] | None = None  # every conntrack sysctl key the kernel has (None: no full list)
-    vanished: list[str] = field(default_factory=list)  # namespaces that went away while they were read
-    first_sample_at: float = 0.0  # time.monotonic() when the counters were first read (live)
+def view_of(st: NetnsState) -> NetnsView | None:
+    return st.view if isinstance(st, ReadNetns) else None
 
-    def kernel_has_key(self, raw: str) -> bool | None:
-        """Whether the running kernel has this sysctl key: from the captured key list, else from the
-        kernel version for the ``ip_conntrack`` compatibility names (gone with the l3proto code in
-        4.19); None when nothing tells."""
-        if self.sysctl_keys is not None:
-            return raw in self.sysctl_keys
-        if raw.startswith("net.ipv4.netfilter.ip_conntrack_") and self.version is not None:
-            return self.version < (4, 19, 0)
-        return None
 
-    @property
-    def init(self) -> NetnsState | None:
-        return self.namespaces[0] if self.namespaces and self.namespaces[0].name == nsmod.INIT else None
+def ref_of(st: NetnsState) -> nsmod.NetnsRef | None:
+    return st.ref if isinstance(st, ReadNetns) else None
 
 
 # ---- building ---------------------------------------------------------------------
@@ -557,7 +501,7 @@ def _load_meta(root: HostRoot) -> dict | None:
 
 def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
                with_rules: bool = True) -> NetnsState:
-    st = NetnsState(view.name, inode, owner, view=view, pod=view.pod)
+    st = ReadNetns(view.name, inode, owner, view=view, pod=view.pod)
     want_nft = with_rules and isinstance(view, LiveNetnsView) and _nftlib_loaded()
     view.prefetch([STAT, LEGACY_STAT] + ([NFT_RULESET] if want_nft else []), [NF_DIR])
     # Settings: the /proc/sys tree when present, else `sysctl -a` output.
@@ -643,16 +587,17 @@ def _sample_again(states: list[NetnsState], interval: float, since: float | None
         interval = max(interval, time.monotonic() - since)
 
     def one(st: NetnsState) -> None:
-        if st.stats is None or st.view is None:
+        view = view_of(st)
+        if st.stats is None or view is None:
             return
         try:
-            later = st.view.sample_stats()
+            later = view.sample_stats()
         except Failure:  # went away since: drop_vanished leaves it out
             return
         if later is not None:
             st.stats_later, st.interval = later, interval
 
-    live = [st for st in states if isinstance(st.view, LiveNetnsView)]
+    live = [st for st in states if isinstance(view_of(st), LiveNetnsView)]
     _each(one, live)
 
 
@@ -761,7 +706,7 @@ def _not_before_birth(events: list[KernelLogEvent], root: HostRoot, snap: Snapsh
             return events
         boot = live_boot
         for st in snap.namespaces:
-            ref = getattr(st.view, "ref", None)
+            ref = ref_of(st)
             if st.inode and ref is not None and not ref.is_init:
                 try:
                     births[st.inode] = (os.stat(ref.path).st_ctime, st.name)
@@ -1038,7 +983,7 @@ def drop_vanished(snap: Snapshot) -> list[str]:
     were found: a pod deleted mid-run is not a finding and not an error. Returns their names."""
     gone = []
     for st in list(snap.namespaces):
-        ref = getattr(st.view, "ref", None)
+        ref = ref_of(st)
         if ref is not None and nsmod.gone(ref):
             snap.namespaces.remove(st)
             gone.append(st.name)

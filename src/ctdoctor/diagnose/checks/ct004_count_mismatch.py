@@ -42,7 +42,9 @@ How to fix
     only if nothing needs conntrack events.
 """
 
-from ctdoctor.diagnose.checks.base import WARNING, Finding, Unknown, ev
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import WARNING, Context, Finding, ListingSummary, Needs, NetnsState, Unknown, ev
 from ctdoctor.model import kernel
 
 CODE = "CT004"
@@ -72,7 +74,38 @@ def gc_backlog(ctx, st, states: dict[str, int]) -> int:
     return int(total)
 
 
-def run(ctx):
+def needs(ctx: Context) -> Needs:
+    """The listing of every netns with a count of 100 or more."""
+    return Needs(listings={st.name for st in ctx.namespaces if st.count is not None and st.count >= 100})
+
+
+def needs_after(ctx: Context) -> Needs:
+    """The event listeners of each live netns with a gap to report (its evidence names them)."""
+    if not ctx.live:
+        return Needs()
+    out = Needs()
+    for st in ctx.namespaces:
+        s = ctx.summary(st) if st.count is not None and st.count >= 100 else None
+        if s is not None and not s.sample and s.families == "all" and _gap(ctx, st, s) is not None:
+            out.listeners.add(st.name)
+    return out
+
+
+def _gap(ctx: Context, st: NetnsState, s: ListingSummary) -> tuple[int, int, int] | None:
+    """(count, gap, allowance) when the count is that far above the listing, else None."""
+    count = s.count_after if s.count_after is not None else (st.count or 0)
+    gap = count - s.listed
+    if s.count_after is not None:
+        # entries born while the table was read
+        allowance = int((st.rates() or {}).get("insert", 0) * (s.read_seconds or 0))
+    else:
+        allowance = gc_backlog(ctx, st, s.states)
+    if gap < max(100, 0.05 * count) + allowance:
+        return None
+    return count, gap, allowance
+
+
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     for st in ctx.namespaces:
         if st.count is None or st.count < 100:
             continue  # a gap of 100 or more needs a count of 100 or more
@@ -89,15 +122,10 @@ def run(ctx):
                                 "(conntrack -L without -f before conntrack-tools 1.4.7); the count covers every "
                                 "family", st.name)
             continue
-        count = s.count_after if s.count_after is not None else st.count
-        gap = count - s.listed
-        if s.count_after is not None:
-            # entries born while the table was read
-            allowance = int((st.rates() or {}).get("insert", 0) * (s.read_seconds or 0))
-        else:
-            allowance = gc_backlog(ctx, st, s.states)
-        if gap < max(100, 0.05 * count) + allowance:
+        got = _gap(ctx, st, s)
+        if got is None:
             continue
+        count, gap, allowance = got
         yield _finding(ctx, st, s, count, gap, allowance)
 
 

@@ -38,6 +38,7 @@ How to fix
 """
 
 from ctdoctor.diagnose.checks.base import INFO, WARNING, Finding
+from ctdoctor.model.drift import settings_report
 from ctdoctor.model.kernel import NF, parse_int
 
 # What kube-proxy sets at run time (pkg/proxy/conntrack): not a lost setting when seen live.
@@ -56,8 +57,6 @@ TITLE = "settings drift: live value differs from the persisted one"
 
 
 def run(ctx):
-    from ctdoctor.diagnose.status import settings_report
-
     drift = settings_report(ctx.snap)["drift"]
     if not drift:
         return

@@ -23,6 +23,7 @@ How to fix
 """
 
 from ctdoctor.diagnose.checks.base import CRITICAL, INFO, WARNING, Finding
+from ctdoctor.model.drift import settings_report
 from ctdoctor.model.kernel import NF
 
 CODE = "CT007"
@@ -30,8 +31,6 @@ TITLE = "unload hazard: firewall service unloads conntrack without re-applying s
 
 
 def run(ctx):
-    from ctdoctor.diagnose.status import settings_report
-
     cfgs = ctx.snap.persisted.iptables_config
     drift_max = any(d["key"].endswith("nf_conntrack_max") for d in settings_report(ctx.snap)["drift"])
     builtin = ctx.builtin_tracker()

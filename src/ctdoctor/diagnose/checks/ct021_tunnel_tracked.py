@@ -23,14 +23,20 @@ How to fix
     protocol gre notrack`` (and output).
 """
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Finding, ev
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Finding, Needs, ev
 
 CODE = "CT021"
 TITLE = "tunnel traffic (VXLAN, Geneve, GRE) is tracked"
 PORTS = {"vxlan": 4789, "geneve": 6081, "vxlan-8472": 8472}
 
 
-def run(ctx):
+def needs(ctx: Context) -> Needs:
+    return Needs(listings={st.name for st in ctx.namespaces if ctx.listing_matters(st)})
+
+
+def run(ctx: Context) -> Iterator[Finding]:
     for st in ctx.namespaces:
         s = ctx.summary(st) if ctx.listing_matters(st) else None
         if s is None or not s.tunnels:
