@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ctdoctor.diagnose.checks.base import Context
+from ctdoctor.diagnose.checks.base import Context, NetnsState, Snapshot
 from ctdoctor.errors import UsageError
 from ctdoctor.model import kernel
 
@@ -114,12 +114,12 @@ AT_LIMIT = 0.95
 GC_PERIOD = 60
 
 
-def _persisted_max(snap) -> int | None:
+def _persisted_max(snap: Snapshot) -> int | None:
     p = snap.persisted.sysctl.get("net.netfilter.nf_conntrack_max") if snap.persisted else None
     return int(p.value) if p is not None and p.value.isdigit() else None
 
 
-def _long_lived(ctx: Context, st) -> int | None:
+def _long_lived(ctx: Context, st: NetnsState) -> int | None:
     """Entries that are not on their way out (everything but TIME_WAIT and CLOSE) in this netns."""
     s = ctx.summary(st) if ctx.listing_matters(st) else None
     if s is None:
@@ -127,7 +127,7 @@ def _long_lived(ctx: Context, st) -> int | None:
     return s.listed - s.states.get("TIME_WAIT", 0) - s.states.get("CLOSE", 0)
 
 
-def _flow_rate(ctx: Context, st) -> tuple[float | None, str | None]:
+def _flow_rate(ctx: Context, st: NetnsState | None) -> tuple[float | None, str | None]:
     """New flows per second in this netns: the insert counter's rate, else TIME_WAIT entries / their timeout."""
     if st is None:
         return None, None
@@ -162,7 +162,7 @@ def _timeouts(ctx: Context) -> list[dict[str, Any]]:
     return timeouts
 
 
-def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) -> dict:
+def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) -> dict[str, Any]:
     snap = ctx.snap
     ram, cpus, ver = snap.mem_total, snap.cpus, snap.version
     size, estimated = ctx.entry_size()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ctdoctor.model.drift import settings_report
+from ctdoctor.model.pods import Pod
 from ctdoctor.sources.snapshot import Snapshot, entry_memory
 
 __all__ = ["SCHEMA", "pod_dict", "settings_report", "status_report"]
@@ -12,13 +15,13 @@ STAT_KEYS = ("drop", "insert_failed", "early_drop", "invalid", "found", "insert"
              "chainlength", "search_restart", "icmp_error", "expect_new", "expect_create", "expect_delete")
 
 
-def pod_dict(pod) -> dict | None:
+def pod_dict(pod: Pod | None) -> dict[str, str] | None:
     """A pod as JSON: namespace, name, uid, container (None off Kubernetes)."""
     return None if pod is None else {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid,
                                      "container": pod.container}
 
 
-def status_report(snap: Snapshot) -> dict:
+def status_report(snap: Snapshot) -> dict[str, Any]:
     nss = []
     for st in snap.namespaces:
         sums = st.stats.sums if st.stats else {}

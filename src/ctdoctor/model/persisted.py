@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -39,7 +40,7 @@ class Persisted:
     iptables_config: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> {KEY: value}
     no_effect: list[SysctlSetting] = field(default_factory=list)
 
-    def drop_keys_the_kernel_lacks(self, has_key) -> None:
+    def drop_keys_the_kernel_lacks(self, has_key: Callable[[str], bool | None]) -> None:
         """Move settings whose raw key the running kernel lacks (``has_key(raw) is False``) to
         ``no_effect`` and recompute the effective values without them."""
         keep, self.no_effect = [], []

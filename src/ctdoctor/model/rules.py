@@ -61,7 +61,7 @@ class RulesSummary:
     def seen(self) -> bool:
         return bool(self.sources)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "sources": self.sources,
             "nat": len(self.nat) + len(self.nat_chains),

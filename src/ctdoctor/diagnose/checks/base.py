@@ -46,11 +46,11 @@ class Finding:
     title: str
     summary: str
     netns: str | None = None
-    evidence: dict = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
     explanation: str = ""
     fix: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "severity": self.severity, "title": self.title, "netns": self.netns,
                 "summary": self.summary, "evidence": self.evidence, "explanation": self.explanation,
                 "fix": self.fix}
@@ -64,7 +64,7 @@ class Unknown:
     reason: str
     netns: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "netns": self.netns, "reason": self.reason}
 
 
@@ -75,7 +75,7 @@ class Evidence(TypedDict, total=False):
     source: str
 
 
-def ev(value, source: str | None = None) -> Evidence:
+def ev(value: Any, source: str | None = None) -> Evidence:
     """An evidence item: the value and the file it came from."""
     return {"value": value, "source": source} if source else {"value": value}
 
@@ -300,7 +300,7 @@ def fmt_pct(x: float | None) -> str:
     return "?" if x is None else f"{x * 100:.1f}%"
 
 
-def sysctl_fix(key_short: str, value) -> str:
+def sysctl_fix(key_short: str, value: object) -> str:
     return f"sysctl -w net.netfilter.{key_short}={value}"
 
 

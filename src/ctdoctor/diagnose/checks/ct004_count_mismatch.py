@@ -62,7 +62,7 @@ STATE_TIMEOUT = {
 GC_PERIOD_MAX = 61.0  # seconds: the slowest full pass measured (long-lived entries elsewhere on the host)
 
 
-def gc_backlog(ctx, st, states: dict[str, int]) -> int:
+def gc_backlog(ctx: Context, st: NetnsState, states: dict[str, int]) -> int:
     """Expired entries the garbage collector may not have reached yet: each short-lived state's entries
     expire at n / T per second and wait up to half a period, so at most n × (P/2) / T of them."""
     total = 0.0
@@ -129,7 +129,7 @@ def run(ctx: Context) -> Iterator[Finding | Unknown]:
         yield _finding(ctx, st, s, count, gap, allowance)
 
 
-def _finding(ctx, st, s, count: int, gap: int, allowance: int) -> Finding:
+def _finding(ctx: Context, st: NetnsState, s: ListingSummary, count: int, gap: int, allowance: int) -> Finding:
     old = kernel.has_unconfirmed_list(ctx.version)
     where = ("the per-CPU unconfirmed list (packets in flight or held in an NFQUEUE) or the per-CPU dying list "
              "(undelivered destroy events)") if old else \
@@ -143,9 +143,7 @@ def _finding(ctx, st, s, count: int, gap: int, allowance: int) -> Finding:
         CODE, WARNING, TITLE, netns=st.name,
         summary=f"netns {st.label}: count {count}, but {s.listed} entries listed ({gap} not in the hash)"
                 + (f"; conntrack event listener {who}" if who else ""),
-        evidence={"count": ev(count, st.sources.get("count") + (" (read after the listing)"
-                                                               if s.count_after is not None else "")
-                             if st.sources.get("count") else None),
+        evidence={"count": ev(count, _count_source(st, s)),
                   "count_before_listing": st.count, "listed": ev(s.listed, s.source),
                   "gap": gap, "gc_allowance": allowance, "kernel": ctx.snap.release,
                   "events": ctx.setting("nf_conntrack_events", st), "event_listeners": listeners[:10]},
@@ -158,3 +156,10 @@ def _finding(ctx, st, s, count: int, gap: int, allowance: int) -> Finding:
         fix=["ss -f netlink -p   # find the event listener that stopped reading (conntrackd?)",
              "cat /proc/net/netfilter/nfnetlink_queue   # queues and their readers, if NFQUEUE is used"],
     )
+
+
+def _count_source(st: NetnsState, s: ListingSummary) -> str | None:
+    src = st.sources.get("count")
+    if not src:
+        return None
+    return src + (" (read after the listing)" if s.count_after is not None else "")

@@ -21,7 +21,9 @@ How to fix
     then ``sysctl --system``, then reload the firewall.
 """
 
-from ctdoctor.diagnose.checks.base import CRITICAL, Finding, Unknown
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import CRITICAL, Context, Finding, Unknown
 from ctdoctor.diagnose.checks.ct008_modprobe_install import NOOP
 from ctdoctor.model import kernel
 from ctdoctor.model.modules import ModuleState
@@ -30,7 +32,7 @@ CODE = "CT005"
 TITLE = "NAT rules without conntrack or NAT in the kernel: NAT silently broken"
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     rules = ctx.snap.namespaces[0].rules if ctx.snap.namespaces else None
     nat = (rules.nat + rules.nat_chains) if rules else []
     partial = ctx.rules_partial()

@@ -22,7 +22,9 @@ How to fix
     installs covers every other way the module gets reloaded.
 """
 
-from ctdoctor.diagnose.checks.base import CRITICAL, INFO, WARNING, Finding
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import CRITICAL, INFO, WARNING, Context, Finding
 from ctdoctor.model.drift import settings_report
 from ctdoctor.model.kernel import NF
 
@@ -30,7 +32,7 @@ CODE = "CT007"
 TITLE = "unload hazard: firewall service unloads conntrack without re-applying sysctls"
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding]:
     cfgs = ctx.snap.persisted.iptables_config
     drift_max = any(d["key"].endswith("nf_conntrack_max") for d in settings_report(ctx.snap)["drift"])
     builtin = ctx.builtin_tracker()

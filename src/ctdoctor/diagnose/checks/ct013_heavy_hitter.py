@@ -20,7 +20,16 @@ How to fix
 
 from collections.abc import Iterator
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Finding, Needs, Unknown, ev
+from ctdoctor.diagnose.checks.base import (
+    INFO,
+    WARNING,
+    Context,
+    Finding,
+    ListingSummary,
+    Needs,
+    Unknown,
+    ev,
+)
 
 CODE = "CT013"
 TITLE = "one source, destination or port holds a large share of the table"
@@ -73,7 +82,7 @@ def run(ctx: Context) -> Iterator[Finding | Unknown]:
             )
 
 
-def _proto_of(s) -> str:
+def _proto_of(s: ListingSummary) -> str:
     """The protocol of the table's traffic, for a NOTRACK suggestion: tcp or udp when nine entries in ten
     are of it, else both."""
     listed = sum(s.protos.values()) or 1

@@ -18,14 +18,16 @@ How to fix
     reloads.
 """
 
-from ctdoctor.diagnose.checks.base import INFO, Finding, Unknown
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import INFO, Context, Finding, Unknown
 from ctdoctor.model.modules import ModuleState
 
 CODE = "CT015"
 TITLE = "who holds nf_conntrack"
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     m = ctx.snap.modules.get(ctx.tracker_module())
     if m is None or m.state == ModuleState.UNKNOWN:
         yield Unknown(CODE, "not enough data: no module information")

@@ -25,7 +25,7 @@ How to fix
 
 from collections.abc import Iterator
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Finding, Needs, ev
+from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Evidence, Finding, Needs, NetnsState, ev
 
 CODE = "CT021"
 TITLE = "tunnel traffic (VXLAN, Geneve, GRE) is tracked"
@@ -50,7 +50,7 @@ def run(ctx: Context) -> Iterator[Finding]:
             yield _finding(ctx, init, ovs[0], None, ovs[1])
 
 
-def _finding(ctx, st, tunnels: dict, listed, source: str) -> Finding:
+def _finding(ctx: Context, st: NetnsState, tunnels: dict[str, int], listed: Evidence | None, source: str) -> Finding:
     n = sum(tunnels.values())
     what = ", ".join(f"{k} {v}" for k, v in sorted(tunnels.items(), key=lambda kv: -kv[1]))
     fixes = [f"ctdoctor notrack --port {PORTS[k]} --proto udp" for k in tunnels if k in PORTS]
