@@ -19,10 +19,10 @@ from ctdoctor.model.persisted import Persisted
 from ctdoctor.model.snapshot import Listener, ListingSummary, NetnsState
 from ctdoctor.sources import ctnetlink
 from ctdoctor.sources.hostroot import HostRoot
-from ctdoctor.sources.snapshot import ref_of, view_of
+from ctdoctor.sources.snapshot import Listing, ref_of, view_of
 
 # The listing's tally (the aggregator and its query). It moves to listing/ (issue 21): retarget this line.
-from ctdoctor.top.tally import parse_query, rows, tally_stream_multi
+from ctdoctor.top.tally import Query, Tally, parse_query, rows, tally_stream_multi
 
 TUNNEL_PORTS = {"vxlan": 4789, "geneve": 6081, "vxlan-8472": 8472}
 
@@ -37,7 +37,7 @@ KEYS = ("state", "proto", "src", "dst", "dport")
 EXPECTED = (OSError, CtdError)
 
 
-def open_listing(st: NetnsState, live: bool, prefer_netlink: bool):
+def open_listing(st: NetnsState, live: bool, prefer_netlink: bool) -> Listing | None:
     """(stream, label, tailed) of this netns's entry listing, or None when there is none: live over
     ctnetlink first when ``prefer_netlink``, then /proc or the saved listing, then ctnetlink."""
     ref = ref_of(st) if live else None
@@ -115,7 +115,7 @@ def listing_summary(st: NetnsState, notes: list[str], live: bool = False, prefer
     return result
 
 
-def _summary(ts, qs, label: str, sample: bool) -> ListingSummary:
+def _summary(ts: list[Tally], qs: list[Query], label: str, sample: bool) -> ListingSummary:
     """The tallies of one listing (one per key of KEYS) as a ListingSummary."""
     # tunnel endpoints (VXLAN, Geneve, flannel's VXLAN) by destination port, from the dport groups
     _, dports = rows(ts[4], qs[4], 0)

@@ -13,30 +13,36 @@ import contextlib
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, TypeVar
 
 from ctdoctor.errors import Failure, InputError
 from ctdoctor.model import kernel
+from ctdoctor.model import modules as modmod
 from ctdoctor.model.kernel import NF, canonical, parse_int
+from ctdoctor.model.kernlog import KernelLogEvent
+from ctdoctor.model.modules import ModuleInfo
+from ctdoctor.model.pods import Pod
+from ctdoctor.model.rules import RulesSummary
 from ctdoctor.model.snapshot import NetnsState, Snapshot
+from ctdoctor.model.stats import CpuStats
 from ctdoctor.model.textsafe import clean
-from ctdoctor.sources import modules as modmod
+from ctdoctor.sources import modules as modules_reader
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources import pods as podmod
 from ctdoctor.sources.firewall import (
     RulesParseError,
-    RulesSummary,
     parse_iptables_list,
     parse_iptables_save,
     parse_nft_json,
     parse_nft_text,
 )
 from ctdoctor.sources.hostroot import BUNDLE, LIVE, SOSREPORT, Captured, HostRoot, mangle_command, run_command
-from ctdoctor.sources.kernlog import KernelLogEvent, assign_boots, dedupe, parse_kernel_log, rotated_logs
+from ctdoctor.sources.kernlog import assign_boots, dedupe, parse_kernel_log, rotated_logs
 from ctdoctor.sources.persisted import read_persisted
-from ctdoctor.sources.stats import CpuStats, StatsParseError, parse_conntrack_S, parse_proc_stat
+from ctdoctor.sources.stats import StatsParseError, parse_conntrack_S, parse_proc_stat
 from ctdoctor.sources.sysctl import parse_sysctl_a
 from ctdoctor.sources.system import (
     conntrack_slab,
@@ -60,6 +66,12 @@ META = "ctdoctor/meta.json"
 FOOTER = re.compile(r"conntrack v(\d+)\.(\d+)\.(\d+) \(conntrack-tools\): (\d+) flow entries have been shown")
 
 
+# (stream, source, tailed): an entry listing opened for reading; ``tailed``: sos kept only its tail
+Listing = tuple[Any, str, bool]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
 # ---- views: one per kind of root ------------------------------------------------
 
 
@@ -67,7 +79,7 @@ class NetnsView:
     """Reads one netns's files and command outputs."""
 
     name: str
-    pod: podmod.Pod | None = None
+    pod: Pod | None = None
 
     def read_many(self, rels: list[str]) -> dict[str, tuple[str, str]]:
         """{rel: (text, source)} for those that exist."""
@@ -79,7 +91,7 @@ class NetnsView:
     def capture(self, plugin: str, cmd: str) -> Captured | None:
         raise NotImplementedError
 
-    def open_listing(self):
+    def open_listing(self) -> Listing | None:
         """(binary stream, source, tailed) of the entry listing, or None."""
         raise NotImplementedError
 
@@ -120,7 +132,7 @@ _SYSCTL_LOCK = threading.Lock()
 _NO_LOCK = contextlib.nullcontext()
 
 
-def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict, dict]:
+def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Runs inside the target netns (forked child): read files and list dirs (and, for NFT_RULESET,
     the nft ruleset through libnftables: no exec)."""
     import os
@@ -128,7 +140,8 @@ def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict, dict]:
     def here(rel: str) -> str:  # /proc/net follows the main thread: this task's netns is thread-self's
         return "/proc/thread-self/net/" + rel[len("proc/net/"):] if rel.startswith("proc/net/") else "/" + rel
 
-    files, dirs = {}, {}
+    files: dict[str, str] = {}
+    dirs: dict[str, list[str]] = {}
     if NFT_RULESET in rels:
         from ctdoctor.sources import nftlib
 
@@ -186,7 +199,7 @@ class LiveNetnsView(NetnsView):
         self._absent.update(r for r in rels if r not in files)
         self._absent.update(f"{d}/{n}" for d, names in listed.items() for n in names if f"{d}/{n}" not in files)
 
-    def read_many(self, rels):
+    def read_many(self, rels: list[str]) -> dict[str, tuple[str, str]]:
         missing = [r for r in rels if r not in self._files and r not in self._absent]
         if missing:  # one more visit to the netns only for files not asked for yet
             files, _ = nsmod.run_in_thread(self.ref, _read_files_here, missing, [])
@@ -194,12 +207,12 @@ class LiveNetnsView(NetnsView):
             self._absent.update(r for r in missing if r not in files)
         return {r: (self._files[r], "/" + r) for r in rels if r in self._files}
 
-    def listdir(self, rel):
+    def listdir(self, rel: str) -> list[str]:
         if rel not in self._dirs:
             self.prefetch([], [rel])
         return self._dirs.get(rel, [])
 
-    def capture(self, plugin, cmd):
+    def capture(self, plugin: str, cmd: str) -> Captured | None:
         if cmd == "nft -j list ruleset" and NFT_RULESET in self._files:  # read by the prefetch, in-process
             return Captured(self._files[NFT_RULESET], self._source(cmd))
         out = run_command(cmd, preexec_fn=nsmod.preexec_for(self.ref))
@@ -215,7 +228,7 @@ class LiveNetnsView(NetnsView):
             return cmd
         return f"ip netns exec {self.name} {cmd}" if self.ref.owner == "ip netns" else f"{cmd} (in netns {self.name})"
 
-    def open_listing(self):
+    def open_listing(self) -> Listing | None:
         try:
             return nsmod.stream_in(self.ref, "/" + LISTING), "/" + LISTING, False
         except OSError:
@@ -223,6 +236,7 @@ class LiveNetnsView(NetnsView):
 
     def read_now(self, rels: list[str]) -> dict[str, str]:
         """These files read again now, inside the netns (never from the cache)."""
+        files: dict[str, str]
         files, _ = nsmod.run_in_thread(self.ref, _read_files_here, rels, [])
         return files
 
@@ -243,7 +257,7 @@ class ImageNetnsView(NetnsView):
         self.root, self.name, self.prefix = root, name, prefix
         self.sos_name = sos_name  # the ip-netns name sos used in file names; None for init
 
-    def read_many(self, rels):
+    def read_many(self, rels: list[str]) -> dict[str, tuple[str, str]]:
         out = {}
         for r in rels:
             t = self.root.read_text(self.prefix + r)
@@ -251,10 +265,10 @@ class ImageNetnsView(NetnsView):
                 out[r] = (t, "/" + self.prefix + r if self.prefix else "/" + r)
         return out
 
-    def listdir(self, rel):
+    def listdir(self, rel: str) -> list[str]:
         return self.root.listdir(self.prefix + rel)
 
-    def capture(self, plugin, cmd):
+    def capture(self, plugin: str, cmd: str) -> Captured | None:
         if not self.prefix:
             return self.root.capture(plugin, cmd)
         # A non-initial netns: ctdoctor's own per-netns captures, then sosreport's names.
@@ -266,7 +280,7 @@ class ImageNetnsView(NetnsView):
             return self.root.capture(plugin, cmd, netns=self.sos_name)
         return None
 
-    def open_listing(self):
+    def open_listing(self) -> Listing | None:
         for rel in (LISTING, LEGACY_LISTING):
             f = self.root.open_binary(self.prefix + rel)
             if f is not None:
@@ -355,7 +369,7 @@ class ReadNetns(NetnsState):
         """The pinned live netns (None in an image)."""
         return self.view.ref if isinstance(self.view, LiveNetnsView) else None
 
-    def open_entries(self) -> tuple[BinaryIO, str, bool] | None:
+    def open_entries(self) -> Listing | None:
         return self.view.open_listing() if self.view else None
 
 
@@ -367,11 +381,14 @@ def ref_of(st: NetnsState) -> nsmod.NetnsRef | None:
     return st.ref if isinstance(st, ReadNetns) else None
 
 
+ViewItem = tuple[NetnsView, int | None, str]  # (view, inode, owner) of a selected netns
+
+
 # ---- building ---------------------------------------------------------------------
 
 
 def _views(root: HostRoot, wanted: str | None,
-           notes: list[str] | None = None) -> list[tuple[NetnsView, int | None, str]]:
+           notes: list[str] | None = None) -> list[ViewItem]:
     """(view, inode, owner) for the namespaces ``--netns`` selects."""
     if root.kind == LIVE:
         found = nsmod.discover()
@@ -379,14 +396,14 @@ def _views(root: HostRoot, wanted: str | None,
         refs, vanished = nsmod.pin(nsmod.select(found, wanted, {i: p.label for i, p in pods.items()}))
         if notes is not None:
             notes.extend(f"netns {n} went away while it was read: left out" for n in vanished)
-        views: list[tuple[NetnsView, int | None, str]] = []
+        views: list[ViewItem] = []
         for r in refs:
             v = LiveNetnsView(r)
             v.pod = pods.get(r.inode)
             views.append((v, r.inode, f"pod {v.pod.label}" if v.pod else r.owner))
         return views
     meta = _read_meta(root)
-    items: list[tuple[NetnsView, int | None, str]] = []
+    items: list[ViewItem] = []
     if meta is not None:
         for ns in meta.get("namespaces", []):
             prefix = "" if ns["name"] == nsmod.INIT else f"ctdoctor/netns/{ns['name']}/"
@@ -406,7 +423,7 @@ def _views(root: HostRoot, wanted: str | None,
     tokens = [t.strip() for t in wanted.split(",") if t.strip()]
     if "all" in tokens:
         return items
-    sel: list[tuple[NetnsView, int | None, str]] = []
+    sel: list[ViewItem] = []
     for t in tokens:
         hit = [it for it in items if nsmod.matches(t, it[0].name, it[1], it[0].pod.label if it[0].pod else "",
                                                     it[0].name == nsmod.INIT)]
@@ -437,11 +454,12 @@ def sos_namespaces(root: HostRoot) -> list[str]:
     return names
 
 
-def _read_meta(root: HostRoot) -> dict | None:
+def _read_meta(root: HostRoot) -> dict[str, Any] | None:
     """ctdoctor/meta.json of a bundle (read once per image: every netns view asks for it)."""
     if "meta" not in root.cache:
         root.cache["meta"] = _load_meta(root)
-    return root.cache["meta"]
+    meta: dict[str, Any] | None = root.cache["meta"]
+    return meta
 
 
 def _created(root: HostRoot) -> float | None:
@@ -460,7 +478,7 @@ def _created(root: HostRoot) -> float | None:
             return None
 
 
-def _load_meta(root: HostRoot) -> dict | None:
+def _load_meta(root: HostRoot) -> dict[str, Any] | None:
     """meta.json, checked field by field: an image is untrusted input."""
     text = root.read_text(META, limit=1 << 20)
     if text is None:
@@ -643,14 +661,14 @@ def _has_nft_header(text: str) -> bool:
 
 def read_modules(root: HostRoot, snap: Snapshot) -> None:
     text = root.read_text("proc/modules")
-    mods: dict[str, modmod.ModuleInfo] = {}
+    mods: dict[str, ModuleInfo] = {}
     if text is not None:
-        mods = modmod.parse_proc_modules(text)
+        mods = modules_reader.parse_proc_modules(text)
         snap.modules_source = "/proc/modules"
     else:
         cap = root.capture("kernel", "lsmod") if not root.is_live else None
         if cap:
-            mods = modmod.parse_lsmod(cap.text, cap.source)
+            mods = modules_reader.parse_lsmod(cap.text, cap.source)
             snap.modules_source = cap.source
     have_list = bool(snap.modules_source)
     if have_list:
@@ -664,7 +682,7 @@ def read_modules(root: HostRoot, snap: Snapshot) -> None:
         if bl:
             builtin_list = {ln.rsplit("/", 1)[-1].removesuffix(".ko") for ln in bl.split()}
     for name in modmod.CONNTRACK_MODULES:
-        info = mods.get(name) or modmod.ModuleInfo(name)
+        info = mods.get(name) or ModuleInfo(name)
         sysdir = f"sys/module/{name}"
         if root.is_dir(sysdir):
             for p in root.listdir(f"{sysdir}/parameters"):
@@ -938,18 +956,18 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
     return snap
 
 
-def live_pods(root: HostRoot, refs: list[nsmod.NetnsRef]) -> dict[int, podmod.Pod]:
+def live_pods(root: HostRoot, refs: list[nsmod.NetnsRef]) -> dict[int, Pod]:
     """{inode: Pod} of the live namespaces a Kubernetes pod holds (cgroups, then runtime metadata)."""
     return podmod.for_refs(refs, root.host_files(), HostRoot.live())
 
 
-def image_pods(root: HostRoot) -> dict[str, podmod.Pod]:
+def image_pods(root: HostRoot) -> dict[str, Pod]:
     """{netns name: Pod} in an image: what ``collect`` recorded in meta.json, else sos's crictl captures."""
-    out: dict[str, podmod.Pod] = {}
+    out: dict[str, Pod] = {}
     for ns in (_read_meta(root) or {}).get("namespaces", []):
         p = ns.get("pod")
         if isinstance(p, dict) and isinstance(p.get("name"), str):
-            out[ns["name"]] = podmod.Pod(str(p.get("namespace") or ""), p["name"], str(p.get("uid") or ""),
+            out[ns["name"]] = Pod(str(p.get("namespace") or ""), p["name"], str(p.get("uid") or ""),
                                          str(p.get("container") or ""))
     if not out and root.kind == SOSREPORT:
         out = podmod.from_captures(root)
@@ -1000,12 +1018,12 @@ def netns_states(root: HostRoot, netns: str | None = None) -> tuple[list[NetnsSt
     return _read_all(_views(root, netns, notes), notes, with_rules=False), notes
 
 
-def _read_all(views, notes: list[str], with_rules: bool) -> list[NetnsState]:
+def _read_all(views: list[ViewItem], notes: list[str], with_rules: bool) -> list[NetnsState]:
     """Every selected netns; one deleted while we read (a pod went away) is left out with a note.
     Live namespaces are read several at a time: each read waits on a fork or a tool run inside
     the netns, so a node with hundreds of them is not read one after the other."""
 
-    def one(item):
+    def one(item: ViewItem) -> NetnsState | None:
         view, inode, owner = item
         try:
             return read_netns(view, inode, owner, notes, with_rules)
@@ -1023,7 +1041,7 @@ def _read_all(views, notes: list[str], with_rules: bool) -> list[NetnsState]:
     return [st for st in _each(one, views, parallel=live) if st is not None]
 
 
-def _each(fn, items: list, parallel: bool = True) -> list:
+def _each(fn: Callable[[T], R], items: list[T], parallel: bool = True) -> list[R]:
     """``[fn(x) for x in items]``; with ``parallel``, in a few threads (each waits on the kernel or a tool
     in a netns, so a node with hundreds of namespaces is not read one after the other)."""
     if not parallel or len(items) < 4:
@@ -1034,7 +1052,7 @@ def _each(fn, items: list, parallel: bool = True) -> list:
         return list(pool.map(fn, items))
 
 
-def entry_memory(snap: Snapshot, count: int | None) -> dict | None:
+def entry_memory(snap: Snapshot, count: int | None) -> dict[str, Any] | None:
     """Bytes the entries take: slab objsize × count, else an estimate that says so."""
     if count is None:
         return None
