@@ -19,9 +19,11 @@ and ``apply --from-plan`` say the same number.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ctdoctor.diagnose.checks.base import Context, NetnsState, Snapshot
+from ctdoctor.diagnose.checks.ct011_timeouts import RULES
 from ctdoctor.errors import UsageError
 from ctdoctor.model import kernel
 
@@ -30,8 +32,6 @@ ROUND = 65536
 
 def parse_size(text: str, ram: int | None) -> int:
     """512M, 2G, 10% -> bytes; a positive finite size no larger than 1 PiB, else a usage error."""
-    import math
-
     t = text.strip().upper()
     bad = UsageError(f"--memory-budget {text}: use a size like 512M, 2G or 10% (positive, at most 1P)")
     if t.endswith("%"):
@@ -144,8 +144,6 @@ def _flow_rate(ctx: Context, st: NetnsState | None) -> tuple[float | None, str |
 
 def _timeouts(ctx: Context) -> list[dict[str, Any]]:
     """Timeouts worth lowering: a state holding >= 20 % of a netns at least 30 % full, kept longer than needed."""
-    from ctdoctor.diagnose.checks.ct011_timeouts import RULES
-
     timeouts: list[dict[str, Any]] = []
     for st in ctx.snap.namespaces:
         if st.fill is None or st.fill < 0.3:

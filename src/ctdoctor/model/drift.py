@@ -39,7 +39,12 @@ def settings_report(snap: Snapshot) -> dict[str, list[dict[str, Any]]]:
             if live is not None and live != dv:
                 non_default.append({"key": NF + short, "value": live, "default": dv,
                                     "source": "default computed from MemTotal and kernel version"})
-    drift: list[dict[str, Any]] = []
+    return {"non_default": non_default, "drift": drift(snap)}
+
+
+def drift(snap: Snapshot) -> list[dict[str, Any]]:
+    """Live values that differ from the persisted ones (sysctl.d, sysctl.conf)."""
+    out: list[dict[str, Any]] = []
     for key, s in sorted(snap.persisted.sysctl.items()):
         ck = canonical(key)
         if not (ck.startswith(NF) or ck == "net.nf_conntrack_max"):
@@ -50,5 +55,5 @@ def settings_report(snap: Snapshot) -> dict[str, list[dict[str, Any]]]:
         if now is None:
             continue
         if " ".join(now.split()) != " ".join(s.value.split()):
-            drift.append({"key": ck, "live": now, "persisted": s.value, "file": s.file, "line": s.lineno})
-    return {"non_default": non_default, "drift": drift}
+            out.append({"key": ck, "live": now, "persisted": s.value, "file": s.file, "line": s.lineno})
+    return out

@@ -9,12 +9,17 @@ netns" for each kind of root, and one function turns its answers into a
 
 from __future__ import annotations
 
+import calendar
 import contextlib
+import json
+import os
 import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +36,7 @@ from ctdoctor.model.stats import CpuStats
 from ctdoctor.model.textsafe import clean
 from ctdoctor.sources import modules as modules_reader
 from ctdoctor.sources import netns as nsmod
+from ctdoctor.sources import nftlib
 from ctdoctor.sources import pods as podmod
 from ctdoctor.sources.firewall import (
     RulesParseError,
@@ -45,6 +51,7 @@ from ctdoctor.sources.persisted import read_persisted
 from ctdoctor.sources.stats import StatsParseError, parse_conntrack_S, parse_proc_stat
 from ctdoctor.sources.sysctl import parse_sysctl_a
 from ctdoctor.sources.system import (
+    boot_time,
     conntrack_slab,
     count_cpus,
     parse_date_output,
@@ -135,16 +142,12 @@ _NO_LOCK = contextlib.nullcontext()
 def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Runs inside the target netns (forked child): read files and list dirs (and, for NFT_RULESET,
     the nft ruleset through libnftables: no exec)."""
-    import os
-
     def here(rel: str) -> str:  # /proc/net follows the main thread: this task's netns is thread-self's
         return "/proc/thread-self/net/" + rel[len("proc/net/"):] if rel.startswith("proc/net/") else "/" + rel
 
     files: dict[str, str] = {}
     dirs: dict[str, list[str]] = {}
     if NFT_RULESET in rels:
-        from ctdoctor.sources import nftlib
-
         text = nftlib.ruleset_json()
         if text is not None:
             files[NFT_RULESET] = text
@@ -294,8 +297,6 @@ class ImageNetnsView(NetnsView):
             rel = f"sos_commands/{plugin}/{mangle_command(full)}"
             f = self.root.open_binary(rel)
             if f is not None:
-                import os
-
                 tailed = os.path.islink(self.root.path / rel)
                 return f, "/" + rel, tailed
         return None
@@ -464,8 +465,6 @@ def _read_meta(root: HostRoot) -> dict[str, Any] | None:
 
 def _created(root: HostRoot) -> float | None:
     """When a bundle was captured (meta.json ``created``, with its UTC offset), else None."""
-    from datetime import datetime
-
     created = (_read_meta(root) or {}).get("created")
     if not isinstance(created, str):
         return None
@@ -484,8 +483,6 @@ def _load_meta(root: HostRoot) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        import json
-
         meta = json.loads(text)
     except (ValueError, RecursionError):  # JSONDecodeError, and ints over Python's digit limit
         raise InputError(f"{root.label}: {META} is not valid JSON") from None
@@ -527,6 +524,19 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
     legacy = [] if names else [n for n in view.listdir(LEGACY_NF_DIR) if n.startswith("ip_conntrack")]
     files = view.read_many([f"{NF_DIR}/{n}" for n in names] + [f"{LEGACY_NF_DIR}/{n}" for n in legacy] +
                            [STAT, LEGACY_STAT])
+    _read_settings(view, st, files, names, legacy)
+    _read_stats(view, st, files, notes)
+    recorded = view.recorded_second_sample(notes)
+    if recorded is not None:
+        st.stats_later, st.interval = recorded
+    if with_rules:
+        st.rules = read_rules(view, notes)
+    return st
+
+
+def _read_settings(view: NetnsView, st: NetnsState, files: dict[str, tuple[str, str]], names: list[str],
+                   legacy: list[str]) -> None:
+    """The netns's conntrack settings (and count, max, buckets): the /proc/sys files read, else `sysctl -a`."""
     for d, ns in ((NF_DIR, names), (LEGACY_NF_DIR, legacy)):
         for n in ns:
             got = files.get(f"{d}/{n}")
@@ -550,7 +560,10 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
         if num is not None:
             setattr(st, attr, num)
             st.sources[attr] = st.sources[NF + key]
-    # Stats: the proc file, else `conntrack -S`.
+
+
+def _read_stats(view: NetnsView, st: NetnsState, files: dict[str, tuple[str, str]], notes: list[str]) -> None:
+    """The netns's per-CPU counters: the proc file, else `conntrack -S` (and the count from them if unknown)."""
     stat_rel = STAT if STAT in files else LEGACY_STAT
     if stat_rel in files:
         text, src = files[stat_rel]
@@ -570,17 +583,9 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
     if st.count is None and st.stats is not None and st.stats.entries is not None:
         st.count = st.stats.entries
         st.sources["count"] = st.stats.source + " (entries column)"
-    recorded = view.recorded_second_sample(notes)
-    if recorded is not None:
-        st.stats_later, st.interval = recorded
-    if with_rules:
-        st.rules = read_rules(view, notes)
-    return st
 
 
 def _nftlib_loaded() -> bool:
-    from ctdoctor.sources import nftlib
-
     return nftlib.load()
 
 
@@ -682,43 +687,45 @@ def read_modules(root: HostRoot, snap: Snapshot) -> None:
         if bl:
             builtin_list = {ln.rsplit("/", 1)[-1].removesuffix(".ko") for ln in bl.split()}
     for name in modmod.CONNTRACK_MODULES:
-        info = mods.get(name) or ModuleInfo(name)
-        sysdir = f"sys/module/{name}"
-        if root.is_dir(sysdir):
-            for p in root.listdir(f"{sysdir}/parameters"):
-                v = root.read_text(f"{sysdir}/parameters/{p}")
-                if v is not None:
-                    info.parameters[p] = v.strip()
-            if info.state != modmod.LOADED:
-                refcnt = root.read_text(f"{sysdir}/refcnt")
-                if refcnt is not None:
-                    info.state = modmod.LOADED
-                    info.refcount = parse_int(refcnt)
-                    info.holders = root.listdir(f"{sysdir}/holders")
-                    info.source = f"/{sysdir}"
-                else:
-                    info.state = modmod.BUILTIN
-                    info.source = f"/{sysdir} (no refcnt: built in)"
-        if info.state == modmod.UNKNOWN:
-            if name in builtin_list:
-                info.state, info.source = modmod.BUILTIN, "modules.builtin"
-            elif have_list:
-                info.state, info.source = modmod.ABSENT, f"not in {snap.modules_source}"
-            elif name == "nf_conntrack" and snap.settings.get(NF + "nf_conntrack_max") is not None:
-                info.state, info.source = modmod.PRESENT, "conntrack sysctls present; no module list to tell loaded from built in"
-        mods[name] = info
+        mods[name] = _module(root, snap, mods.get(name) or ModuleInfo(name), builtin_list, have_list)
     snap.modules = mods
+
+
+def _module(root: HostRoot, snap: Snapshot, info: ModuleInfo, builtin_list: set[str], have_list: bool) -> ModuleInfo:
+    """One module's state: /sys/module (parameters, refcount, holders), else modules.builtin, else the
+    module list's silence, else the sysctls' presence."""
+    name = info.name
+    sysdir = f"sys/module/{name}"
+    if root.is_dir(sysdir):
+        for p in root.listdir(f"{sysdir}/parameters"):
+            v = root.read_text(f"{sysdir}/parameters/{p}")
+            if v is not None:
+                info.parameters[p] = v.strip()
+        if info.state != modmod.LOADED:
+            refcnt = root.read_text(f"{sysdir}/refcnt")
+            if refcnt is not None:
+                info.state = modmod.LOADED
+                info.refcount = parse_int(refcnt)
+                info.holders = root.listdir(f"{sysdir}/holders")
+                info.source = f"/{sysdir}"
+            else:
+                info.state = modmod.BUILTIN
+                info.source = f"/{sysdir} (no refcnt: built in)"
+    if info.state == modmod.UNKNOWN:
+        if name in builtin_list:
+            info.state, info.source = modmod.BUILTIN, "modules.builtin"
+        elif have_list:
+            info.state, info.source = modmod.ABSENT, f"not in {snap.modules_source}"
+        elif name == "nf_conntrack" and snap.settings.get(NF + "nf_conntrack_max") is not None:
+            info.state, info.source = modmod.PRESENT, "conntrack sysctls present; no module list to tell loaded from built in"
+    return info
 
 
 def _not_before_birth(events: list[KernelLogEvent], root: HostRoot, snap: Snapshot) -> list[KernelLogEvent]:
     """Drop lines that name a live netns's inode but were logged before that netns existed: the
     kernel reuses inodes, so they belong to an earlier namespace (e.g. a deleted pod's)."""
-    import os
-
     births = {}
     if root.is_live:
-        from ctdoctor.sources.system import boot_time
-
         live_boot = boot_time(root.read_text("proc/uptime"))
         if live_boot is None:
             return events
@@ -767,8 +774,6 @@ def capture_time(root: HostRoot) -> tuple[float | None, str]:
     m = re.search(r"(20\d\d)-([01]\d)-([0-3]\d)", Path(str(root.label)).name or "") or \
         re.search(r"(20\d\d)-([01]\d)-([0-3]\d)", root.path.name)
     if m:
-        import calendar
-
         try:
             day = calendar.timegm((int(m.group(1)), int(m.group(2)), int(m.group(3)), 23, 59, 59, 0, 0, 0))
             return float(day), "the sosreport's name (its date, end of day)"
@@ -818,22 +823,31 @@ PREVIOUS_BOOT = ("journalctl --no-pager --boot -1", "journalctl --no-pager --cat
 def read_kernel_log(root: HostRoot, snap: Snapshot, given: str | None = None) -> None:
     """``given``: the kernel log as dmesg prints it, already read by the caller (the exporter follows
     /dev/kmsg and hands its refresh the conntrack lines: no dmesg run per refresh)."""
-    if root.is_live and given is not None:
+    if root.is_live:
+        _live_kernel_log(root, snap, given)
+    else:
+        _image_kernel_log(root, snap)
+
+
+def _live_kernel_log(root: HostRoot, snap: Snapshot, given: str | None) -> None:
+    if given is not None:
         evs = parse_kernel_log(given, "dmesg")
         assign_boots(evs, snap.boot_time)
         snap.kernel_log.extend(_not_before_birth(evs, root, snap))
         snap.kernel_log_sources.append("/dev/kmsg")
         return
-    if root.is_live:
-        cap = run_command("dmesg")
-        if cap and not cap.text.startswith("dmesg: read kernel buffer failed"):
-            evs = parse_kernel_log(cap.text, "dmesg")
-            assign_boots(evs, snap.boot_time)
-            snap.kernel_log.extend(_not_before_birth(evs, root, snap))
-            snap.kernel_log_sources.append("dmesg")
-        elif cap:
-            snap.notes.append("dmesg: " + cap.text.strip().splitlines()[0])
-        return
+    cap = run_command("dmesg")
+    if cap and not cap.text.startswith("dmesg: read kernel buffer failed"):
+        evs = parse_kernel_log(cap.text, "dmesg")
+        assign_boots(evs, snap.boot_time)
+        snap.kernel_log.extend(_not_before_birth(evs, root, snap))
+        snap.kernel_log_sources.append("dmesg")
+    elif cap:
+        snap.notes.append("dmesg: " + cap.text.strip().splitlines()[0])
+
+
+def _image_kernel_log(root: HostRoot, snap: Snapshot) -> None:
+    """dmesg, /var/log and its rotated pieces, and the journal, as an image captured them."""
     events: list[KernelLogEvent] = []
     ref = snap.captured_at
 
@@ -860,8 +874,6 @@ def read_kernel_log(root: HostRoot, snap: Snapshot, given: str | None = None) ->
             continue
         year_ref = ref
         if dated is not None:  # the rotation date: the file's lines are from before it
-            import calendar
-
             try:
                 d = str(dated)
                 year_ref = float(calendar.timegm((int(d[:4]), int(d[4:6]), int(d[6:8]), 23, 59, 59, 0, 0, 0)))
@@ -883,12 +895,9 @@ def read_kernel_log(root: HostRoot, snap: Snapshot, given: str | None = None) ->
                           f"{', '.join(snap.kernel_log_sources)} were counted once")
 
 
-def build(root: HostRoot, netns: str | None = None, interval: float | None = None,
-          with_rules: bool = True, with_log: bool = True, kernel_log: str | None = None) -> Snapshot:
-    snap = Snapshot(source=root.kind, root_label=root.label)
+def _read_host(root: HostRoot, snap: Snapshot) -> None:
+    """The host's own facts: when it was captured, its name, kernel, memory, CPUs, entry size."""
     if root.is_live:
-        from ctdoctor.sources.system import boot_time
-
         snap.captured_at, snap.captured_at_source = time.time(), "now"
         snap.boot_time = boot_time(root.read_text("proc/uptime"))
     else:
@@ -925,6 +934,11 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
         if s:
             snap.entry_size, snap.entry_size_source = s.objsize, f"/proc/slabinfo ({s.name} objsize)"
 
+
+def build(root: HostRoot, netns: str | None = None, interval: float | None = None,
+          with_rules: bool = True, with_log: bool = True, kernel_log: str | None = None) -> Snapshot:
+    snap = Snapshot(source=root.kind, root_label=root.label)
+    _read_host(root, snap)
     views = _views(root, netns, snap.notes)
     snap.namespaces.extend(_read_all(views, snap.notes, with_rules))
     snap.first_sample_at = time.monotonic()
@@ -1046,8 +1060,6 @@ def _each(fn: Callable[[T], R], items: list[T], parallel: bool = True) -> list[R
     in a netns, so a node with hundreds of namespaces is not read one after the other)."""
     if not parallel or len(items) < 4:
         return [fn(x) for x in items]
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=min(8, len(items)), thread_name_prefix="ctdoctor-netns") as pool:
         return list(pool.map(fn, items))
 

@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Finding
-from ctdoctor.model.drift import settings_report
+from ctdoctor.model.drift import drift as settings_drift
 from ctdoctor.model.kernel import NF, parse_int
 
 # What kube-proxy sets at run time (pkg/proxy/conntrack): not a lost setting when seen live.
@@ -60,7 +60,7 @@ TITLE = "settings drift: live value differs from the persisted one"
 
 
 def run(ctx: Context) -> Iterator[Finding]:
-    drift = settings_report(ctx.snap)["drift"]
+    drift = settings_drift(ctx.snap)
     if not drift:
         return
     builtin = ctx.builtin_tracker()
