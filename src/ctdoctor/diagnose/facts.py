@@ -14,7 +14,6 @@ permission, a netns gone, ctnetlink refused) become "not enough data", with the 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
 from ctdoctor.diagnose import checks
@@ -110,6 +109,9 @@ class HostFacts:
         if len(todo) == 1:
             one((1, todo[0]))
             return
+        # imported here: concurrent.futures (and logging) costs ~10 ms that one listing never needs
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(4, len(todo)), thread_name_prefix="ctdoctor-listing") as pool:
             list(pool.map(one, enumerate(todo, 1)))
 

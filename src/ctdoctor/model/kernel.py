@@ -11,7 +11,6 @@ Sizing defaults follow ``nf_conntrack_init_start`` (net/netfilter/nf_conntrack_c
 
 from __future__ import annotations
 
-import difflib
 import re
 
 from ctdoctor.errors import UsageError
@@ -59,6 +58,8 @@ STATES = frozenset({
 def check_states(words: list[str], extra: tuple[str, ...] = ()) -> None:
     """Refuse a state no entry can have (``ESTABLISHD``), with the nearest real one: a typo must never
     quietly match nothing."""
+    import difflib  # only for the error message
+
     known = STATES | set(extra)
     for w in words:
         if w not in known:

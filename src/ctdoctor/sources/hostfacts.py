@@ -17,7 +17,6 @@ from ctdoctor.errors import CtdError
 from ctdoctor.model.kernel import parse_int
 from ctdoctor.model.persisted import Persisted
 from ctdoctor.model.snapshot import Listener, ListingSummary, NetnsState
-from ctdoctor.sources import ctnetlink
 from ctdoctor.sources.hostroot import HostRoot
 from ctdoctor.sources.snapshot import Listing, ref_of, view_of
 
@@ -41,14 +40,20 @@ def open_listing(st: NetnsState, live: bool, prefer_netlink: bool) -> Listing | 
     """(stream, label, tailed) of this netns's entry listing, or None when there is none: live over
     ctnetlink first when ``prefer_netlink``, then /proc or the saved listing, then ctnetlink."""
     ref = ref_of(st) if live else None
-    if prefer_netlink and ref is not None:
+    if ref is None:  # an image, or a live netns not pinned: its saved or /proc listing
+        view = view_of(st)
+        return view.open_listing() if view is not None else None
+    # imported here: netlink sockets (socket, selectors, the entry decoder) only for a live host
+    from ctdoctor.sources import ctnetlink
+
+    if prefer_netlink:
         try:
             return ctnetlink.listing_source(ref)
         except ctnetlink.CtnetlinkError:
             pass  # then /proc
     view = view_of(st)
     got = view.open_listing() if view is not None else None
-    if got is None and ref is not None:
+    if got is None:
         got = ctnetlink.listing_source(ref)
     return got
 

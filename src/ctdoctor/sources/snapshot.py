@@ -17,7 +17,6 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +35,6 @@ from ctdoctor.model.stats import CpuStats
 from ctdoctor.model.textsafe import clean
 from ctdoctor.sources import modules as modules_reader
 from ctdoctor.sources import netns as nsmod
-from ctdoctor.sources import nftlib
 from ctdoctor.sources import pods as podmod
 from ctdoctor.sources.firewall import (
     RulesParseError,
@@ -148,6 +146,8 @@ def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict[str, st
     files: dict[str, str] = {}
     dirs: dict[str, list[str]] = {}
     if NFT_RULESET in rels:
+        from ctdoctor.sources import nftlib  # ctypes: only a live read pays for it
+
         text = nftlib.ruleset_json()
         if text is not None:
             files[NFT_RULESET] = text
@@ -586,6 +586,8 @@ def _read_stats(view: NetnsView, st: NetnsState, files: dict[str, tuple[str, str
 
 
 def _nftlib_loaded() -> bool:
+    from ctdoctor.sources import nftlib  # ctypes: only a live read with rules pays for it
+
     return nftlib.load()
 
 
@@ -1060,6 +1062,9 @@ def _each(fn: Callable[[T], R], items: list[T], parallel: bool = True) -> list[R
     in a netns, so a node with hundreds of namespaces is not read one after the other)."""
     if not parallel or len(items) < 4:
         return [fn(x) for x in items]
+    # imported here: concurrent.futures (and the logging it loads) costs an image's doctor ~10 ms it never needs
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(8, len(items)), thread_name_prefix="ctdoctor-netns") as pool:
         return list(pool.map(fn, items))
 
