@@ -1,10 +1,13 @@
-"""Snapshot: everything ctdoctor knows about a host, as plain data.
+"""Building the Snapshot (``ctdoctor.model.snapshot``): everything ctdoctor knows about a host.
 
 Built the same way from the live host, a ctdoctor bundle or a sosreport: a
 ``NetnsView`` answers "read this file / this captured command inside that
 netns" for each kind of root, and one function turns its answers into a
-``NetnsState``. Every fact records the file (or command) it came from in
-``sources``. Entries are never loaded here: ``EntrySource.open()`` streams.
+``NetnsState`` (here a ``ReadNetns``, which keeps its view for the reads that
+come later: the listing, a second counter sample). Every fact records the file
+(or command) it came from in ``sources``. Entries are never loaded here: a
+view's ``open_listing()`` gives a stream. The checks never see a view:
+``Snapshot.plain()`` leaves them behind.
 """
 
 from __future__ import annotations

@@ -3,14 +3,12 @@
 Names are kept in dotted form (``net.netfilter.nf_conntrack_max``). Legacy
 names from the ``ip_conntrack`` era (``net.ipv4.netfilter.ip_conntrack_max``,
 RHEL 5/6) and the ``net.nf_conntrack_max`` alias are mapped to the modern
-name by :func:`canonical`.
+name by ``ctdoctor.model.kernel.canonical`` (pure, shared with the drift logic).
 """
 
 from __future__ import annotations
 
 import re
-
-from ctdoctor.model.kernel import canonical  # noqa: F401 - sysctl names are read here, named in model
 
 # stderr sysctl writes while stdout goes on; sosreport merges both, so these fragments can sit at
 # the start, in the middle or at the end of a value line.
