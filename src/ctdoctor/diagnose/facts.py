@@ -69,6 +69,8 @@ class HostFacts:
         if not self.live:
             return []
         if st.name not in self.facts.listeners:
+            if self.progress is not None:  # it walks every process's open files
+                self.progress(f"finding the conntrack event listeners of netns {st.name}")
             self.facts.listeners[st.name] = hostfacts.event_listeners(st, self.root)
         return self.facts.listeners[st.name]
 
