@@ -7,7 +7,7 @@ before any check runs. Nothing here reads a file or holds one open: checks see o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from ctdoctor.model.kernlog import KernelLogEvent
 from ctdoctor.model.modules import ModuleInfo
@@ -60,8 +60,7 @@ class NetnsState:
         """This state as a plain NetnsState (what a reader's subclass holds besides is left behind)."""
         if type(self) is NetnsState:
             return self
-        return NetnsState(self.name, self.inode, self.owner, self.count, self.max, self.buckets, self.settings,
-                          self.stats, self.stats_later, self.interval, self.rules, self.sources, self.pod)
+        return NetnsState(**{f.name: getattr(self, f.name) for f in fields(NetnsState)})
 
 
 @dataclass
@@ -112,7 +111,7 @@ class Snapshot:
         this one: ``notes``, ``kernel_log``."""
         if all(type(st) is NetnsState for st in self.namespaces):
             return self
-        out = Snapshot(**{k: v for k, v in vars(self).items() if k != "namespaces"})
+        out = Snapshot(**{f.name: getattr(self, f.name) for f in fields(Snapshot) if f.name != "namespaces"})
         out.namespaces = [st.plain() for st in self.namespaces]
         return out
 

@@ -73,3 +73,18 @@ def test_a_check_asking_for_a_fact_not_gathered_fails_the_run():
     ctx = build.context(build.snapshot(build.ns(count=250000)))  # plain: CT001 wants the plan's max
     with pytest.raises(CheckFailed, match="CT001"):
         doctor.run_checks(ctx, {"CT001"})
+
+
+def test_the_plain_snapshot_keeps_every_fact_and_no_view():
+    from dataclasses import fields
+
+    from ctdoctor.model.snapshot import Snapshot
+
+    ctx = image_context()
+    plain = ctx.snap.plain()
+    for f in fields(Snapshot):
+        if f.name != "namespaces":
+            assert getattr(plain, f.name) is getattr(ctx.snap, f.name), f.name
+    for read, st in zip(ctx.snap.namespaces, plain.namespaces, strict=True):
+        assert hasattr(read, "view") and not hasattr(st, "view")
+        assert all(getattr(st, f.name) is getattr(read, f.name) for f in fields(NetnsState))
