@@ -28,7 +28,7 @@ CONNTRACK_MODULES = (
 @dataclass
 class ModuleInfo:
     name: str
-    state: str = UNKNOWN
+    state: ModuleState = UNKNOWN
     refcount: int | None = None
     holders: list[str] = field(default_factory=list)
     parameters: dict[str, str] = field(default_factory=dict)

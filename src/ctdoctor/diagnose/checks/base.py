@@ -173,7 +173,7 @@ class Context:
 
     def module_state(self, name: str) -> ModuleState:
         m = self.snap.modules.get(name)
-        return ModuleState(m.state) if m else ModuleState.UNKNOWN
+        return m.state if m else ModuleState.UNKNOWN
 
     def any_module_state(self, *names: str) -> ModuleState:
         """The state of a piece of the kernel that has had several module names over the years
