@@ -61,8 +61,8 @@ def _saved_plan(path: str) -> dict:
 
 def compute(args, root):
     """(file changes, live settings to apply, module_builtin)."""
+    from ctdoctor.model.kernel import NF
     from ctdoctor.sources import snapshot
-    from ctdoctor.sources.sysctl import NF
     from ctdoctor.write import persist
 
     max_, buckets = args.max, args.buckets

@@ -44,7 +44,7 @@ def run(args) -> int:
         import threading
 
         big = [st for st in snap.namespaces if ctx.listing_matters(st)]
-        warm = threading.Thread(target=ctx.facts.warm, args=(big,), name="ctdoctor-warm", daemon=True)
+        warm = threading.Thread(target=ctx.reader.warm, args=(big,), name="ctdoctor-warm", daemon=True)
         warm.start()
         snapshot.sample_again(snap, interval)
         warm.join()

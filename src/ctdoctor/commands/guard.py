@@ -40,9 +40,9 @@ class GuardState:
 
 def one_pass(root, state: GuardState) -> int:
     """Restore drift once; returns the number of values restored (``state.failed``: not restored)."""
+    from ctdoctor.model.kernel import NF
     from ctdoctor.model.textsafe import clean
     from ctdoctor.sources.persisted import read_persisted
-    from ctdoctor.sources.sysctl import NF
     from ctdoctor.write.files import write_sysctl
 
     persisted = read_persisted(root)

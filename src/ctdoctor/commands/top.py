@@ -170,7 +170,7 @@ def _group_name(query, s) -> str | None:
 def _netlink_source(s):
     from ctdoctor.sources import ctnetlink
 
-    return ctnetlink.listing_source(s.state)
+    return ctnetlink.listing_source(s.state.ref)
 
 
 def _is_gzip(path):

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from ctdoctor.diagnose.checks import MODULES, load
 from ctdoctor.diagnose.checks.base import CRITICAL, INFO, SEVERITY_ORDER, WARNING, Context, Finding, Unknown
+from ctdoctor.diagnose.facts import gather
 from ctdoctor.errors import CheckFailed, CtdError, UsageError
+from ctdoctor.model.fixes import in_scope
+from ctdoctor.sources.hostfacts import has_listing
 
 SCHEMA = 1
 OK, WARN, CRIT, UNKNOWN = 0, 1, 2, 3
@@ -21,23 +27,27 @@ def parse_codes(text: str | None) -> set[str]:
     return codes
 
 
-def run_checks(ctx: Context, only: set[str] | None = None, skip: set[str] | None = None):
+def selected(only: set[str] | None = None, skip: set[str] | None = None) -> list[str]:
+    """The codes of the checks to run, in catalogue order."""
+    return [c for c in MODULES if not (only and c not in only) and not (skip and c in skip)]
+
+
+def run_checks(ctx: Context, only: set[str] | None = None,
+               skip: set[str] | None = None) -> tuple[list[Finding], list[Unknown]]:
+    """Gather what the selected checks need, then run them on plain facts. A check that raises is a
+    bug: CheckFailed (exit 3), never "not enough data"."""
     findings: list[Finding] = []
     unknown: list[Unknown] = []
-    for code in MODULES:
-        if only and code not in only:
-            continue
-        if skip and code in skip:
-            continue
+    codes = selected(only, skip)
+    plain = gather(ctx, codes)  # every read happens here, before any check runs
+    for code in codes:
         mod = load(code)
         try:
-            for item in mod.run(ctx):
+            for item in mod.run(plain):
                 (unknown if isinstance(item, Unknown) else findings).append(item)
         except CtdError:
             raise
-        except Exception as e:
-            import os
-
+        except Exception as e:  # a bug in the check: said so, exit 3
             if os.environ.get("CTDOCTOR_DEBUG"):
                 raise
             raise CheckFailed(f"check {code} failed: {type(e).__name__}: {e} "
@@ -46,7 +56,7 @@ def run_checks(ctx: Context, only: set[str] | None = None, skip: set[str] | None
     return findings, unknown
 
 
-def exit_code(findings, unknown) -> int:
+def exit_code(findings: list[Finding], unknown: list[Unknown]) -> int:
     sev = {f.severity for f in findings}
     if CRITICAL in sev:
         return CRIT
@@ -57,18 +67,14 @@ def exit_code(findings, unknown) -> int:
     return OK
 
 
-def report(ctx: Context, findings, unknown) -> dict:
-    import os
-
-    from ctdoctor.model.fixes import in_scope
-
+def report(ctx: Context, findings: list[Finding], unknown: list[Unknown]) -> dict[str, Any]:
     snap = ctx.snap
     pods = {st.name: st.pod.label for st in snap.namespaces if st.pod}
     # the fixes, complete for where the findings were made: an image's path rides along
     image = None if snap.source == "live" else os.path.abspath(snap.root_label)
-    listed = {st.name for st in snap.namespaces if _has_listing(st)} if image else None
+    listed = {st.name for st in snap.namespaces if has_listing(st)} if image else None
 
-    def fixes(f) -> list[dict]:
+    def fixes(f: Finding) -> list[dict[str, Any]]:
         return [in_scope(line, image=image, netns=f.netns, listed=listed).as_dict() for line in f.fix]
 
     return {
@@ -88,11 +94,3 @@ def report(ctx: Context, findings, unknown) -> dict:
         "captured_at": snap.captured_at, "captured_at_source": snap.captured_at_source or None,
     }
 
-
-def _has_listing(st) -> bool:
-    """The image holds this netns's entry listing (so `top --root` can read it)."""
-    got = st.open_entries()
-    if got is None:
-        return False
-    got[0].close()
-    return True

@@ -19,9 +19,11 @@ and ``apply --from-plan`` say the same number.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from ctdoctor.diagnose.checks.base import Context
+from ctdoctor.diagnose.checks.base import Context, NetnsState, Snapshot
+from ctdoctor.diagnose.checks.ct011_timeouts import RULES
 from ctdoctor.errors import UsageError
 from ctdoctor.model import kernel
 
@@ -30,8 +32,6 @@ ROUND = 65536
 
 def parse_size(text: str, ram: int | None) -> int:
     """512M, 2G, 10% -> bytes; a positive finite size no larger than 1 PiB, else a usage error."""
-    import math
-
     t = text.strip().upper()
     bad = UsageError(f"--memory-budget {text}: use a size like 512M, 2G or 10% (positive, at most 1P)")
     if t.endswith("%"):
@@ -114,12 +114,12 @@ AT_LIMIT = 0.95
 GC_PERIOD = 60
 
 
-def _persisted_max(snap) -> int | None:
+def _persisted_max(snap: Snapshot) -> int | None:
     p = snap.persisted.sysctl.get("net.netfilter.nf_conntrack_max") if snap.persisted else None
     return int(p.value) if p is not None and p.value.isdigit() else None
 
 
-def _long_lived(ctx: Context, st) -> int | None:
+def _long_lived(ctx: Context, st: NetnsState) -> int | None:
     """Entries that are not on their way out (everything but TIME_WAIT and CLOSE) in this netns."""
     s = ctx.summary(st) if ctx.listing_matters(st) else None
     if s is None:
@@ -127,7 +127,7 @@ def _long_lived(ctx: Context, st) -> int | None:
     return s.listed - s.states.get("TIME_WAIT", 0) - s.states.get("CLOSE", 0)
 
 
-def _flow_rate(ctx: Context, st) -> tuple[float | None, str | None]:
+def _flow_rate(ctx: Context, st: NetnsState | None) -> tuple[float | None, str | None]:
     """New flows per second in this netns: the insert counter's rate, else TIME_WAIT entries / their timeout."""
     if st is None:
         return None, None
@@ -144,8 +144,6 @@ def _flow_rate(ctx: Context, st) -> tuple[float | None, str | None]:
 
 def _timeouts(ctx: Context) -> list[dict[str, Any]]:
     """Timeouts worth lowering: a state holding >= 20 % of a netns at least 30 % full, kept longer than needed."""
-    from ctdoctor.diagnose.checks.ct011_timeouts import RULES
-
     timeouts: list[dict[str, Any]] = []
     for st in ctx.snap.namespaces:
         if st.fill is None or st.fill < 0.3:
@@ -162,7 +160,7 @@ def _timeouts(ctx: Context) -> list[dict[str, Any]]:
     return timeouts
 
 
-def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) -> dict:
+def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) -> dict[str, Any]:
     snap = ctx.snap
     ram, cpus, ver = snap.mem_total, snap.cpus, snap.version
     size, estimated = ctx.entry_size()
@@ -201,9 +199,5 @@ def make_plan(ctx: Context, headroom: float = 2.0, budget: int | None = None) ->
 
 def pick_max(ctx: Context) -> int:
     """The max ``plan`` picks (default headroom, no budget): what the doctor's fixes name, so the
-    doctor, ``plan`` and ``apply --from-plan`` agree. Computed once per context."""
-    got = getattr(ctx, "_plan_pick", None)
-    if got is None:
-        got = make_plan(ctx)["pick"]["max"]
-        ctx._plan_pick = got  # type: ignore[attr-defined]
-    return got
+    doctor, ``plan`` and ``apply --from-plan`` agree."""
+    return int(make_plan(ctx)["pick"]["max"])

@@ -35,7 +35,7 @@ class Fix:
     comment: str = ""
     where: str = "here"  # "here": runs as printed; "host": on the host the image was taken from
     writes: bool = False
-    scope: dict = field(default_factory=dict)  # {"root": IMAGE or None, "netns": NAME or None}
+    scope: dict[str, str | None] = field(default_factory=dict)  # {"root": IMAGE or None, "netns": NAME or None}
     shell: str = ""  # a command with shell syntax (a redirect, a pipe): its text as written
 
     @classmethod
@@ -79,7 +79,7 @@ class Fix:
         """The command as one line to paste (its words quoted for the shell); "" for advice alone."""
         return self.shell or shlex.join(self.argv)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {"argv": self.argv, "text": self.text(), "comment": self.comment, "where": self.where,
                 "writes": self.writes, "scope": self.scope, "shell": bool(self.shell)}
 

@@ -11,8 +11,35 @@ Sizing defaults follow ``nf_conntrack_init_start`` (net/netfilter/nf_conntrack_c
 
 from __future__ import annotations
 
+import re
+
+from ctdoctor.errors import UsageError
+
 GiB = 1 << 30
 NF = "net.netfilter."  # the prefix of every conntrack sysctl
+
+_LEGACY = {
+    "net.nf_conntrack_max": NF + "nf_conntrack_max",
+    "net.ipv4.netfilter.ip_conntrack_max": NF + "nf_conntrack_max",
+    "net.ipv4.netfilter.ip_conntrack_count": NF + "nf_conntrack_count",
+    "net.ipv4.netfilter.ip_conntrack_buckets": NF + "nf_conntrack_buckets",
+    "net.ipv4.netfilter.ip_conntrack_checksum": NF + "nf_conntrack_checksum",
+    "net.ipv4.netfilter.ip_conntrack_log_invalid": NF + "nf_conntrack_log_invalid",
+}
+
+
+def canonical(key: str) -> str:
+    """Dotted, modern name for a sysctl key (``/`` separators and legacy names accepted)."""
+    key = key.strip()
+    if "/" in key and (key.find("/") < key.find(".") or "." not in key):
+        key = key.replace("/", "\x00").replace(".", "/").replace("\x00", ".")
+    if key in _LEGACY:
+        return _LEGACY[key]
+    m = re.match(r"net\.ipv4\.netfilter\.ip_conntrack_(.+)", key)
+    if m:
+        return NF + "nf_conntrack_" + m.group(1)
+    return key
+
 
 # Kinds of conntrack kernel log lines (``sources.kernlog`` finds them, checks count them).
 TABLE_FULL, EXPECT_FULL, VMALLOC, VERSION, SUPPRESSED, BOOT = (
@@ -31,9 +58,7 @@ STATES = frozenset({
 def check_states(words: list[str], extra: tuple[str, ...] = ()) -> None:
     """Refuse a state no entry can have (``ESTABLISHD``), with the nearest real one: a typo must never
     quietly match nothing."""
-    import difflib
-
-    from ctdoctor.errors import UsageError
+    import difflib  # only for the error message
 
     known = STATES | set(extra)
     for w in words:

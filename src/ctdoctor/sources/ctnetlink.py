@@ -18,7 +18,9 @@ import struct
 from collections.abc import Iterator
 
 from ctdoctor.errors import Failure
+from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources.entries import Entry, Tuple
+from ctdoctor.sources.netns import NetnsRef
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -278,11 +280,8 @@ class DumpSource:
         self.close()
 
 
-def listing_source(state):
-    """(source, label, tailed) over a ctnetlink dump of the netns of ``state`` (a live NetnsState)."""
-    from ctdoctor.sources import netns as nsmod
-
-    ref = state.view.ref
+def listing_source(ref: NetnsRef) -> tuple[DumpSource, str, bool]:
+    """(source, label, tailed) over a ctnetlink dump of the live netns ``ref`` (a pinned NetnsRef)."""
     try:
         if nsmod.is_current(ref):
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)

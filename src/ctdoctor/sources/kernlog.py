@@ -25,9 +25,9 @@ from __future__ import annotations
 import calendar
 import re
 import time as _time
-from dataclasses import dataclass
 
 from ctdoctor.model.kernel import BOOT, EXPECT_FULL, SUPPRESSED, TABLE_FULL, VERSION, VMALLOC
+from ctdoctor.model.kernlog import KernelLogEvent
 
 _TS = re.compile(
     r"^(?:\[\s*(?P<mono>\d+\.\d+)\]\s*"                     # dmesg
@@ -52,24 +52,6 @@ _RULES = [
 _PREFILTER = ("conntrack", "suppressed", "Linux version", "-- Reboot --", "-- Boot ")
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"), 1)}
-
-
-@dataclass
-class KernelLogEvent:
-    kind: str
-    line: str
-    lineno: int
-    source: str
-    netns_inode: int | None = None
-    when: str | None = None  # the timestamp as printed
-    mono: str | None = None  # seconds since boot, when the line carries them (dedup key)
-    text: str = ""  # the message without its timestamps (dedup key)
-    buckets: int | None = None
-    max: int | None = None
-    suppressed: int | None = None
-    at: float | None = None  # seconds since the epoch (local wall time read as UTC), when known
-    boot: int | None = None  # 0: the boot the capture was taken in; -1: an earlier one; None: unknown
-    suppressed_after: int = 0  # rate-limited copies the kernel reported right after this line
 
 
 def parse_kernel_log(text: str, source: str, year_ref: float | None = None) -> list[KernelLogEvent]:

@@ -22,17 +22,7 @@ import json
 import re
 from typing import NamedTuple
 
-
-class Pod(NamedTuple):
-    namespace: str
-    name: str
-    uid: str
-    container: str = ""  # the container whose process holds the netns ("" for the sandbox / pause)
-
-    @property
-    def label(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name
-
+from ctdoctor.model.pods import Pod
 
 _POD_UID = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
 _CONTAINER = re.compile(r"(?:cri-containerd-|crio-|docker-|containerd-)?([0-9a-f]{64})(?:\.scope)?$")

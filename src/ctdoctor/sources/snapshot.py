@@ -1,41 +1,58 @@
-"""Snapshot: everything ctdoctor knows about a host, as plain data.
+"""Building the Snapshot (``ctdoctor.model.snapshot``): everything ctdoctor knows about a host.
 
 Built the same way from the live host, a ctdoctor bundle or a sosreport: a
 ``NetnsView`` answers "read this file / this captured command inside that
 netns" for each kind of root, and one function turns its answers into a
-``NetnsState``. Every fact records the file (or command) it came from in
-``sources``. Entries are never loaded here: ``EntrySource.open()`` streams.
+``NetnsState`` (here a ``ReadNetns``, which keeps its view for the reads that
+come later: the listing, a second counter sample). Every fact records the file
+(or command) it came from in ``sources``. Entries are never loaded here: a
+view's ``open_listing()`` gives a stream. The checks never see a view:
+``Snapshot.plain()`` leaves them behind.
 """
 
 from __future__ import annotations
 
+import calendar
 import contextlib
+import json
+import os
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ctdoctor.errors import Failure, InputError
 from ctdoctor.model import kernel
+from ctdoctor.model import modules as modmod
+from ctdoctor.model.kernel import NF, canonical, parse_int
+from ctdoctor.model.kernlog import KernelLogEvent
+from ctdoctor.model.modules import ModuleInfo
+from ctdoctor.model.pods import Pod
+from ctdoctor.model.rules import RulesSummary
+from ctdoctor.model.snapshot import NetnsState, Snapshot
+from ctdoctor.model.stats import CpuStats
 from ctdoctor.model.textsafe import clean
-from ctdoctor.sources import modules as modmod
+from ctdoctor.sources import modules as modules_reader
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources import pods as podmod
 from ctdoctor.sources.firewall import (
     RulesParseError,
-    RulesSummary,
     parse_iptables_list,
     parse_iptables_save,
     parse_nft_json,
     parse_nft_text,
 )
 from ctdoctor.sources.hostroot import BUNDLE, LIVE, SOSREPORT, Captured, HostRoot, mangle_command, run_command
-from ctdoctor.sources.kernlog import KernelLogEvent, assign_boots, dedupe, parse_kernel_log, rotated_logs
-from ctdoctor.sources.persisted import Persisted, read_persisted
-from ctdoctor.sources.stats import CpuStats, StatsParseError, parse_conntrack_S, parse_proc_stat
-from ctdoctor.sources.sysctl import NF, canonical, parse_int, parse_sysctl_a
+from ctdoctor.sources.kernlog import assign_boots, dedupe, parse_kernel_log, rotated_logs
+from ctdoctor.sources.persisted import read_persisted
+from ctdoctor.sources.stats import StatsParseError, parse_conntrack_S, parse_proc_stat
+from ctdoctor.sources.sysctl import parse_sysctl_a
 from ctdoctor.sources.system import (
+    boot_time,
     conntrack_slab,
     count_cpus,
     parse_date_output,
@@ -57,6 +74,12 @@ META = "ctdoctor/meta.json"
 FOOTER = re.compile(r"conntrack v(\d+)\.(\d+)\.(\d+) \(conntrack-tools\): (\d+) flow entries have been shown")
 
 
+# (stream, source, tailed): an entry listing opened for reading; ``tailed``: sos kept only its tail
+Listing = tuple[Any, str, bool]
+T = TypeVar("T")
+R = TypeVar("R")
+
+
 # ---- views: one per kind of root ------------------------------------------------
 
 
@@ -64,7 +87,7 @@ class NetnsView:
     """Reads one netns's files and command outputs."""
 
     name: str
-    pod: podmod.Pod | None = None
+    pod: Pod | None = None
 
     def read_many(self, rels: list[str]) -> dict[str, tuple[str, str]]:
         """{rel: (text, source)} for those that exist."""
@@ -76,7 +99,7 @@ class NetnsView:
     def capture(self, plugin: str, cmd: str) -> Captured | None:
         raise NotImplementedError
 
-    def open_listing(self):
+    def open_listing(self) -> Listing | None:
         """(binary stream, source, tailed) of the entry listing, or None."""
         raise NotImplementedError
 
@@ -117,17 +140,16 @@ _SYSCTL_LOCK = threading.Lock()
 _NO_LOCK = contextlib.nullcontext()
 
 
-def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict, dict]:
+def _read_files_here(rels: list[str], listdirs: list[str]) -> tuple[dict[str, str], dict[str, list[str]]]:
     """Runs inside the target netns (forked child): read files and list dirs (and, for NFT_RULESET,
     the nft ruleset through libnftables: no exec)."""
-    import os
-
     def here(rel: str) -> str:  # /proc/net follows the main thread: this task's netns is thread-self's
         return "/proc/thread-self/net/" + rel[len("proc/net/"):] if rel.startswith("proc/net/") else "/" + rel
 
-    files, dirs = {}, {}
+    files: dict[str, str] = {}
+    dirs: dict[str, list[str]] = {}
     if NFT_RULESET in rels:
-        from ctdoctor.sources import nftlib
+        from ctdoctor.sources import nftlib  # ctypes: only a live read pays for it
 
         text = nftlib.ruleset_json()
         if text is not None:
@@ -183,7 +205,7 @@ class LiveNetnsView(NetnsView):
         self._absent.update(r for r in rels if r not in files)
         self._absent.update(f"{d}/{n}" for d, names in listed.items() for n in names if f"{d}/{n}" not in files)
 
-    def read_many(self, rels):
+    def read_many(self, rels: list[str]) -> dict[str, tuple[str, str]]:
         missing = [r for r in rels if r not in self._files and r not in self._absent]
         if missing:  # one more visit to the netns only for files not asked for yet
             files, _ = nsmod.run_in_thread(self.ref, _read_files_here, missing, [])
@@ -191,12 +213,12 @@ class LiveNetnsView(NetnsView):
             self._absent.update(r for r in missing if r not in files)
         return {r: (self._files[r], "/" + r) for r in rels if r in self._files}
 
-    def listdir(self, rel):
+    def listdir(self, rel: str) -> list[str]:
         if rel not in self._dirs:
             self.prefetch([], [rel])
         return self._dirs.get(rel, [])
 
-    def capture(self, plugin, cmd):
+    def capture(self, plugin: str, cmd: str) -> Captured | None:
         if cmd == "nft -j list ruleset" and NFT_RULESET in self._files:  # read by the prefetch, in-process
             return Captured(self._files[NFT_RULESET], self._source(cmd))
         out = run_command(cmd, preexec_fn=nsmod.preexec_for(self.ref))
@@ -212,7 +234,7 @@ class LiveNetnsView(NetnsView):
             return cmd
         return f"ip netns exec {self.name} {cmd}" if self.ref.owner == "ip netns" else f"{cmd} (in netns {self.name})"
 
-    def open_listing(self):
+    def open_listing(self) -> Listing | None:
         try:
             return nsmod.stream_in(self.ref, "/" + LISTING), "/" + LISTING, False
         except OSError:
@@ -220,6 +242,7 @@ class LiveNetnsView(NetnsView):
 
     def read_now(self, rels: list[str]) -> dict[str, str]:
         """These files read again now, inside the netns (never from the cache)."""
+        files: dict[str, str]
         files, _ = nsmod.run_in_thread(self.ref, _read_files_here, rels, [])
         return files
 
@@ -240,7 +263,7 @@ class ImageNetnsView(NetnsView):
         self.root, self.name, self.prefix = root, name, prefix
         self.sos_name = sos_name  # the ip-netns name sos used in file names; None for init
 
-    def read_many(self, rels):
+    def read_many(self, rels: list[str]) -> dict[str, tuple[str, str]]:
         out = {}
         for r in rels:
             t = self.root.read_text(self.prefix + r)
@@ -248,10 +271,10 @@ class ImageNetnsView(NetnsView):
                 out[r] = (t, "/" + self.prefix + r if self.prefix else "/" + r)
         return out
 
-    def listdir(self, rel):
+    def listdir(self, rel: str) -> list[str]:
         return self.root.listdir(self.prefix + rel)
 
-    def capture(self, plugin, cmd):
+    def capture(self, plugin: str, cmd: str) -> Captured | None:
         if not self.prefix:
             return self.root.capture(plugin, cmd)
         # A non-initial netns: ctdoctor's own per-netns captures, then sosreport's names.
@@ -263,7 +286,7 @@ class ImageNetnsView(NetnsView):
             return self.root.capture(plugin, cmd, netns=self.sos_name)
         return None
 
-    def open_listing(self):
+    def open_listing(self) -> Listing | None:
         for rel in (LISTING, LEGACY_LISTING):
             f = self.root.open_binary(self.prefix + rel)
             if f is not None:
@@ -277,8 +300,6 @@ class ImageNetnsView(NetnsView):
             rel = f"sos_commands/{plugin}/{mangle_command(full)}"
             f = self.root.open_binary(rel)
             if f is not None:
-                import os
-
                 tailed = os.path.islink(self.root.path / rel)
                 return f, "/" + rel, tailed
         return None
@@ -341,93 +362,37 @@ class ImageNetnsView(NetnsView):
 
 
 @dataclass
-class NetnsState:
-    name: str
-    inode: int | None
-    owner: str = ""
-    count: int | None = None
-    max: int | None = None
-    buckets: int | None = None
-    settings: dict[str, str] = field(default_factory=dict)  # net.netfilter.* in this netns
-    stats: CpuStats | None = None
-    stats_later: CpuStats | None = None  # second sample, for rates
-    interval: float | None = None  # seconds between the two samples
-    rules: RulesSummary = field(default_factory=RulesSummary)
-    sources: dict[str, str] = field(default_factory=dict)
+class ReadNetns(NetnsState):
+    """A NetnsState as it is read: with the view that reads more of it (its listing, a second counter
+    sample). Checks never see one: ``Snapshot.plain()`` leaves the view behind."""
+
     view: NetnsView | None = None
-    pod: podmod.Pod | None = None  # the Kubernetes pod that holds it, when one does
 
     @property
-    def label(self) -> str:
-        """How reports name it: ``cni-5f3c (kube-system/coredns-5d78c)``, or just the name."""
-        return f"{self.name} ({self.pod.label})" if self.pod else self.name
+    def ref(self) -> nsmod.NetnsRef | None:
+        """The pinned live netns (None in an image)."""
+        return self.view.ref if isinstance(self.view, LiveNetnsView) else None
 
-    @property
-    def fill(self) -> float | None:
-        if self.count is None or not self.max:
-            return None
-        return self.count / self.max
-
-    def rates(self) -> dict[str, float] | None:
-        if not self.stats or not self.stats_later or not self.interval:
-            return None
-        a, b = self.stats.sums, self.stats_later.sums
-        return {k: round(max(b.get(k, 0) - v, 0) / self.interval, 3) for k, v in a.items()}
-
-    def open_entries(self):
+    def open_entries(self) -> Listing | None:
         return self.view.open_listing() if self.view else None
 
 
-@dataclass
-class Snapshot:
-    source: str  # live | bundle | sosreport
-    root_label: str
-    hostname: str = ""
-    release: str = ""
-    version: tuple[int, int, int] | None = None
-    cpus: int | None = None
-    mem_total: int | None = None
-    entry_size: int | None = None  # slab objsize of nf_conntrack
-    entry_size_source: str = ""
-    settings: dict[str, str] = field(default_factory=dict)  # init netns, all net.netfilter + aliases
-    namespaces: list[NetnsState] = field(default_factory=list)
-    modules: dict[str, modmod.ModuleInfo] = field(default_factory=dict)
-    modules_source: str = ""
-    module_support: bool | None = None  # False: the kernel cannot load modules (no /proc/modules)
-    persisted: Persisted = field(default_factory=Persisted)
-    kernel_log: list[KernelLogEvent] = field(default_factory=list)
-    kernel_log_sources: list[str] = field(default_factory=list)
-    sources: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # what could not be read, and why
-    taken_at: float = field(default_factory=time.time)
-    captured_at: float | None = None  # when the host was read: now live, meta.json's "created", sos's `date`
-    captured_at_source: str = ""
-    boot_time: float | None = None  # when the host's current boot started (same clock as captured_at)
-    incomplete: list[str] = field(default_factory=list)  # sos plugins that timed out: their data is partial
-    sysctl_keys: set[str] | None = None  # every conntrack sysctl key the kernel has (None: no full list)
-    vanished: list[str] = field(default_factory=list)  # namespaces that went away while they were read
-    first_sample_at: float = 0.0  # time.monotonic() when the counters were first read (live)
+def view_of(st: NetnsState) -> NetnsView | None:
+    return st.view if isinstance(st, ReadNetns) else None
 
-    def kernel_has_key(self, raw: str) -> bool | None:
-        """Whether the running kernel has this sysctl key: from the captured key list, else from the
-        kernel version for the ``ip_conntrack`` compatibility names (gone with the l3proto code in
-        4.19); None when nothing tells."""
-        if self.sysctl_keys is not None:
-            return raw in self.sysctl_keys
-        if raw.startswith("net.ipv4.netfilter.ip_conntrack_") and self.version is not None:
-            return self.version < (4, 19, 0)
-        return None
 
-    @property
-    def init(self) -> NetnsState | None:
-        return self.namespaces[0] if self.namespaces and self.namespaces[0].name == nsmod.INIT else None
+def ref_of(st: NetnsState) -> nsmod.NetnsRef | None:
+    return st.ref if isinstance(st, ReadNetns) else None
+
+
+ViewItem = tuple[NetnsView, int | None, str]  # (view, inode, owner) of a selected netns
 
 
 # ---- building ---------------------------------------------------------------------
 
 
 def _views(root: HostRoot, wanted: str | None,
-           notes: list[str] | None = None) -> list[tuple[NetnsView, int | None, str]]:
+           notes: list[str] | None = None) -> list[ViewItem]:
     """(view, inode, owner) for the namespaces ``--netns`` selects."""
     if root.kind == LIVE:
         found = nsmod.discover()
@@ -435,14 +400,14 @@ def _views(root: HostRoot, wanted: str | None,
         refs, vanished = nsmod.pin(nsmod.select(found, wanted, {i: p.label for i, p in pods.items()}))
         if notes is not None:
             notes.extend(f"netns {n} went away while it was read: left out" for n in vanished)
-        views: list[tuple[NetnsView, int | None, str]] = []
+        views: list[ViewItem] = []
         for r in refs:
             v = LiveNetnsView(r)
             v.pod = pods.get(r.inode)
             views.append((v, r.inode, f"pod {v.pod.label}" if v.pod else r.owner))
         return views
     meta = _read_meta(root)
-    items: list[tuple[NetnsView, int | None, str]] = []
+    items: list[ViewItem] = []
     if meta is not None:
         for ns in meta.get("namespaces", []):
             prefix = "" if ns["name"] == nsmod.INIT else f"ctdoctor/netns/{ns['name']}/"
@@ -462,7 +427,7 @@ def _views(root: HostRoot, wanted: str | None,
     tokens = [t.strip() for t in wanted.split(",") if t.strip()]
     if "all" in tokens:
         return items
-    sel: list[tuple[NetnsView, int | None, str]] = []
+    sel: list[ViewItem] = []
     for t in tokens:
         hit = [it for it in items if nsmod.matches(t, it[0].name, it[1], it[0].pod.label if it[0].pod else "",
                                                     it[0].name == nsmod.INIT)]
@@ -493,17 +458,16 @@ def sos_namespaces(root: HostRoot) -> list[str]:
     return names
 
 
-def _read_meta(root: HostRoot) -> dict | None:
+def _read_meta(root: HostRoot) -> dict[str, Any] | None:
     """ctdoctor/meta.json of a bundle (read once per image: every netns view asks for it)."""
     if "meta" not in root.cache:
         root.cache["meta"] = _load_meta(root)
-    return root.cache["meta"]
+    meta: dict[str, Any] | None = root.cache["meta"]
+    return meta
 
 
 def _created(root: HostRoot) -> float | None:
     """When a bundle was captured (meta.json ``created``, with its UTC offset), else None."""
-    from datetime import datetime
-
     created = (_read_meta(root) or {}).get("created")
     if not isinstance(created, str):
         return None
@@ -516,14 +480,12 @@ def _created(root: HostRoot) -> float | None:
             return None
 
 
-def _load_meta(root: HostRoot) -> dict | None:
+def _load_meta(root: HostRoot) -> dict[str, Any] | None:
     """meta.json, checked field by field: an image is untrusted input."""
     text = root.read_text(META, limit=1 << 20)
     if text is None:
         return None
     try:
-        import json
-
         meta = json.loads(text)
     except (ValueError, RecursionError):  # JSONDecodeError, and ints over Python's digit limit
         raise InputError(f"{root.label}: {META} is not valid JSON") from None
@@ -557,7 +519,7 @@ def _load_meta(root: HostRoot) -> dict | None:
 
 def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
                with_rules: bool = True) -> NetnsState:
-    st = NetnsState(view.name, inode, owner, view=view, pod=view.pod)
+    st = ReadNetns(view.name, inode, owner, view=view, pod=view.pod)
     want_nft = with_rules and isinstance(view, LiveNetnsView) and _nftlib_loaded()
     view.prefetch([STAT, LEGACY_STAT] + ([NFT_RULESET] if want_nft else []), [NF_DIR])
     # Settings: the /proc/sys tree when present, else `sysctl -a` output.
@@ -565,6 +527,19 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
     legacy = [] if names else [n for n in view.listdir(LEGACY_NF_DIR) if n.startswith("ip_conntrack")]
     files = view.read_many([f"{NF_DIR}/{n}" for n in names] + [f"{LEGACY_NF_DIR}/{n}" for n in legacy] +
                            [STAT, LEGACY_STAT])
+    _read_settings(view, st, files, names, legacy)
+    _read_stats(view, st, files, notes)
+    recorded = view.recorded_second_sample(notes)
+    if recorded is not None:
+        st.stats_later, st.interval = recorded
+    if with_rules:
+        st.rules = read_rules(view, notes)
+    return st
+
+
+def _read_settings(view: NetnsView, st: NetnsState, files: dict[str, tuple[str, str]], names: list[str],
+                   legacy: list[str]) -> None:
+    """The netns's conntrack settings (and count, max, buckets): the /proc/sys files read, else `sysctl -a`."""
     for d, ns in ((NF_DIR, names), (LEGACY_NF_DIR, legacy)):
         for n in ns:
             got = files.get(f"{d}/{n}")
@@ -588,7 +563,10 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
         if num is not None:
             setattr(st, attr, num)
             st.sources[attr] = st.sources[NF + key]
-    # Stats: the proc file, else `conntrack -S`.
+
+
+def _read_stats(view: NetnsView, st: NetnsState, files: dict[str, tuple[str, str]], notes: list[str]) -> None:
+    """The netns's per-CPU counters: the proc file, else `conntrack -S` (and the count from them if unknown)."""
     stat_rel = STAT if STAT in files else LEGACY_STAT
     if stat_rel in files:
         text, src = files[stat_rel]
@@ -608,16 +586,10 @@ def read_netns(view: NetnsView, inode: int | None, owner: str, notes: list[str],
     if st.count is None and st.stats is not None and st.stats.entries is not None:
         st.count = st.stats.entries
         st.sources["count"] = st.stats.source + " (entries column)"
-    recorded = view.recorded_second_sample(notes)
-    if recorded is not None:
-        st.stats_later, st.interval = recorded
-    if with_rules:
-        st.rules = read_rules(view, notes)
-    return st
 
 
 def _nftlib_loaded() -> bool:
-    from ctdoctor.sources import nftlib
+    from ctdoctor.sources import nftlib  # ctypes: only a live read with rules pays for it
 
     return nftlib.load()
 
@@ -643,16 +615,17 @@ def _sample_again(states: list[NetnsState], interval: float, since: float | None
         interval = max(interval, time.monotonic() - since)
 
     def one(st: NetnsState) -> None:
-        if st.stats is None or st.view is None:
+        view = view_of(st)
+        if st.stats is None or view is None:
             return
         try:
-            later = st.view.sample_stats()
+            later = view.sample_stats()
         except Failure:  # went away since: drop_vanished leaves it out
             return
         if later is not None:
             st.stats_later, st.interval = later, interval
 
-    live = [st for st in states if isinstance(st.view, LiveNetnsView)]
+    live = [st for st in states if isinstance(view_of(st), LiveNetnsView)]
     _each(one, live)
 
 
@@ -698,14 +671,14 @@ def _has_nft_header(text: str) -> bool:
 
 def read_modules(root: HostRoot, snap: Snapshot) -> None:
     text = root.read_text("proc/modules")
-    mods: dict[str, modmod.ModuleInfo] = {}
+    mods: dict[str, ModuleInfo] = {}
     if text is not None:
-        mods = modmod.parse_proc_modules(text)
+        mods = modules_reader.parse_proc_modules(text)
         snap.modules_source = "/proc/modules"
     else:
         cap = root.capture("kernel", "lsmod") if not root.is_live else None
         if cap:
-            mods = modmod.parse_lsmod(cap.text, cap.source)
+            mods = modules_reader.parse_lsmod(cap.text, cap.source)
             snap.modules_source = cap.source
     have_list = bool(snap.modules_source)
     if have_list:
@@ -719,49 +692,51 @@ def read_modules(root: HostRoot, snap: Snapshot) -> None:
         if bl:
             builtin_list = {ln.rsplit("/", 1)[-1].removesuffix(".ko") for ln in bl.split()}
     for name in modmod.CONNTRACK_MODULES:
-        info = mods.get(name) or modmod.ModuleInfo(name)
-        sysdir = f"sys/module/{name}"
-        if root.is_dir(sysdir):
-            for p in root.listdir(f"{sysdir}/parameters"):
-                v = root.read_text(f"{sysdir}/parameters/{p}")
-                if v is not None:
-                    info.parameters[p] = v.strip()
-            if info.state != modmod.LOADED:
-                refcnt = root.read_text(f"{sysdir}/refcnt")
-                if refcnt is not None:
-                    info.state = modmod.LOADED
-                    info.refcount = parse_int(refcnt)
-                    info.holders = root.listdir(f"{sysdir}/holders")
-                    info.source = f"/{sysdir}"
-                else:
-                    info.state = modmod.BUILTIN
-                    info.source = f"/{sysdir} (no refcnt: built in)"
-        if info.state == modmod.UNKNOWN:
-            if name in builtin_list:
-                info.state, info.source = modmod.BUILTIN, "modules.builtin"
-            elif have_list:
-                info.state, info.source = modmod.ABSENT, f"not in {snap.modules_source}"
-            elif name == "nf_conntrack" and snap.settings.get(NF + "nf_conntrack_max") is not None:
-                info.state, info.source = modmod.PRESENT, "conntrack sysctls present; no module list to tell loaded from built in"
-        mods[name] = info
+        mods[name] = _module(root, snap, mods.get(name) or ModuleInfo(name), builtin_list, have_list)
     snap.modules = mods
+
+
+def _module(root: HostRoot, snap: Snapshot, info: ModuleInfo, builtin_list: set[str], have_list: bool) -> ModuleInfo:
+    """One module's state: /sys/module (parameters, refcount, holders), else modules.builtin, else the
+    module list's silence, else the sysctls' presence."""
+    name = info.name
+    sysdir = f"sys/module/{name}"
+    if root.is_dir(sysdir):
+        for p in root.listdir(f"{sysdir}/parameters"):
+            v = root.read_text(f"{sysdir}/parameters/{p}")
+            if v is not None:
+                info.parameters[p] = v.strip()
+        if info.state != modmod.LOADED:
+            refcnt = root.read_text(f"{sysdir}/refcnt")
+            if refcnt is not None:
+                info.state = modmod.LOADED
+                info.refcount = parse_int(refcnt)
+                info.holders = root.listdir(f"{sysdir}/holders")
+                info.source = f"/{sysdir}"
+            else:
+                info.state = modmod.BUILTIN
+                info.source = f"/{sysdir} (no refcnt: built in)"
+    if info.state == modmod.UNKNOWN:
+        if name in builtin_list:
+            info.state, info.source = modmod.BUILTIN, "modules.builtin"
+        elif have_list:
+            info.state, info.source = modmod.ABSENT, f"not in {snap.modules_source}"
+        elif name == "nf_conntrack" and snap.settings.get(NF + "nf_conntrack_max") is not None:
+            info.state, info.source = modmod.PRESENT, "conntrack sysctls present; no module list to tell loaded from built in"
+    return info
 
 
 def _not_before_birth(events: list[KernelLogEvent], root: HostRoot, snap: Snapshot) -> list[KernelLogEvent]:
     """Drop lines that name a live netns's inode but were logged before that netns existed: the
     kernel reuses inodes, so they belong to an earlier namespace (e.g. a deleted pod's)."""
-    import os
-
     births = {}
     if root.is_live:
-        from ctdoctor.sources.system import boot_time
-
         live_boot = boot_time(root.read_text("proc/uptime"))
         if live_boot is None:
             return events
         boot = live_boot
         for st in snap.namespaces:
-            ref = getattr(st.view, "ref", None)
+            ref = ref_of(st)
             if st.inode and ref is not None and not ref.is_init:
                 try:
                     births[st.inode] = (os.stat(ref.path).st_ctime, st.name)
@@ -804,8 +779,6 @@ def capture_time(root: HostRoot) -> tuple[float | None, str]:
     m = re.search(r"(20\d\d)-([01]\d)-([0-3]\d)", Path(str(root.label)).name or "") or \
         re.search(r"(20\d\d)-([01]\d)-([0-3]\d)", root.path.name)
     if m:
-        import calendar
-
         try:
             day = calendar.timegm((int(m.group(1)), int(m.group(2)), int(m.group(3)), 23, 59, 59, 0, 0, 0))
             return float(day), "the sosreport's name (its date, end of day)"
@@ -855,22 +828,31 @@ PREVIOUS_BOOT = ("journalctl --no-pager --boot -1", "journalctl --no-pager --cat
 def read_kernel_log(root: HostRoot, snap: Snapshot, given: str | None = None) -> None:
     """``given``: the kernel log as dmesg prints it, already read by the caller (the exporter follows
     /dev/kmsg and hands its refresh the conntrack lines: no dmesg run per refresh)."""
-    if root.is_live and given is not None:
+    if root.is_live:
+        _live_kernel_log(root, snap, given)
+    else:
+        _image_kernel_log(root, snap)
+
+
+def _live_kernel_log(root: HostRoot, snap: Snapshot, given: str | None) -> None:
+    if given is not None:
         evs = parse_kernel_log(given, "dmesg")
         assign_boots(evs, snap.boot_time)
         snap.kernel_log.extend(_not_before_birth(evs, root, snap))
         snap.kernel_log_sources.append("/dev/kmsg")
         return
-    if root.is_live:
-        cap = run_command("dmesg")
-        if cap and not cap.text.startswith("dmesg: read kernel buffer failed"):
-            evs = parse_kernel_log(cap.text, "dmesg")
-            assign_boots(evs, snap.boot_time)
-            snap.kernel_log.extend(_not_before_birth(evs, root, snap))
-            snap.kernel_log_sources.append("dmesg")
-        elif cap:
-            snap.notes.append("dmesg: " + cap.text.strip().splitlines()[0])
-        return
+    cap = run_command("dmesg")
+    if cap and not cap.text.startswith("dmesg: read kernel buffer failed"):
+        evs = parse_kernel_log(cap.text, "dmesg")
+        assign_boots(evs, snap.boot_time)
+        snap.kernel_log.extend(_not_before_birth(evs, root, snap))
+        snap.kernel_log_sources.append("dmesg")
+    elif cap:
+        snap.notes.append("dmesg: " + cap.text.strip().splitlines()[0])
+
+
+def _image_kernel_log(root: HostRoot, snap: Snapshot) -> None:
+    """dmesg, /var/log and its rotated pieces, and the journal, as an image captured them."""
     events: list[KernelLogEvent] = []
     ref = snap.captured_at
 
@@ -897,8 +879,6 @@ def read_kernel_log(root: HostRoot, snap: Snapshot, given: str | None = None) ->
             continue
         year_ref = ref
         if dated is not None:  # the rotation date: the file's lines are from before it
-            import calendar
-
             try:
                 d = str(dated)
                 year_ref = float(calendar.timegm((int(d[:4]), int(d[4:6]), int(d[6:8]), 23, 59, 59, 0, 0, 0)))
@@ -920,12 +900,9 @@ def read_kernel_log(root: HostRoot, snap: Snapshot, given: str | None = None) ->
                           f"{', '.join(snap.kernel_log_sources)} were counted once")
 
 
-def build(root: HostRoot, netns: str | None = None, interval: float | None = None,
-          with_rules: bool = True, with_log: bool = True, kernel_log: str | None = None) -> Snapshot:
-    snap = Snapshot(source=root.kind, root_label=root.label)
+def _read_host(root: HostRoot, snap: Snapshot) -> None:
+    """The host's own facts: when it was captured, its name, kernel, memory, CPUs, entry size."""
     if root.is_live:
-        from ctdoctor.sources.system import boot_time
-
         snap.captured_at, snap.captured_at_source = time.time(), "now"
         snap.boot_time = boot_time(root.read_text("proc/uptime"))
     else:
@@ -962,6 +939,11 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
         if s:
             snap.entry_size, snap.entry_size_source = s.objsize, f"/proc/slabinfo ({s.name} objsize)"
 
+
+def build(root: HostRoot, netns: str | None = None, interval: float | None = None,
+          with_rules: bool = True, with_log: bool = True, kernel_log: str | None = None) -> Snapshot:
+    snap = Snapshot(source=root.kind, root_label=root.label)
+    _read_host(root, snap)
     views = _views(root, netns, snap.notes)
     snap.namespaces.extend(_read_all(views, snap.notes, with_rules))
     snap.first_sample_at = time.monotonic()
@@ -993,18 +975,18 @@ def build(root: HostRoot, netns: str | None = None, interval: float | None = Non
     return snap
 
 
-def live_pods(root: HostRoot, refs: list[nsmod.NetnsRef]) -> dict[int, podmod.Pod]:
+def live_pods(root: HostRoot, refs: list[nsmod.NetnsRef]) -> dict[int, Pod]:
     """{inode: Pod} of the live namespaces a Kubernetes pod holds (cgroups, then runtime metadata)."""
     return podmod.for_refs(refs, root.host_files(), HostRoot.live())
 
 
-def image_pods(root: HostRoot) -> dict[str, podmod.Pod]:
+def image_pods(root: HostRoot) -> dict[str, Pod]:
     """{netns name: Pod} in an image: what ``collect`` recorded in meta.json, else sos's crictl captures."""
-    out: dict[str, podmod.Pod] = {}
+    out: dict[str, Pod] = {}
     for ns in (_read_meta(root) or {}).get("namespaces", []):
         p = ns.get("pod")
         if isinstance(p, dict) and isinstance(p.get("name"), str):
-            out[ns["name"]] = podmod.Pod(str(p.get("namespace") or ""), p["name"], str(p.get("uid") or ""),
+            out[ns["name"]] = Pod(str(p.get("namespace") or ""), p["name"], str(p.get("uid") or ""),
                                          str(p.get("container") or ""))
     if not out and root.kind == SOSREPORT:
         out = podmod.from_captures(root)
@@ -1038,7 +1020,7 @@ def drop_vanished(snap: Snapshot) -> list[str]:
     were found: a pod deleted mid-run is not a finding and not an error. Returns their names."""
     gone = []
     for st in list(snap.namespaces):
-        ref = getattr(st.view, "ref", None)
+        ref = ref_of(st)
         if ref is not None and nsmod.gone(ref):
             snap.namespaces.remove(st)
             gone.append(st.name)
@@ -1055,12 +1037,12 @@ def netns_states(root: HostRoot, netns: str | None = None) -> tuple[list[NetnsSt
     return _read_all(_views(root, netns, notes), notes, with_rules=False), notes
 
 
-def _read_all(views, notes: list[str], with_rules: bool) -> list[NetnsState]:
+def _read_all(views: list[ViewItem], notes: list[str], with_rules: bool) -> list[NetnsState]:
     """Every selected netns; one deleted while we read (a pod went away) is left out with a note.
     Live namespaces are read several at a time: each read waits on a fork or a tool run inside
     the netns, so a node with hundreds of them is not read one after the other."""
 
-    def one(item):
+    def one(item: ViewItem) -> NetnsState | None:
         view, inode, owner = item
         try:
             return read_netns(view, inode, owner, notes, with_rules)
@@ -1078,18 +1060,19 @@ def _read_all(views, notes: list[str], with_rules: bool) -> list[NetnsState]:
     return [st for st in _each(one, views, parallel=live) if st is not None]
 
 
-def _each(fn, items: list, parallel: bool = True) -> list:
+def _each(fn: Callable[[T], R], items: list[T], parallel: bool = True) -> list[R]:
     """``[fn(x) for x in items]``; with ``parallel``, in a few threads (each waits on the kernel or a tool
     in a netns, so a node with hundreds of namespaces is not read one after the other)."""
     if not parallel or len(items) < 4:
         return [fn(x) for x in items]
+    # imported here: concurrent.futures (and the logging it loads) costs an image's doctor ~10 ms it never needs
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=min(8, len(items)), thread_name_prefix="ctdoctor-netns") as pool:
         return list(pool.map(fn, items))
 
 
-def entry_memory(snap: Snapshot, count: int | None) -> dict | None:
+def entry_memory(snap: Snapshot, count: int | None) -> dict[str, Any] | None:
     """Bytes the entries take: slab objsize × count, else an estimate that says so."""
     if count is None:
         return None

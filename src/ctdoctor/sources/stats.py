@@ -19,34 +19,17 @@ per-CPU value), so it is not summed. ``conntrack -S`` prints ``cpu=N key=value
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ctdoctor.errors import InputError
+from ctdoctor.model.stats import NOT_SUMMED, CpuStats  # noqa: F401 - the type lives in model
 
 # conntrack -S names -> the proc header's names
 _S_ALIASES = {"error": "icmp_error", "clash_resolve": "clashres", "chaintoolong": "chainlength"}
-NOT_SUMMED = {"entries"}
 
 
 class StatsParseError(InputError):
     pass
 
 
-@dataclass
-class CpuStats:
-    per_cpu: list[dict[str, int]] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
-    entries: int | None = None  # the count printed in the "entries" column
-    source: str = ""
-
-    @property
-    def sums(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for row in self.per_cpu:
-            for k, v in row.items():
-                if k not in NOT_SUMMED:
-                    out[k] = out.get(k, 0) + v
-        return out
 
 
 def parse_proc_stat(text: str, source: str = "/proc/net/stat/nf_conntrack") -> CpuStats:

@@ -3,43 +3,18 @@
 Names are kept in dotted form (``net.netfilter.nf_conntrack_max``). Legacy
 names from the ``ip_conntrack`` era (``net.ipv4.netfilter.ip_conntrack_max``,
 RHEL 5/6) and the ``net.nf_conntrack_max`` alias are mapped to the modern
-name by :func:`canonical`.
+name by ``ctdoctor.model.kernel.canonical`` (pure, shared with the drift logic).
 """
 
 from __future__ import annotations
 
 import re
 
-from ctdoctor.model.kernel import NF, parse_int  # noqa: F401 - re-exported for the readers
-
-_LEGACY = {
-    "net.nf_conntrack_max": NF + "nf_conntrack_max",
-    "net.ipv4.netfilter.ip_conntrack_max": NF + "nf_conntrack_max",
-    "net.ipv4.netfilter.ip_conntrack_count": NF + "nf_conntrack_count",
-    "net.ipv4.netfilter.ip_conntrack_buckets": NF + "nf_conntrack_buckets",
-    "net.ipv4.netfilter.ip_conntrack_checksum": NF + "nf_conntrack_checksum",
-    "net.ipv4.netfilter.ip_conntrack_log_invalid": NF + "nf_conntrack_log_invalid",
-}
-
-
 # stderr sysctl writes while stdout goes on; sosreport merges both, so these fragments can sit at
 # the start, in the middle or at the end of a value line.
 _NOISE = re.compile(r'sysctl: |reading key "[^"\n]*"|permission denied on key [\'"][^\'"\n]*[\'"](?:, ignoring)?|'
                     r'cannot stat [^\s]+: [^\n]*?(?= ?[\w.]+ = |$)|setting key "[^"\n]*"(?:: [^\n]*?)?(?= ?[\w.]+ = |$)')
 _KEY = re.compile(r"^[A-Za-z0-9_.:@/-]+$")
-
-
-def canonical(key: str) -> str:
-    """Dotted, modern name for a sysctl key (``/`` separators and legacy names accepted)."""
-    key = key.strip()
-    if "/" in key and (key.find("/") < key.find(".") or "." not in key):
-        key = key.replace("/", "\x00").replace(".", "/").replace("\x00", ".")
-    if key in _LEGACY:
-        return _LEGACY[key]
-    m = re.match(r"net\.ipv4\.netfilter\.ip_conntrack_(.+)", key)
-    if m:
-        return NF + "nf_conntrack_" + m.group(1)
-    return key
 
 
 def parse_sysctl_a(text: str) -> dict[str, str]:

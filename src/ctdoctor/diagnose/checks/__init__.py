@@ -8,6 +8,7 @@ sections *What it detects*, *Why it matters* and *How to fix*, is the page
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 MODULES = {
     "CT001": "ct001_table_full", "CT002": "ct002_drops", "CT003": "ct003_early_drop",
@@ -20,10 +21,10 @@ MODULES = {
 }
 
 
-def load(code: str):
+def load(code: str) -> ModuleType:
     return importlib.import_module(f"ctdoctor.diagnose.checks.{MODULES[code]}")
 
 
-def page(mod) -> str:
+def page(mod: ModuleType) -> str:
     doc = (mod.__doc__ or "").strip()
     return f"{mod.CODE} {mod.TITLE}\n\n{doc}\n"

@@ -1,23 +1,27 @@
-"""What checks get (a Context over the Snapshot) and what they give (Findings).
+"""What checks get (a Context over the Snapshot and the Facts) and what they give (Findings).
 
-Checks are pure: ``run(ctx) -> Iterable[Finding | Unknown]``. Everything a
-check needs beyond the Snapshot (the listing's state mix and top keys, socket
-counts, the distribution) comes from a ``Facts`` object made outside the
-checks (``ctdoctor.diagnose.facts``), lazily, once, and shared: a check never reads the host.
+Checks are pure: ``run(ctx) -> Iterable[Finding | Unknown]``. Everything a check needs beyond
+the Snapshot (the listing's state mix and top keys, socket counts, the distribution) is in a
+``Facts`` gathered before the checks run (``ctdoctor.diagnose.facts``); a check that reads
+a listing, sockets or event listeners says which in its ``needs(ctx)``. A check never reads
+the host: both are plain data (``ctdoctor.model.snapshot``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol, TypedDict
+from typing import Any, TypedDict
 
 from ctdoctor.model import kernel, thresholds
 from ctdoctor.model.kernel import NF, TABLE_FULL, parse_int
-from ctdoctor.sources.snapshot import NetnsState, Snapshot
+from ctdoctor.model.kernlog import KernelLogEvent
+from ctdoctor.model.modules import ModuleState
+from ctdoctor.model.snapshot import Facts, Listener, ListingSummary, NetnsState, NotGathered, Snapshot
 
-# a kernel log line as the snapshot holds it (sources.kernlog.KernelLogEvent); checks read its fields
-KernelLogEvent = Any
+__all__ = ["CRITICAL", "INFO", "WARNING", "Context", "Evidence", "Facts", "Finding", "ListingSummary", "Needs",
+           "NetnsState", "NotGathered", "Severity", "Snapshot", "Unknown", "apply_hint", "ev", "fmt_pct",
+           "sysctl_fix"]
 
 
 SMALL_TABLE = 100  # entries: below this, no listing-based check can fire
@@ -42,11 +46,11 @@ class Finding:
     title: str
     summary: str
     netns: str | None = None
-    evidence: dict = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)
     explanation: str = ""
     fix: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "severity": self.severity, "title": self.title, "netns": self.netns,
                 "summary": self.summary, "evidence": self.evidence, "explanation": self.explanation,
                 "fix": self.fix}
@@ -60,26 +64,8 @@ class Unknown:
     reason: str
     netns: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "netns": self.netns, "reason": self.reason}
-
-
-@dataclass
-class ListingSummary:
-    listed: int
-    sample: bool  # the listing was cut (sosreport tail): counts are of a sample
-    source: str
-    states: dict[str, int]
-    protos: dict[str, int]
-    top: dict[str, list[tuple[str | None, int]]]  # src/dst/dport -> [(value, count)] largest first
-    unreadable: int = 0  # lines skipped because they were not entries
-    proto_states: dict[tuple[str, str], int] = field(default_factory=dict)  # (proto, state mix label) -> n
-    tunnels: dict[str, int] = field(default_factory=dict)  # vxlan/geneve/vxlan-8472/gre -> entries
-    count_after: int | None = None  # the netns's count read right after the listing (live)
-    read_seconds: float | None = None  # how long reading the listing took (live)
-    tool: str = ""  # what wrote a saved listing ("conntrack-tools 1.4.4"); "" for the kernel's own
-    families: str = "all"  # what the listing covers: "all", or "ipv4" (conntrack -L before 1.4.7)
-    top_every: int = 1  # src/dst tops counted on every n-th entry and scaled (the exporter's refresh)
 
 
 class Evidence(TypedDict, total=False):
@@ -89,38 +75,38 @@ class Evidence(TypedDict, total=False):
     source: str
 
 
-def ev(value, source: str | None = None) -> Evidence:
+def ev(value: Any, source: str | None = None) -> Evidence:
     """An evidence item: the value and the file it came from."""
     return {"value": value, "source": source} if source else {"value": value}
 
 
-class Facts(Protocol):
-    """What checks may ask beyond the Snapshot; ``ctdoctor.diagnose.facts.HostFacts`` answers from the host image
-    or the live host, tests can answer from a dict. A check never sees a root."""
+@dataclass
+class Needs:
+    """What a check will ask of the Facts, by netns name: gathered before it runs."""
 
-    live: bool
+    listings: set[str] = field(default_factory=set)  # listing summaries
+    sockets: set[str] = field(default_factory=set)  # ESTABLISHED socket counts
+    listeners: set[str] = field(default_factory=set)  # conntrack event listeners (live)
+    plan_max: bool = False  # the max ``plan`` picks
 
-    def summary(self, st: NetnsState) -> ListingSummary | None: ...
-    def warm(self, states: list[NetnsState]) -> None: ...
-    def summary_missing_reason(self, st: NetnsState) -> str: ...
-    def established_sockets(self, st: NetnsState) -> int | None: ...
-    def sockets_source(self, st: NetnsState) -> str: ...
-    def distro(self) -> str: ...
-    def expectations(self) -> tuple[int | None, str | None]: ...
-    def ovs_conntrack(self) -> tuple[dict[str, int], str] | None: ...
-    def event_listeners(self, st: NetnsState) -> list[dict]: ...
+    def __or__(self, other: Needs) -> Needs:
+        return Needs(self.listings | other.listings, self.sockets | other.sockets,
+                     self.listeners | other.listeners, self.plan_max or other.plan_max)
 
 
 class Context:
+    """A check's view of the host: the Snapshot and the Facts, both plain data."""
+
     def __init__(self, snap: Snapshot, facts: Facts):
         self.snap = snap
         self.facts = facts
         self.live = facts.live
+        self._split: tuple[dict[int, list[KernelLogEvent]], list[KernelLogEvent], list[NetnsState]] | None = None
 
     # ---- settings ----------------------------------------------------------
 
     @property
-    def version(self):
+    def version(self) -> tuple[int, int, int] | None:
         return self.snap.version
 
     def setting(self, short: str, st: NetnsState | None = None) -> int | None:
@@ -141,10 +127,10 @@ class Context:
     def global_max(self) -> int | None:
         return self.setting("nf_conntrack_max")
 
-    # ---- facts gathered outside the checks (the listing, sockets, host files) ------------
+    # ---- facts gathered before the checks (the listing, sockets, host files) ------------
 
     def summary(self, st: NetnsState) -> ListingSummary | None:
-        return self.facts.summary(st)
+        return self.facts.summary(st.name)
 
     @staticmethod
     def listing_matters(st: NetnsState, at_least: int = SMALL_TABLE) -> bool:
@@ -154,54 +140,61 @@ class Context:
         return st.count is None or st.count >= at_least or st.name == "init"
 
     def summary_missing_reason(self, st: NetnsState) -> str:
-        return self.facts.summary_missing_reason(st)
+        return self.facts.summary_missing_reason(st.name)
 
     def established_sockets(self, st: NetnsState) -> int | None:
-        return self.facts.established_sockets(st)
+        return self.facts.established_sockets(st.name)
 
     def sockets_source(self, st: NetnsState) -> str:
-        return self.facts.sockets_source(st)
+        return self.facts.sockets_source(st.name)
 
     def distro(self) -> str:
-        return self.facts.distro()
+        return self.facts.distro
 
-    def event_listeners(self, st: NetnsState) -> list[dict]:
+    def event_listeners(self, st: NetnsState) -> list[Listener]:
         """Conntrack event listeners (NETLINK_NETFILTER sockets with groups) in the netns, with the
         process holding each and its unread bytes; live only."""
-        return self.facts.event_listeners(st)
+        return self.facts.event_listeners(st.name)
 
     def ovs_conntrack(self) -> tuple[dict[str, int], str] | None:
         """Tunnel entries counted in Open vSwitch's conntrack dump, and its source (images only)."""
-        return self.facts.ovs_conntrack()
+        return self.facts.ovs
 
     def expectations(self) -> tuple[int | None, str | None]:
         """(entries in the expectation table, where that came from), or (None, None)."""
-        return self.facts.expectations()
+        return self.facts.expectations
 
-    def module_state(self, name: str) -> str:
+    def plan_max(self) -> int:
+        """The max ``plan`` picks (default headroom, no budget): what the doctor's fixes name, so the
+        doctor, ``plan`` and ``apply --from-plan`` agree."""
+        if self.facts.plan_max is None:
+            raise NotGathered("the plan's max was not gathered")
+        return self.facts.plan_max
+
+    def module_state(self, name: str) -> ModuleState:
         m = self.snap.modules.get(name)
-        return m.state if m else "unknown"
+        return m.state if m else ModuleState.UNKNOWN
 
-    def any_module_state(self, *names: str) -> str:
+    def any_module_state(self, *names: str) -> ModuleState:
         """The state of a piece of the kernel that has had several module names over the years
         (2.6's ``ip_conntrack``/``ip_nat`` are today's ``nf_conntrack``/``nf_nat``): loaded if any of
         them is, else built in, else present; absent only when all are."""
         states = [self.module_state(n) for n in names]
-        for want in ("loaded", "builtin", "present", "absent"):
+        for want in (ModuleState.LOADED, ModuleState.BUILTIN, ModuleState.PRESENT, ModuleState.ABSENT):
             if want in states:
                 return want
-        return "unknown"
+        return ModuleState.UNKNOWN
 
-    def tracker_state(self) -> str:
+    def tracker_state(self) -> ModuleState:
         """The connection tracker: ``nf_conntrack``, or ``ip_conntrack`` on 2.6-era kernels."""
         return self.any_module_state("nf_conntrack", "ip_conntrack")
 
     def tracker_module(self) -> str:
         """The tracker's module name on this host (``ip_conntrack`` where that is what is loaded)."""
-        return "ip_conntrack" if self.module_state("ip_conntrack") == "loaded" and \
-            self.module_state("nf_conntrack") != "loaded" else "nf_conntrack"
+        return "ip_conntrack" if self.module_state("ip_conntrack") == ModuleState.LOADED and \
+            self.module_state("nf_conntrack") != ModuleState.LOADED else "nf_conntrack"
 
-    def nat_state(self) -> str:
+    def nat_state(self) -> ModuleState:
         """NAT: ``nf_nat``, or ``ip_nat`` on 2.6-era kernels."""
         return self.any_module_state("nf_nat", "ip_nat")
 
@@ -226,7 +219,7 @@ class Context:
 
     def builtin_tracker(self) -> bool:
         """Conntrack built into the kernel: it is never unloaded, so nothing resets by reload."""
-        return self.tracker_state() == "builtin" or self.snap.module_support is False
+        return self.tracker_state() == ModuleState.BUILTIN or self.snap.module_support is False
 
     # ---- the kernel log, in time ------------------------------------------------------------
 
@@ -269,8 +262,8 @@ class Context:
             return {}
         return unmapped
 
-    def _log_split(self):
-        if not hasattr(self, "_split"):
+    def _log_split(self) -> tuple[dict[int, list[KernelLogEvent]], list[KernelLogEvent], list[NetnsState]]:
+        if self._split is None:
             by_inode: dict[int, list[KernelLogEvent]] = {}
             anonymous: list[KernelLogEvent] = []
             for e in self.snap.kernel_log:
@@ -307,7 +300,7 @@ def fmt_pct(x: float | None) -> str:
     return "?" if x is None else f"{x * 100:.1f}%"
 
 
-def sysctl_fix(key_short: str, value) -> str:
+def sysctl_fix(key_short: str, value: object) -> str:
     return f"sysctl -w net.netfilter.{key_short}={value}"
 
 

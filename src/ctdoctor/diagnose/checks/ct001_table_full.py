@@ -23,7 +23,21 @@ How to fix
     ``ctdoctor top --netns NAME`` and ``ctdoctor plan`` for a value sized to RAM.
 """
 
-from ctdoctor.diagnose.checks.base import CRITICAL, WARNING, Finding, Unknown, apply_hint, ev, fmt_pct, sysctl_fix
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import (
+    CRITICAL,
+    WARNING,
+    Context,
+    Finding,
+    Needs,
+    NetnsState,
+    Unknown,
+    apply_hint,
+    ev,
+    fmt_pct,
+    sysctl_fix,
+)
 from ctdoctor.model import thresholds
 
 CODE = "CT001"
@@ -36,29 +50,50 @@ def recommended_max(count: int, mx: int) -> int:
     return ((want + 65535) // 65536) * 65536
 
 
-def run(ctx):
+def needs(ctx: Context) -> Needs:
+    """The listing where no count was captured (it tells how many entries there are at least)."""
+    return Needs(listings={st.name for st in ctx.namespaces if st.count is None and st.max})
+
+
+def needs_after(ctx: Context) -> Needs:
+    """The plan's pick, when a table is full enough to report (its fix names it)."""
+    return Needs(plan_max=any(_level(ctx, st)[0] is not None for st in ctx.namespaces))
+
+
+def _count(ctx: Context, st: NetnsState) -> tuple[int | None, str | None]:
+    count, count_source = st.count, st.sources.get("count")
+    if count is None and st.max:
+        # no count captured: a whole listing (not a cut sample) holds at least that many
+        s = ctx.summary(st)
+        if s is not None and not s.sample and s.listed:
+            count, count_source = s.listed, f"{s.source} (entries listed; no nf_conntrack_count captured)"
+    return count, count_source
+
+
+def _level(ctx: Context, st: NetnsState) -> tuple[str | None, bool]:
+    """('critical' | 'warning' | None, dropping) of this netns's table."""
+    count, _ = _count(ctx, st)
+    if count is None or not st.max:
+        return None, False
+    dropping = ctx.dropping(st) or (st.rates() or {}).get("insert_failed", 0) > 0
+    return thresholds.fill_severity(count / st.max, dropping), dropping
+
+
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     for st in ctx.namespaces:
-        count, count_source = st.count, st.sources.get("count")
-        if count is None and st.max:
-            # no count captured: a whole listing (not a cut sample) holds at least that many
-            s = ctx.summary(st)
-            if s is not None and not s.sample and s.listed:
-                count, count_source = s.listed, f"{s.source} (entries listed; no nf_conntrack_count captured)"
+        count, count_source = _count(ctx, st)
         if count is None or not st.max:
             yield Unknown(CODE, "not enough data: no nf_conntrack_count/max for this netns", st.name)
             continue
         fill = count / st.max
         drops = st.stats.sums.get("drop") if st.stats else None  # unknown, never 0, without a stats source
         rates = st.rates() or {}
-        dropping = ctx.dropping(st) or rates.get("insert_failed", 0) > 0
-        level = thresholds.fill_severity(fill, dropping)
+        level, dropping = _level(ctx, st)
         if level is None:
             continue
         sev = CRITICAL if level == "critical" else WARNING
         # the one sizing model (plan's): every netns's peak, the persisted value, the flow rate
-        from ctdoctor.diagnose.plan import pick_max
-
-        new_max = max(pick_max(ctx), recommended_max(count, st.max))
+        new_max = max(ctx.plan_max(), recommended_max(count, st.max))
         yield Finding(
             CODE, sev, TITLE, netns=st.name,
             summary=f"netns {st.label}: {count} of {st.max} entries ({fmt_pct(fill)})"

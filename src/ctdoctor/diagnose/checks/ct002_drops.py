@@ -23,16 +23,29 @@ How to fix
     single-request-reopen`` in resolv.conf) and NAT port collisions.
 """
 
-from ctdoctor.diagnose.checks.base import CRITICAL, INFO, WARNING, Finding, Unknown, ev
+from collections.abc import Iterator
+from typing import Any
+
+from ctdoctor.diagnose.checks.base import (
+    CRITICAL,
+    INFO,
+    WARNING,
+    Context,
+    Finding,
+    NetnsState,
+    Unknown,
+    ev,
+)
 from ctdoctor.diagnose.checks.base import Severity as Sev
 from ctdoctor.model import kernel
+from ctdoctor.model.kernlog import KernelLogEvent
 
 CODE = "CT002"
 TITLE = "packets dropped by conntrack"
 ORDER = {INFO: 0, WARNING: 1, CRITICAL: 2}
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     seen_any_stats = False
     any_log = any(e.kind == kernel.TABLE_FULL for e in ctx.snap.kernel_log)
     for st in ctx.namespaces:
@@ -55,7 +68,7 @@ def run(ctx):
                                                if ctx.snap.kernel_log_sources else ""))
 
 
-def _when(ctx, lines: list) -> dict:
+def _when(ctx: Context, lines: list[KernelLogEvent]) -> dict[str, Any]:
     """When the drops in the log happened, against the capture: the facts a person asks first."""
     last = lines[-1]
     age = ctx.age(last)
@@ -78,7 +91,7 @@ def human_age(seconds: float | None) -> str:
     return f"{seconds / 86400:.0f} days before the capture"
 
 
-def _log_severity(ctx, st, lines: list) -> Sev | None:
+def _log_severity(ctx: Context, st: NetnsState, lines: list[KernelLogEvent]) -> Sev | None:
     if not lines:
         return None
     fresh = [e for e in lines if not ctx.stale(e)]
@@ -94,7 +107,7 @@ def _log_severity(ctx, st, lines: list) -> Sev | None:
     return WARNING  # before the last reboot: the cause is probably still there
 
 
-def _counter_severity(ctx, st, lines: list) -> Sev | None:
+def _counter_severity(ctx: Context, st: NetnsState, lines: list[KernelLogEvent]) -> Sev | None:
     sums = st.stats.sums if st.stats else {}
     rates = st.rates() or {}
     drop, failed = sums.get("drop", 0), sums.get("insert_failed", 0)
@@ -111,7 +124,7 @@ def _counter_severity(ctx, st, lines: list) -> Sev | None:
     return None
 
 
-def _finding(ctx, st, lines: list, inferred: bool) -> Finding | None:
+def _finding(ctx: Context, st: NetnsState, lines: list[KernelLogEvent], inferred: bool) -> Finding | None:
     sums = st.stats.sums if st.stats else {}
     rates = st.rates() or {}
     drop, failed = sums.get("drop"), sums.get("insert_failed")
@@ -152,7 +165,8 @@ def _finding(ctx, st, lines: list, inferred: bool) -> Finding | None:
     )
 
 
-def _explain(ctx, full: bool, inferred: bool, lines: list, drop, failed, fill_unknown: bool = False) -> str:
+def _explain(ctx: Context, full: bool, inferred: bool, lines: list[KernelLogEvent], drop: int | None,
+             failed: int | None, fill_unknown: bool = False) -> str:
     if full:
         why = "The table is at its max: see CT001. "
     elif lines and all(ctx.stale(e) for e in lines):
@@ -177,7 +191,7 @@ def _explain(ctx, full: bool, inferred: bool, lines: list, drop, failed, fill_un
     return "Conntrack refused new entries and the packets were dropped. " + why + how
 
 
-def _unmapped(ctx) -> Finding | None:
+def _unmapped(ctx: Context) -> Finding | None:
     """Lines naming a netns this host or image does not have: live, namespaces that are gone; offline,
     namespaces the image does not map to inodes (sos records none) and none could be inferred."""
     gone = ctx.unmapped_table_full()

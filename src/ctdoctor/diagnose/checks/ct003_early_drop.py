@@ -22,7 +22,9 @@ How to fix
     UDP dominates.
 """
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Finding, ev
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Finding, ev
 
 CODE = "CT003"
 # Since boot, this many evictions are no single brush with the max: the table fills again and again.
@@ -30,7 +32,7 @@ RECURRING = 1000
 TITLE = "early-drop pressure: unassured flows evicted"
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding]:
     for st in ctx.namespaces:
         if st.stats is None:
             continue

@@ -42,7 +42,9 @@ How to fix
     only if nothing needs conntrack events.
 """
 
-from ctdoctor.diagnose.checks.base import WARNING, Finding, Unknown, ev
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import WARNING, Context, Finding, ListingSummary, Needs, NetnsState, Unknown, ev
 from ctdoctor.model import kernel
 
 CODE = "CT004"
@@ -60,7 +62,7 @@ STATE_TIMEOUT = {
 GC_PERIOD_MAX = 61.0  # seconds: the slowest full pass measured (long-lived entries elsewhere on the host)
 
 
-def gc_backlog(ctx, st, states: dict[str, int]) -> int:
+def gc_backlog(ctx: Context, st: NetnsState, states: dict[str, int]) -> int:
     """Expired entries the garbage collector may not have reached yet: each short-lived state's entries
     expire at n / T per second and wait up to half a period, so at most n × (P/2) / T of them."""
     total = 0.0
@@ -72,7 +74,38 @@ def gc_backlog(ctx, st, states: dict[str, int]) -> int:
     return int(total)
 
 
-def run(ctx):
+def needs(ctx: Context) -> Needs:
+    """The listing of every netns with a count of 100 or more."""
+    return Needs(listings={st.name for st in ctx.namespaces if st.count is not None and st.count >= 100})
+
+
+def needs_after(ctx: Context) -> Needs:
+    """The event listeners of each live netns with a gap to report (its evidence names them)."""
+    if not ctx.live:
+        return Needs()
+    out = Needs()
+    for st in ctx.namespaces:
+        s = ctx.summary(st) if st.count is not None and st.count >= 100 else None
+        if s is not None and not s.sample and s.families == "all" and _gap(ctx, st, s) is not None:
+            out.listeners.add(st.name)
+    return out
+
+
+def _gap(ctx: Context, st: NetnsState, s: ListingSummary) -> tuple[int, int, int] | None:
+    """(count, gap, allowance) when the count is that far above the listing, else None."""
+    count = s.count_after if s.count_after is not None else (st.count or 0)
+    gap = count - s.listed
+    if s.count_after is not None:
+        # entries born while the table was read
+        allowance = int((st.rates() or {}).get("insert", 0) * (s.read_seconds or 0))
+    else:
+        allowance = gc_backlog(ctx, st, s.states)
+    if gap < max(100, 0.05 * count) + allowance:
+        return None
+    return count, gap, allowance
+
+
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     for st in ctx.namespaces:
         if st.count is None or st.count < 100:
             continue  # a gap of 100 or more needs a count of 100 or more
@@ -89,19 +122,14 @@ def run(ctx):
                                 "(conntrack -L without -f before conntrack-tools 1.4.7); the count covers every "
                                 "family", st.name)
             continue
-        count = s.count_after if s.count_after is not None else st.count
-        gap = count - s.listed
-        if s.count_after is not None:
-            # entries born while the table was read
-            allowance = int((st.rates() or {}).get("insert", 0) * (s.read_seconds or 0))
-        else:
-            allowance = gc_backlog(ctx, st, s.states)
-        if gap < max(100, 0.05 * count) + allowance:
+        got = _gap(ctx, st, s)
+        if got is None:
             continue
+        count, gap, allowance = got
         yield _finding(ctx, st, s, count, gap, allowance)
 
 
-def _finding(ctx, st, s, count: int, gap: int, allowance: int) -> Finding:
+def _finding(ctx: Context, st: NetnsState, s: ListingSummary, count: int, gap: int, allowance: int) -> Finding:
     old = kernel.has_unconfirmed_list(ctx.version)
     where = ("the per-CPU unconfirmed list (packets in flight or held in an NFQUEUE) or the per-CPU dying list "
              "(undelivered destroy events)") if old else \
@@ -115,9 +143,7 @@ def _finding(ctx, st, s, count: int, gap: int, allowance: int) -> Finding:
         CODE, WARNING, TITLE, netns=st.name,
         summary=f"netns {st.label}: count {count}, but {s.listed} entries listed ({gap} not in the hash)"
                 + (f"; conntrack event listener {who}" if who else ""),
-        evidence={"count": ev(count, st.sources.get("count") + (" (read after the listing)"
-                                                               if s.count_after is not None else "")
-                             if st.sources.get("count") else None),
+        evidence={"count": ev(count, _count_source(st, s)),
                   "count_before_listing": st.count, "listed": ev(s.listed, s.source),
                   "gap": gap, "gc_allowance": allowance, "kernel": ctx.snap.release,
                   "events": ctx.setting("nf_conntrack_events", st), "event_listeners": listeners[:10]},
@@ -130,3 +156,10 @@ def _finding(ctx, st, s, count: int, gap: int, allowance: int) -> Finding:
         fix=["ss -f netlink -p   # find the event listener that stopped reading (conntrackd?)",
              "cat /proc/net/netfilter/nfnetlink_queue   # queues and their readers, if NFQUEUE is used"],
     )
+
+
+def _count_source(st: NetnsState, s: ListingSummary) -> str | None:
+    src = st.sources.get("count")
+    if not src:
+        return None
+    return src + (" (read after the listing)" if s.count_after is not None else "")

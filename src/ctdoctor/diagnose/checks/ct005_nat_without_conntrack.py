@@ -21,14 +21,18 @@ How to fix
     then ``sysctl --system``, then reload the firewall.
 """
 
-from ctdoctor.diagnose.checks.base import CRITICAL, Finding, Unknown
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import CRITICAL, Context, Finding, Unknown
+from ctdoctor.diagnose.checks.ct008_modprobe_install import NOOP
 from ctdoctor.model import kernel
+from ctdoctor.model.modules import ModuleState
 
 CODE = "CT005"
 TITLE = "NAT rules without conntrack or NAT in the kernel: NAT silently broken"
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     rules = ctx.snap.namespaces[0].rules if ctx.snap.namespaces else None
     nat = (rules.nat + rules.nat_chains) if rules else []
     partial = ctx.rules_partial()
@@ -43,12 +47,12 @@ def run(ctx):
         return
     # 2.6-era kernels track with ip_conntrack and translate with ip_nat: those count as loaded
     ct, natmod = ctx.tracker_state(), ctx.nat_state()
-    missing = [m for m, s in (("nf_conntrack", ct), ("nf_nat", natmod)) if s == "absent"]
-    if kernel.has_per_l3_modules(ctx.version) and ctx.module_state("nf_conntrack_ipv4") == "absent" \
-            and ctx.module_state("ip_conntrack") != "loaded" and ct != "builtin":
+    missing = [m for m, s in (("nf_conntrack", ct), ("nf_nat", natmod)) if s == ModuleState.ABSENT]
+    if kernel.has_per_l3_modules(ctx.version) and ctx.module_state("nf_conntrack_ipv4") == ModuleState.ABSENT \
+            and ctx.module_state("ip_conntrack") != ModuleState.LOADED and ct != ModuleState.BUILTIN:
         missing.append("nf_conntrack_ipv4")
     if not missing:
-        if ct == "unknown":
+        if ct == ModuleState.UNKNOWN:
             yield Unknown(CODE, "not enough data: no module list to tell whether conntrack is loaded")
         return
     load = ["nf_defrag_ipv4", "nf_conntrack"] + (["nf_conntrack_ipv4"] if kernel.has_per_l3_modules(ctx.version)
@@ -57,8 +61,6 @@ def run(ctx):
               "debian": "netfilter-persistent reload   # or: systemctl restart nftables"}.get(
         ctx.distro(), "# then reload the firewall rules (iptables-restore or nft -f, as this host loads them)")
     # a modprobe.d trap (CT008) would make every load below a silent no-op: it goes first
-    from ctdoctor.diagnose.checks.ct008_modprobe_install import NOOP
-
     traps = [f"sed -i '{d.lineno}s/^/# disabled by ctdoctor advice: /' {d.file}   # first: {d.verb} {d.module}"
              for d in ctx.snap.persisted.modprobe
              if d.module in load and ((d.verb == "install" and NOOP.search(d.args)) or d.verb == "blacklist")]

@@ -37,14 +37,18 @@ How to fix
     within seconds.
 """
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Finding
+from collections.abc import Iterator
+from typing import Any
+
+from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Finding
+from ctdoctor.model.drift import drift as settings_drift
 from ctdoctor.model.kernel import NF, parse_int
 
 # What kube-proxy sets at run time (pkg/proxy/conntrack): not a lost setting when seen live.
 RUNTIME_SET = {NF + "nf_conntrack_tcp_timeout_established": 86400, NF + "nf_conntrack_tcp_timeout_close_wait": 3600}
 
 
-def raised_at_run_time(d: dict) -> bool:
+def raised_at_run_time(d: dict[str, Any]) -> bool:
     """A live value someone set on purpose after boot: a max above the persisted one, kube-proxy's timeouts."""
     live, persisted = parse_int(d["live"]), parse_int(d["persisted"])
     if d["key"] in (NF + "nf_conntrack_max", NF + "nf_conntrack_buckets"):
@@ -55,10 +59,8 @@ CODE = "CT006"
 TITLE = "settings drift: live value differs from the persisted one"
 
 
-def run(ctx):
-    from ctdoctor.diagnose.status import settings_report
-
-    drift = settings_report(ctx.snap)["drift"]
+def run(ctx: Context) -> Iterator[Finding]:
+    drift = settings_drift(ctx.snap)
     if not drift:
         return
     builtin = ctx.builtin_tracker()
@@ -86,7 +88,7 @@ def run(ctx):
     )
 
 
-def _fixes(rows: list[dict], which: str) -> list[str]:
+def _fixes(rows: list[dict[str, Any]], which: str) -> list[str]:
     """Restore the persisted values (lost ones), or persist the live ones (raised on purpose)."""
     args = " ".join((f"--max {d[which]}" if d["key"] == NF + "nf_conntrack_max" else
                      f"--timeout {d['key'].removeprefix(NF + 'nf_conntrack_')}={d[which]}") for d in rows

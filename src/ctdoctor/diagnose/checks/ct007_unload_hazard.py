@@ -22,18 +22,19 @@ How to fix
     installs covers every other way the module gets reloaded.
 """
 
-from ctdoctor.diagnose.checks.base import CRITICAL, INFO, WARNING, Finding
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import CRITICAL, INFO, WARNING, Context, Finding
+from ctdoctor.model.drift import drift as settings_drift
 from ctdoctor.model.kernel import NF
 
 CODE = "CT007"
 TITLE = "unload hazard: firewall service unloads conntrack without re-applying sysctls"
 
 
-def run(ctx):
-    from ctdoctor.diagnose.status import settings_report
-
+def run(ctx: Context) -> Iterator[Finding]:
     cfgs = ctx.snap.persisted.iptables_config
-    drift_max = any(d["key"].endswith("nf_conntrack_max") for d in settings_report(ctx.snap)["drift"])
+    drift_max = any(d["key"].endswith("nf_conntrack_max") for d in settings_drift(ctx.snap))
     builtin = ctx.builtin_tracker()
     at_stake = sorted(k for k in ctx.snap.persisted.sysctl if k.startswith(NF) and not k.endswith("_count"))
     for path, cfg in cfgs.items():

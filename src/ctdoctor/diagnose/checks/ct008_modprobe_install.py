@@ -24,8 +24,9 @@ How to fix
 """
 
 import re
+from collections.abc import Iterator
 
-from ctdoctor.diagnose.checks.base import CRITICAL, INFO, WARNING, Finding
+from ctdoctor.diagnose.checks.base import CRITICAL, INFO, WARNING, Context, Finding
 
 CODE = "CT008"
 TITLE = "modprobe.d stops conntrack from loading"
@@ -33,7 +34,7 @@ MODULES = {"nf_conntrack", "nf_conntrack_ipv4", "nf_conntrack_ipv6", "nf_defrag_
 NOOP = re.compile(r"^(/usr)?/bin/(true|false)\b|^(/usr)?/bin/(ba)?sh\s+-c\s+['\"]?(true|false|exit)")
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding]:
     bad = [d for d in ctx.snap.persisted.modprobe
            if d.module in MODULES and ((d.verb == "install" and NOOP.search(d.args)) or d.verb == "blacklist")]
     if not bad:

@@ -24,13 +24,15 @@ How to fix
     --max M --buckets N`` does both.
 """
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Finding, apply_hint, ev, sysctl_fix
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Finding, apply_hint, ev, sysctl_fix
 
 CODE = "CT009"
 TITLE = "hash sizing: max/buckets ratio and chains too long"
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding]:
     mx, buckets = ctx.setting("nf_conntrack_max"), ctx.setting("nf_conntrack_buckets")
     chain = sum((st.stats.sums.get("chainlength", 0) for st in ctx.namespaces if st.stats
                  and "chainlength" in st.stats.columns), 0)

@@ -16,7 +16,9 @@ How to fix
     then ``ctdoctor apply --from-plan``.
 """
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Finding, Unknown, ev
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Finding, Unknown, ev
 
 CODE = "CT010"
 TITLE = "the configured max can take too much memory"
@@ -30,7 +32,7 @@ def human(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     mx, buckets, ram = ctx.setting("nf_conntrack_max"), ctx.setting("nf_conntrack_buckets"), ctx.snap.mem_total
     if not mx or not ram:
         yield Unknown(CODE, "not enough data: need nf_conntrack_max and MemTotal")

@@ -21,7 +21,19 @@ How to fix
     --timeout tcp_timeout_established=86400``.
 """
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Finding, Unknown, apply_hint, ev, sysctl_fix
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import (
+    INFO,
+    WARNING,
+    Context,
+    Finding,
+    Needs,
+    Unknown,
+    apply_hint,
+    ev,
+    sysctl_fix,
+)
 
 CODE = "CT011"
 TITLE = "timeouts keep dead flows in a busy table"
@@ -36,7 +48,12 @@ RULES = {
 }
 
 
-def run(ctx):
+def needs(ctx: Context) -> Needs:
+    """The listing of every netns at least half full."""
+    return Needs(listings={st.name for st in ctx.namespaces if st.fill is not None and st.fill >= 0.5})
+
+
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     for st in ctx.namespaces:
         if st.fill is None or st.fill < 0.5:
             continue

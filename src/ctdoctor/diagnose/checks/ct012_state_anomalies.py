@@ -22,13 +22,19 @@ How to fix
     or the client without keep-alive; lower the matching timeout (CT011).
 """
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Finding, Unknown, ev
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Finding, Needs, Unknown, ev
 
 CODE = "CT012"
 TITLE = "state anomalies: SYN_SENT, UNREPLIED or TIME_WAIT pile-up"
 
 
-def run(ctx):
+def needs(ctx: Context) -> Needs:
+    return Needs(listings={st.name for st in ctx.namespaces if ctx.listing_matters(st)})
+
+
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     for st in ctx.namespaces:
         if not ctx.listing_matters(st):
             continue

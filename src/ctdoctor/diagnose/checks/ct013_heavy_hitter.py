@@ -18,13 +18,28 @@ How to fix
     or size the table for it.
 """
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Finding, Unknown, ev
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import (
+    INFO,
+    WARNING,
+    Context,
+    Finding,
+    ListingSummary,
+    Needs,
+    Unknown,
+    ev,
+)
 
 CODE = "CT013"
 TITLE = "one source, destination or port holds a large share of the table"
 
 
-def run(ctx):
+def needs(ctx: Context) -> Needs:
+    return Needs(listings={st.name for st in ctx.namespaces if ctx.listing_matters(st, 1000)})
+
+
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     for st in ctx.namespaces:
         if not ctx.listing_matters(st, 1000):
             continue
@@ -67,7 +82,7 @@ def run(ctx):
             )
 
 
-def _proto_of(s) -> str:
+def _proto_of(s: ListingSummary) -> str:
     """The protocol of the table's traffic, for a NOTRACK suggestion: tcp or udp when nine entries in ten
     are of it, else both."""
     listed = sum(s.protos.values()) or 1

@@ -21,17 +21,36 @@ How to fix
     by itself; check that the filter rules accept it.
 """
 
-from ctdoctor.diagnose.checks.base import INFO, Finding, ev
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import INFO, Context, Finding, Needs, NetnsState, ev
 
 CODE = "CT014"
 TITLE = "sockets vs conntrack"
 
 
-def run(ctx):
+def _told(st: NetnsState) -> bool:
+    """Whether a story can be told: a full table, or a NOTRACK rule (ss is not run for nothing)."""
+    full = st.fill is not None and st.fill >= 0.95
+    return full or bool(st.rules.notrack)
+
+
+def needs(ctx: Context) -> Needs:
+    """The socket count where a story can be told; the listing where there are enough sockets to compare."""
+    out = Needs(sockets={st.name for st in ctx.namespaces if _told(st)})
     for st in ctx.namespaces:
-        full = st.fill is not None and st.fill >= 0.95
-        if not full and not st.rules.notrack:
-            continue  # neither story can be told: no full table, no NOTRACK rule (ss is not run for nothing)
+        if st.name in out.sockets:
+            socks = ctx.established_sockets(st)
+            if socks is not None and st.count is not None and socks >= 20 and \
+                    not (st.fill is not None and st.fill >= 0.95):
+                out.listings.add(st.name)
+    return out
+
+
+def run(ctx: Context) -> Iterator[Finding]:
+    for st in ctx.namespaces:
+        if not _told(st):
+            continue
         socks = ctx.established_sockets(st)
         if socks is None or st.count is None:
             continue

@@ -18,24 +18,27 @@ How to fix
     reloads.
 """
 
-from ctdoctor.diagnose.checks.base import INFO, Finding, Unknown
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import INFO, Context, Finding, Unknown
+from ctdoctor.model.modules import ModuleState
 
 CODE = "CT015"
 TITLE = "who holds nf_conntrack"
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     m = ctx.snap.modules.get(ctx.tracker_module())
-    if m is None or m.state == "unknown":
+    if m is None or m.state == ModuleState.UNKNOWN:
         yield Unknown(CODE, "not enough data: no module information")
         return
-    if m.state == "builtin":
+    if m.state == ModuleState.BUILTIN:
         yield Finding(CODE, INFO, TITLE,
                       summary="nf_conntrack is built into the kernel: it is never unloaded or reloaded",
                       evidence={"state": m.state, "source": m.source},
                       explanation="Settings cannot be reset by a module reload here; drift (CT006) would come "
                                   "from something writing the sysctls.")
-    elif m.state == "loaded":
+    elif m.state == ModuleState.LOADED:
         holders = m.holders
         yield Finding(CODE, INFO, TITLE,
                       summary=f"{m.name} is a loaded module, reference count {m.refcount}, held by "
@@ -46,13 +49,13 @@ def run(ctx):
                                    "setting to its default on the next load." if holders or m.refcount else
                                    "Nothing holds it: `modprobe -r nf_conntrack` would unload it and lose its "
                                    "settings."))
-    elif m.state == "present":
+    elif m.state == ModuleState.PRESENT:
         yield Finding(CODE, INFO, TITLE,
                       summary="nf_conntrack is in the kernel (its sysctls exist); no module list says whether it is "
                               "a loaded module or built in",
                       evidence={"state": m.state, "source": m.source},
                       explanation="Without lsmod or /proc/modules the holders and reference count are unknown.")
-    elif m.state == "absent":
+    elif m.state == ModuleState.ABSENT:
         yield Finding(CODE, INFO, TITLE, summary="nf_conntrack is not loaded",
                       evidence={"state": m.state, "source": m.source},
                       explanation="No connection tracking right now: state and NAT rules cannot work (CT005).",

@@ -23,13 +23,16 @@ How to fix
     ``ctdoctor notrack --port P`` emits both halves together.
 """
 
-from ctdoctor.diagnose.checks.base import WARNING, Finding, Unknown
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import WARNING, Context, Finding, Unknown
+from ctdoctor.model.rules import RulesSummary
 
 CODE = "CT016"
 TITLE = "NOTRACK without an accept for untracked packets"
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding | Unknown]:
     partial = ctx.rules_partial()
     if partial:
         yield Unknown(CODE, f"not enough data: sos stopped its {partial} plugin (timed out, sos_logs/ui.log): the "
@@ -64,7 +67,7 @@ def run(ctx):
         )
 
 
-def _dropped_notracks(r) -> list[str] | None:
+def _dropped_notracks(r: RulesSummary) -> list[str] | None:
     """The NOTRACKed flows (proto/ports) the input filter would drop, following its rules in order;
     None when the capture holds no input filter chain to follow."""
     notracks = [x for x in r.rules if x.action == "notrack" and x.hook in ("prerouting", "")]
@@ -83,7 +86,7 @@ def _dropped_notracks(r) -> list[str] | None:
     return out
 
 
-def _verdict(r, chain: str, proto, ports) -> str:
+def _verdict(r: RulesSummary, chain: str, proto: str | None, ports: frozenset[int] | None) -> str:
     """accept or drop for an untracked packet walking ``chain`` (rules we cannot model are skipped)."""
     for rule in (x for x in r.rules if x.chain == chain):
         if rule.action == "accept" and rule.surely_matches(proto, ports, "untracked"):

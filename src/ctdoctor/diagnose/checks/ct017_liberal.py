@@ -20,7 +20,9 @@ How to fix
     ``..._tcp_loose=1``, ``..._checksum=1``, and remove the line that sets it.
 """
 
-from ctdoctor.diagnose.checks.base import INFO, Finding, ev, sysctl_fix
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import INFO, Context, Finding, ev, sysctl_fix
 
 CODE = "CT017"
 TITLE = "liberal or loose TCP tracking"
@@ -34,7 +36,7 @@ ODD = {
 }
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding]:
     for key, (odd, default, why) in ODD.items():
         v = ctx.setting(key)
         if v is None or v != odd:

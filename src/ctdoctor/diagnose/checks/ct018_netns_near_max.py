@@ -19,7 +19,19 @@ How to fix
     (``ctdoctor status --netns all``, the exporter's per-netns metrics).
 """
 
-from ctdoctor.diagnose.checks.base import CRITICAL, WARNING, Finding, apply_hint, ev, fmt_pct
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import (
+    CRITICAL,
+    WARNING,
+    Context,
+    Finding,
+    Needs,
+    NetnsState,
+    apply_hint,
+    ev,
+    fmt_pct,
+)
 from ctdoctor.diagnose.checks.ct001_table_full import recommended_max
 from ctdoctor.model import thresholds
 
@@ -27,14 +39,23 @@ CODE = "CT018"
 TITLE = "a non-initial network namespace is near the global max"
 
 
-def run(ctx):
+def needs(ctx: Context) -> Needs:
+    """The plan's pick, when a namespace is full enough to report (its fix names it)."""
+    return Needs(plan_max=any(_level(ctx, st) is not None for st in ctx.namespaces))
+
+
+def _level(ctx: Context, st: NetnsState) -> str | None:
+    if st.name == "init" or st.count is None or not st.max:
+        return None
+    return thresholds.fill_severity(st.count / st.max, ctx.dropping(st))
+
+
+def run(ctx: Context) -> Iterator[Finding]:
     for st in ctx.namespaces:
-        if st.name == "init" or st.count is None or not st.max:
+        level = _level(ctx, st)
+        if level is None or st.count is None or not st.max:
             continue
         fill = st.count / st.max
-        level = thresholds.fill_severity(fill, ctx.dropping(st))
-        if level is None:
-            continue
         init = ctx.snap.init
         yield Finding(
             CODE, CRITICAL if level == "critical" else WARNING, TITLE, netns=st.name,
@@ -53,7 +74,5 @@ def run(ctx):
         )
 
 
-def _target(ctx, st) -> int:
-    from ctdoctor.diagnose.plan import pick_max
-
-    return max(pick_max(ctx), recommended_max(st.count, st.max))
+def _target(ctx: Context, st: NetnsState) -> int:
+    return max(ctx.plan_max(), recommended_max(st.count or 0, st.max or 0))

@@ -18,14 +18,16 @@ How to fix
     assignment).
 """
 
-from ctdoctor.diagnose.checks.base import CRITICAL, INFO, WARNING, Finding, ev, sysctl_fix
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import CRITICAL, INFO, WARNING, Context, Finding, ev, sysctl_fix
 from ctdoctor.model.kernel import EXPECT_FULL
 
 CODE = "CT019"
 TITLE = "expectation table full"
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding]:
     lines = [e for e in ctx.snap.kernel_log if e.kind == EXPECT_FULL]
     emax = ctx.setting("nf_conntrack_expect_max")
     count, src = ctx.expectations()

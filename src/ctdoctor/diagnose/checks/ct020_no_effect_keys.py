@@ -20,14 +20,16 @@ How to fix
     net.netfilter.nf_conntrack_max``), or delete the line.
 """
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Finding
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Finding
 from ctdoctor.model.kernel import parse_int
 
 CODE = "CT020"
 TITLE = "persisted conntrack settings this kernel does not have"
 
 
-def run(ctx):
+def run(ctx: Context) -> Iterator[Finding]:
     stale = ctx.snap.persisted.no_effect
     if not stale:
         return

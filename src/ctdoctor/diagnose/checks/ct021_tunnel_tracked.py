@@ -23,14 +23,20 @@ How to fix
     protocol gre notrack`` (and output).
 """
 
-from ctdoctor.diagnose.checks.base import INFO, WARNING, Finding, ev
+from collections.abc import Iterator
+
+from ctdoctor.diagnose.checks.base import INFO, WARNING, Context, Evidence, Finding, Needs, NetnsState, ev
 
 CODE = "CT021"
 TITLE = "tunnel traffic (VXLAN, Geneve, GRE) is tracked"
 PORTS = {"vxlan": 4789, "geneve": 6081, "vxlan-8472": 8472}
 
 
-def run(ctx):
+def needs(ctx: Context) -> Needs:
+    return Needs(listings={st.name for st in ctx.namespaces if ctx.listing_matters(st)})
+
+
+def run(ctx: Context) -> Iterator[Finding]:
     for st in ctx.namespaces:
         s = ctx.summary(st) if ctx.listing_matters(st) else None
         if s is None or not s.tunnels:
@@ -44,7 +50,7 @@ def run(ctx):
             yield _finding(ctx, init, ovs[0], None, ovs[1])
 
 
-def _finding(ctx, st, tunnels: dict, listed, source: str) -> Finding:
+def _finding(ctx: Context, st: NetnsState, tunnels: dict[str, int], listed: Evidence | None, source: str) -> Finding:
     n = sum(tunnels.values())
     what = ", ".join(f"{k} {v}" for k, v in sorted(tunnels.items(), key=lambda kv: -kv[1]))
     fixes = [f"ctdoctor notrack --port {PORTS[k]} --proto udp" for k in tunnels if k in PORTS]
