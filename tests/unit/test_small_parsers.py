@@ -18,11 +18,11 @@ def test_sysctl_a_with_stderr_inside_and_between_lines():
 
 
 def test_legacy_and_slash_names():
-    assert sysctl.canonical("net.ipv4.netfilter.ip_conntrack_max") == "net.netfilter.nf_conntrack_max"
-    assert sysctl.canonical("net.ipv4.netfilter.ip_conntrack_tcp_timeout_established") == \
+    assert kernel.canonical("net.ipv4.netfilter.ip_conntrack_max") == "net.netfilter.nf_conntrack_max"
+    assert kernel.canonical("net.ipv4.netfilter.ip_conntrack_tcp_timeout_established") == \
         "net.netfilter.nf_conntrack_tcp_timeout_established"
-    assert sysctl.canonical("net/netfilter/nf_conntrack_max") == "net.netfilter.nf_conntrack_max"
-    assert sysctl.canonical("net.nf_conntrack_max") == "net.netfilter.nf_conntrack_max"
+    assert kernel.canonical("net/netfilter/nf_conntrack_max") == "net.netfilter.nf_conntrack_max"
+    assert kernel.canonical("net.nf_conntrack_max") == "net.netfilter.nf_conntrack_max"
 
 
 def test_lsmod_holders():
