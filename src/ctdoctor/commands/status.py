@@ -48,20 +48,44 @@ def run(args) -> int:
 
 
 def _watch(root, args) -> int:
+    """A frame every N seconds: redrawn in place on a terminal (q or Ctrl-C quits), one frame after the
+    other when piped (so `status --watch 5 | tee log` keeps a frame per interval)."""
+    import sys
+
     from rich.console import Console
-    from rich.live import Live
 
     from ctdoctor.render.keys import Keys
-    from ctdoctor.render.status_text import render
+    from ctdoctor.render.status_text import WatchState, render
 
     console = Console(highlight=False)
+    state = WatchState(interval=args.watch, keys=sys.stdin.isatty() and sys.stdout.isatty())
+
+    def frame():
+        # The sampling interval doubles as the redraw period: rates cover the last N seconds
+        doc = _doc(root, args, args.watch if root.is_live else None)
+        state.observe(doc)
+        return render(doc, console, watch=state)
+
+    if not sys.stdout.isatty():
+        try:
+            while True:
+                console.print(frame())
+                console.print()
+                sys.stdout.flush()
+                if not root.is_live:
+                    import time
+
+                    time.sleep(args.watch)
+        except KeyboardInterrupt:
+            pass
+        return 0
+    from rich.live import Live
+
     with Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
         try:
             while True:
-                # The sampling interval doubles as the redraw period: rates cover the last N seconds
-                # (a q pressed meanwhile is read after the frame: it quits within one period)
-                doc = _doc(root, args, args.watch if root.is_live else None)
-                live.update(render(doc), refresh=True)
+                # a q pressed meanwhile is read after the frame: it quits within one period
+                live.update(frame(), refresh=True)
                 if keys.quit_pressed() or (not root.is_live and keys.wait_for_quit(args.watch)):
                     break
         except KeyboardInterrupt:

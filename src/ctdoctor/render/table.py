@@ -1,0 +1,144 @@
+"""A table laid out for the width it has: every column as wide as its widest cell, numbers right-aligned,
+the flexible column (a name) elided in the middle, optional columns dropped (lowest ``optional`` first)
+when the width has no room for them, never a cell cut to ``m…`` and never a line wider than the width.
+
+Rich's Table shares the room out by ratios and cuts cells; this one decides which columns to show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GAP = 2
+
+
+@dataclass
+class Column:
+    header: str
+    cells: list[str]
+    align: str = "right"
+    flex: bool = False  # takes what is left, elided in the middle (one per table)
+    min_width: int = 0
+    optional: int = 0  # 0: always shown; else dropped when there is no room, lowest first
+    alt: list[str] | None = None  # richer cells (a count with its rate), used when they fit
+    styles: list[str] | None = None
+    markup: bool = False  # cells carry rich markup (a coloured bar)
+    fixed: int = 0  # a width fixed whatever the cells say
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.name or self.header
+
+
+def _plain_len(cell: str, markup: bool) -> int:
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    return cell_len(Text.from_markup(cell).plain if markup else cell)
+
+
+def _natural(c: Column, cells: list[str]) -> int:
+    if c.fixed:
+        return max(c.fixed, len(c.header))
+    return max([len(c.header), *(_plain_len(x, c.markup) for x in cells)])
+
+
+def _fit(cols: list[Column], chosen: dict[str, list[str]], width: int, memory: dict[str, int] | None,
+         gap: int) -> dict[str, int] | None:
+    """Column widths that fit ``width`` with these cells, or None."""
+    widths = {}
+    for c in cols:
+        w = _natural(c, chosen[c.key])
+        if memory is not None and not c.flex:
+            w = max(w, memory.get(c.key, 0))
+        widths[c.key] = w
+    fixed = sum(widths[c.key] for c in cols if not c.flex) + gap * (len(cols) - 1)
+    for c in cols:
+        if c.flex:
+            room = width - fixed
+            need = max(c.min_width, len(c.header))
+            if room < need:
+                return None
+            widths[c.key] = min(widths[c.key], room)
+            if memory is not None:  # the name column keeps its width too, within the room
+                widths[c.key] = min(room, max(widths[c.key], memory.get(c.key, 0)))
+    if sum(widths.values()) + gap * (len(cols) - 1) > width:
+        return None
+    return widths
+
+
+def layout(cols: list[Column], width: int, memory: dict[str, int] | None = None) -> list:
+    """The table as rich Text lines: the header, a rule, one line per row."""
+    from rich.text import Text
+
+    from ctdoctor.render.fmt import elide
+
+    width = max(width, 20)
+    widths = None
+    for gap in (GAP, 1):  # one space between columns only when nothing else is left to drop
+        shown = list(cols)
+        use_alt = any(c.alt for c in cols)
+        while True:
+            chosen = {c.key: (c.alt if use_alt and c.alt else c.cells) for c in shown}
+            widths = _fit(shown, chosen, width, memory, gap)
+            if widths is not None:
+                break
+            if use_alt:
+                use_alt = False
+                continue
+            opt = [c for c in shown if c.optional]
+            if not opt:
+                break
+            shown.remove(min(opt, key=lambda c: c.optional))
+        if widths is not None:
+            break
+    if widths is None:  # the required columns, the name cut to what is left
+        chosen = {c.key: c.cells for c in shown}
+        widths = {c.key: _natural(c, chosen[c.key]) for c in shown}
+        flex = [c for c in shown if c.flex]
+        if flex:
+            others = sum(w for k, w in widths.items() if k != flex[0].key) + gap * (len(shown) - 1)
+            widths[flex[0].key] = max(4, width - others)
+    if memory is not None:
+        for c in shown:
+            memory[c.key] = max(memory.get(c.key, 0), widths[c.key])
+    lines = []
+    head = Text(style="bold")
+    for i, c in enumerate(shown):
+        if i:
+            head.append(" " * gap)
+        w = widths[c.key]
+        head.append(c.header.rjust(w) if c.align == "right" else c.header.ljust(w))
+    lines.append(_rstrip(head))
+    lines.append(Text("─" * min(width, sum(widths.values()) + gap * (len(shown) - 1)), style="dim"))
+    rows = len(cols[0].cells) if cols else 0
+    for r in range(rows):
+        line = Text()
+        for i, c in enumerate(shown):
+            if i:
+                line.append(" " * gap)
+            w = widths[c.key]
+            cell = chosen[c.key][r]
+            if c.markup:
+                t = Text.from_markup(cell)
+                t.truncate(w, pad=True)
+                line.append_text(t)
+                continue
+            cell = elide(cell, w) if c.flex else cell
+            pad = " " * max(0, w - _plain_len(cell, False))
+            style = c.styles[r] if c.styles else ""
+            if c.align == "right":
+                line.append(pad)
+                line.append(cell, style=style)
+            else:
+                line.append(cell, style=style)
+                line.append(pad)
+        lines.append(_rstrip(line))
+    return lines
+
+
+def _rstrip(t):
+    t.rstrip()
+    t.no_wrap = True
+    t.overflow = "ignore"
+    return t
