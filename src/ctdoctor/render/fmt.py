@@ -47,7 +47,7 @@ def pct(fraction: float | None, digits: int | None = None) -> str:
     if p >= 100:
         return f"{p:.0f}%"
     if p >= 0.1:
-        return f"{p:.1f}%"
+        return f"{p:.1f}".removesuffix(".0") + "%"
     if p >= 0.01:
         return f"{p:.2f}%"
     return "< 0.01%"

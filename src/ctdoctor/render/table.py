@@ -16,7 +16,7 @@ class Column:
     header: str
     cells: list[str]
     align: str = "right"
-    flex: bool = False  # takes what is left, elided in the middle (one per table)
+    flex: bool = False  # shares what is left (the widest gives first), elided in the middle
     min_width: int = 0
     optional: int = 0  # 0: always shown; else dropped when there is no room, lowest first
     alt: list[str] | None = None  # richer cells (a count with its rate), used when they fit
@@ -44,7 +44,7 @@ def _natural(c: Column, cells: list[str]) -> int:
 
 
 def _fit(cols: list[Column], chosen: dict[str, list[str]], width: int, memory: dict[str, int] | None,
-         gap: int) -> dict[str, int] | None:
+         gap: int, strict: bool = False) -> dict[str, int] | None:
     """Column widths that fit ``width`` with these cells, or None."""
     widths = {}
     for c in cols:
@@ -53,15 +53,18 @@ def _fit(cols: list[Column], chosen: dict[str, list[str]], width: int, memory: d
             w = max(w, memory.get(c.key, 0))
         widths[c.key] = w
     fixed = sum(widths[c.key] for c in cols if not c.flex) + gap * (len(cols) - 1)
-    for c in cols:
-        if c.flex:
-            room = width - fixed
-            need = max(c.min_width, len(c.header))
-            if room < need:
-                return None
-            widths[c.key] = min(widths[c.key], room)
-            if memory is not None:  # the name column keeps its width too, within the room
-                widths[c.key] = min(room, max(widths[c.key], memory.get(c.key, 0)))
+    flex = [c for c in cols if c.flex]
+    if flex:
+        room = width - fixed
+        need = {c.key: widths[c.key] if strict else max(c.min_width, len(c.header)) for c in flex}
+        if room < sum(need.values()):
+            return None
+        if memory is not None:  # the name columns keep their width too, within the room
+            for c in flex:
+                widths[c.key] = max(widths[c.key], memory.get(c.key, 0))
+        while sum(widths[c.key] for c in flex) > room:  # the widest one gives a cell first
+            c = max((c for c in flex if widths[c.key] > need[c.key]), key=lambda c: widths[c.key])
+            widths[c.key] -= 1
     if sum(widths.values()) + gap * (len(cols) - 1) > width:
         return None
     return widths
@@ -75,12 +78,13 @@ def layout(cols: list[Column], width: int, memory: dict[str, int] | None = None)
 
     width = max(width, 20)
     widths = None
-    for gap in (GAP, 1):  # one space between columns only when nothing else is left to drop
+    # first every name whole (optional columns dropped for it), then names elided, then one space between
+    for gap, strict in ((GAP, True), (GAP, False), (1, False)):
         shown = list(cols)
         use_alt = any(c.alt for c in cols)
         while True:
             chosen = {c.key: (c.alt if use_alt and c.alt else c.cells) for c in shown}
-            widths = _fit(shown, chosen, width, memory, gap)
+            widths = _fit(shown, chosen, width, memory, gap, strict)
             if widths is not None:
                 break
             if use_alt:
@@ -96,9 +100,9 @@ def layout(cols: list[Column], width: int, memory: dict[str, int] | None = None)
         chosen = {c.key: c.cells for c in shown}
         widths = {c.key: _natural(c, chosen[c.key]) for c in shown}
         flex = [c for c in shown if c.flex]
-        if flex:
-            others = sum(w for k, w in widths.items() if k != flex[0].key) + gap * (len(shown) - 1)
-            widths[flex[0].key] = max(4, width - others)
+        for c in flex:
+            others = sum(w for k, w in widths.items() if k != c.key) + gap * (len(shown) - 1)
+            widths[c.key] = max(4, min(widths[c.key], width - others))
     if memory is not None:
         for c in shown:
             memory[c.key] = max(memory.get(c.key, 0), widths[c.key])
