@@ -61,9 +61,12 @@ def _list(fmt: str) -> int:
 
         emit({"schema": 1, "scenarios": rows})
         return 0
-    for r in rows:
-        print(f"{r['name']:<18} {r['summary']}")
-        print(f"{'':<18} --scale default: {r['scale']}" + ("" if r["available"] else f"; cannot run here: {r['why_not']}"))
+    from rich.console import Console
+
+    from ctdoctor.render.lab_text import render_list
+
+    con = Console(highlight=False)
+    con.print(render_list(rows, con.width))
     return 0
 
 
@@ -81,20 +84,7 @@ def _run(args, fmt: str) -> int:
         return 0
     from rich.console import Console
 
-    c = Console(highlight=False)
-    c.print(f"[bold]lab {doc['scenario']}[/] in netns {doc['netns']}")
-    c.print("[bold]built[/]")
-    for ln in doc["built"]:
-        c.print(f"  - {ln}")
-    c.print("[bold]observed[/]")
-    for k, v in doc["observed"].items():
-        if isinstance(v, list) and v and isinstance(v[0], str):
-            c.print(f"  {k}:")
-            for item in v[:10]:
-                c.print(f"    {item}", markup=False, highlight=False)
-        else:
-            c.print(f"  {k}: {v}", markup=False, highlight=False)
-    c.print("[bold]why[/]")
-    c.print(f"  {doc['explanation']}")
-    c.print(f"netns {doc['netns']} " + ("kept; remove it with: ctdoctor lab clean" if args.keep else "removed"))
+    from ctdoctor.render.lab_text import render_run
+
+    Console(highlight=False).print(render_run(doc, args.keep))
     return 0
