@@ -27,5 +27,7 @@ def run(args) -> int:
     code = args.code.upper()
     if code not in MODULES:
         raise UsageError(f"unknown check {args.code!r} (see: ctdoctor checks)")
-    sys.stdout.write(page(load(code)))
+    from ctdoctor.render.page import fit, terminal_width
+
+    sys.stdout.write(fit(page(load(code)), terminal_width()))
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from ctdoctor.render import fmt
+
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 WORD = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
 
@@ -85,7 +87,7 @@ def _overview(order: list[dict], width: int) -> list:
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
             text = f"{len(fs)} namespaces ({shown}): {fs[0]['title']}"  # the names first: the title may be elided
         line = Text(head, style=STYLE[sev])
-        line.append(_elide(text, max(20, width - len(head))))
+        line.append(fmt.elide_end(text, max(20, width - len(head))))
         out.append(line)
         first = next((x for x in fs[0].get("fixes", []) if x.get("argv")), None)
         if first is not None:
@@ -94,16 +96,6 @@ def _overview(order: list[dict], width: int) -> list:
             for ln in lines(fix, width, prefix):
                 out.append(Text(ln, style="green", no_wrap=True, overflow="ignore"))
     return out
-
-
-def _elide(text: str, room: int) -> str:
-    """One line of at most ``room`` characters: cut at a word, with … (never inside a word when it can)."""
-    if len(text) <= room:
-        return text
-    cut = text[: room - 1]
-    if " " in cut[room // 2:]:
-        cut = cut[: cut.rfind(" ")]
-    return cut.rstrip(" ,;:") + "…"
 
 
 def _fix_lines(f: dict, width: int) -> list:
@@ -142,9 +134,9 @@ def _plain(x) -> str:
     if x is None:
         return "unknown"
     if isinstance(x, bool):
-        return "yes" if x else "no"
+        return fmt.yesno(x)
     if isinstance(x, float):
-        return f"{x:,.4g}" if abs(x) >= 1e-3 or x == 0 else "< 0.001"
+        return fmt.num(x)  # an int stays as written: it may be a port, an inode or a mark
     if isinstance(x, str) and _DMESG_STAMP.match(x):  # dmesg's seconds since boot
         return f"{float(x):,.0f} s after boot"
     if isinstance(x, dict):

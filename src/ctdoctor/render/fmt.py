@@ -154,6 +154,8 @@ def elide_end(text: str, room: int) -> str:
     cut = text[: max(1, room - 1)]
     if " " in cut[room // 2:]:
         cut = cut[: cut.rfind(" ")]
+        while " " in cut[room // 2:] and len(cut) - cut.rfind(" ") <= 3:  # no lone "2…" or "a…" at the end
+            cut = cut[: cut.rfind(" ")].rstrip(" ,;:")
     return cut.rstrip(" ,;:") + "…"
 
 
