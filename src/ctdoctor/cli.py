@@ -37,14 +37,6 @@ COMMANDS = {
 DEFAULT_COMMAND = "doctor"
 
 
-def _available(only: str | None = None) -> dict:
-    """Only commands whose module is shipped are offered (``only``: just that one is looked up)."""
-    import importlib.util
-
-    names = [only] if only in COMMANDS else list(COMMANDS)
-    return {k: COMMANDS[k] for k in names if importlib.util.find_spec(COMMANDS[k][0]) is not None}
-
-
 def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     d = argparse.SUPPRESS if suppress else None
     p.add_argument("--root", metavar="PATH", default=d,
@@ -179,9 +171,7 @@ def _main(argv: list[str]) -> int:
     except CtdError as e:
         print(f"ctdoctor: error: {e}", file=sys.stderr)
         return e.exit_code
-    commands = _available(chosen)
-    if chosen not in commands:
-        chosen, commands = None, _available()
+    commands = COMMANDS
     parser = build_parser(commands)
     if chosen is not None:
         mod = importlib.import_module(commands[chosen][0])
