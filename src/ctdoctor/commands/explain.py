@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from ctdoctor.errors import UsageError
-
 
 def add_arguments(p) -> None:
     if p.prog.endswith("explain"):
@@ -26,7 +24,9 @@ def run(args) -> int:
         return 0
     code = args.code.upper()
     if code not in MODULES:
-        raise UsageError(f"unknown check {args.code!r} (see: ctdoctor checks)")
+        from ctdoctor.commands.common import no_such
+
+        raise no_such("check", args.code, MODULES, see="ctdoctor checks")
     from ctdoctor.render.page import fit, terminal_width
 
     sys.stdout.write(fit(page(load(code)), terminal_width()))

@@ -72,6 +72,12 @@ def _list(fmt: str) -> int:
 
 def _run(args, fmt: str) -> int:
     from ctdoctor.lab import run_scenario
+    from ctdoctor.lab.scenarios import SCENARIOS
+
+    if args.scenario not in SCENARIOS:
+        from ctdoctor.commands.common import no_such
+
+        raise no_such("lab scenario", args.scenario, SCENARIOS, see="ctdoctor lab list")
 
     with run_scenario(args.scenario, args.scale, keep=args.keep) as result:
         doc = {"scenario": result.scenario, "netns": result.netns.name, "inode": result.netns.inode,
