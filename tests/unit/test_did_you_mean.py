@@ -39,6 +39,16 @@ def test_a_value_with_nothing_near_lists_the_choices_once():
     assert "no format 'yaml' (one of: text, json, nagios, csv)" in err
 
 
+def test_a_mistyped_netns_in_an_image():
+    from tests.conftest import IMAGES
+
+    k8s = str(IMAGES / "sosreport-node7-k8s")
+    rc, out, err = run("--root", k8s, "--netns", "cni-4f1x", "status")
+    assert rc == 2 and not out and err == "ctdoctor: error: no netns 'cni-4f1x'; did you mean 'cni-4f1e'?\n"
+    rc, _out, err = run("--root", k8s, "--netns", "init,zzzz", "status")  # a list: the bad one is named
+    assert rc == 2 and "--netns zzzz: no such network namespace" in err and "known: init, cni-4f1e" in err
+
+
 def test_the_helpers():
     assert did_you_mean("cni-4f1x", ["init", "cni-4f1e"]) == "cni-4f1e"
     assert did_you_mean("established", ["ESTABLISHED", "SYN_SENT"]) == "ESTABLISHED"
