@@ -5,6 +5,7 @@ widths from frame to frame, so nothing jumps while it redraws."""
 
 from __future__ import annotations
 
+import textwrap
 import time
 from dataclasses import dataclass, field
 
@@ -132,7 +133,6 @@ def _items(items: list[str], width: int) -> list[str]:
 
 def render(doc: dict, console=None, width: int | None = None, watch: WatchState | None = None):
     from rich.console import Console, Group
-    from rich.markup import escape
     from rich.text import Text
 
     if width is None:
@@ -163,35 +163,65 @@ def render(doc: dict, console=None, width: int | None = None, watch: WatchState 
     parts.append(Text(""))
     ini = doc["namespaces"][0] if doc["namespaces"] else None
     if ini and ini.get("buckets") and ini.get("max"):
-        parts.append(Text.from_markup(f"[bold]hash[/] {fmt.num(ini['buckets'])} buckets, max {fmt.num(ini['max'])}"
-                                      f" ({fmt.num(round(ini['max'] / ini['buckets'], 2))} per bucket; both global,"
-                                      " counts per netns)"))
+        parts.extend(_para("hash", f"{fmt.num(ini['buckets'])} buckets, max {fmt.num(ini['max'])} "
+                                   f"({fmt.num(round(ini['max'] / ini['buckets'], 2))} per bucket; both global, "
+                                   "counts per netns)", width))
     key = {"nf_conntrack", "nf_nat"}
     mods = [f"{m['name']} {m['state']}" + (f" (refcnt {m['refcount']}, held by {', '.join(m['holders']) or '-'})"
                                          if m["state"] == "loaded" and m["name"] in key else "")
             for m in doc["modules"] if m["state"] != "absent" or m["name"] in key]
-    parts.append(Text.from_markup("[bold]modules[/] " + escape("; ".join(mods) if mods else "not enough data")))
+    parts.extend(_para("modules", "; ".join(mods) if mods else "not enough data", width))
     s = doc["settings"]
     if s["non_default"]:
-        parts.append(Text.from_markup("[bold]settings not at the kernel default[/]"))
+        parts.append(Text("settings not at the kernel default", style="bold"))
         for d in s["non_default"]:
-            parts.append(Text.from_markup(f"  {escape(d['key'])} = {escape(str(d['value']))}  "
-                                          f"[dim](default {escape(str(d['default']))})[/]"))
+            parts.extend(_with_source(f"  {d['key']} = {d['value']}", f"default {d['default']}", width))
     if s["drift"]:
-        parts.append(Text.from_markup("[bold yellow]live settings that differ from the persisted ones[/]"))
+        parts.append(Text("live settings that differ from the persisted ones", style="bold yellow"))
         for d in s["drift"]:
-            parts.append(Text.from_markup(f"  {escape(d['key'])}: live {escape(str(d['live']))}, "
-                                          f"persisted {escape(str(d['persisted']))}  "
-                                          f"[dim]({escape(str(d['file']))}:{d['line']})[/]"))
+            parts.extend(_with_source(f"  {d['key']}: live {d['live']}, persisted {d['persisted']}",
+                                      f"{d['file']}:{d['line']}", width))
     if not s["non_default"] and not s["drift"]:
-        parts.append(Text.from_markup("[bold]settings[/] all at kernel defaults; nothing persisted differs from live"))
+        parts.extend(_para("settings", "all at kernel defaults; nothing persisted differs from live", width))
     ev = doc["kernel_log"]["events"]
     if ev:
-        parts.append(Text.from_markup("[bold]kernel log[/] " + escape(", ".join(f"{k.replace('_', ' ')} {fmt.num(v)}"
-                                                                                for k, v in ev.items()))))
+        parts.extend(_para("kernel log", ", ".join(f"{k.replace('_', ' ')} {fmt.num(v)}" for k, v in ev.items()),
+                           width))
     for n in doc["notes"]:
-        parts.append(Text(f"note: {n}", style="dim"))
+        parts.extend(_para("note:", n, width, style="dim"))
     return Group(*parts)
+
+
+def _para(label: str, body: str, width: int, style: str = "") -> list:
+    """``label body`` wrapped between words to the width, its next lines indented under the body."""
+    from rich.text import Text
+
+    lines = textwrap.wrap(f"{label} {body}", width, subsequent_indent="  ", break_long_words=False,
+                          break_on_hyphens=False) or [label]
+    out = []
+    for i, ln in enumerate(lines):
+        t = Text(style=style)
+        if i == 0:
+            t.append(label, style="bold")
+            t.append(ln[len(label):])
+        else:
+            t.append(ln)
+        out.append(t)
+    return out
+
+
+def _with_source(line: str, source: str, width: int) -> list:
+    """A setting and, dimmed, where it comes from: on the same line when it fits, else on the next."""
+    from rich.text import Text
+
+    if len(line) + len(source) + 4 <= width:
+        return [Text.assemble(line, "  ", (f"({source})", "dim"))]
+    body = textwrap.wrap(line, width, initial_indent="", subsequent_indent="    ", break_long_words=False,
+                         break_on_hyphens=False, drop_whitespace=True) if len(line) > width else [line]
+    body[0] = line[: len(line) - len(line.lstrip())] + body[0].lstrip() if body else line
+    if len(body[-1]) + len(source) + 4 <= width:
+        return [*(Text(b) for b in body[:-1]), Text.assemble(body[-1], "  ", (f"({source})", "dim"))]
+    return [*(Text(b) for b in body), Text(f"    ({source})", style="dim")]
 
 
 def print_status(doc: dict) -> None:
