@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from ctdoctor.render import fmt
+from ctdoctor.render.wrap import hang, with_source
 
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 WORD = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
@@ -39,24 +40,25 @@ def render(doc: dict, verbose_info: bool = False, width: int = 80):
         parts.append(Text(""))
         parts.append(Text.from_markup(f"[{STYLE[sev]}]{WORD[sev]}[/] [bold]{f['id']}[/] {escape(f['title'])}"
                                       + (f" [dim](netns {escape(f['netns'])})[/]" if f.get("netns") else "")))
-        parts.append(Text.from_markup(f"  {escape(f['summary'])}"))
+        parts.extend(hang(f["summary"], width, "  "))
         if f["evidence"]:
             parts.append(Text.from_markup("  [bold]evidence[/]"))
             for k, v in f["evidence"].items():
                 if v is None or v == [] or v == {}:
                     continue
-                parts.append(Text.from_markup(f"    {escape(k)}: " + _ev_escaped(v, escape)))
+                value, source = _ev(k, v)
+                parts.extend(with_source(f"{k}: {value}", source, width, "    ", "      "))
         if f["explanation"]:
-            parts.append(Text.from_markup("  [bold]why[/] " + escape(f["explanation"])))
+            parts.extend(hang(f["explanation"], width, "  ", "      ", label="why"))
         parts.extend(_fix_lines(f, width))
     if doc["unknown"]:
         parts.append(Text(""))
         parts.append(Text.from_markup("[bold]not checked[/] (not enough data)"))
         for u in doc["unknown"]:
-            parts.append(Text.from_markup(f"  {u['id']}" + (f" [dim](netns {escape(u['netns'])})[/]" if u.get("netns")
-                                                            else "") + f": {escape(u['reason'])}"))
+            parts.extend(hang(f"{u['id']}" + (f" (netns {u['netns']})" if u.get("netns") else "") + f": {u['reason']}",
+                              width, "  ", "    "))
     for n in doc.get("notes", []):
-        parts.append(Text.from_markup(f"[dim]note: {escape(n)}[/]"))
+        parts.extend(hang(f"note: {n}", width, "", "  ", style="dim"))
     if not doc["findings"]:
         parts.append(Text.from_markup("[green]no problems found[/]"))
     return Group(*parts)
@@ -146,13 +148,23 @@ def _plain(x) -> str:
     return str(x)
 
 
-def _ev_escaped(v, escape) -> str:
+PERCENT_KEYS = {"fill", "share", "peak_fill", "ratio_of_max", "fill_ratio"}
+
+
+def _ev(key: str, v) -> tuple[str, str | None]:
+    """An evidence item as (value, where it was read): a fraction under a fill or share key as a
+    percentage, lists of records as ``k=v`` groups, never a Python repr."""
     if isinstance(v, dict) and "value" in v:
-        return escape(_plain(v["value"])) + (f"  [dim]({escape(str(v['source']))})[/]" if v.get("source") else "")
+        inner = v["value"]
+        value = fmt.pct(inner) if key in PERCENT_KEYS and isinstance(inner, float) and 0 <= inner <= 1 \
+            else _plain(inner)
+        return value, str(v["source"]) if v.get("source") else None
+    if key in PERCENT_KEYS and isinstance(v, float) and 0 <= v <= 1:
+        return fmt.pct(v), None
     if isinstance(v, list):
         if v and isinstance(v[0], dict):
-            return escape("; ".join(", ".join(f"{k}={_plain(x)}" for k, x in item.items()) for item in v[:5]))
-        return escape(", ".join(_plain(x) for x in v[:8]))
+            return "; ".join(", ".join(f"{k}={_plain(x)}" for k, x in item.items()) for item in v[:5]), None
+        return ", ".join(_plain(x) for x in v[:8]), None
     if isinstance(v, dict):
-        return escape(", ".join(f"{k}={_plain(x)}" for k, x in v.items() if x is not None))
-    return escape(_plain(v))
+        return ", ".join(f"{k}={_plain(x)}" for k, x in v.items() if x is not None), None
+    return _plain(v), None

@@ -67,7 +67,7 @@ def render(rows: list[dict], d: str, width: int):
         parts.append(Text(err if _base(r) in err else f"{_base(r)}: {err}", style="red"))
     if good:
         parts.append(Text(""))
-        parts.append(Text("read the newest with (or top --netns NETNS):"))
+        parts.append(Text(f"read {'it' if len(good) == 1 else 'the newest'} offline (the doctor, or top --netns NETNS):"))
         cmd = Fix(["ctdoctor", "--root", clean(good[-1]["bundle"], 1024), "doctor"])
         parts.extend(Text(ln, no_wrap=True, overflow="ignore") for ln in lines(cmd, width, "  $ "))
     return Group(*parts)
