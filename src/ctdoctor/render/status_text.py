@@ -110,7 +110,7 @@ def _table(doc: dict, width: int, watch: WatchState | None):
         cols.append(Column("new/s", [fmt.rate(r) if r is not None else "-" for r, _ in new]))
     if watch is not None:
         cols.append(Column("trend", [fmt.sparkline(watch.trend(ns["name"]), 8) for ns in spaces],
-                           align="left", optional=4, fixed=8))
+                           align="left", optional=1, fixed=8))
     lines = layout(cols, width, memory=watch.widths if watch is not None else None)
     return lines, kinds
 
@@ -143,6 +143,9 @@ def render(doc: dict, console=None, width: int | None = None, watch: WatchState 
     how = {"insert": "insert counter", "count": "change of the count"}
     if watch is not None:
         head = [f"ctdoctor status --watch  every {fmt.duration(watch.interval)}", time.strftime("%H:%M:%S")]
+        full = max(doc["namespaces"], key=lambda ns: ns.get("fill") or 0, default=None)
+        if full is not None and len(watch.trend(full["name"])) > 1:  # the fullest one's count, frame by frame
+            head.append(f"{fmt.elide(full['name'], 16)} {fmt.sparkline(watch.trend(full['name']), 20)}")
         if kinds:
             head.append("new/s: " + ", ".join(how[k] for k in sorted(kinds, reverse=True)))
         if watch.keys:
