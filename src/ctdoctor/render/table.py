@@ -80,7 +80,8 @@ def layout(cols: list[Column], width: int, memory: dict[str, int] | None = None)
     widths = None
     # first every name whole (optional columns dropped for it), then names elided, then one space between
     for gap, strict in ((GAP, True), (GAP, False), (1, False)):
-        shown = list(cols)
+        # once a name must be elided, the optional columns have lost: a name matters more than they do
+        shown = list(cols) if strict else [c for c in cols if not c.optional]
         use_alt = any(c.alt for c in cols)
         while True:
             chosen = {c.key: (c.alt if use_alt and c.alt else c.cells) for c in shown}
