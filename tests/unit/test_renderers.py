@@ -127,3 +127,32 @@ def test_lab_run_shows_values_not_reprs():
     out = text_of(render_run(doc, kept=False))
     assert not [ln for ln in out.splitlines() if PYTHON_ON_SCREEN.search(ln)], out
     assert "full: yes" in out and "states: ESTABLISHED 262,144" in out
+
+
+def test_a_piped_watch_prints_one_frame_per_interval():
+    """`status --watch N | tee log`: every frame, one after the other (on an image: no kernel needed)."""
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import IMAGES
+
+    p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "--root", str(IMAGES / "sosreport-node7-k8s"), "status",
+                          "--watch", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "COLUMNS": "80"})
+    out = b""
+    try:
+        end = time.monotonic() + 30
+        while out.count(b"ctdoctor status --watch") < 3 and time.monotonic() < end:
+            if select.select([p.stdout], [], [], 0.5)[0]:
+                out += os.read(p.stdout.fileno(), 65536)
+    finally:
+        p.send_signal(signal.SIGINT)
+        rest, err = p.communicate(timeout=10)
+    text = (out + rest).decode()
+    assert text.count("ctdoctor status --watch  every 0.2 s") >= 3, text[-500:]
+    assert "q quits" not in text and "\x1b[" not in text  # no keys, no cursor moves: frames as lines
+    assert p.returncode == 0 and b"Traceback" not in err
