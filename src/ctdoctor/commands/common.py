@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ctdoctor.errors import NeedsLiveKernel, UsageError
+from ctdoctor.errors import NeedsLiveKernel, UsageError, did_you_mean, no_such
+
+__all__ = ["did_you_mean", "no_such"]  # the lookups' suggestion, kept in errors for every room
 
 
 def open_root(args):
@@ -55,36 +57,6 @@ def check_format(args, allowed: tuple[str, ...]) -> str:
     if fmt not in allowed:
         raise UsageError(f"--format {fmt} is not available for this command (use one of: {', '.join(allowed)})")
     return fmt
-
-
-def did_you_mean(value: str, choices) -> str | None:
-    """The choice a mistyped ``value`` was meant to be: the same word in another case, else the closest
-    spelling (difflib, as git and kubectl suggest), else None."""
-    import difflib
-
-    choices = [str(c) for c in choices]
-    same = [c for c in choices if c.lower() == value.lower()]
-    if same:
-        return same[0]
-    near = difflib.get_close_matches(value, choices, n=1, cutoff=0.6) \
-        or difflib.get_close_matches(value.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
-    if not near:
-        return None
-    return next((c for c in choices if c.lower() == near[0].lower()), near[0])
-
-
-def no_such(what: str, value: str, choices, see: str = "") -> UsageError:
-    """The one-line error for a value that is not one of ``choices``:
-    ``no netns 'cni-4f1x'; did you mean 'cni-4f1e'?`` (exit 2); without a near one, the choices
-    (or where to see them)."""
-    choices = [str(c) for c in choices]
-    near = did_you_mean(value, choices)
-    if near is not None:
-        return UsageError(f"no {what} {value!r}; did you mean {near!r}?")
-    if see:
-        return UsageError(f"no {what} {value!r} (see: {see})")
-    shown = ", ".join(choices[:12]) + (", ..." if len(choices) > 12 else "")
-    return UsageError(f"no {what} {value!r} (one of: {shown})")
 
 
 def suggest(message: str) -> str:
