@@ -19,8 +19,9 @@ def run(args) -> int:
 
             emit({"schema": 1, "checks": [{"id": c, "title": load(c).TITLE} for c in MODULES]})
         else:
-            for c in MODULES:
-                print(f"{c}  {load(c).TITLE}")
+            from ctdoctor.render.page import catalogue, terminal_width
+
+            sys.stdout.write(catalogue([(c, load(c).TITLE) for c in MODULES], terminal_width()))
         return 0
     code = args.code.upper()
     if code not in MODULES:

@@ -26,6 +26,16 @@ def fit(text: str, width: int) -> str:
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")
 
 
+def catalogue(rows: list[tuple[str, str]], width: int) -> str:
+    """``CT001  title`` per check, a long title wrapped under itself."""
+    out: list[str] = []
+    for code, title in rows:
+        head = f"{code}  "
+        out.extend(textwrap.wrap(head + title, width, subsequent_indent=" " * len(head), break_long_words=False,
+                                 break_on_hyphens=False) or [code])
+    return "\n".join(out) + "\n"
+
+
 def terminal_width() -> int:
     from rich.console import Console
 
