@@ -101,3 +101,17 @@ def test_status_watch_fits_shows_the_clock_and_quits_on_q():
         assert "EXIT=0" in s and "Traceback" not in s
     finally:
         t.kill()
+
+
+@needs_kernel
+@pytest.mark.kernel
+@pytest.mark.parametrize("width", [80, 200])
+def test_lab_run_fits_and_shows_no_python(width):
+    """`lab run`'s report (built, observed, why) at 80 and 200 columns: no line past the width, no repr."""
+    from tests.conftest import run_cli
+    from tests.unit.test_widths import assert_fits
+
+    rc, out, err = run_cli("lab", "run", "syn-unreplied", "--scale", "20", env={"COLUMNS": str(width)})
+    assert rc == 0, err
+    assert "observed" in out and "why" in out
+    assert_fits(out, width, ("lab run", width))

@@ -97,7 +97,11 @@ def run(args) -> int:
     d = args.dir
     if not os.path.isdir(d):
         raise UsageError(f"--dir {d}: no such directory")
-    rows = collect_rows(d)
+    from ctdoctor.render.progress import Progress
+
+    with Progress(fmt) as progress:
+        progress.step(f"reading the incident bundles in {d}")
+        rows = collect_rows(d)
     if fmt == "json":
         from ctdoctor.render.jsonout import emit
 

@@ -79,10 +79,15 @@ def _run(args, fmt: str) -> int:
 
         raise no_such("lab scenario", args.scenario, SCENARIOS, see="ctdoctor lab list")
 
-    with run_scenario(args.scenario, args.scale, keep=args.keep) as result:
-        doc = {"scenario": result.scenario, "netns": result.netns.name, "inode": result.netns.inode,
-               "built": result.built, "observed": result.observed, "explanation": result.explanation,
-               "kept": args.keep}
+    from ctdoctor.render.progress import Progress
+
+    with Progress(fmt) as progress:
+        progress.step(f"building {args.scenario} in a throwaway namespace and watching what happens")
+        with run_scenario(args.scenario, args.scale, keep=args.keep) as result:
+            doc = {"scenario": result.scenario, "netns": result.netns.name, "inode": result.netns.inode,
+                   "built": result.built, "observed": result.observed, "explanation": result.explanation,
+                   "kept": args.keep}
+            progress.step("removing the namespace" if not args.keep else "done")
     if fmt == "json":
         from ctdoctor.render.jsonout import emit
 
@@ -92,5 +97,6 @@ def _run(args, fmt: str) -> int:
 
     from ctdoctor.render.lab_text import render_run
 
-    Console(highlight=False).print(render_run(doc, args.keep))
+    con = Console(highlight=False)
+    con.print(render_run(doc, args.keep, con.width))
     return 0

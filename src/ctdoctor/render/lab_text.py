@@ -26,21 +26,25 @@ def render_list(rows: list[dict], width: int):
     return t
 
 
-def render_run(doc: dict, kept: bool):
+def render_run(doc: dict, kept: bool, width: int = 80):
     from rich.console import Group
     from rich.text import Text
 
+    from ctdoctor.render.wrap import hang
+
     parts: list = [Text.assemble(("lab ", "bold"), (doc["scenario"], "bold"), f" in netns {doc['netns']}")]
     parts.append(Text("built", style="bold"))
-    parts.extend(Text(f"  - {ln}") for ln in doc["built"])
+    for ln in doc["built"]:
+        parts.extend(hang(f"- {ln}", width, "  ", "    "))
     parts.append(Text("observed", style="bold"))
     for k, v in doc["observed"].items():
         if isinstance(v, list) and v and isinstance(v[0], str):
             parts.append(Text(f"  {k}:"))
-            parts.extend(Text(f"    {item}") for item in v[:10])
+            parts.extend(x for item in v[:10] for x in hang(item, width, "    ", "      "))
         else:
-            parts.append(Text(f"  {k}: {fmt.value(v)}"))
+            parts.extend(hang(f"{k}: {fmt.value(v)}", width, "  ", "    "))
     parts.append(Text("why", style="bold"))
-    parts.append(Text(f"  {doc['explanation']}"))
-    parts.append(Text(f"netns {doc['netns']} " + ("kept; remove it with: ctdoctor lab clean" if kept else "removed")))
+    parts.extend(hang(doc["explanation"], width, "  ", "  "))
+    parts.extend(hang(f"netns {doc['netns']} " + ("kept; remove it with: ctdoctor lab clean" if kept else "removed"),
+                      width))
     return Group(*parts)
