@@ -5,12 +5,12 @@ widths from frame to frame, so nothing jumps while it redraws."""
 
 from __future__ import annotations
 
-import textwrap
 import time
 from dataclasses import dataclass, field
 
 from ctdoctor.render import fmt
 from ctdoctor.render.table import Column, layout
+from ctdoctor.render.wrap import hang, with_source
 
 human_bytes = fmt.size  # kept for the renderers that import it from here
 
@@ -131,100 +131,88 @@ def _items(items: list[str], width: int) -> list[str]:
     return out
 
 
-def render(doc: dict, console=None, width: int | None = None, watch: WatchState | None = None):
-    from rich.console import Console, Group
-    from rich.text import Text
-
-    if width is None:
-        width = (console or Console(highlight=False)).width
-    h = doc["host"]
-    parts: list = []
-    lines, kinds = _table(doc, width, watch)
+def _watch_header(doc: dict, watch: WatchState, kinds: set[str], width: int) -> list[str]:
     how = {"insert": "insert counter", "count": "change of the count"}
-    if watch is not None:
-        head = [f"ctdoctor status --watch  every {fmt.duration(watch.interval)}", time.strftime("%H:%M:%S")]
-        full = max(doc["namespaces"], key=lambda ns: ns.get("fill") or 0, default=None)
-        if full is not None and len(watch.trend(full["name"])) > 1:  # the fullest one's count, frame by frame
-            head.append(f"{fmt.elide(full['name'], 16)} {fmt.sparkline(watch.trend(full['name']), 20)}")
-        if kinds:
-            head.append("new/s: " + ", ".join(how[k] for k in sorted(kinds, reverse=True)))
-        if watch.keys:
-            head.append("q quits")
-        parts.append(Text("\n".join(_items(head, width)), style="bold"))
+    head = [f"ctdoctor status --watch  every {fmt.duration(watch.interval)}", time.strftime("%H:%M:%S")]
+    full = max(doc["namespaces"], key=lambda ns: ns.get("fill") or 0, default=None)
+    if full is not None and len(watch.trend(full["name"])) > 1:  # the fullest one's count, frame by frame
+        head.append(f"{fmt.elide(full['name'], 16)} {fmt.sparkline(watch.trend(full['name']), 20)}")
+    if kinds:
+        head.append("new/s: " + ", ".join(how[k] for k in sorted(kinds, reverse=True)))
+    if watch.keys:
+        head.append("q quits")
+    return _items(head, width)
+
+
+def _host(h: dict, width: int) -> list[str]:
     items = [h["hostname"] or "?", f"kernel {h['kernel'] or '?'}",
              h["source"] + (f" {h['root']}" if h["source"] != "live" else "")]
     if h.get("cpus"):
         items.append(f"{fmt.num(h['cpus'])} CPUs")
     if h.get("mem_total"):
         items.append(f"{fmt.size(h['mem_total'])} RAM")
-    for i, ln in enumerate(_items(items, width)):
-        parts.append(Text(ln, style="bold" if i == 0 else ""))
+    return _items(items, width)
+
+
+def _settings(s: dict, width: int) -> list:
+    from rich.text import Text
+
+    out: list = []
+    if s["non_default"]:
+        out.append(Text("settings not at the kernel default", style="bold"))
+        for d in s["non_default"]:
+            out.extend(with_source(f"{d['key']} = {d['value']}", f"default {d['default']}", width, "  ", "    "))
+    if s["drift"]:
+        out.append(Text("live settings that differ from the persisted ones", style="bold yellow"))
+        for d in s["drift"]:
+            out.extend(with_source(f"{d['key']}: live {d['live']}, persisted {d['persisted']}",
+                                   f"{d['file']}:{d['line']}", width, "  ", "    "))
+    if not s["non_default"] and not s["drift"]:
+        out.extend(hang("all at kernel defaults; nothing persisted differs from live", width, label="settings"))
+    return out
+
+
+def _below(doc: dict, width: int) -> list:
+    """Hash sizing, modules, settings, the kernel log's events and the notes, as wrapped prose."""
+    out: list = []
+    ini = doc["namespaces"][0] if doc["namespaces"] else None
+    if ini and ini.get("buckets") and ini.get("max"):
+        out.extend(hang(f"{fmt.num(ini['buckets'])} buckets, max {fmt.num(ini['max'])} "
+                        f"({fmt.num(round(ini['max'] / ini['buckets'], 2))} per bucket; both global, "
+                        "counts per netns)", width, label="hash"))
+    key = {"nf_conntrack", "nf_nat"}
+    mods = [f"{m['name']} {m['state']}" + (f" (refcnt {m['refcount']}, held by {', '.join(m['holders']) or '-'})"
+                                         if m["state"] == "loaded" and m["name"] in key else "")
+            for m in doc["modules"] if m["state"] != "absent" or m["name"] in key]
+    out.extend(hang("; ".join(mods) if mods else "not enough data", width, label="modules"))
+    out.extend(_settings(doc["settings"], width))
+    ev = doc["kernel_log"]["events"]
+    if ev:
+        out.extend(hang(", ".join(f"{k.replace('_', ' ')} {fmt.num(v)}" for k, v in ev.items()), width,
+                        label="kernel log"))
+    for n in doc["notes"]:
+        out.extend(hang(n, width, label="note:", style="dim", label_style=""))
+    return out
+
+
+def render(doc: dict, console=None, width: int | None = None, watch: WatchState | None = None):
+    from rich.console import Console, Group
+    from rich.text import Text
+
+    if width is None:
+        width = (console or Console(highlight=False)).width
+    lines, kinds = _table(doc, width, watch)
+    parts: list = []
+    if watch is not None:
+        parts.append(Text("\n".join(_watch_header(doc, watch, kinds, width)), style="bold"))
+    parts.extend(Text(ln, style="bold" if i == 0 else "") for i, ln in enumerate(_host(doc["host"], width)))
     parts.append(Text(""))
     parts.extend(lines)
     if kinds and watch is None:
         parts.append(Text("new/s: the kernel's insert counter", style="dim"))
     parts.append(Text(""))
-    ini = doc["namespaces"][0] if doc["namespaces"] else None
-    if ini and ini.get("buckets") and ini.get("max"):
-        parts.extend(_para("hash", f"{fmt.num(ini['buckets'])} buckets, max {fmt.num(ini['max'])} "
-                                   f"({fmt.num(round(ini['max'] / ini['buckets'], 2))} per bucket; both global, "
-                                   "counts per netns)", width))
-    key = {"nf_conntrack", "nf_nat"}
-    mods = [f"{m['name']} {m['state']}" + (f" (refcnt {m['refcount']}, held by {', '.join(m['holders']) or '-'})"
-                                         if m["state"] == "loaded" and m["name"] in key else "")
-            for m in doc["modules"] if m["state"] != "absent" or m["name"] in key]
-    parts.extend(_para("modules", "; ".join(mods) if mods else "not enough data", width))
-    s = doc["settings"]
-    if s["non_default"]:
-        parts.append(Text("settings not at the kernel default", style="bold"))
-        for d in s["non_default"]:
-            parts.extend(_with_source(f"  {d['key']} = {d['value']}", f"default {d['default']}", width))
-    if s["drift"]:
-        parts.append(Text("live settings that differ from the persisted ones", style="bold yellow"))
-        for d in s["drift"]:
-            parts.extend(_with_source(f"  {d['key']}: live {d['live']}, persisted {d['persisted']}",
-                                      f"{d['file']}:{d['line']}", width))
-    if not s["non_default"] and not s["drift"]:
-        parts.extend(_para("settings", "all at kernel defaults; nothing persisted differs from live", width))
-    ev = doc["kernel_log"]["events"]
-    if ev:
-        parts.extend(_para("kernel log", ", ".join(f"{k.replace('_', ' ')} {fmt.num(v)}" for k, v in ev.items()),
-                           width))
-    for n in doc["notes"]:
-        parts.extend(_para("note:", n, width, style="dim"))
+    parts.extend(_below(doc, width))
     return Group(*parts)
-
-
-def _para(label: str, body: str, width: int, style: str = "") -> list:
-    """``label body`` wrapped between words to the width, its next lines indented under the body."""
-    from rich.text import Text
-
-    lines = textwrap.wrap(f"{label} {body}", width, subsequent_indent="  ", break_long_words=False,
-                          break_on_hyphens=False) or [label]
-    out = []
-    for i, ln in enumerate(lines):
-        t = Text(style=style)
-        if i == 0:
-            t.append(label, style="bold")
-            t.append(ln[len(label):])
-        else:
-            t.append(ln)
-        out.append(t)
-    return out
-
-
-def _with_source(line: str, source: str, width: int) -> list:
-    """A setting and, dimmed, where it comes from: on the same line when it fits, else on the next."""
-    from rich.text import Text
-
-    if len(line) + len(source) + 4 <= width:
-        return [Text.assemble(line, "  ", (f"({source})", "dim"))]
-    body = textwrap.wrap(line, width, initial_indent="", subsequent_indent="    ", break_long_words=False,
-                         break_on_hyphens=False, drop_whitespace=True) if len(line) > width else [line]
-    body[0] = line[: len(line) - len(line.lstrip())] + body[0].lstrip() if body else line
-    if len(body[-1]) + len(source) + 4 <= width:
-        return [*(Text(b) for b in body[:-1]), Text.assemble(body[-1], "  ", (f"({source})", "dim"))]
-    return [*(Text(b) for b in body), Text(f"    ({source})", style="dim")]
 
 
 def print_status(doc: dict) -> None:

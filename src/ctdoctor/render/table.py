@@ -70,14 +70,8 @@ def _fit(cols: list[Column], chosen: dict[str, list[str]], width: int, memory: d
     return widths
 
 
-def layout(cols: list[Column], width: int, memory: dict[str, int] | None = None) -> list:
-    """The table as rich Text lines: the header, a rule, one line per row."""
-    from rich.text import Text
-
-    from ctdoctor.render.fmt import elide
-
-    width = max(width, 20)
-    widths = None
+def _choose(cols: list[Column], width: int, memory: dict[str, int] | None):
+    """The columns shown, their cells and widths, and the gap between them."""
     # first every name whole (optional columns dropped for it), then names elided, then one space between
     for gap, strict in ((GAP, True), (GAP, False), (1, False)):
         # once a name must be elided, the optional columns have lost: a name matters more than they do
@@ -87,7 +81,7 @@ def layout(cols: list[Column], width: int, memory: dict[str, int] | None = None)
             chosen = {c.key: (c.alt if use_alt and c.alt else c.cells) for c in shown}
             widths = _fit(shown, chosen, width, memory, gap, strict)
             if widths is not None:
-                break
+                return shown, chosen, widths, gap
             if use_alt:
                 use_alt = False
                 continue
@@ -95,49 +89,54 @@ def layout(cols: list[Column], width: int, memory: dict[str, int] | None = None)
             if not opt:
                 break
             shown.remove(min(opt, key=lambda c: c.optional))
-        if widths is not None:
-            break
-    if widths is None:  # the required columns, the name cut to what is left
-        chosen = {c.key: c.cells for c in shown}
-        widths = {c.key: _natural(c, chosen[c.key]) for c in shown}
-        flex = [c for c in shown if c.flex]
-        for c in flex:
-            others = sum(w for k, w in widths.items() if k != c.key) + gap * (len(shown) - 1)
+    # nothing fits: the required columns, the names cut to what is left
+    chosen = {c.key: c.cells for c in shown}
+    widths = {c.key: _natural(c, chosen[c.key]) for c in shown}
+    for c in shown:
+        if c.flex:
+            others = sum(w for k, w in widths.items() if k != c.key) + (len(shown) - 1)
             widths[c.key] = max(4, min(widths[c.key], width - others))
+    return shown, chosen, widths, 1
+
+
+def _cell(line, c: Column, cell: str, w: int, style: str) -> None:
+    from rich.text import Text
+
+    from ctdoctor.render.fmt import elide
+
+    if c.markup:
+        t = Text.from_markup(cell)
+        t.truncate(w, pad=True)
+        line.append_text(t)
+        return
+    cell = elide(cell, w) if c.flex else cell
+    pad = " " * max(0, w - _plain_len(cell, False))
+    if c.align == "right":
+        line.append(pad)
+        line.append(cell, style=style)
+    else:
+        line.append(cell, style=style)
+        line.append(pad)
+
+
+def layout(cols: list[Column], width: int, memory: dict[str, int] | None = None) -> list:
+    """The table as rich Text lines: the header, a rule, one line per row."""
+    from rich.text import Text
+
+    shown, chosen, widths, gap = _choose(cols, max(width, 20), memory)
     if memory is not None:
         for c in shown:
             memory[c.key] = max(memory.get(c.key, 0), widths[c.key])
-    lines = []
     head = Text(style="bold")
     for i, c in enumerate(shown):
-        if i:
-            head.append(" " * gap)
-        w = widths[c.key]
-        head.append(c.header.rjust(w) if c.align == "right" else c.header.ljust(w))
-    lines.append(_rstrip(head))
-    lines.append(Text("─" * min(width, sum(widths.values()) + gap * (len(shown) - 1)), style="dim"))
-    rows = len(cols[0].cells) if cols else 0
-    for r in range(rows):
+        head.append(" " * gap if i else "")
+        head.append(c.header.rjust(widths[c.key]) if c.align == "right" else c.header.ljust(widths[c.key]))
+    lines = [_rstrip(head), Text("─" * min(width, sum(widths.values()) + gap * (len(shown) - 1)), style="dim")]
+    for r in range(len(cols[0].cells) if cols else 0):
         line = Text()
         for i, c in enumerate(shown):
-            if i:
-                line.append(" " * gap)
-            w = widths[c.key]
-            cell = chosen[c.key][r]
-            if c.markup:
-                t = Text.from_markup(cell)
-                t.truncate(w, pad=True)
-                line.append_text(t)
-                continue
-            cell = elide(cell, w) if c.flex else cell
-            pad = " " * max(0, w - _plain_len(cell, False))
-            style = c.styles[r] if c.styles else ""
-            if c.align == "right":
-                line.append(pad)
-                line.append(cell, style=style)
-            else:
-                line.append(cell, style=style)
-                line.append(pad)
+            line.append(" " * gap if i else "")
+            _cell(line, c, chosen[c.key][r], widths[c.key], c.styles[r] if c.styles else "")
         lines.append(_rstrip(line))
     return lines
 
