@@ -156,3 +156,28 @@ def test_a_piped_watch_prints_one_frame_per_interval():
     assert text.count("ctdoctor status --watch  every 0.2 s") >= 3, text[-500:]
     assert "q quits" not in text and "\x1b[" not in text  # no keys, no cursor moves: frames as lines
     assert p.returncode == 0 and b"Traceback" not in err
+
+
+def _finding(netns: str, summary: str, fix_netns: str | None = None) -> dict:
+    return {"id": "CT013", "severity": "warning", "title": "one source holds much of the table", "summary": summary,
+            "netns": netns, "pod": None, "evidence": {"share": {"value": 0.4, "source": "/proc/net/nf_conntrack"}},
+            "explanation": "One key holds the table.",
+            "fixes": [{"argv": ["ctdoctor", "top", "--netns", fix_netns or netns, "--by", "src"],
+                       "text": f"ctdoctor top --netns {fix_netns or netns} --by src", "where": "here"}]}
+
+
+def test_a_check_over_many_keys_is_one_entry_and_one_block():
+    from ctdoctor.render.doctor_text import render
+
+    doc = {"host": {"hostname": "h", "kernel": "6.1", "source": "live"},
+           "summary": {"critical": 0, "warning": 4, "info": 0, "unknown": 0}, "unknown": [], "notes": [],
+           "findings": [_finding("init", "src 10.0.0.1 holds 40%"), _finding("init", "dport 53 holds 60%"),
+                        _finding("init", "dst 10.0.0.9 holds 30%"), _finding("cni-1", "src 10.2.0.1 holds 90%")]}
+    out = text_of(render(doc, width=80))
+    assert "WARN CT013 4 findings in 2 namespaces (init, cni-1)" in out
+    assert out.count("WARNING CT013") == 2  # one block per namespace, not per key
+    assert out.count("$ ctdoctor top --netns init --by src") == 2  # the overview's first fix, and once below
+    assert "share: 40%" in out and "0.4" not in out
+    one = {**doc, "findings": doc["findings"][:2]}
+    out = text_of(render(one, width=200))
+    assert "WARN CT013 init: src 10.0.0.1 holds 40%; dport 53 holds 60%" in out

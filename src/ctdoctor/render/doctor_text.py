@@ -35,22 +35,8 @@ def render(doc: dict, verbose_info: bool = False, width: int = 80):
         parts.append(Text(""))
         parts.append(Text.from_markup("[bold]details[/]" + ("" if verbose_info or len(detailed) == len(order)
                                                             else " (of the warnings and criticals; --verbose: all)")))
-    for f in detailed:
-        sev = f["severity"]
-        parts.append(Text(""))
-        parts.append(Text.from_markup(f"[{STYLE[sev]}]{WORD[sev]}[/] [bold]{f['id']}[/] {escape(f['title'])}"
-                                      + (f" [dim](netns {escape(f['netns'])})[/]" if f.get("netns") else "")))
-        parts.extend(hang(f["summary"], width, "  "))
-        if f["evidence"]:
-            parts.append(Text.from_markup("  [bold]evidence[/]"))
-            for k, v in f["evidence"].items():
-                if v is None or v == [] or v == {}:
-                    continue
-                value, source = _ev(k, v)
-                parts.extend(with_source(f"{k}: {value}", source, width, "    ", "      "))
-        if f["explanation"]:
-            parts.extend(hang(f["explanation"], width, "  ", "      ", label="why"))
-        parts.extend(_fix_lines(f, width))
+    for group in _same_check_and_netns(detailed):
+        parts.extend(_details(group, width))
     if doc["unknown"]:
         parts.append(Text(""))
         parts.append(Text.from_markup("[bold]not checked[/] (not enough data)"))
@@ -85,9 +71,13 @@ def _overview(order: list[dict], width: int) -> list:
             where = f.get("pod") or f.get("netns")
             text = (f"{where}: " if where and where not in f["summary"] else "") + f["summary"]
         else:
-            names = [x.get("pod") or x.get("netns") or "?" for x in fs]
-            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            text = f"{len(fs)} namespaces ({shown}): {fs[0]['title']}"  # the names first: the title may be elided
+            names = list(dict.fromkeys(x.get("pod") or x.get("netns") or "?" for x in fs))
+            if len(names) == 1:  # one namespace, several keys (CT013): what each says
+                text = f"{names[0]}: " + "; ".join(x["summary"] for x in fs)
+            else:
+                shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                many = f"{len(fs)} findings in " if len(fs) > len(names) else ""
+                text = f"{many}{len(names)} namespaces ({shown}): {fs[0]['title']}"  # names first: the title may go
         line = Text(head, style=STYLE[sev])
         line.append(fmt.elide_end(text, max(20, width - len(head))))
         out.append(line)
@@ -98,6 +88,48 @@ def _overview(order: list[dict], width: int) -> list:
             for ln in lines(fix, width, prefix):
                 out.append(Text(ln, style="green", no_wrap=True, overflow="ignore"))
     return out
+
+
+def _same_check_and_netns(findings: list[dict]) -> list[list[dict]]:
+    """Findings of one check in one namespace (CT013 once per key) together, in their order."""
+    groups: dict[tuple, list[dict]] = {}
+    for f in findings:
+        groups.setdefault((f["severity"], f["id"], f.get("netns")), []).append(f)
+    return list(groups.values())
+
+
+def _details(group: list[dict], width: int) -> list:
+    """One block per check and namespace: the title once, each finding's summary and evidence, the
+    explanation and the fixes once (a fix two findings share is printed once)."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    f = group[0]
+    sev = f["severity"]
+    parts: list = [Text(""), Text.from_markup(f"[{STYLE[sev]}]{WORD[sev]}[/] [bold]{f['id']}[/] {escape(f['title'])}"
+                                              + (f" [dim](netns {escape(f['netns'])})[/]" if f.get("netns") else ""))]
+    for g in group:
+        parts.extend(hang(g["summary"], width, "  ", "    " if len(group) > 1 else "  ",
+                          label="-" if len(group) > 1 else ""))
+        if g["evidence"]:
+            pad = "  " if len(group) > 1 else ""  # under its bullet
+            parts.append(Text.from_markup(f"{pad}  [bold]evidence[/]"))
+            for k, v in g["evidence"].items():
+                if v is None or v == [] or v == {}:
+                    continue
+                value, source = _ev(k, v)
+                parts.extend(with_source(f"{k}: {value}", source, width, pad + "    ", pad + "      "))
+    if f["explanation"]:
+        parts.extend(hang(f["explanation"], width, "  ", "      ", label="why"))
+    seen: set[str] = set()
+    fixes = []
+    for g in group:
+        for x in g.get("fixes") or []:
+            if x.get("text", "") + x.get("comment", "") not in seen:
+                seen.add(x.get("text", "") + x.get("comment", ""))
+                fixes.append(x)
+    parts.extend(_fix_lines({**f, "fixes": fixes} if f.get("fixes") is not None else f, width))
+    return parts
 
 
 def _fix_lines(f: dict, width: int) -> list:
