@@ -7,6 +7,10 @@ Rich's Table shares the room out by ratios and cuts cells; this one decides whic
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 GAP = 2
 
@@ -70,7 +74,11 @@ def _fit(cols: list[Column], chosen: dict[str, list[str]], width: int, memory: d
     return widths
 
 
-def _choose(cols: list[Column], width: int, memory: dict[str, int] | None):
+# the columns shown, their cells by column, their widths, the gap between them
+Choice = tuple[list[Column], dict[str, list[str]], dict[str, int], int]
+
+
+def _choose(cols: list[Column], width: int, memory: dict[str, int] | None) -> Choice:
     """The columns shown, their cells and widths, and the gap between them."""
     # first every name whole (optional columns dropped for it), then names elided, then one space between
     for gap, strict in ((GAP, True), (GAP, False), (1, False)):
@@ -99,7 +107,7 @@ def _choose(cols: list[Column], width: int, memory: dict[str, int] | None):
     return shown, chosen, widths, 1
 
 
-def _cell(line, c: Column, cell: str, w: int, style: str) -> None:
+def _cell(line: Text, c: Column, cell: str, w: int, style: str) -> None:
     from rich.text import Text
 
     from ctdoctor.render.fmt import elide
@@ -119,7 +127,7 @@ def _cell(line, c: Column, cell: str, w: int, style: str) -> None:
         line.append(pad)
 
 
-def layout(cols: list[Column], width: int, memory: dict[str, int] | None = None) -> list:
+def layout(cols: list[Column], width: int, memory: dict[str, int] | None = None) -> list[Text]:
     """The table as rich Text lines: the header, a rule, one line per row."""
     from rich.text import Text
 
@@ -141,7 +149,7 @@ def layout(cols: list[Column], width: int, memory: dict[str, int] | None = None)
     return lines
 
 
-def _rstrip(t):
+def _rstrip(t: Text) -> Text:
     t.rstrip()
     t.no_wrap = True
     t.overflow = "ignore"
