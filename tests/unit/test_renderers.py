@@ -181,3 +181,23 @@ def test_a_check_over_many_keys_is_one_entry_and_one_block():
     one = {**doc, "findings": doc["findings"][:2]}
     out = text_of(render(one, width=200))
     assert "WARN CT013 init: src 10.0.0.1 holds 40%; dport 53 holds 60%" in out
+
+
+def test_a_watch_frame_fits_the_screen_with_the_fullest_namespaces():
+    from ctdoctor.render.status_text import WatchState, render
+
+    doc = _status_doc(10)
+    doc["namespaces"] += [{**_status_doc(i * 1000, f"cni-{i:02d}")["namespaces"][0]} for i in range(1, 41)]
+    doc["notes"] = ["a note that would not fit"]
+    w = WatchState(interval=2.0, keys=True, height=24)
+    w.observe(doc, now=1.0)
+    out = text_of(render(doc, width=80, watch=w))
+    lines = out.rstrip("\n").splitlines()
+    assert len(lines) <= 23, out  # never scrolls: the last row stays for the cursor
+    assert "cni-40" in out and "cni-01 " not in out and lines[lines.index(next(ln for ln in lines
+                                                                              if ln.startswith("netns"))) + 2] \
+        .startswith("init")  # the initial namespace first, then the fullest
+    assert re.search(r"… and \d+ emptier namespace\(s\)", out)
+    w.height = None  # piped: every namespace, every line
+    out = text_of(render(doc, width=80, watch=w))
+    assert "cni-01 " in out and "a note that would not fit" in out

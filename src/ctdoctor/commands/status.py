@@ -85,6 +85,7 @@ def _watch(root, args) -> int:
         try:
             while True:
                 # a q pressed meanwhile is read after the frame: it quits within one period
+                state.height = console.size.height
                 live.update(frame(), refresh=True)
                 if keys.quit_pressed() or (not root.is_live and keys.wait_for_quit(args.watch)):
                     break

@@ -42,6 +42,7 @@ class WatchState:
     widths: dict[str, int] = field(default_factory=dict)
     keep: int = 30
     keys: bool = True  # q quits (stdin is a terminal)
+    height: int | None = None  # the terminal's rows: a frame never scrolls (None: piped, every line)
 
     def observe(self, doc: dict, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -195,23 +196,47 @@ def _below(doc: dict, width: int) -> list:
     return out
 
 
+def _fullest_first(spaces: list[dict], rows: int) -> list[dict]:
+    """``rows`` namespaces for a screen too short for all: the initial one, then the fullest."""
+    if rows >= len(spaces):
+        return spaces
+    init = [ns for ns in spaces if ns["name"] == "init"][:1]
+    rest = sorted((ns for ns in spaces if ns not in init), key=lambda ns: -(ns.get("fill") or 0))
+    return (init + rest)[: max(1, rows)]
+
+
 def render(doc: dict, console=None, width: int | None = None, watch: WatchState | None = None):
     from rich.console import Console, Group
     from rich.text import Text
 
     if width is None:
         width = (console or Console(highlight=False)).width
+    kinds = {k for ns in doc["namespaces"] for _, k in [_new_rate(ns, watch)] if k}
+    head = _watch_header(doc, watch, kinds, width) if watch is not None else []
+    host = _host(doc["host"], width)
+    below = _below(doc, width)
+    hidden = 0
+    if watch is not None and watch.height:  # a watch frame fits the screen: the fullest namespaces first
+        rows = watch.height - len(head) - len(host) - 5  # blank, table head and rule, blank, a spare line
+        shown = _fullest_first(doc["namespaces"], rows if rows >= len(doc["namespaces"]) else rows - 1)
+        hidden = len(doc["namespaces"]) - len(shown)
+        doc = {**doc, "namespaces": shown}
+        below = below[: max(0, rows - len(shown) - (1 if hidden else 0))]
     lines, kinds = _table(doc, width, watch)
     parts: list = []
     if watch is not None:
         parts.append(Text("\n".join(_watch_header(doc, watch, kinds, width)), style="bold"))
-    parts.extend(Text(ln, style="bold" if i == 0 else "") for i, ln in enumerate(_host(doc["host"], width)))
+    parts.extend(Text(ln, style="bold" if i == 0 else "") for i, ln in enumerate(host))
     parts.append(Text(""))
     parts.extend(lines)
+    if hidden:
+        parts.append(Text(f"… and {hidden} emptier namespace(s): a taller terminal, or --netns to choose",
+                          style="dim"))
     if kinds and watch is None:
         parts.append(Text("new/s: the kernel's insert counter", style="dim"))
-    parts.append(Text(""))
-    parts.extend(_below(doc, width))
+    if below:
+        parts.append(Text(""))
+        parts.extend(below)
     return Group(*parts)
 
 
