@@ -98,7 +98,8 @@ def render(doc: dict, prev: dict | None = None, width: int | None = None, watch:
             line.append(" (a sample: the listing was cut; count is the kernel's)", style="yellow")
         lines.append(line)
     filt = f", {fmt.num(doc['matched'])} matched the filters" if doc["matched"] != doc["total"] else ""
-    lines.append(Text(f"grouped by {', '.join(doc['by'])}: {fmt.num(doc['groups'])} groups{filt}"))
+    lines.append(Text(f"grouped by {', '.join(doc['by'])}: {fmt.num(doc['groups'])} "
+                      f"group{'' if doc['groups'] == 1 else 's'}{filt}"))
     if watch is not None:
         watch.prev = {tuple(r["key"].items()): r["count"] for r in doc["rows"]}
     if not doc["rows"]:
@@ -147,7 +148,8 @@ def render_rate(doc: dict, width: int | None = None, watch: TopWatch | None = No
         lines.append(Text.assemble((f"netns {h['netns']}", "bold"),
                                    f": {fmt.rate(h['new_per_second'])} new/s, {fmt.rate(h['destroyed_per_second'])} "
                                    f"destroyed/s over {fmt.duration(h['seconds'])}"))
-    lines.append(Text(f"new entries per second by {', '.join(doc['by'])}: {fmt.num(doc['groups'])} groups"
+    lines.append(Text(f"new entries per second by {', '.join(doc['by'])}: {fmt.num(doc['groups'])} "
+                      f"group{'' if doc['groups'] == 1 else 's'}"
                       + (f", {fmt.num(doc['matched'])} of {fmt.num(doc['new'])} matched the filters"
                          if doc["matched"] != doc["new"] else "")))
     if doc.get("lower_bound"):
