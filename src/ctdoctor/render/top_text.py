@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ctdoctor.render import fmt
 from ctdoctor.render.table import Column, layout
+from ctdoctor.render.wrap import hang
 
 
 def _states(st: dict, total: int, n: int = 3) -> str:
@@ -92,11 +93,9 @@ def render(doc: dict, prev: dict | None = None, width: int | None = None, watch:
         fill = ""
         if h.get("count") is not None and h.get("max"):
             fill = f", count {fmt.num(h['count'])} of max {fmt.num(h['max'])} ({fmt.pct(h['count'] / h['max'])})"
-        line = Text.assemble((h["source"], "bold"), f" (netns {h['netns']})" if h["netns"] else "",
-                             f": {fmt.num(h['listed'])} listed{fill}")
-        if h.get("sample"):
-            line.append(" (a sample: the listing was cut; count is the kernel's)", style="yellow")
-        lines.append(line)
+        what = (f"(netns {h['netns']}): " if h["netns"] else ": ") + f"{fmt.num(h['listed'])} listed{fill}" \
+            + (" (a sample: the listing was cut; count is the kernel's)" if h.get("sample") else "")
+        lines.extend(hang(what, width, label=h["source"]))
     filt = f", {fmt.num(doc['matched'])} matched the filters" if doc["matched"] != doc["total"] else ""
     lines.append(Text(f"grouped by {', '.join(doc['by'])}: {fmt.num(doc['groups'])} "
                       f"group{'' if doc['groups'] == 1 else 's'}{filt}"))
