@@ -14,11 +14,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# The real-kernel tests need conntrack, nft, ip and ss; the exporter's tests run the real promtool,
+# The real-kernel tests need conntrack, nft, ip and ss (and tmux to drive a terminal); the exporter's tests run the real promtool,
 # prometheus and node_exporter. Install them when missing (services are not started: policy-rc.d).
 system-deps:
 	@missing=""; \
-	for t in conntrack:conntrack nft:nftables ip:iproute2 ss:iproute2 openssl:openssl promtool:prometheus \
+	for t in conntrack:conntrack nft:nftables ip:iproute2 ss:iproute2 openssl:openssl tmux:tmux promtool:prometheus \
 	         prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter \
 	         amtool:prometheus-alertmanager; do \
 	  cmd=$${t%%:*}; pkg=$${t##*:}; \

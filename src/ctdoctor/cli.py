@@ -37,14 +37,6 @@ COMMANDS = {
 DEFAULT_COMMAND = "doctor"
 
 
-def _available(only: str | None = None) -> dict:
-    """Only commands whose module is shipped are offered (``only``: just that one is looked up)."""
-    import importlib.util
-
-    names = [only] if only in COMMANDS else list(COMMANDS)
-    return {k: COMMANDS[k] for k in names if importlib.util.find_spec(COMMANDS[k][0]) is not None}
-
-
 def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     d = argparse.SUPPRESS if suppress else None
     p.add_argument("--root", metavar="PATH", default=d,
@@ -70,7 +62,33 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors are one line (``ctdoctor: error: ...``) and exit 2, for scripts and Nagios."""
 
     def error(self, message: str):
-        self.exit(2, f"ctdoctor: error: {message} (see: {self.prog} --help)\n")
+        said = _choice_message(message)
+        see = "" if said.endswith("?") else f" (see: {self.prog} --help)"  # a suggestion says enough
+        self.exit(2, f"ctdoctor: error: {said}{see}\n")
+
+
+def _choice_message(message: str) -> str:
+    """argparse's ``argument --format: invalid choice: 'jsn' (choose from 'text', 'json', ...)`` said as
+    ``--format: no format 'jsn'; did you mean 'json'?``."""
+    import re
+
+    m = re.match(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)$", message)
+    if not m:
+        return message
+    from ctdoctor.commands.common import did_you_mean
+
+    opt, value, choices = m.group(1), m.group(2), re.findall(r"'([^']*)'", m.group(3))
+    near = did_you_mean(value, choices)
+    what = opt.lstrip("-").split("/")[0]
+    said = f"no {what} {value!r}" + (f"; did you mean {near!r}?" if near else f" (one of: {', '.join(choices)})")
+    return f"{opt}: {said}" if opt.startswith("-") else said
+
+
+class _QuietParser(argparse.ArgumentParser):
+    """The pre-parse that finds the command: a bad value is left for the real parser to say, once."""
+
+    def error(self, message: str):
+        raise SystemExit(2)
 
 
 class _Version(argparse.Action):
@@ -107,7 +125,7 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
 def choose_command(argv: list[str], commands: dict) -> tuple[str | None, list[str]]:
     """The command the user named, found by parsing the global options first (a value such as
     ``--root top`` is never taken for a command), and argv with the default command added."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre = _QuietParser(add_help=False, allow_abbrev=False)
     _global_options(pre, suppress=True)
     try:
         _, rest = pre.parse_known_args(argv)
@@ -179,9 +197,7 @@ def _main(argv: list[str]) -> int:
     except CtdError as e:
         print(f"ctdoctor: error: {e}", file=sys.stderr)
         return e.exit_code
-    commands = _available(chosen)
-    if chosen not in commands:
-        chosen, commands = None, _available()
+    commands = COMMANDS
     parser = build_parser(commands)
     if chosen is not None:
         mod = importlib.import_module(commands[chosen][0])
@@ -214,7 +230,9 @@ def _main(argv: list[str]) -> int:
         sys.stdout.flush()  # a closed pipe shows up here, not at exit, so the code is kept
         return code
     except CtdError as e:
-        print(f"ctdoctor: error: {e}", file=sys.stderr)
+        from ctdoctor.commands.common import suggest
+
+        print(f"ctdoctor: error: {suggest(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(file=sys.stderr)

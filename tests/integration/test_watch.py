@@ -53,7 +53,7 @@ def _status_watch_stops(stop) -> None:
     p, master = _spawn(["status", "--watch", "0.3"])
     try:
         screen = _read(master, 2.0)
-        assert "count/max" in screen
+        assert "count" in screen and "max" in screen and "fill" in screen
         stop(p, master)
         assert p.wait(timeout=5) == 0
         assert "Traceback" not in _read(master, 0.3)

@@ -538,7 +538,7 @@ def test_explain_and_checks():
         for section in ("What it detects", "Why it matters", "How to fix"):
             assert section in out, (code, section)
     rc, out, err = run_cli("explain", "CT099")
-    assert_one_line_error(rc, err, code=2, contains="unknown check")
+    assert_one_line_error(rc, err, code=2, contains="no check 'CT099'")
 
 
 def test_compare_two_images_gives_rates(tmp_path):

@@ -37,7 +37,7 @@ def model() -> dict:
     from ctdoctor import cli
     from ctdoctor.diagnose.checks import MODULES
 
-    commands = cli._available()
+    commands = dict(cli.COMMANDS)
     parser = cli.build_parser(commands)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 

@@ -35,21 +35,28 @@ def run(args) -> int:
         interval = 1.0 if root.is_live else None
     if args.compare and root.is_live:
         raise UsageError("--compare takes a second host image and goes with --root")
-    snap = snapshot.build(root, getattr(args, "netns", None) or "all")
-    if args.compare:
-        _compare(snap, args)
-    ctx = context(snap, root, live=root.is_live)
-    if interval and root.is_live:
-        # the listings the checks will want are read while the second counter sample waits
-        import threading
+    from ctdoctor.render.progress import Progress
 
-        big = [st for st in snap.namespaces if ctx.listing_matters(st)]
-        warm = threading.Thread(target=ctx.reader.warm, args=(big,), name="ctdoctor-warm", daemon=True)
-        warm.start()
-        snapshot.sample_again(snap, interval)
-        warm.join()
-        snapshot.drop_vanished(snap)
-    findings, unknown = doctor.run_checks(ctx, only or None, skip or None)
+    with Progress(fmt) as progress:
+        progress.step("reading the namespaces, their counters and settings")
+        snap = snapshot.build(root, getattr(args, "netns", None) or "all")
+        if args.compare:
+            _compare(snap, args)
+        ctx = context(snap, root, live=root.is_live, progress=progress.step)
+        if interval and root.is_live:
+            # the listings the checks will want are read while the second counter sample waits
+            import threading
+
+            big = [st for st in snap.namespaces if ctx.listing_matters(st)]
+            progress.step(f"sampling the counters for {interval:g} s"
+                          + (f" and reading {len(big)} listing(s)" if big else ""))
+            warm = threading.Thread(target=ctx.reader.warm, args=(big,), name="ctdoctor-warm", daemon=True)
+            warm.start()
+            snapshot.sample_again(snap, interval)
+            warm.join()
+            snapshot.drop_vanished(snap)
+        progress.step(f"running the checks over {len(snap.namespaces)} namespace(s)")
+        findings, unknown = doctor.run_checks(ctx, only or None, skip or None)
     gone = set(snapshot.drop_vanished(snap))  # a pod deleted while the checks read its listing
     if gone:
         findings = [f for f in findings if f.netns not in gone]
@@ -106,6 +113,7 @@ def _page(con, report) -> None:
         sys.stdout.write(text)
 
 
+
 def _compare(snap, args) -> None:
     """Use a later image's counters as the second sample (rates over the time between the two)."""
     from ctdoctor.sources import snapshot
@@ -113,7 +121,7 @@ def _compare(snap, args) -> None:
 
     later = snapshot.build(HostRoot.open(args.compare), getattr(args, "netns", None) or "all", with_rules=False,
                            with_log=False)
-    t0, t1 = _taken(snap), _taken(later)
+    t0, t1 = snap.captured_at, later.captured_at
     span = (t1 - t0) if t0 and t1 and t1 > t0 else None
     by = {st.name: st for st in later.namespaces}
     for st in snap.namespaces:
@@ -124,10 +132,6 @@ def _compare(snap, args) -> None:
         st.interval = span or 1.0
         if span is None:
             snap.notes.append("--compare: the images carry no capture time; rates are per comparison, not per second")
-
-
-def _taken(snap) -> float | None:
-    return snap.captured_at
 
 
 def _is_root() -> bool:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from ctdoctor.errors import UsageError
-
 
 def add_arguments(p) -> None:
     if p.prog.endswith("explain"):
@@ -21,11 +19,16 @@ def run(args) -> int:
 
             emit({"schema": 1, "checks": [{"id": c, "title": load(c).TITLE} for c in MODULES]})
         else:
-            for c in MODULES:
-                print(f"{c}  {load(c).TITLE}")
+            from ctdoctor.render.page import catalogue, terminal_width
+
+            sys.stdout.write(catalogue([(c, load(c).TITLE) for c in MODULES], terminal_width()))
         return 0
     code = args.code.upper()
     if code not in MODULES:
-        raise UsageError(f"unknown check {args.code!r} (see: ctdoctor checks)")
-    sys.stdout.write(page(load(code)))
+        from ctdoctor.commands.common import no_such
+
+        raise no_such("check", args.code, MODULES, see="ctdoctor checks")
+    from ctdoctor.render.page import fit, terminal_width
+
+    sys.stdout.write(fit(page(load(code)), terminal_width()))
     return 0

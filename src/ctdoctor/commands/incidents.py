@@ -97,7 +97,11 @@ def run(args) -> int:
     d = args.dir
     if not os.path.isdir(d):
         raise UsageError(f"--dir {d}: no such directory")
-    rows = collect_rows(d)
+    from ctdoctor.render.progress import Progress
+
+    with Progress(fmt) as progress:
+        progress.step(f"reading the incident bundles in {d}")
+        rows = collect_rows(d)
     if fmt == "json":
         from ctdoctor.render.jsonout import emit
 
@@ -111,35 +115,12 @@ def run(args) -> int:
         for r in rows:
             w.writerow([csv_cell(r.get(c)) for c in CSV_COLS])
         return 0
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+
+    from ctdoctor.render.incidents_text import render
 
     con = Console(highlight=False)
-    if not rows:
-        con.print(Text(f"no incidents in {d}"))
-        return 0
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for c in ("time (UTC)", "netns", "trigger", "peak fill", "top source (entries)", "top new source (/s)", "bundle"):
-        t.add_column(c, no_wrap=c.startswith("time"), overflow="fold")
-    # every cell is a Text: what a bundle says is shown as written, never read as rich markup
-    for r in rows:
-        base = _text(os.path.basename(r["bundle"])) or "?"
-        if "error" in r:
-            t.add_row("?", "?", "?", "", "", "", Text(f"{base}: {r['error']}", style="red"))
-            continue
-        share = f" ({r['top_source_share'] * 100:.0f}%)" if r.get("top_source_share") is not None else ""
-        rate = r.get("top_new_source_rate")
-        newsrc = f"{r['top_new_source']} ({rate:g}/s)" if r.get("top_new_source") and rate is not None else "-"
-        netns = (r["netns"] or "?") + (f" ({r['pod']})" if r.get("pod") else "")
-        fill = f"{r['peak_fill'] * 100:.1f}%" if r.get("peak_fill") is not None else "?"
-        t.add_row(*(Text(x) for x in (r["time"] or "?", netns, r["trigger"] or "?", fill,
-                                       (r["top_source"] + share) if r.get("top_source") else "-", newsrc, base)))
-    con.print(t)
-    good = [r for r in rows if "error" not in r]
-    if good:
-        con.print(Text(f"read one with: ctdoctor --root {_text(good[-1]['bundle'], 1024)} [top --netns NETNS | doctor]"))
+    con.print(render(rows, d, con.width))
     return 0
 
 

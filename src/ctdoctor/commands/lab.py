@@ -61,19 +61,33 @@ def _list(fmt: str) -> int:
 
         emit({"schema": 1, "scenarios": rows})
         return 0
-    for r in rows:
-        print(f"{r['name']:<18} {r['summary']}")
-        print(f"{'':<18} --scale default: {r['scale']}" + ("" if r["available"] else f"; cannot run here: {r['why_not']}"))
+    from rich.console import Console
+
+    from ctdoctor.render.lab_text import render_list
+
+    con = Console(highlight=False)
+    con.print(render_list(rows, con.width))
     return 0
 
 
 def _run(args, fmt: str) -> int:
     from ctdoctor.lab import run_scenario
+    from ctdoctor.lab.scenarios import SCENARIOS
 
-    with run_scenario(args.scenario, args.scale, keep=args.keep) as result:
-        doc = {"scenario": result.scenario, "netns": result.netns.name, "inode": result.netns.inode,
-               "built": result.built, "observed": result.observed, "explanation": result.explanation,
-               "kept": args.keep}
+    if args.scenario not in SCENARIOS:
+        from ctdoctor.commands.common import no_such
+
+        raise no_such("lab scenario", args.scenario, SCENARIOS, see="ctdoctor lab list")
+
+    from ctdoctor.render.progress import Progress
+
+    with Progress(fmt) as progress:
+        progress.step(f"building {args.scenario} in a throwaway namespace and watching what happens")
+        with run_scenario(args.scenario, args.scale, keep=args.keep) as result:
+            doc = {"scenario": result.scenario, "netns": result.netns.name, "inode": result.netns.inode,
+                   "built": result.built, "observed": result.observed, "explanation": result.explanation,
+                   "kept": args.keep}
+            progress.step("removing the namespace" if not args.keep else "done")
     if fmt == "json":
         from ctdoctor.render.jsonout import emit
 
@@ -81,20 +95,8 @@ def _run(args, fmt: str) -> int:
         return 0
     from rich.console import Console
 
-    c = Console(highlight=False)
-    c.print(f"[bold]lab {doc['scenario']}[/] in netns {doc['netns']}")
-    c.print("[bold]built[/]")
-    for ln in doc["built"]:
-        c.print(f"  - {ln}")
-    c.print("[bold]observed[/]")
-    for k, v in doc["observed"].items():
-        if isinstance(v, list) and v and isinstance(v[0], str):
-            c.print(f"  {k}:")
-            for item in v[:10]:
-                c.print(f"    {item}", markup=False, highlight=False)
-        else:
-            c.print(f"  {k}: {v}", markup=False, highlight=False)
-    c.print("[bold]why[/]")
-    c.print(f"  {doc['explanation']}")
-    c.print(f"netns {doc['netns']} " + ("kept; remove it with: ctdoctor lab clean" if args.keep else "removed"))
+    from ctdoctor.render.lab_text import render_run
+
+    con = Console(highlight=False)
+    con.print(render_run(doc, args.keep, con.width))
     return 0

@@ -38,32 +38,10 @@ def run(args) -> int:
 
         emit(doc)
         return 0
-    from rich import box
     from rich.console import Console
-    from rich.table import Table
 
-    from ctdoctor.render.status_text import human_bytes
+    from ctdoctor.render.plan_text import render
 
-    c = Console(highlight=False)
-    cur = doc["current"]
-    c.print(f"[bold]now[/] max {cur['max']}, buckets {cur['buckets']}; kernel {doc['host']['kernel']}, "
-            f"RAM {human_bytes(doc['host']['mem_total'])}, "
-            + (f"{doc['host']['cpus']} CPUs" if doc["host"]["cpus"] else "CPUs unknown"))
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("rule", "max", "buckets", "why"):
-        t.add_column(col, justify="right" if col in ("max", "buckets") else "left")
-    for cand in doc["candidates"]:
-        t.add_row(cand["rule"], str(cand["max"]), str(cand["buckets"] or "-"), cand["reason"])
-    c.print(t)
-    p, m = doc["pick"], doc["memory"]
-    c.print(f"[bold]pick[/] max {p['max']}, buckets {p['buckets']} (load × {doc['headroom']:g}, rounded up to "
-            f"65536, never below the defaults" + (", capped by the memory budget" if p["capped_by_budget"] else "")
-            + ")")
-    c.print(f"[bold]memory[/] {human_bytes(m['total_bytes'])} when full = {p['max']} × {m['entry_size']} B "
-            f"({m['entry_size_source']}{', an estimate' if m['entry_size_estimated'] else ''}) + "
-            f"{human_bytes(m['buckets_bytes'])} of buckets"
-            + (f", {m['share_of_ram'] * 100:.1f}% of RAM" if m["share_of_ram"] is not None else ""))
-    for t_ in doc["timeouts"]:
-        c.print(f"[bold]timeout[/] {t_['name']}: {t_['current']} → {t_['suggested']} s ({t_['reason']})")
-    c.print(f"[bold]apply with[/] {doc['apply']}")
+    con = Console(highlight=False)
+    con.print(render(doc, con.width))
     return 0

@@ -48,22 +48,20 @@ def run(args) -> int:
 
 
 def _watch(root, args) -> int:
-    from rich.console import Console
-    from rich.live import Live
+    """A frame every N seconds: redrawn in place on a terminal (q or Ctrl-C quits), one frame after the
+    other when piped (render/watch.py)."""
+    import sys
 
-    from ctdoctor.render.keys import Keys
-    from ctdoctor.render.status_text import render
+    from ctdoctor.render import watch
+    from ctdoctor.render.status_text import WatchState, render
 
-    console = Console(highlight=False)
-    with Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
-        try:
-            while True:
-                # The sampling interval doubles as the redraw period: rates cover the last N seconds
-                # (a q pressed meanwhile is read after the frame: it quits within one period)
-                doc = _doc(root, args, args.watch if root.is_live else None)
-                live.update(render(doc), refresh=True)
-                if keys.quit_pressed() or (not root.is_live and keys.wait_for_quit(args.watch)):
-                    break
-        except KeyboardInterrupt:
-            pass
-    return 0
+    state = WatchState(interval=args.watch, keys=sys.stdin.isatty() and sys.stdout.isatty())
+
+    def frame(console):
+        # live, the sampling interval doubles as the redraw period: rates cover the last N seconds
+        doc = _doc(root, args, args.watch if root.is_live else None)
+        state.observe(doc)
+        state.height = console.size.height if sys.stdout.isatty() else None
+        return render(doc, console, watch=state)
+
+    return watch.run(frame, args.watch, wait=not root.is_live)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 
+from ctdoctor.render import fmt
+from ctdoctor.render.wrap import hang, with_source
+
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 WORD = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
 
@@ -32,29 +35,16 @@ def render(doc: dict, verbose_info: bool = False, width: int = 80):
         parts.append(Text(""))
         parts.append(Text.from_markup("[bold]details[/]" + ("" if verbose_info or len(detailed) == len(order)
                                                             else " (of the warnings and criticals; --verbose: all)")))
-    for f in detailed:
-        sev = f["severity"]
-        parts.append(Text(""))
-        parts.append(Text.from_markup(f"[{STYLE[sev]}]{WORD[sev]}[/] [bold]{f['id']}[/] {escape(f['title'])}"
-                                      + (f" [dim](netns {escape(f['netns'])})[/]" if f.get("netns") else "")))
-        parts.append(Text.from_markup(f"  {escape(f['summary'])}"))
-        if f["evidence"]:
-            parts.append(Text.from_markup("  [bold]evidence[/]"))
-            for k, v in f["evidence"].items():
-                if v is None or v == [] or v == {}:
-                    continue
-                parts.append(Text.from_markup(f"    {escape(k)}: " + _ev_escaped(v, escape)))
-        if f["explanation"]:
-            parts.append(Text.from_markup("  [bold]why[/] " + escape(f["explanation"])))
-        parts.extend(_fix_lines(f, width))
+    for group in _same_check_and_netns(detailed):
+        parts.extend(_details(group, width))
     if doc["unknown"]:
         parts.append(Text(""))
         parts.append(Text.from_markup("[bold]not checked[/] (not enough data)"))
         for u in doc["unknown"]:
-            parts.append(Text.from_markup(f"  {u['id']}" + (f" [dim](netns {escape(u['netns'])})[/]" if u.get("netns")
-                                                            else "") + f": {escape(u['reason'])}"))
+            parts.extend(hang(f"{u['id']}" + (f" (netns {u['netns']})" if u.get("netns") else "") + f": {u['reason']}",
+                              width, "  ", "    "))
     for n in doc.get("notes", []):
-        parts.append(Text.from_markup(f"[dim]note: {escape(n)}[/]"))
+        parts.extend(hang(f"note: {n}", width, "", "  ", style="dim"))
     if not doc["findings"]:
         parts.append(Text.from_markup("[green]no problems found[/]"))
     return Group(*parts)
@@ -81,11 +71,15 @@ def _overview(order: list[dict], width: int) -> list:
             where = f.get("pod") or f.get("netns")
             text = (f"{where}: " if where and where not in f["summary"] else "") + f["summary"]
         else:
-            names = [x.get("pod") or x.get("netns") or "?" for x in fs]
-            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            text = f"{len(fs)} namespaces ({shown}): {fs[0]['title']}"  # the names first: the title may be elided
+            names = list(dict.fromkeys(x.get("pod") or x.get("netns") or "?" for x in fs))
+            if len(names) == 1:  # one namespace, several keys (CT013): what each says
+                text = f"{names[0]}: " + "; ".join(x["summary"] for x in fs)
+            else:
+                shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                many = f"{len(fs)} findings in " if len(fs) > len(names) else ""
+                text = f"{many}{len(names)} namespaces ({shown}): {fs[0]['title']}"  # names first: the title may go
         line = Text(head, style=STYLE[sev])
-        line.append(_elide(text, max(20, width - len(head))))
+        line.append(fmt.elide_end(text, max(20, width - len(head))))
         out.append(line)
         first = next((x for x in fs[0].get("fixes", []) if x.get("argv")), None)
         if first is not None:
@@ -96,14 +90,46 @@ def _overview(order: list[dict], width: int) -> list:
     return out
 
 
-def _elide(text: str, room: int) -> str:
-    """One line of at most ``room`` characters: cut at a word, with … (never inside a word when it can)."""
-    if len(text) <= room:
-        return text
-    cut = text[: room - 1]
-    if " " in cut[room // 2:]:
-        cut = cut[: cut.rfind(" ")]
-    return cut.rstrip(" ,;:") + "…"
+def _same_check_and_netns(findings: list[dict]) -> list[list[dict]]:
+    """Findings of one check in one namespace (CT013 once per key) together, in their order."""
+    groups: dict[tuple, list[dict]] = {}
+    for f in findings:
+        groups.setdefault((f["severity"], f["id"], f.get("netns")), []).append(f)
+    return list(groups.values())
+
+
+def _details(group: list[dict], width: int) -> list:
+    """One block per check and namespace: the title once, each finding's summary and evidence, the
+    explanation and the fixes once (a fix two findings share is printed once)."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    f = group[0]
+    sev = f["severity"]
+    parts: list = [Text(""), Text.from_markup(f"[{STYLE[sev]}]{WORD[sev]}[/] [bold]{f['id']}[/] {escape(f['title'])}"
+                                              + (f" [dim](netns {escape(f['netns'])})[/]" if f.get("netns") else ""))]
+    for g in group:
+        parts.extend(hang(g["summary"], width, "  ", "    " if len(group) > 1 else "  ",
+                          label="-" if len(group) > 1 else ""))
+        if g["evidence"]:
+            pad = "  " if len(group) > 1 else ""  # under its bullet
+            parts.append(Text.from_markup(f"{pad}  [bold]evidence[/]"))
+            for k, v in g["evidence"].items():
+                if v is None or v == [] or v == {}:
+                    continue
+                value, source = _ev(k, v)
+                parts.extend(with_source(f"{k}: {value}", source, width, pad + "    ", pad + "      "))
+    if f["explanation"]:
+        parts.extend(hang(f["explanation"], width, "  ", "      ", label="why"))
+    seen: set[str] = set()
+    fixes = []
+    for g in group:
+        for x in g.get("fixes") or []:
+            if x.get("text", "") + x.get("comment", "") not in seen:
+                seen.add(x.get("text", "") + x.get("comment", ""))
+                fixes.append(x)
+    parts.extend(_fix_lines({**f, "fixes": fixes} if f.get("fixes") is not None else f, width))
+    return parts
 
 
 def _fix_lines(f: dict, width: int) -> list:
@@ -142,9 +168,9 @@ def _plain(x) -> str:
     if x is None:
         return "unknown"
     if isinstance(x, bool):
-        return "yes" if x else "no"
+        return fmt.yesno(x)
     if isinstance(x, float):
-        return f"{x:,.4g}" if abs(x) >= 1e-3 or x == 0 else "< 0.001"
+        return fmt.num(x)  # an int stays as written: it may be a port, an inode or a mark
     if isinstance(x, str) and _DMESG_STAMP.match(x):  # dmesg's seconds since boot
         return f"{float(x):,.0f} s after boot"
     if isinstance(x, dict):
@@ -154,13 +180,23 @@ def _plain(x) -> str:
     return str(x)
 
 
-def _ev_escaped(v, escape) -> str:
+PERCENT_KEYS = {"fill", "share", "peak_fill", "ratio_of_max", "fill_ratio"}
+
+
+def _ev(key: str, v) -> tuple[str, str | None]:
+    """An evidence item as (value, where it was read): a fraction under a fill or share key as a
+    percentage, lists of records as ``k=v`` groups, never a Python repr."""
     if isinstance(v, dict) and "value" in v:
-        return escape(_plain(v["value"])) + (f"  [dim]({escape(str(v['source']))})[/]" if v.get("source") else "")
+        inner = v["value"]
+        value = fmt.pct(inner) if key in PERCENT_KEYS and isinstance(inner, float) and 0 <= inner <= 1 \
+            else _plain(inner)
+        return value, str(v["source"]) if v.get("source") else None
+    if key in PERCENT_KEYS and isinstance(v, float) and 0 <= v <= 1:
+        return fmt.pct(v), None
     if isinstance(v, list):
         if v and isinstance(v[0], dict):
-            return escape("; ".join(", ".join(f"{k}={_plain(x)}" for k, x in item.items()) for item in v[:5]))
-        return escape(", ".join(_plain(x) for x in v[:8]))
+            return "; ".join(", ".join(f"{k}={_plain(x)}" for k, x in item.items()) for item in v[:5]), None
+        return ", ".join(_plain(x) for x in v[:8]), None
     if isinstance(v, dict):
-        return escape(", ".join(f"{k}={_plain(x)}" for k, x in v.items() if x is not None))
-    return escape(_plain(v))
+        return ", ".join(f"{k}={_plain(x)}" for k, x in v.items() if x is not None), None
+    return _plain(v), None

@@ -1,96 +1,247 @@
-"""Text rendering of the status report (rich)."""
+"""Text rendering of the status report: a table designed for 80 columns first (short headers, units in
+the header, numbers right-aligned, names elided in the middle) that takes the optional columns (a fill
+bar, memory, rates, a trend) only when the width has room for them. The watch screen keeps its column
+widths from frame to frame, so nothing jumps while it redraws."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 
-def human_bytes(size: int | None) -> str:
-    if size is None:
-        return "?"
-    n = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+from ctdoctor.render import fmt
+from ctdoctor.render.table import Column, layout
+from ctdoctor.render.wrap import hang, with_source
+
+human_bytes = fmt.size  # kept for the renderers that import it from here
 
 
 def fill_bar(fill: float | None, width: int = 20) -> str:
     if fill is None:
         return "[dim]" + "·" * width + "[/]"
     n = min(width, round(fill * width))
-    from ctdoctor.model.thresholds import FILL_CRITICAL, FILL_WARNING
-
-    color = "red" if fill >= FILL_CRITICAL else "yellow" if fill >= FILL_WARNING else "green"
+    color = _fill_style(fill)
     return f"[{color}]" + "█" * n + "[/]" + "[dim]" + "·" * (width - n) + "[/]"
 
 
-def render(doc: dict, console=None):
-    from rich.console import Console, Group
-    from rich.table import Table
+def _fill_style(fill: float | None) -> str:
+    from ctdoctor.model.thresholds import FILL_CRITICAL, FILL_WARNING
 
-    console = console or Console(highlight=False)
-    h = doc["host"]
-    parts: list = []
-    parts.append(f"[bold]{h['hostname'] or '?'}[/]  kernel {h['kernel'] or '?'}  source {h['source']}"
-                 + (f" ({h['root']})" if h["source"] != "live" else "")
-                 + (f"  cpus {h['cpus']}" if h.get("cpus") else "")
-                 + (f"  RAM {human_bytes(h['mem_total'])}" if h.get("mem_total") else ""))
-    from rich import box
+    if fill is None:
+        return "dim"
+    return "red" if fill >= FILL_CRITICAL else "yellow" if fill >= FILL_WARNING else "green"
 
-    t = Table(title="conntrack table per network namespace", title_justify="left", expand=False,
-              box=box.SIMPLE_HEAD, pad_edge=False)
-    t.add_column("netns", no_wrap=True, min_width=6)
-    for col in ("count/max", "fill", "memory", "drop", "ins.fail", "e.drop"):
-        t.add_column(col, justify="right", min_width=16 if col == "fill" else None,
-                     no_wrap=col in ("count/max", "fill"))
-    for ns in doc["namespaces"]:
-        stats, rates = ns["stats"], ns["rates"] or {}
 
-        def sr(k, stats=stats, rates=rates):
-            v = stats.get(k)
-            if v is None:
-                return "?"
-            r = rates.get(k)
-            return f"{v}" + (f" [dim]({r:g}/s)[/]" if r else "")
+@dataclass
+class WatchState:
+    """What a watch screen remembers between frames: the count of each netns (for the trend and the
+    new-entries rate when the kernel no longer counts inserts), the column widths (no reflow), the
+    refresh interval for the header."""
 
-        mem = ns["memory"]
-        t.add_row(
-            ns["name"],
-            f"{ns['count'] if ns['count'] is not None else '?'} / {ns['max'] if ns['max'] is not None else '?'}",
-            fill_bar(ns["fill"], 9) + (f" {ns['fill'] * 100:.1f}%" if ns["fill"] is not None else " ?"),
-            (human_bytes(mem["bytes"]) + ("~" if mem["estimated"] else "")) if mem else "?",
-            sr("drop"), sr("insert_failed"), sr("early_drop"),
-        )
-    parts.append(t)
+    interval: float
+    seen: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    widths: dict[str, int] = field(default_factory=dict)
+    keep: int = 30
+    keys: bool = True  # q quits (stdin is a terminal)
+    height: int | None = None  # the terminal's rows: a frame never scrolls (None: piped, every line)
+
+    def observe(self, doc: dict, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for ns in doc["namespaces"]:
+            if ns.get("count") is None:
+                continue
+            hist = self.seen.setdefault(ns["name"], [])
+            hist.append((now, int(ns["count"])))
+            del hist[: -self.keep]
+
+    def count_rate(self, name: str) -> float | None:
+        hist = self.seen.get(name) or []
+        if len(hist) < 2 or hist[-1][0] <= hist[-2][0]:
+            return None
+        return max(0.0, (hist[-1][1] - hist[-2][1]) / (hist[-1][0] - hist[-2][0]))
+
+    def trend(self, name: str) -> list[int]:
+        return [c for _, c in self.seen.get(name) or []]
+
+
+def _new_rate(ns: dict, watch: WatchState | None) -> tuple[float | None, str | None]:
+    """New entries per second and where it comes from: the kernel's insert counter while it still
+    counts (before 5.x it did), else the change of the count between two frames of a watch."""
+    stats, rates = ns.get("stats") or {}, ns.get("rates") or {}
+    if stats.get("insert") and rates.get("insert") is not None:
+        return rates["insert"], "insert"
+    if watch is not None:
+        r = watch.count_rate(ns["name"])
+        if r is not None:
+            return r, "count"
+    return None, None
+
+
+def _counter(ns: dict, key: str, with_rate: bool) -> str:
+    v = (ns.get("stats") or {}).get(key)
+    if v is None:
+        return fmt.MISSING
+    r = (ns.get("rates") or {}).get(key)
+    return fmt.num(v) + (f" +{fmt.rate(r)}/s" if with_rate and r else "")
+
+
+def _table(doc: dict, width: int, watch: WatchState | None):
+    spaces = doc["namespaces"]
+    new = [_new_rate(ns, watch) for ns in spaces]
+    kinds = {k for _, k in new if k}
+    has_rates = any(ns.get("rates") for ns in spaces)
+    cols = [
+        Column("netns", [ns["name"] + (f" ({ns['pod']})" if ns.get("pod") else "") for ns in spaces],
+               align="left", flex=True, min_width=8),
+        Column("count", [fmt.num(ns.get("count")) for ns in spaces]),
+        Column("max", [fmt.num(ns.get("max")) for ns in spaces]),
+        Column("fill", [fmt.pct(ns.get("fill")) for ns in spaces],
+               styles=[_fill_style(ns.get("fill")) for ns in spaces]),
+        Column("", [fill_bar(ns.get("fill"), 10) for ns in spaces], align="left", optional=2, markup=True,
+               fixed=10, name="bar"),
+        Column("memory", [(fmt.size(ns["memory"]["bytes"]) + ("~" if ns["memory"]["estimated"] else ""))
+                          if ns.get("memory") else fmt.MISSING for ns in spaces], optional=3),
+        Column("drop", [_counter(ns, "drop", False) for ns in spaces],
+               alt=[_counter(ns, "drop", True) for ns in spaces] if has_rates else None),
+        Column("ins.fail", [_counter(ns, "insert_failed", False) for ns in spaces],
+               alt=[_counter(ns, "insert_failed", True) for ns in spaces] if has_rates else None),
+        Column("e.drop", [_counter(ns, "early_drop", False) for ns in spaces],
+               alt=[_counter(ns, "early_drop", True) for ns in spaces] if has_rates else None),
+    ]
+    if kinds or watch is not None:  # a watch always has the column: no reflow after its first frame
+        cols.append(Column("new/s", [fmt.rate(r) if r is not None else "-" for r, _ in new]))
+    if watch is not None:
+        cols.append(Column("trend", [fmt.sparkline(watch.trend(ns["name"]), 8) for ns in spaces],
+                           align="left", optional=1, fixed=8))
+    lines = layout(cols, width, memory=watch.widths if watch is not None else None)
+    return lines, kinds
+
+
+def _items(items: list[str], width: int) -> list[str]:
+    """Short items on as few lines as fit the width, broken between items (never inside one)."""
+    out: list[str] = []
+    cur = ""
+    for item in items:
+        it = fmt.elide(item, width)
+        if cur and len(cur) + 2 + len(it) > width:
+            out.append(cur)
+            cur = it
+        else:
+            cur = f"{cur}  {it}" if cur else it
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _watch_header(doc: dict, watch: WatchState, kinds: set[str], width: int) -> list[str]:
+    how = {"insert": "insert counter", "count": "change of the count"}
+    head = [f"ctdoctor status --watch  every {fmt.duration(watch.interval)}", time.strftime("%H:%M:%S")]
+    full = max(doc["namespaces"], key=lambda ns: ns.get("fill") or 0, default=None)
+    if full is not None and len(watch.trend(full["name"])) > 1:  # the fullest one's count, frame by frame
+        head.append(f"{fmt.elide(full['name'], 16)} {fmt.sparkline(watch.trend(full['name']), 20)}")
+    if kinds:
+        head.append("new/s: " + ", ".join(how[k] for k in sorted(kinds, reverse=True)))
+    if watch.keys:
+        head.append("q quits")
+    return _items(head, width)
+
+
+def _host(h: dict, width: int) -> list[str]:
+    items = [h["hostname"] or "?", f"kernel {h['kernel'] or '?'}",
+             h["source"] + (f" {h['root']}" if h["source"] != "live" else "")]
+    if h.get("cpus"):
+        items.append(f"{fmt.num(h['cpus'])} CPUs")
+    if h.get("mem_total"):
+        items.append(f"{fmt.size(h['mem_total'])} RAM")
+    return _items(items, width)
+
+
+def _settings(s: dict, width: int) -> list:
+    from rich.text import Text
+
+    out: list = []
+    if s["non_default"]:
+        out.append(Text("settings not at the kernel default", style="bold"))
+        for d in s["non_default"]:
+            out.extend(with_source(f"{d['key']} = {d['value']}", f"default {d['default']}", width, "  ", "    "))
+    if s["drift"]:
+        out.append(Text("live settings that differ from the persisted ones", style="bold yellow"))
+        for d in s["drift"]:
+            out.extend(with_source(f"{d['key']}: live {d['live']}, persisted {d['persisted']}",
+                                   f"{d['file']}:{d['line']}", width, "  ", "    "))
+    if not s["non_default"] and not s["drift"]:
+        out.extend(hang("all at kernel defaults; nothing persisted differs from live", width, label="settings"))
+    return out
+
+
+def _below(doc: dict, width: int) -> list:
+    """Hash sizing, modules, settings, the kernel log's events and the notes, as wrapped prose."""
+    out: list = []
     ini = doc["namespaces"][0] if doc["namespaces"] else None
     if ini and ini.get("buckets") and ini.get("max"):
-        parts.append(f"[bold]hash[/] {ini['buckets']} buckets for max {ini['max']} "
-                     f"(max/buckets {ini['max'] / ini['buckets']:.2f}; buckets and max are global, counts per netns)")
+        out.extend(hang(f"{fmt.num(ini['buckets'])} buckets, max {fmt.num(ini['max'])} "
+                        f"({fmt.num(round(ini['max'] / ini['buckets'], 2))} per bucket; both global, "
+                        "counts per netns)", width, label="hash"))
     key = {"nf_conntrack", "nf_nat"}
-    mods = [f"{m['name']}: {m['state']}" + (f" (refcnt {m['refcount']}, held by {','.join(m['holders']) or '-'})"
-                                          if m["state"] == "loaded" and m["name"] in key else "")
+    mods = [f"{m['name']} {m['state']}" + (f" (refcnt {m['refcount']}, held by {', '.join(m['holders']) or '-'})"
+                                         if m["state"] == "loaded" and m["name"] in key else "")
             for m in doc["modules"] if m["state"] != "absent" or m["name"] in key]
-    parts.append("[bold]modules[/] " + ("; ".join(mods) if mods else "not enough data"))
-    s = doc["settings"]
-    if s["non_default"]:
-        parts.append("[bold]settings not at the kernel default[/]")
-        for d in s["non_default"]:
-            parts.append(f"  {d['key']} = {d['value']}  [dim](default {d['default']})[/]")
-    if s["drift"]:
-        parts.append("[bold yellow]live settings that differ from the persisted ones[/]")
-        for d in s["drift"]:
-            parts.append(f"  {d['key']}: live {d['live']}, persisted {d['persisted']}  [dim]({d['file']}:{d['line']})[/]")
-    if not s["non_default"] and not s["drift"]:
-        parts.append("[bold]settings[/] all at kernel defaults; nothing persisted differs from live")
+    out.extend(hang("; ".join(mods) if mods else "not enough data", width, label="modules"))
+    out.extend(_settings(doc["settings"], width))
     ev = doc["kernel_log"]["events"]
     if ev:
-        parts.append("[bold]kernel log[/] " + ", ".join(f"{k}: {v}" for k, v in ev.items()))
+        out.extend(hang(", ".join(f"{k.replace('_', ' ')} {fmt.num(v)}" for k, v in ev.items()), width,
+                        label="kernel log"))
     for n in doc["notes"]:
-        parts.append(f"[dim]note: {n}[/]")
+        out.extend(hang(n, width, label="note:", style="dim", label_style=""))
+    return out
+
+
+def _fullest_first(spaces: list[dict], rows: int) -> list[dict]:
+    """``rows`` namespaces for a screen too short for all: the initial one, then the fullest."""
+    if rows >= len(spaces):
+        return spaces
+    init = [ns for ns in spaces if ns["name"] == "init"][:1]
+    rest = sorted((ns for ns in spaces if ns not in init), key=lambda ns: -(ns.get("fill") or 0))
+    return (init + rest)[: max(1, rows)]
+
+
+def render(doc: dict, console=None, width: int | None = None, watch: WatchState | None = None):
+    from rich.console import Console, Group
+    from rich.text import Text
+
+    if width is None:
+        width = (console or Console(highlight=False)).width
+    kinds = {k for ns in doc["namespaces"] for _, k in [_new_rate(ns, watch)] if k}
+    head = _watch_header(doc, watch, kinds, width) if watch is not None else []
+    host = _host(doc["host"], width)
+    below = _below(doc, width)
+    hidden = 0
+    if watch is not None and watch.height:  # a watch frame fits the screen: the fullest namespaces first
+        rows = watch.height - len(head) - len(host) - 5  # blank, table head and rule, blank, a spare line
+        shown = _fullest_first(doc["namespaces"], rows if rows >= len(doc["namespaces"]) else rows - 1)
+        hidden = len(doc["namespaces"]) - len(shown)
+        doc = {**doc, "namespaces": shown}
+        below = below[: max(0, rows - len(shown) - (1 if hidden else 0))]
+    lines, kinds = _table(doc, width, watch)
+    parts: list = []
+    if watch is not None:
+        parts.append(Text("\n".join(_watch_header(doc, watch, kinds, width)), style="bold"))
+    parts.extend(Text(ln, style="bold" if i == 0 else "") for i, ln in enumerate(host))
+    parts.append(Text(""))
+    parts.extend(lines)
+    if hidden:
+        parts.append(Text(f"… and {hidden} emptier namespace(s): a taller terminal, or --netns to choose",
+                          style="dim"))
+    if kinds and watch is None:
+        parts.append(Text("new/s: the kernel's insert counter", style="dim"))
+    if below:
+        parts.append(Text(""))
+        parts.extend(below)
     return Group(*parts)
 
 
 def print_status(doc: dict) -> None:
     from rich.console import Console
 
-    Console(highlight=False).print(render(doc))
+    con = Console(highlight=False)
+    con.print(render(doc, con))

@@ -3,58 +3,124 @@
 from __future__ import annotations
 
 import csv
+import time
+from dataclasses import dataclass, field
+
+from ctdoctor.render import fmt
+from ctdoctor.render.table import Column, layout
+from ctdoctor.render.wrap import hang
 
 
 def _states(st: dict, total: int, n: int = 3) -> str:
-    parts = [f"{k} {v * 100 / total:.0f}%" for k, v in list(st.items())[:n]]
+    parts = [f"{k} {fmt.pct(v / total) if total else fmt.MISSING}" for k, v in list(st.items())[:n]]
     if len(st) > n:
         parts.append("…")
     return " ".join(parts)
 
 
-def render(doc: dict, prev: dict | None = None):
-    from rich import box
+@dataclass
+class TopWatch:
+    """What ``top --watch`` remembers between frames: the counts by key (the Δ column), the matched
+    total (the trend), the column widths (no reflow) and the interval for the header."""
+
+    interval: float
+    rate: bool = False
+    keys: bool = True  # q quits (stdin is a terminal)
+    prev: dict | None = None
+    totals: list[int] = field(default_factory=list)
+    widths: dict[str, int] = field(default_factory=dict)
+
+    def header(self, doc: dict, width: int) -> list[str]:
+        total = doc.get("matched") if doc.get("matched") is not None else doc.get("total")
+        if isinstance(total, int):
+            self.totals.append(total)
+            del self.totals[:-30]
+        items = [f"ctdoctor top --watch{' --rate' if self.rate else ''}  every {fmt.duration(self.interval)}",
+                 time.strftime("%H:%M:%S")]
+        if len(self.totals) > 1:
+            items.append(f"{'new' if self.rate else 'matched'} {fmt.sparkline(self.totals, 20)}")
+        if self.keys:
+            items.append("q quits")
+        return _items(items, width)
+
+
+def _items(items: list[str], width: int) -> list[str]:
+    out: list[str] = []
+    cur = ""
+    for item in items:
+        it = fmt.elide(item, width)
+        if cur and len(cur) + 2 + len(it) > width:
+            out.append(cur)
+            cur = it
+        else:
+            cur = f"{cur}  {it}" if cur else it
+    if cur:
+        out.append(cur)
+    return out
+
+
+ADDRESSES = {"src", "dst", "reply_src", "reply_dst", "netns", "pod", "nat", "snat", "dnat", "zone", "mark"}
+
+
+def _key_columns(doc: dict) -> list[Column]:
+    keys = list(doc["rows"][0]["key"]) if doc["rows"] else list(doc["by"])
+    cols = []
+    for k in keys:
+        cells = ["-" if r["key"].get(k) in (None, "") else str(r["key"].get(k)) for r in doc["rows"]]
+        numeric = all(c == "-" or c.isdigit() for c in cells)
+        cols.append(Column(k, cells, align="right" if numeric and k not in ADDRESSES else "left",
+                           flex=not numeric, min_width=min(15, max([len(k), *map(len, cells)]))))
+    return cols
+
+
+def _width(width: int | None) -> int:
+    if width is not None:
+        return width
+    from rich.console import Console
+
+    return Console().width
+
+
+def render(doc: dict, prev: dict | None = None, width: int | None = None, watch: TopWatch | None = None):
     from rich.console import Group
-    from rich.table import Table
+    from rich.text import Text
 
-    from ctdoctor.render.status_text import human_bytes
-
-    lines = []
+    width = _width(width)
+    if watch is not None and prev is None:
+        prev = watch.prev
+    lines: list = [Text(ln, style="bold") for ln in (watch.header(doc, width) if watch else [])]
     for h in doc["namespaces"]:
         fill = ""
         if h.get("count") is not None and h.get("max"):
-            fill = f", count {h['count']} / max {h['max']} ({h['count'] * 100 / h['max']:.1f}%)"
-        sample = " [yellow](a sample: the listing was cut; count is the kernel's)[/]" if h.get("sample") else ""
-        lines.append(f"[bold]{h['source']}[/]" + (f" (netns {h['netns']})" if h["netns"] else "")
-                     + f": {h['listed']} listed{fill}{sample}")
-    filt = f", {doc['matched']} matched the filters" if doc["matched"] != doc["total"] else ""
-    lines.append(f"grouped by {', '.join(doc['by'])}: {doc['groups']} groups{filt}")
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    keys = list(doc["rows"][0]["key"]) if doc["rows"] else list(doc["by"])
-    for k in keys:
-        t.add_column(k, no_wrap=True)
-    t.add_column("count", justify="right")
-    t.add_column("share", justify="right")
-    if prev is not None:
-        t.add_column("Δ", justify="right")
-    t.add_column("states")
-    if doc["accounting"]:
-        t.add_column("packets", justify="right")
-        t.add_column("bytes", justify="right")
-    for r in doc["rows"]:
-        cells = ["-" if v is None or v == "" else str(v) for v in r["key"].values()]
-        cells += [str(r["count"]), f"{r['share'] * 100:.2f}%"]
-        if prev is not None:
-            d = r["count"] - prev.get(tuple(r["key"].items()), 0)
-            cells.append(f"[green]+{d}[/]" if d > 0 else f"[red]{d}[/]" if d < 0 else "0")
-        cells.append(_states(r["states"], r["count"]))
-        if doc["accounting"]:
-            cells += [str(r.get("packets", "")), human_bytes(r.get("bytes"))]
-        t.add_row(*cells)
+            fill = f", count {fmt.num(h['count'])} of max {fmt.num(h['max'])} ({fmt.pct(h['count'] / h['max'])})"
+        what = (f"(netns {h['netns']}): " if h["netns"] else ": ") + f"{fmt.num(h['listed'])} listed{fill}" \
+            + (" (a sample: the listing was cut; count is the kernel's)" if h.get("sample") else "")
+        lines.extend(hang(what, width, label=h["source"]))
+    filt = f", {fmt.num(doc['matched'])} matched the filters" if doc["matched"] != doc["total"] else ""
+    lines.append(Text(f"grouped by {', '.join(doc['by'])}: {fmt.num(doc['groups'])} "
+                      f"group{'' if doc['groups'] == 1 else 's'}{filt}"))
+    if watch is not None:
+        watch.prev = {tuple(r["key"].items()): r["count"] for r in doc["rows"]}
     if not doc["rows"]:
-        lines.append("no entries matched")
+        lines.append(Text("no entries matched"))
         return Group(*lines)
-    return Group(*lines, t)
+    rows = doc["rows"]
+    cols = _key_columns(doc)
+    cols.append(Column("count", [fmt.num(r["count"]) for r in rows]))
+    cols.append(Column("share", [fmt.pct(r["share"]) for r in rows]))
+    if prev is not None:
+        deltas = [r["count"] - prev.get(tuple(r["key"].items()), 0) for r in rows]
+        cols.append(Column("Δ", [f"+{fmt.num(d)}" if d > 0 else fmt.num(d) for d in deltas],
+                           styles=["green" if d > 0 else "red" if d < 0 else "" for d in deltas]))
+    cols.append(Column("states", [_states(r["states"], r["count"]) for r in rows], align="left", flex=True,
+                       min_width=12, optional=2))
+    if doc["accounting"]:
+        cols.append(Column("packets", [fmt.num(r.get("packets")) if r.get("packets") is not None else ""
+                                       for r in rows], optional=1))
+        cols.append(Column("bytes", [fmt.size(r.get("bytes")) for r in rows], optional=1))
+    lines.append(Text(""))
+    lines.extend(layout(cols, width, memory=watch.widths if watch else None))
+    return Group(*lines)
 
 
 def write_csv(doc: dict, out) -> None:
@@ -70,37 +136,36 @@ def write_csv(doc: dict, out) -> None:
         w.writerow(row)
 
 
-def render_rate(doc: dict):
+def render_rate(doc: dict, width: int | None = None, watch: TopWatch | None = None):
     """``top --rate``: new entries per second by key."""
-    from rich import box
     from rich.console import Group
-    from rich.table import Table
+    from rich.text import Text
 
-    lines = []
+    width = _width(width)
+    lines: list = [Text(ln, style="bold") for ln in (watch.header(doc, width) if watch else [])]
     for h in doc["namespaces"]:
-        lines.append(f"[bold]netns {h['netns']}[/]: {h['new_per_second']:g} new/s, {h['destroyed_per_second']:g} "
-                     f"destroyed/s over {h['seconds']:g} s")
-    lines.append(f"new entries per second by {', '.join(doc['by'])}: {doc['groups']} groups"
-                 + (f", {doc['matched']} of {doc['new']} matched the filters" if doc["matched"] != doc["new"] else ""))
+        lines.append(Text.assemble((f"netns {h['netns']}", "bold"),
+                                   f": {fmt.rate(h['new_per_second'])} new/s, {fmt.rate(h['destroyed_per_second'])} "
+                                   f"destroyed/s over {fmt.duration(h['seconds'])}"))
+    lines.append(Text(f"new entries per second by {', '.join(doc['by'])}: {fmt.num(doc['groups'])} "
+                      f"group{'' if doc['groups'] == 1 else 's'}"
+                      + (f", {fmt.num(doc['matched'])} of {fmt.num(doc['new'])} matched the filters"
+                         if doc["matched"] != doc["new"] else "")))
     if doc.get("lower_bound"):
-        lines.append(f"[yellow]events were lost (ENOBUFS) in {doc['lost_windows']} of {doc['windows']} window(s): "
-                     "these rates are a lower bound[/]")
-    t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    keys = list(doc["rows"][0]["key"]) if doc["rows"] else list(doc["by"])
-    for k in keys:
-        t.add_column(k, no_wrap=True)
-    t.add_column("new/s", justify="right")
-    t.add_column("count", justify="right")
-    t.add_column("share", justify="right")
-    t.add_column("states")
-    for r in doc["rows"]:
-        cells = ["-" if v is None or v == "" else str(v) for v in r["key"].values()]
-        cells += [f"{r['rate']:g}", str(r["count"]), f"{r['share'] * 100:.2f}%", _states(r["states"], r["count"])]
-        t.add_row(*cells)
+        lines.append(Text(f"events were lost (ENOBUFS) in {doc['lost_windows']} of {doc['windows']} window(s): "
+                          "these rates are a lower bound", style="yellow"))
     if not doc["rows"]:
-        lines.append("no new entries in the window")
+        lines.append(Text("no new entries in the window"))
         return Group(*lines)
-    return Group(*lines, t)
+    rows = doc["rows"]
+    cols = _key_columns(doc)
+    cols += [Column("new/s", [fmt.rate(r["rate"]) for r in rows]), Column("count", [fmt.num(r["count"]) for r in rows]),
+             Column("share", [fmt.pct(r["share"]) for r in rows]),
+             Column("states", [_states(r["states"], r["count"]) for r in rows], align="left", flex=True,
+                    min_width=12, optional=2)]
+    lines.append(Text(""))
+    lines.extend(layout(cols, width, memory=watch.widths if watch else None))
+    return Group(*lines)
 
 
 def write_rate_csv(doc: dict, out) -> None:

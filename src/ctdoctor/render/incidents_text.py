@@ -1,0 +1,73 @@
+"""Text rendering of ``incidents``: one line per incident at 80 columns (when, which netns, why, how full,
+who filled it); the bundle names go in their own column only when the width has room, and a bundle
+that could not be read is a line of its own below the table. Every cell is plain text: what a bundle
+says is shown as written, never read as rich markup."""
+
+from __future__ import annotations
+
+import os
+
+from ctdoctor.model.fixes import Fix, lines
+from ctdoctor.model.textsafe import clean
+from ctdoctor.render import fmt
+from ctdoctor.render.table import Column, layout
+
+
+def _when(t: str | None) -> str:
+    """``2026-11-25T03:00:00Z`` as ``11-25 03:00:00`` (the year is in the bundle's name); else as written."""
+    if not t:
+        return fmt.MISSING
+    if len(t) >= 19 and t[10] == "T":
+        return t[5:10] + " " + t[11:19]
+    return t
+
+
+def _base(r: dict) -> str:
+    return clean(os.path.basename(r["bundle"]), 256) or fmt.MISSING
+
+
+def render(rows: list[dict], d: str, width: int):
+    from rich.console import Group
+    from rich.text import Text
+
+    if not rows:
+        return Group(Text(f"no incidents in {d}"))
+    good = [r for r in rows if "error" not in r]
+    bad = [r for r in rows if "error" in r]
+    parts: list = []
+    if good:
+        def src(r):
+            if not r.get("top_source"):
+                return "-"
+            share = r.get("top_source_share")
+            return r["top_source"] + (f" ({fmt.pct(share)})" if share is not None else "")
+
+        def new(r):
+            rate = r.get("top_new_source_rate")
+            return f"{r['top_new_source']} {fmt.rate(rate)}/s" if r.get("top_new_source") and rate is not None else "-"
+
+        cols = [
+            Column("when (UTC)", [_when(r.get("time")) for r in good], align="left"),
+            Column("netns / pod", [r.get("pod") or r.get("netns") or fmt.MISSING for r in good], align="left",
+                   flex=True, min_width=16),
+            Column("trigger", [r.get("trigger") or fmt.MISSING for r in good], align="left"),
+            Column("peak", [fmt.pct(r.get("peak_fill")) for r in good]),
+            Column("top source", [src(r) for r in good], align="left", flex=True, min_width=16),
+            Column("top new/s", [new(r) for r in good], align="left", flex=True, min_width=16, optional=2),
+            Column("netns", [r.get("netns") or fmt.MISSING if r.get("pod") else "" for r in good], align="left",
+                   optional=1, name="netns of pod"),
+            Column("bundle", [_base(r) for r in good], align="left", optional=1),
+        ]
+        if not any(r.get("pod") for r in good):
+            cols = [c for c in cols if c.key != "netns of pod"]
+            cols[1].header = "netns"
+        parts.extend(layout(cols, width))
+    for r in bad:
+        err = r["error"] or "not read"
+        parts.append(Text(err if _base(r) in err else f"{_base(r)}: {err}", style="red"))
+    if good:
+        parts.append(Text(""))
+        parts.append(Text(f"read {'it' if len(good) == 1 else 'the newest'} offline (the doctor, or top --netns NETNS):"))
+        cmd = Fix(["ctdoctor", "--root", clean(good[-1]["bundle"], 1024), "doctor"])
+        parts.extend(Text(ln, no_wrap=True, overflow="ignore") for ln in lines(cmd, width, "  $ "))
+    return Group(*parts)

@@ -1,0 +1,74 @@
+"""Progress on stderr: shown on a terminal once a step takes over its delay, never when piped, never for
+JSON/CSV/Nagios, gone (transient) before the output."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+SCRIPT = """
+import sys, time
+from ctdoctor.render.progress import Progress
+with Progress(sys.argv[1], delay=0.2) as p:
+    p.step("reading 3 listings")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and p._status is None and p.enabled:
+        time.sleep(0.02)   # the spinner starts on its own thread: wait for it, not for a fixed time
+    p("sampling the counters")
+    time.sleep(0.3)
+print("done")
+"""
+
+
+def _in_pty(fmt: str) -> str:
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-c", SCRIPT, fmt], stdin=slave, stdout=slave, stderr=slave,
+                         env={**os.environ, "TERM": "xterm", "COLUMNS": "80"}, close_fds=True)
+    os.close(slave)
+    out = b""
+    end = time.monotonic() + 20
+    try:
+        while time.monotonic() < end:
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+    finally:
+        p.wait(10)
+        os.close(master)
+    return out.decode(errors="replace")
+
+
+def test_progress_shows_on_a_terminal():
+    screen = _in_pty("text")
+    assert "reading 3 listings" in screen or "sampling the counters" in screen, screen
+    assert screen.rstrip().endswith("done"), screen[-200:]
+
+
+def test_progress_is_silent_for_machine_formats_on_a_terminal():
+    for fmt in ("json", "csv", "nagios"):
+        screen = _in_pty(fmt)
+        assert "listings" not in screen and "sampling" not in screen, (fmt, screen)
+
+
+def test_progress_is_silent_when_piped():
+    r = subprocess.run([sys.executable, "-c", SCRIPT, "text"], capture_output=True, timeout=30)
+    assert r.stdout.decode() == "done\n" and r.stderr == b""
+
+
+def test_doctor_says_nothing_on_stderr_when_piped():
+    from tests.conftest import IMAGES, run_cli
+
+    _rc, out, err = run_cli("--root", str(IMAGES / "sosreport-node7-k8s"))
+    assert out and err == ""
