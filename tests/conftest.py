@@ -45,12 +45,15 @@ IN_PROCESS_ENV = frozenset({"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "CTDO
 def run_cli(*args: str, input: bytes | None = None, env: dict | None = None, timeout: float = 120,
             as_nobody: bool = False, spawn: bool | None = None):
     """Run ``ctdoctor ARGS`` and return (rc, stdout, stderr) as a user sees them."""
-    if spawn is None:
-        spawn = (as_nobody or bool(set(env or ()) - IN_PROCESS_ENV) or bool(os.environ.get("CTDT_SPAWN"))
-                 or "integration/" in os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0])
-    if spawn:
+    if spawn if spawn is not None else spawns(as_nobody=as_nobody, env=env):
         return run_cli_spawned(*args, input=input, env=env, timeout=timeout, as_nobody=as_nobody)
     return run_cli_in_process(*args, input=input, env=env, timeout=timeout)
+
+
+def spawns(*, as_nobody: bool = False, env: dict | None = None) -> bool:
+    """Whether run_cli takes a real process for a call (see above)."""
+    return (as_nobody or bool(set(env or ()) - IN_PROCESS_ENV) or bool(os.environ.get("CTDT_SPAWN"))
+            or "integration" in Path(os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0]).parts)
 
 
 def run_cli_spawned(*args: str, input: bytes | None = None, env: dict | None = None, timeout: float = 120,
@@ -391,9 +394,11 @@ def pytest_sessionfinish(session, exitstatus):
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     for w in warnings:
         if tr is not None:
+            tr.write_line("")
             tr.write_line(f"WARNING host check: {w}", yellow=True)
     if errors:
         if tr is not None:
+            tr.write_line("")
             tr.write_sep("=", "the suite left the host changed", red=True)
             for e in errors:
                 tr.write_line(e, red=True)
