@@ -137,7 +137,7 @@ def _start_long_run():
         time.sleep(0.05)
     mine = set(labmod.leftovers()) - before
     assert mine, "the scenario's netns never appeared"
-    time.sleep(0.5)
+    time.sleep(0.5)  # into its fill (nothing to wait on from outside): a signal lands mid-run, not at set-up
     return p, mine
 
 
