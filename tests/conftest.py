@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import types
@@ -35,8 +36,9 @@ NETNS_PREFIX = f"ctdt-{os.getpid()}-"
 # In-process by default (no interpreter start and imports per call: the unit suite runs in half the
 # time); spawned as ``python -m ctdoctor`` when the call needs a real process: another user
 # (``as_nobody``), an environment variable that the code reads when a module is imported or that
-# kills the process (anything outside IN_PROCESS_ENV), a test under tests/integration (live
-# namespaces, setns, forks), ``spawn=True``, or CTDT_SPAWN=1 for the whole session.
+# kills the process (anything outside IN_PROCESS_ENV), a call from another thread than the main one,
+# a test under tests/integration (live namespaces, setns, forks), ``spawn=True``, or CTDT_SPAWN=1
+# for the whole session.
 # tests/unit/test_cli_in_process.py shows that both ways print the same bytes.
 
 IN_PROCESS_ENV = frozenset({"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "CTDOCTOR_NO_ACCEL", "CTDOCTOR_DEBUG"})
@@ -53,6 +55,7 @@ def run_cli(*args: str, input: bytes | None = None, env: dict | None = None, tim
 def spawns(*, as_nobody: bool = False, env: dict | None = None) -> bool:
     """Whether run_cli takes a real process for a call (see above)."""
     return (as_nobody or bool(set(env or ()) - IN_PROCESS_ENV) or bool(os.environ.get("CTDT_SPAWN"))
+            or threading.current_thread() is not threading.main_thread()  # signal handlers: main thread only
             or "integration" in Path(os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0]).parts)
 
 
