@@ -1,4 +1,5 @@
-"""Shared fixtures: running the CLI, host images, and throwaway network namespaces."""
+"""Shared fixtures: running the CLI (in-process or spawned), host images, throwaway network namespaces,
+waiting on conditions, and the check at the end of a session that the host is as it was found."""
 
 from __future__ import annotations
 
