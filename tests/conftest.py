@@ -45,7 +45,7 @@ NETNS_PREFIX = f"ctdt-{os.getpid()}-"
 IN_PROCESS_ENV = frozenset({"COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR", "CTDOCTOR_NO_ACCEL", "CTDOCTOR_DEBUG"})
 
 
-def run_cli(*args: str, input: bytes | None = None, env: dict | None = None, timeout: float = 120,
+def run_cli(*args: str, input: bytes | None = None, env: dict | None = None, timeout: float | None = 120,
             as_nobody: bool = False, spawn: bool | None = None):
     """Run ``ctdoctor ARGS`` and return (rc, stdout, stderr) as a user sees them."""
     if spawn if spawn is not None else spawns(as_nobody=as_nobody, env=env):
@@ -60,7 +60,7 @@ def spawns(*, as_nobody: bool = False, env: dict | None = None) -> bool:
             or "integration" in Path(os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[0]).parts)
 
 
-def run_cli_spawned(*args: str, input: bytes | None = None, env: dict | None = None, timeout: float = 120,
+def run_cli_spawned(*args: str, input: bytes | None = None, env: dict | None = None, timeout: float | None = 120,
                     as_nobody: bool = False):
     """``python -m ctdoctor ARGS`` in a child process."""
     e = {**os.environ, "COLUMNS": "200", **(env or {})}
@@ -123,7 +123,8 @@ def _restore_module_state(state) -> None:
                 v.cache_clear()
 
 
-def run_cli_in_process(*args: str, input: bytes | None = None, env: dict | None = None, timeout: float = 120):
+def run_cli_in_process(*args: str, input: bytes | None = None, env: dict | None = None,
+                       timeout: float | None = 120):
     """``ctdoctor.cli.main(ARGS)`` in this process, as a process would run it: stdin, stdout and stderr
     are files of their own, the environment is the call's, and what the run changed in this process
     (environment, signal handlers, working directory, file limit, the collector, module globals) is
@@ -164,7 +165,7 @@ def run_cli_in_process(*args: str, input: bytes | None = None, env: dict | None 
             sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
             atexit.register = register
             signal.signal(signal.SIGALRM, alarm)
-            signal.setitimer(signal.ITIMER_REAL, timeout)
+            signal.setitimer(signal.ITIMER_REAL, timeout or 0)  # None: no limit, as subprocess.run
             try:
                 code = cli.main(list(args))
             except SystemExit as e:  # what the interpreter makes of it at exit
