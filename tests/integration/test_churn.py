@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import needs_kernel, run_cli
+from tests.conftest import NETNS_PREFIX, needs_kernel, run_cli, wait_until
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
 RUNS = 20
@@ -22,7 +22,7 @@ RUNS = 20
 
 class Churn:
     def __init__(self):
-        self.prefix = f"ctdt-ch{uuid.uuid4().hex[:4]}-"
+        self.prefix = f"{NETNS_PREFIX}ch{uuid.uuid4().hex[:4]}-"  # this run's: the host check sees leftovers
         self.stop = threading.Event()
         self.made = 0
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -68,8 +68,7 @@ def test_reading_commands_never_abort_while_namespaces_come_and_go(name, tmp_pat
     base_rc, _out, base_err = run_cli(*argv)
     assert base_rc in (0, 1, 2, 3) and "Traceback" not in base_err, base_err
     with Churn() as churn:
-        while churn.made < 3:  # the churn is under way before the first run
-            time.sleep(0.05)
+        wait_until(lambda: churn.made >= 3, timeout=60)  # the churn is under way before the first run
         for i in range(RUNS):
             rc, _out, err = run_cli(*argv)
             assert "Traceback" not in err and "internal error" not in err, (i, err)
@@ -79,8 +78,7 @@ def test_reading_commands_never_abort_while_namespaces_come_and_go(name, tmp_pat
 
 def test_record_survives_churn(tmp_path):
     with Churn() as churn:
-        while churn.made < 3:
-            time.sleep(0.05)
+        wait_until(lambda: churn.made >= 3, timeout=60)
         for i in range(RUNS):
             p = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "ctdoctor", "record", "--dir",
                                   str(tmp_path / "inc"), "--netns", "all", "--interval", "0.1"],

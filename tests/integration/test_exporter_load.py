@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import needs_kernel
+from tests.conftest import needs_kernel, wait_until
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
 PIDS = "/sys/fs/cgroup/pids"
@@ -91,7 +91,9 @@ def test_idle_connections_never_starve_scrapes_in_a_512_task_cgroup(pids_cgroup)
         for _ in range(2000):
             s = socket.create_connection(("127.0.0.1", port), timeout=5)
             idle.append(s)
-        time.sleep(1.0)  # the server has accepted them all
+        # the server has accepted them all: none waits in the listening socket's accept queue
+        wait_until(lambda: subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True)
+                   .stdout.split()[1:2] == ["0"], timeout=30, what="the accept queue to drain")
 
         n = 200
         barrier = threading.Barrier(n)

@@ -4,12 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from ctdoctor import lab as labmod
-from tests.conftest import assert_one_line_error, needs_kernel, run_cli, run_json
+from tests.conftest import assert_one_line_error, needs_kernel, run_cli, run_json, sh, wait_until
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
 
@@ -128,17 +127,30 @@ def test_keep_then_clean():
     assert_one_line_error(rc, err, code=2, contains="not a lab namespace")
 
 
+def _descends(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])  # the parent
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
+
+
 def _start_long_run():
     before = set(labmod.leftovers())
     p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "lab", "run", "time-wait-pileup", "--scale", "200000"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while not set(labmod.leftovers()) - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    mine = set(labmod.leftovers()) - before
-    assert mine, "the scenario's netns never appeared"
-    time.sleep(0.5)
-    return p, mine
+
+    def mine():
+        """New lab namespaces with this run's traffic in them: another session's lab may start meanwhile
+        (never to be cleaned here), and with the traffic running, a signal lands mid-run, not at set-up."""
+        return {n for n in set(labmod.leftovers()) - before
+                if any(_descends(int(x), p.pid) for x in sh("ip", "netns", "pids", n, check=False).stdout.split())}
+
+    return p, wait_until(mine, timeout=30, what="the scenario's netns with its traffic")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Netns, assert_one_line_error, needs_kernel, run_cli, run_json
+from tests.conftest import Netns, assert_one_line_error, needs_kernel, run_cli, run_json, wait_until
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
 
@@ -25,11 +25,17 @@ def paced(ns: Netns, src: str, per_second: int, seconds: float) -> subprocess.Po
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def seen(ns: Netns, *sources: str) -> None:
+    """Wait until the paced clients' first entries are in the table (a client starts as fast as the host lets it)."""
+    wait_until(lambda: all(f"src={s} ".encode() in ns.run("conntrack", "-L").stdout for s in sources), timeout=30,
+               what=f"traffic from {sources}")
+
+
 def test_two_clients_come_out_in_order_at_their_rates():
     with Netns("rate") as ns:
         fast, slow = paced(ns, "127.0.0.2", 200, 7), paced(ns, "127.0.0.3", 50, 7)
         try:
-            time.sleep(1.0)  # both running at their pace
+            seen(ns, "127.0.0.2", "127.0.0.3")  # both sending before the window opens
             rc, doc = run_json("--netns", ns.name, "top", "--rate", "--by", "src", "--interval", "4")
             assert rc == 0
         finally:
@@ -48,7 +54,7 @@ def test_rate_filters_and_csv_like_top():
     with Netns("rate") as ns:
         p = paced(ns, "127.0.0.4", 100, 4)
         try:
-            time.sleep(0.5)
+            seen(ns, "127.0.0.4")
             rc, out, err = run_cli("--netns", ns.name, "top", "--rate", "--by", "src,dport", "--interval", "2",
                                    "--src", "127.0.0.4/32", "--format", "csv")
         finally:
@@ -198,11 +204,11 @@ def test_rate_watch_keeps_a_rolling_window_and_quits_on_ctrl_c():
     with Netns("rate") as ns:
         p = paced(ns, "127.0.0.6", 100, 6)
         try:
-            time.sleep(0.5)
+            seen(ns, "127.0.0.6")
             w = subprocess.Popen([sys.executable, "-m", "ctdoctor", "--netns", ns.name, "top", "--rate", "--watch",
                                   "0.5", "--interval", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  env={**os.environ, "COLUMNS": "200"})
-            time.sleep(3.5)
+            time.sleep(3.5)  # pacing: the watch runs longer than its 2 s window before it is stopped
             w.send_signal(signal.SIGINT)
             out, err = w.communicate(timeout=10)
         finally:

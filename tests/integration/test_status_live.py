@@ -6,7 +6,7 @@ import tarfile
 import pytest
 
 from ctdoctor.sources.entries import iter_entries
-from tests.conftest import Netns, assert_one_line_error, needs_kernel, run_cli, run_json, sh
+from tests.conftest import NETNS_PREFIX, Netns, assert_one_line_error, needs_kernel, run_cli, run_json, sh
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
 
@@ -57,7 +57,7 @@ def test_filled_netns_shows_its_own_count_under_netns_all():
 
 
 def test_unknown_netns_is_a_one_line_error():
-    rc, _out, err = run_cli("--netns", "ctdt-does-not-exist", "status")
+    rc, _out, err = run_cli("--netns", f"{NETNS_PREFIX}does-not-exist", "status")
     assert_one_line_error(rc, err, code=2, contains="no such network namespace")
 
 

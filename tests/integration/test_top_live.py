@@ -8,7 +8,7 @@ import pytest
 from ctdoctor.sources import ctnetlink
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources.entries import iter_entries
-from tests.conftest import needs_kernel, run_json
+from tests.conftest import NETNS_PREFIX, needs_kernel, run_json
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
 
@@ -150,7 +150,7 @@ def test_the_listing_read_before_the_setup_is_the_chosen_netns_and_counts_the_sa
     assert topcmd._early_listing(args(str(inode))) is None
     assert topcmd._early_listing(args("all")) is None
     assert topcmd._early_listing(argparse.Namespace(file=None, root=None, via="netlink", netns=name)) is None
-    assert topcmd._early_listing(args("ctdt-no-such-netns")) is None  # the normal path says what is wrong
+    assert topcmd._early_listing(args(f"{NETNS_PREFIX}no-such-netns")) is None  # the normal path says what is wrong
     init = topcmd._early_listing(args(None))  # also where pid 1's netns link cannot be read (a sandbox)
     assert init is not None and init.inode == nsmod.discover()[0].inode
     init.close()

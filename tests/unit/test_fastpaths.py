@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import socket
@@ -105,6 +106,7 @@ def text_corpus(seed: int, n: int) -> bytes:
     return b"".join(ln + b"\n" for ln in corpus(seed, n).split(b"\n") if ln and b"\x00" not in ln)
 
 
+@functools.lru_cache(maxsize=4)  # the same arguments, the same bytes: generated once per session
 def listing(n: int, fmt: str, seed: int) -> bytes:
     return subprocess.run([sys.executable, "bench/gen_listing.py", str(n), "-", "--seed", str(seed), "--format", fmt],
                           check=True, capture_output=True).stdout
@@ -380,19 +382,33 @@ def _same(a, b, q):
     assert topmod.rows(a, q, None) == topmod.rows(b, q, None)
 
 
+@pytest.fixture(scope="module")
+def ranges_listing(tmp_path_factory):
+    """A listing over the 8 MiB from which a file is read in ranges, written once, and its one-stream
+    tally for each query and scanner, read once (every worker count compares with the same)."""
+    p = tmp_path_factory.mktemp("ranges") / "l"
+    p.write_bytes((listing(60000, "extended", 12) + text_corpus(13, 300))[:-1])  # and no newline at the end
+    streams: dict = {}
+
+    def stream(by: str, force_python: bool):
+        if (by, force_python) not in streams:
+            with open(p, "rb") as f:
+                streams[by, force_python] = topmod.tally_stream(f, query(by), force_python=force_python)
+        return streams[by, force_python]
+
+    return p, stream
+
+
 @pytest.mark.parametrize("force_python", [False, True])
 @pytest.mark.parametrize("workers", [2, 3, 5])
-def test_a_file_in_ranges_equals_one_stream(tmp_path, force_python, workers):
+def test_a_file_in_ranges_equals_one_stream(ranges_listing, force_python, workers):
     if not force_python and not topmod.accelerated():
         pytest.skip("C accelerator not built")
-    body = listing(60000, "extended", 12) + text_corpus(13, 300)
-    p = tmp_path / "l"
-    p.write_bytes(body[:-1])  # and no newline at the end
+    p, stream = ranges_listing
+    assert p.stat().st_size > 8 << 20
     for by in ("src", "dst,dport,state"):
         q = query(by)
-        with open(p, "rb") as f:
-            stream = topmod.tally_stream(f, q, force_python=force_python)
-        _same(topmod.tally_file(str(p), q, workers=workers, force_python=force_python), stream, q)
+        _same(topmod.tally_file(str(p), q, workers=workers, force_python=force_python), stream(by, force_python), q)
 
 
 @pytest.mark.parametrize("force_python", [False, True])

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import IMAGES, assert_one_line_error, run_cli
+from tests.conftest import IMAGES, assert_one_line_error, run_cli, wait_until
 
 BASE = IMAGES / "bundle-vm-6.18"
 RHEL7 = IMAGES / "sosreport-gw01-rhel7"
@@ -222,7 +222,8 @@ def test_guard_loop_restores_within_two_seconds_and_survives_files_vanishing(tmp
     p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "--root", str(root), "guard", "--interval", "0.2"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.5)
+        _reset_like_a_module_reload(root)  # first: the guard is up once it restores this (however slow it starts)
+        wait_until(lambda: (root / NF / "nf_conntrack_max").read_text().strip() == "1048576", timeout=60)
         _reset_like_a_module_reload(root)
         t0 = time.monotonic()
         while (root / NF / "nf_conntrack_max").read_text().strip() != "1048576":
@@ -232,7 +233,7 @@ def test_guard_loop_restores_within_two_seconds_and_survives_files_vanishing(tmp
         conf.unlink()
         sysctl_conf.unlink()
         (root / "etc/sysctl.d/90-conntrack.conf").unlink()
-        time.sleep(0.6)
+        time.sleep(0.6)  # rounds of a 0.2 s guard pass: that nothing happens needs time to pass
         (root / NF / "nf_conntrack_max").write_text("65536\n")
         time.sleep(0.6)
         assert (root / NF / "nf_conntrack_max").read_text().strip() == "65536", "nothing persisted: leave it"

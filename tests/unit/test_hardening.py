@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 import pytest
 
 from ctdoctor.sources.firewall import parse_iptables_list, parse_iptables_save, parse_nft_text
 from ctdoctor.sources.kernlog import parse_kernel_log
-from tests.conftest import IMAGES, assert_exit_matches, assert_one_line_error, run_cli, run_json
+from tests.conftest import IMAGES, assert_exit_matches, assert_one_line_error, run_cli, run_json, wait_until
 from tests.unit.test_doctor_images import BASE, K8S, RHEL7, doctor, find, ids, image
 
 # ---- command line --------------------------------------------------------------------------------
@@ -137,11 +138,14 @@ def test_sigterm_removes_the_unpacked_image_and_watch_unpacks_once(tmp_path):
     arc = _tgz(BASE, tmp_path / "img.tar.gz")
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    env = {**os.environ, "TMPDIR": str(tmp), "COLUMNS": "120"}
+    env = {**os.environ, "TMPDIR": str(tmp), "COLUMNS": "120", "FORCE_COLOR": "1"}  # forced: every redraw printed
     p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "--root", str(arc), "top", "--watch", "0.2"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = bytearray()
+    threading.Thread(target=lambda: [out.extend(b) for b in iter(lambda: p.stdout.read1(4096), b"")],
+                     daemon=True).start()
     try:
-        time.sleep(4)
+        wait_until(lambda: out.count(b"grouped by") >= 5, timeout=60, what="five redraws")
         dirs = [d for d in tmp.iterdir() if d.name.startswith("ctdoctor-image-")]
         assert len(dirs) == 1, "one unpack for every redraw"
         p.send_signal(signal.SIGTERM)

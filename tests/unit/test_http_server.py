@@ -17,6 +17,7 @@ import bcrypt
 import pytest
 
 from ctdoctor.monitor.http import BoundedServer, Limits, Request, Response
+from tests.conftest import wait_until
 
 
 def hello(req: Request) -> Response:
@@ -101,7 +102,7 @@ def test_pipelined_requests_each_get_their_answer_in_order():
 
 
 @pytest.mark.parametrize("raw,code", [
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 405),  # closed: no wait
     (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", 413),
     (b"GET / HTTP/2.0\r\n\r\n", 505),
     (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),
@@ -169,11 +170,11 @@ def test_in_flight_cap_turns_the_excess_away_with_503_at_once():
     with running(slow, Limits(workers=1, max_requests=2)) as srv:
         port = srv.server_address[1]
         socks = []
-        for _ in range(3):  # one with the worker, two waiting: the cap
+        for i in range(3):  # one with the worker, two waiting: the cap
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
             s.sendall(get())
             socks.append(s)
-            time.sleep(0.2)
+            wait_until(lambda i=i: sum(c.busy for c in list(srv._conns.values())) == i + 1)  # handed on, in order
         t = time.monotonic()
         assert status(request(port, get())) == 503
         assert time.monotonic() - t < 1  # at once, not after the others
@@ -188,7 +189,7 @@ def test_when_connections_run_out_the_longest_idle_is_closed_to_make_room():
     with running(limits=Limits(max_conns=5)) as srv:
         port = srv.server_address[1]
         idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(5)]
-        time.sleep(0.3)
+        wait_until(lambda: len(srv._conns) == 5)  # all five accepted
         try:
             assert status(request(port, get())) == 200  # a scraper still gets in
             assert idle[0].recv(10) == b""  # the oldest idle one made room
@@ -230,17 +231,20 @@ def openssl(*args: str, cwd) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")  # made at once, unlike an RSA key
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     """A CA, a server certificate for 127.0.0.1, a client certificate from the CA (SAN prometheus),
     another client certificate from a stranger CA."""
     d = tmp_path_factory.mktemp("pki")
     for ca in ("ca", "stranger"):
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.crt",
+        openssl("req", "-x509", *EC_KEY, "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.crt",
                 "-days", "2", "-subj", f"/CN={ca}", cwd=d)
 
     def leaf(name, ca, san):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+        openssl("req", *EC_KEY, "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
                 "-subj", f"/CN={name}", cwd=d)
         (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
@@ -330,17 +334,16 @@ def test_the_config_is_read_again_when_it_changes_and_a_broken_one_answers_500(t
         port = srv.server_address[1]
         assert status(request(port, get(headers=auth["a:one"]))) == 200
         assert status(request(port, get(headers=auth["b:two"]))) == 401
-        time.sleep(1.1)
-        (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  b: {h2}\n")
-        time.sleep(1.1)
-        assert status(request(port, get(headers=auth["b:two"]))) == 200
+        # the file is looked at once a second at most: wait for the answer that says it was read again
+        # (each version differs in size: a change within the file system's time granularity is seen too)
+        (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  b: {h2}\n# b instead of a\n")
+        wait_until(lambda: status(request(port, get(headers=auth["b:two"]))) == 200, timeout=5)
         assert status(request(port, get(headers=auth["a:one"]))) == 401  # a was removed
         (tmp_path / "web.yml").write_text("basic_auth_users: [\n")
-        time.sleep(1.1)
+        wait_until(lambda: status(request(port, get(headers=auth["b:two"]))) != 200, timeout=5)
         assert status(request(port, get(headers=auth["b:two"]))) == 500  # never the old users silently
         (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  b: {h2}\n")
-        time.sleep(1.1)
-        assert status(request(port, get(headers=auth["b:two"]))) == 200
+        wait_until(lambda: status(request(port, get(headers=auth["b:two"]))) == 200, timeout=5)
 
 
 def test_rate_limit_answers_429_beyond_the_burst(tmp_path):

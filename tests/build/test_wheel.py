@@ -1,4 +1,7 @@
-"""`make wheel`'s command builds a wheel that carries the C scanner and the typing and schema files."""
+"""`make wheel`'s command builds a wheel that carries the C scanner and the typing and schema files.
+
+Not unit tests: they build a wheel with pip (seconds of compiling), so they sit here, outside
+tests/unit; `make test` runs them (``-m "not build"`` leaves them out)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent.parent
+pytestmark = pytest.mark.build
 
 
 def test_the_wheel_carries_the_c_scanner(tmp_path):
