@@ -12,31 +12,34 @@ exporter's memory stays flat over days. ``python -m ctdoctor.monitor.refresh
 
 from __future__ import annotations
 
+import gc
 import json
 import os
-import subprocess
+import resource
+import select
 import sys
 import threading
 import time
+from typing import IO, Any
 
+from ctdoctor.diagnose import doctor
+from ctdoctor.diagnose.facts import context
+from ctdoctor.errors import CtdError
 from ctdoctor.monitor.metrics import Refreshed
+from ctdoctor.sources import children, snapshot
+from ctdoctor.sources.hostroot import HostRoot
 
 
-def refresh(wanted: str, kernel_log: str | None = None) -> dict:
+def refresh(wanted: str, kernel_log: str | None = None) -> dict[str, Any]:
     """Run the doctor over the live host and tally each selected netns's listing by proto and state
     (the host's, and those holding 100 entries or more)."""
-    from ctdoctor.diagnose import doctor
-    from ctdoctor.diagnose.facts import context
-    from ctdoctor.sources import snapshot
-    from ctdoctor.sources.hostroot import HostRoot
-
     root = HostRoot.live()
     snap = snapshot.build(root, wanted, interval=None, kernel_log=kernel_log)
     # the C decoder (no kernel text formatting), frugal: a big table's sources and destinations are
     # counted on a sample, a dump is read in one thread (no hand-over between threads per 32 KB)
     ctx = context(snap, root, live=True, prefer_netlink=True, frugal=True)
     findings, _unknown = doctor.run_checks(ctx)
-    by_state: dict[str, list] = {}
+    by_state: dict[str, list[list[Any]]] = {}
     listing_error: dict[str, str] = {}
     for st in snap.namespaces:
         if not ctx.listing_matters(st):
@@ -66,15 +69,14 @@ class Worker:
     def __init__(self, wanted: str, timeout: float, argv: list[str] | None = None):
         self.wanted, self.timeout = wanted, timeout
         self.argv = argv or [sys.executable, "-m", "ctdoctor.monitor.refresh", "--serve"]
-        self.proc: subprocess.Popen | None = None
+        self.proc: children.Child | None = None
         self.served = 0
         self.cpu_seconds = 0.0  # CPU the refreshes used, summed (the worker's own count)
         self._lock = threading.Lock()
 
-    def _start(self) -> subprocess.Popen:
-        argv = self.argv
+    def _start(self) -> children.Child:
         # its stderr is dropped: every error it can name comes back in its JSON answer
-        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        p = children.spawn(self.argv, stdin=children.PIPE, stdout=children.PIPE, stderr=children.DEVNULL)
         self.proc, self.served = p, 0
         return p
 
@@ -84,12 +86,13 @@ class Worker:
         if p is None:
             return
         try:
-            if p.stdin:
-                p.stdin.close()
-            p.wait(timeout=2)
-        except (OSError, subprocess.TimeoutExpired):
-            p.kill()
-            p.wait()
+            try:
+                if p.stdin:
+                    p.stdin.close()
+                grace = 2.0
+            except OSError:
+                grace = 0.0
+            children.end(p, grace)
         finally:
             if p.stdout:
                 p.stdout.close()
@@ -130,8 +133,6 @@ class Worker:
 
 def _read_line(fd: int, deadline: float) -> bytes:
     """One line from fd by the deadline (b"" at end of file); TimeoutError when it does not come."""
-    import select
-
     poller = select.poll()  # not select(): the exporter holds thousands of fds (two per netns)
     poller.register(fd, select.POLLIN)
     got = bytearray()
@@ -164,12 +165,8 @@ def parse_answer(line: bytes, took: float) -> Refreshed:
         return Refreshed(duration=took, error=f"unreadable refresh output: {e}")
 
 
-def _answer(wanted: str, kernel_log: str | None = None) -> dict:
+def _answer(wanted: str, kernel_log: str | None = None) -> dict[str, Any]:
     """One refresh as the worker answers it: the result or the error, and what it cost."""
-    import resource
-
-    from ctdoctor.errors import CtdError
-
     before = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     try:
         doc = refresh(wanted, kernel_log)
@@ -180,31 +177,12 @@ def _answer(wanted: str, kernel_log: str | None = None) -> dict:
     after = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     doc["cpu_seconds"] = round(sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime
                                    for a, b in zip(after, before, strict=True)), 4)
-    doc["rss_mb"], doc["peak_rss_mb"] = _memory_mb()
+    doc["rss_mb"], doc["peak_rss_mb"] = children.own_memory_mb()
     return doc
 
 
-def _memory_mb() -> tuple[float, float]:
-    """(resident now, resident at its highest) of this process, in MB."""
-    now = peak = 0.0
-    try:
-        with open("/proc/self/status") as f:
-            for ln in f:
-                if ln.startswith(("VmRSS:", "VmHWM:")):
-                    mb = round(int(ln.split()[1]) / 1024, 1)
-                    if ln.startswith("VmRSS:"):
-                        now = mb
-                    else:
-                        peak = mb
-    except (OSError, ValueError, IndexError):
-        pass
-    return now, peak
-
-
-def serve(stdin, stdout) -> int:
+def serve(stdin: IO[str], stdout: IO[str]) -> int:
     """The worker's loop: a netns selection per line in, one JSON line out, until stdin closes."""
-    import gc
-
     for line in stdin:
         try:  # {"wanted": "all", "kernel_log": "..."}; a bare line is the netns selection
             req = json.loads(line) if line.lstrip().startswith("{") else {"wanted": line.strip()}

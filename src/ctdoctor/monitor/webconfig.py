@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ctdoctor.errors import UsageError
+from ctdoctor.sources import files
 
 # Go's crypto/tls suite names (what the toolkit accepts) -> OpenSSL's. TLS 1.3 suites are not
 # configurable in Go either.
@@ -90,7 +91,7 @@ class WebConfig:
             if t.cert_file:
                 ctx.load_cert_chain(self._file(t.cert_file), self._file(t.key_file))
             else:
-                with _pem_file(t.cert) as cert, _pem_file(t.key) as key:
+                with files.MemFile(t.cert.encode()) as cert, files.MemFile(t.key.encode()) as key:
                     ctx.load_cert_chain(cert, key)
             if t.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
                 if t.client_ca_file:
@@ -115,32 +116,16 @@ class WebConfig:
         # relative paths are relative to the config file, as the toolkit reads them
         path = name if os.path.isabs(name) else os.path.join(os.path.dirname(self.path) or ".", name)
         try:
-            with open(path, "rb"):
-                pass
+            files.check_readable(path)
         except OSError as e:  # ssl's own error would not say which file
             raise UsageError(f"--web.config.file {self.path}: {path}: {e.strerror}") from None
         return path
 
 
-class _pem_file:
-    """Inline PEM as a path ``ssl`` can load (a memfd: never on disk)."""
-
-    def __init__(self, pem: str):
-        self.fd = os.memfd_create("ctdoctor-pem", os.MFD_CLOEXEC)
-        os.write(self.fd, pem.encode())
-
-    def __enter__(self) -> str:
-        return f"/proc/self/fd/{self.fd}"
-
-    def __exit__(self, *exc) -> None:
-        os.close(self.fd)
-
-
 def load(path: str) -> WebConfig:
     """Read and check ``--web.config.file``; a one-line UsageError for anything wrong."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(1 << 20)
+        raw = files.read_bytes(path, 1 << 20)
     except OSError as e:
         raise UsageError(f"--web.config.file {path}: {e.strerror}") from None
     cfg = parse(raw, path)
