@@ -122,9 +122,8 @@ def test_a_netns_deleted_while_it_is_read_is_left_out_with_a_note(monkeypatch, t
     import pytest
 
     from ctdoctor.errors import Failure
-    from ctdoctor.sources import capture
+    from ctdoctor.sources import capture, snapshot
     from ctdoctor.sources import netns as nsmod
-    from ctdoctor.sources import snapshot
 
     ghost = nsmod.NetnsRef("pod-gone", 4026599999, str(tmp_path / "no-such-netns"), "ip netns")
     alive_path = tmp_path / "alive"

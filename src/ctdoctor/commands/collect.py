@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ctdoctor.commands.common import Needs
+from ctdoctor.bundle.collect import collect
+from ctdoctor.commands.common import Needs, check_format
 from ctdoctor.errors import UsageError
 
 
@@ -20,8 +21,6 @@ def requires(args) -> Needs:
     return Needs(live=True, root=True, what="collect", why="to enter every netns and read its table")
 
 def run(args) -> int:
-    from ctdoctor.commands.common import check_format
-
     check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
     if args.anonymize_netns and not args.anonymize:
         raise UsageError("--anonymize-netns goes with --anonymize")
@@ -29,8 +28,6 @@ def run(args) -> int:
         raise UsageError("collect always captures every network namespace; drop --netns")
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn
-
-    from ctdoctor.bundle.collect import collect
 
     err = Console(stderr=True, highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -19,9 +19,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import stat
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources import pods as podmod
 from ctdoctor.sources.hostroot import HostRoot
 from ctdoctor.sources.incident import INCIDENT
-from ctdoctor.sources.live import NetnsReader
+from ctdoctor.sources.live import NetnsReader, parse_wanted
 from ctdoctor.top.tally import parse_query, rows, tally_stream_multi
 from ctdoctor.write import files as outfiles
 
@@ -381,6 +383,24 @@ def _listing_tops(path: str) -> dict[str, Any]:
         _, rs = rows(t, q, 10)
         top[k] = [{"key": r["key"][k], "count": r["count"], "share": r["share"]} for r in rs]
     return {"top": top, "listed": ts[0].total}
+
+
+def run(directory: str, threshold: float, interval: float, keep: int, max_size: int, cooldown: float, *,
+        netns: str | None, rate_seconds: float) -> None:
+    """``ctdoctor record``: watch until SIGTERM, SIGINT or SIGHUP, capturing incidents into ``directory``."""
+    outfiles.make_private_dir(directory)
+    rec = Recorder(directory, threshold, interval, keep, max_size, cooldown,
+                   wanted=parse_wanted(netns or "all"), rate_seconds=rate_seconds)
+    rec.lock()  # before the signal handlers: a second recorder on this directory stops here, in one line
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _stop)
+    rec.run(stop)
+    log(f"stopped; {rec.captured} incident(s) captured")
 
 
 def main(argv: list[str]) -> int:

@@ -12,11 +12,17 @@ asked for client certificates must not get a server that accepts anyone.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
+
+import bcrypt
+import yaml
 
 from ctdoctor.errors import UsageError
 from ctdoctor.sources import files
@@ -134,8 +140,6 @@ def load(path: str) -> WebConfig:
 
 
 def parse(raw: bytes, path: str = "web-config.yml") -> WebConfig:
-    import yaml
-
     def bad(msg: str) -> UsageError:
         return UsageError(f"--web.config.file {path}: {msg}")
 
@@ -277,8 +281,6 @@ def _tls_checks(t: dict, out: Tls, bad) -> None:
 
 def _duration(v, bad) -> float:
     """A Prometheus duration (``1s``, ``500ms``, ``1m``) or a number of seconds."""
-    import re
-
     if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
         return float(v)
     m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(v).strip())
@@ -287,13 +289,20 @@ def _duration(v, bad) -> float:
     return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def hash_password(password: str) -> str:
+    """The bcrypt hash (cost 10) of a password for ``basic_auth_users``; UsageError when it cannot be one."""
+    if not password:
+        raise UsageError("--hash-password: the password is empty")
+    if len(password.encode()) > 72:
+        raise UsageError("--hash-password: bcrypt reads at most 72 bytes of a password; use a shorter one")
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()
+
+
 _DECOY: list[bytes] = []
 
 
 def _decoy() -> bytes:
     """A bcrypt hash of cost 10 to check unknown users against (made once)."""
-    import bcrypt
-
     if not _DECOY:
         _DECOY.append(bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(10)))
     return _DECOY[0]
@@ -310,11 +319,6 @@ class Authenticator:
 
     def check(self, header: str | None) -> str | None:
         """The user name when the Authorization header carries a right password, else None."""
-        import base64
-        import binascii
-
-        import bcrypt
-
         if not header or not header.startswith("Basic "):
             return None
         try:

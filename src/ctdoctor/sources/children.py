@@ -77,3 +77,8 @@ def own_memory_mb() -> tuple[float, float]:
     except (OSError, ValueError, IndexError):
         pass
     return now, peak
+
+
+def run_input(argv: list[str], text: str | None) -> Done:
+    """A command run to its end with ``text`` on its stdin, its output captured as text."""
+    return subprocess.run(argv, input=text, capture_output=True, text=True)
