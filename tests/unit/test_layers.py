@@ -142,3 +142,128 @@ def test_a_netns_deleted_while_it_is_read_is_left_out_with_a_note(monkeypatch, t
         snapshot._read_all([(snapshot.LiveNetnsView(alive), alive.inode, "ip netns")], [], with_rules=False)
     with pytest.raises(Failure):
         capture.read_in(alive, ["proc/net/stat/nf_conntrack"], [])
+
+
+# ---- who touches the machine (issue 21, item 1) --------------------------------------------------------
+
+# Rooms whose files may open files, enter namespaces and run programs.
+MACHINE_ROOMS = ("sources", "write", "lab")
+# Not reading the machine, said where it is done: (file, function) -> why.
+MACHINE_ALLOWED: dict[tuple[str, str], str] = {
+    ("cli.py", "_main"): "the process's own stdout pointed at /dev/null after a broken pipe",
+    ("commands/doctor.py", "_page"): "the pager: a process-level helper, as for git or man",
+    ("monitor/http.py", "listen_socket"): "the exporter's own listening socket: serving, not reading",
+    ("bundle/collect.py", "_anonymize"): "tells the bundle's proc/sys members by name; reads nothing",
+    ("bundle/collect.py", "_cut"): "cuts the spooled listing of the bundle being written (its own output)",
+    ("bundle/collect.py", "_write_tar"): "writes the bundle archive it was asked for (its own output)",
+    ("diagnose/checks/ct010_memory.py", "run"): "names /proc/meminfo as the evidence's source; reads nothing",
+}
+# Moves still under way in files other sessions own: each entry goes when its file stops touching the
+# machine. Files of sources/, write/, lab/, monitor/, bundle/ and the thin commands never go here.
+MACHINE_PENDING: dict[str, set[str]] = {
+    "commands/flush.py": {"socket.socket", '"/proc'},
+    "commands/top.py": {"open(", '"/proc'},
+    "diagnose/facts.py": {'"/proc'},
+    "top/tally.py": {"open(", "os.fdopen("},
+}
+
+
+def machine_access(path: Path) -> list[tuple[int, str, str]]:
+    """(line, function, what) of each place a file opens a file, names /proc or /sys, enters a netns,
+    runs a program or makes a socket; docstrings and comments are not code and are not looked at."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    found: list[tuple[int, str, str]] = []
+
+    def visit(node: ast.AST, func: str) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            func = node.name if func == "" else func  # the outermost function names the place
+        what = None
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
+            # open(), os.open(), os.fdopen(), tarfile.open(), path.open(); not a class's own
+            # constructor such as HostRoot.open()
+            if name in ("open", "fdopen") and not owner[:1].isupper():
+                what = f"{owner + '.' if owner else ''}{name}("
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if node.value.startswith(("/proc", "/sys")):
+                what = '"/' + node.value.split("/")[1]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            names = [] if isinstance(node, ast.Import) else [a.name for a in node.names]
+            if any(m.split(".")[0] == "subprocess" for m in mods):
+                what = "subprocess"
+            elif "setns" in names:
+                what = "setns"
+        elif isinstance(node, ast.Attribute):
+            if node.attr == "setns":
+                what = "setns"
+            elif isinstance(node.value, ast.Name) and (node.value.id, node.attr) == ("socket", "socket"):
+                what = "socket.socket"
+            elif isinstance(node.value, ast.Name) and node.value.id == "subprocess":
+                what = "subprocess"
+        elif isinstance(node, ast.Name) and node.id == "setns":
+            what = "setns"
+        if what:
+            found.append((getattr(node, "lineno", 0), func, what))
+        for child in ast.iter_child_nodes(node):
+            visit(child, func)
+
+    visit(tree, "")
+    return found
+
+
+def test_only_sources_write_and_lab_touch_the_machine():
+    """Every read of the machine or an image is in sources/ (changes in write/, the lab's namespaces in
+    lab/): elsewhere no file is opened, no /proc or /sys path named, no netns entered, no program run."""
+    bad: list[str] = []
+    pending_seen: dict[str, set[str]] = {}
+    for p in sorted(SRC.rglob("*.py")):
+        rel = str(p.relative_to(SRC))
+        if rel.split("/")[0] in MACHINE_ROOMS:
+            continue
+        for line, func, what in machine_access(p):
+            if (rel, func) in MACHINE_ALLOWED:
+                continue
+            if what in MACHINE_PENDING.get(rel, set()):
+                pending_seen.setdefault(rel, set()).add(what)
+                continue
+            bad.append(f"{rel}:{line} ({func or 'module'}): {what}")
+    assert not bad, "\n".join(bad)
+    stale = {f: sorted(w - pending_seen.get(f, set())) for f, w in MACHINE_PENDING.items()
+             if w - pending_seen.get(f, set())}
+    assert not stale, f"no longer found, delete from MACHINE_PENDING: {stale}"
+
+
+def test_the_machine_access_scan_sees_what_it_must():
+    """The scan itself: code is found, docstrings and comments are not."""
+    import textwrap
+
+    src = textwrap.dedent('''
+        """Reads /proc/net/nf_conntrack with open() and subprocess."""
+        import subprocess  # one
+        from ctdoctor.sources.netns import setns
+
+        def f(path):
+            """open() here is prose"""
+            with open(path) as fh:  # open( in a comment
+                pass
+            os.fdopen(3)
+            x = "/proc/net/stat/nf_conntrack"
+            s = socket.socket()
+            return x, f"/sys/module/{path}"
+    ''')
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as t:
+        t.write(src)
+    try:
+        got = [(func, what) for _line, func, what in machine_access(Path(t.name))]
+    finally:
+        Path(t.name).unlink()
+    assert got == [("", "subprocess"), ("", "setns"), ("f", "open("), ("f", "os.fdopen("),
+                   ("f", '"/proc'), ("f", "socket.socket"), ("f", '"/sys')], got
