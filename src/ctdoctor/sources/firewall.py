@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 NAT_WORDS = ("dnat", "snat", "masquerade", "redirect")
 
@@ -72,7 +73,7 @@ class RulesSummary:
     def seen(self) -> bool:
         return bool(self.sources)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "sources": self.sources,
             "nat": len(self.nat) + len(self.nat_chains),

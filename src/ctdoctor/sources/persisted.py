@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ctdoctor.model.textsafe import clean
@@ -61,7 +62,7 @@ class Persisted:
     iptables_config: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> {KEY: value}
     no_effect: list[SysctlSetting] = field(default_factory=list)
 
-    def drop_keys_the_kernel_lacks(self, has_key) -> None:
+    def drop_keys_the_kernel_lacks(self, has_key: Callable[[str], bool | None]) -> None:
         """Move settings whose raw key the running kernel lacks (``has_key(raw) is False``) to
         ``no_effect`` and recompute the effective values without them."""
         keep, self.no_effect = [], []
@@ -93,7 +94,7 @@ def config_files(root: HostRoot, subdir: str, suffix: str = ".conf") -> list[str
     return [p for n in sorted(chosen) if (p := chosen[n])]
 
 
-def _logical_lines(text: str):
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
     buf, start = "", 0
     for n, ln in enumerate(text.splitlines(), 1):
         if not buf:
