@@ -17,15 +17,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass, field
 
 from ctdoctor.errors import Failure, UsageError
+from ctdoctor.model import kernel
+from ctdoctor.sources.entries import iter_entries
+from ctdoctor.sources.kernlog import parse_kernel_log
+from ctdoctor.sources.stats import parse_proc_stat
+from ctdoctor.sources.system import parse_kernel_release
 
 PREFIX = "ctdlab-"
 TOOLS = {"ip": "iproute2", "nft": "nftables", "conntrack": "conntrack", "ss": "iproute2"}
@@ -119,8 +126,6 @@ class LabNetns:
     def ask(p: Helper, command: str, timeout: float = 30) -> dict:
         p.inp.write(command + "\n")
         p.inp.flush()
-        import select
-
         r, _, _ = select.select([p.out], [], [], timeout)
         if not r:
             raise LabError(f"traffic helper did not answer '{command}'")
@@ -135,13 +140,9 @@ class LabNetns:
         return self.sysctl("net.netfilter.nf_conntrack_count")
 
     def stats(self) -> dict[str, int]:
-        from ctdoctor.sources.stats import parse_proc_stat
-
         return parse_proc_stat(self.exec("cat", "/proc/net/stat/nf_conntrack").stdout.decode()).sums
 
     def entries(self) -> list:
-        from ctdoctor.sources.entries import iter_entries
-
         text = self.exec("cat", "/proc/net/nf_conntrack", timeout=120).stdout.decode()
         return list(iter_entries(text.splitlines()))
 
@@ -216,10 +217,6 @@ def own_kernel_log(inode: int, since: float) -> list[str]:
     matched by the inode the kernel prints (6.18+) and by time, never by diffing the whole log — on a
     busy host other namespaces fill and log too. On kernels that name no netns, a line without one
     can only be matched by time."""
-    from ctdoctor.model import kernel
-    from ctdoctor.sources.kernlog import parse_kernel_log
-    from ctdoctor.sources.system import parse_kernel_release
-
     r = subprocess.run(["dmesg"], capture_output=True)
     if r.returncode != 0:
         return []
@@ -302,8 +299,6 @@ def run_scenario(name: str, scale: int | None = None, keep: bool = False):
 
 
 def threading_main() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

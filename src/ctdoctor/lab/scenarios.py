@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import tempfile
 import time
+import uuid
 
 from ctdoctor.lab import LabNetns, LabRun, own_kernel_log, uptime
 
@@ -343,10 +348,6 @@ def _fake_pod(run: LabRun, host: str, namespace: str, name: str) -> tuple[LabNet
     """A netns held by a process placed in a cgroup with kubelet's path (cgroupfs driver,
     ``/kubepods/besteffort/pod<UID>/<container id>``), with containerd's spec (its CRI annotations)
     and kubelet's pod log folder under ``host``. Everything is removed after the run."""
-    import json
-    import subprocess
-    import uuid
-
     ns = LabNetns(run.scenario).create()
     run.cleanups.append(ns.destroy)
     uid, cid = str(uuid.uuid4()), uuid.uuid4().hex + uuid.uuid4().hex
@@ -402,9 +403,6 @@ class K8sNode(Scenario):
         return None if os.path.isdir(CGROUP_V1) else f"no cgroup v1 pids hierarchy at {CGROUP_V1}"
 
     def build(self, run: LabRun, scale: int) -> None:
-        import shutil
-        import tempfile
-
         host = tempfile.mkdtemp(prefix="ctdlab-k8s-host-")
         run.cleanups.append(lambda: shutil.rmtree(host, ignore_errors=True))
         run.say(f"host metadata (containerd specs, kubelet pod logs) under {host}: use --host-root {host}")

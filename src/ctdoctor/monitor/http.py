@@ -23,8 +23,10 @@ refresh, which then cannot start a process). Here:
 from __future__ import annotations
 
 import errno
+import gzip as gz
 import os
 import queue
+import resource
 import selectors
 import socket
 import ssl
@@ -36,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ctdoctor.errors import Failure, UsageError
+from ctdoctor.monitor import webconfig
 
 
 @dataclass
@@ -91,8 +94,6 @@ class _WebState:
     """The web config as last read, re-read when its file changes (checked at most once a second)."""
 
     def __init__(self, path: str | None):
-        from ctdoctor.monitor import webconfig
-
         self.path = path
         self.cfg = webconfig.load(path) if path else webconfig.WebConfig()
         self.ctx = self.cfg.ssl_context()
@@ -124,8 +125,6 @@ class _WebState:
             if stamp == self._stamp:
                 return self
             self._stamp = stamp
-            from ctdoctor.monitor import webconfig
-
             try:
                 cfg = webconfig.load(self.path)
                 ctx = cfg.ssl_context()
@@ -163,8 +162,6 @@ class _WebState:
 
 def raise_fd_limit() -> int:
     """Raise this process's soft fd limit to the hard one (as Go programs do); the soft limit after."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
     if soft < want:
@@ -604,8 +601,6 @@ def _response_bytes(r: Response, *, keep: bool, head: bool, gzip: bool = False,
     body = r.body
     hdrs = [("Content-Type", r.content_type)]
     if gzip and len(body) > 1024:
-        import gzip as gz
-
         body = gz.compress(body, compresslevel=5, mtime=0)
         hdrs.append(("Content-Encoding", "gzip"))
     if r.gzip_ok:

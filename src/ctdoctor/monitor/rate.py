@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ctdoctor.errors import Failure
 from ctdoctor.sources import ctevents
 from ctdoctor.sources import netns as nsmod
+from ctdoctor.top.tally import SEP, Feeder, Tally, rows
 
 
 @dataclass
@@ -57,8 +58,6 @@ class EventCounter:
     def window(self, seconds: float, stop=None) -> Window:
         """Read events for ``seconds`` (or until ``stop()`` is true) and aggregate them: NEW events
         go straight into the aggregator (decoded in C when built), DESTROY events are counted."""
-        from ctdoctor.top.tally import Feeder, Tally
-
         feeder = Feeder([self.query], self.force_python)
         w = Window(self.ref.name)
         t0 = time.monotonic()
@@ -121,8 +120,6 @@ def windows(counters, seconds: float, stop=None) -> list:
 
 def build_doc(query, slices: list[list], limit: int | None, lost_windows: int, windows_seen: int) -> dict:
     """The rate document over ``slices`` (each a list of per-netns Windows of one time slice)."""
-    from ctdoctor.top.tally import SEP, Tally, rows
-
     combined = Tally(query, query.aggregator())
     per_ns: dict[str, dict] = {}
     seconds = 0.0

@@ -16,8 +16,9 @@ import os
 import signal
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-from ctdoctor.errors import Failure, UsageError
+from ctdoctor.errors import Failure, InputError, UsageError
 from ctdoctor.sources.hostroot import HostRoot
 
 BACKUP_SUFFIX = ".ctdoctor-bak"
@@ -78,13 +79,9 @@ def write(root: HostRoot, changes: list[FileChange]) -> list[str]:
     return written
 
 
-def confined_target(root: HostRoot, path: str):
+def confined_target(root: HostRoot, path: str) -> Path:
     """Where ``path`` is written under ``root``; refuses a path that resolves outside the root (a
     symlinked ``etc/sysctl.d``, ``..``, an absolute link) or that is not a regular file."""
-    from pathlib import Path
-
-    from ctdoctor.errors import InputError
-
     base = root.path.resolve()
     target = root.path / path.lstrip("/")
     probe = target
