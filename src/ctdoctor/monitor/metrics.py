@@ -98,30 +98,50 @@ def detailed(s: Sample, limit: int | None, detail: str) -> bool:
     return bool(st.get("drop") or st.get("insert_failed") or st.get("early_drop"))
 
 
+def _gauge(name: str, doc: str, labels: tuple[str, ...] | list[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, doc, labels=list(labels))
+
+
 def families(x: Exposition) -> list[Metric]:
     """prometheus_client metric families for one exposition."""
+    full = {s.netns for s in x.samples if detailed(s, x.limit, x.detail)}
+    out = _table_families(x)
+    out += _stat_families(x, full)
+    out += _netns_families(x)
+    out += _found_families(x, full)
+    out += _log_families(x)
+    out += _refresh_families(x)
+    if x.server is not None:
+        out += _server_families(x.server)
+    if x.compat == "node":
+        out += node_families(x, full)
+    return out
 
-    def gauge(name: str, doc: str, labels: tuple[str, ...] | list[str] = ()) -> GaugeMetricFamily:
-        return GaugeMetricFamily(PREFIX + name, doc, labels=list(labels))
 
-    readable = [s for s in x.samples if s.readable]
-    entries = gauge("conntrack_entries", "Conntrack entries of the netns (its nf_conntrack_count)", ["netns"])
-    limit = gauge("conntrack_entries_limit",
-                  "nf_conntrack_max: one global limit that every netns's count is compared against", ["netns"])
-    for s in readable:
+def _table_families(x: Exposition) -> list[Metric]:
+    entries = _gauge("conntrack_entries", "Conntrack entries of the netns (its nf_conntrack_count)", ["netns"])
+    limit = _gauge("conntrack_entries_limit",
+                   "nf_conntrack_max: one global limit that every netns's count is compared against", ["netns"])
+    for s in x.samples:
+        if not s.readable:
+            continue
         if s.count is not None:
             entries.add_metric([s.netns], s.count)
         if x.limit is not None:
             limit.add_metric([s.netns], x.limit)
     out: list[Metric] = [entries, limit]
     if x.buckets is not None:
-        b = gauge("conntrack_buckets", "Conntrack hash table buckets (global, nf_conntrack_buckets)")
+        b = _gauge("conntrack_buckets", "Conntrack hash table buckets (global, nf_conntrack_buckets)")
         b.add_metric([], x.buckets)
         out.append(b)
+    return out
 
+
+def _stat_families(x: Exposition, full: set[str]) -> list[Metric]:
     stat_fams: dict[str, CounterMetricFamily] = {}
-    full = {s.netns for s in x.samples if detailed(s, x.limit, x.detail)}
-    for s in readable:
+    for s in x.samples:
+        if not s.readable:
+            continue
         for col, v in sorted((s.stats or {}).items()):
             if s.netns not in full and col not in QUIET_STATS:
                 continue
@@ -132,50 +152,51 @@ def families(x: Exposition) -> list[Metric]:
                     f"{PREFIX}conntrack_stat_{name}", "Per-CPU conntrack statistic, summed over CPUs: "
                     + STAT_HELP.get(name, f"the {col!r} column of /proc/net/stat/nf_conntrack"), labels=["netns"])
             fam.add_metric([s.netns], v)
-    out.extend(stat_fams[k] for k in sorted(stat_fams))
+    return [stat_fams[k] for k in sorted(stat_fams)]
 
-    info = gauge("netns_info", "1 per network namespace, with its inode and what holds it (the Kubernetes "
-                 "namespace, pod and container when a pod does; join on netns)",
-                 ["netns", "inode", "owner", "namespace", "pod", "container"])
-    ok = gauge("exporter_netns_readable", "1 when the exporter could read the netns (0: needs root)", ["netns"])
+
+def _netns_families(x: Exposition) -> list[Metric]:
+    info = _gauge("netns_info", "1 per network namespace, with its inode and what holds it (the Kubernetes "
+                  "namespace, pod and container when a pod does; join on netns)",
+                  ["netns", "inode", "owner", "namespace", "pod", "container"])
+    ok = _gauge("exporter_netns_readable", "1 when the exporter could read the netns (0: needs root)", ["netns"])
     for s in x.samples:
         info.add_metric([s.netns, str(s.inode), s.owner, s.namespace, s.pod, s.container], 1)
         ok.add_metric([s.netns], 1 if s.readable and s.count is not None else 0)
-    out += [info, ok]
+    return [info, ok]
 
+
+def _found_families(x: Exposition, full: set[str]) -> list[Metric]:
+    """What the background refresh found: entries by state, the doctor's findings."""
     r = x.refreshed
     known = {s.netns for s in x.samples}
-    by_state = gauge("conntrack_entries_by_state",
-                     "Entries by protocol and state, from the background refresh of the listing "
-                     "(state: the TCP/SCTP/DCCP state, else ASSURED, UNREPLIED or REPLIED)",
-                     ["netns", "proto", "state"])
+    by_state = _gauge("conntrack_entries_by_state",
+                      "Entries by protocol and state, from the background refresh of the listing "
+                      "(state: the TCP/SCTP/DCCP state, else ASSURED, UNREPLIED or REPLIED)",
+                      ["netns", "proto", "state"])
     for ns in sorted(r.by_state):
         if ns in known and ns in full:  # gone since the refresh: its series go away now; quiet: none
             for proto, state, n in r.by_state[ns]:
                 by_state.add_metric([ns, proto, state], n)
-    finding = gauge("finding", "1 for each active doctor finding (ctdoctor explain CODE)",
-                    ["code", "severity", "netns"])
+    finding = _gauge("finding", "1 for each active doctor finding (ctdoctor explain CODE)",
+                     ["code", "severity", "netns"])
     for code, sev, ns in sorted(set(r.findings)):
         if ns in known or ns == "init":
             finding.add_metric([code, sev, ns], 1)
-    out += [by_state, finding]
+    return [by_state, finding]
 
+
+def _log_families(x: Exposition) -> list[Metric]:
     tf = CounterMetricFamily(PREFIX + "kernel_log_table_full", "'table full, dropping packet' kernel log lines "
                              "seen, by the netns they name (kernels before 6.18 name none: 'unattributed')",
                              labels=["netns"])
     for ns, n in sorted(x.table_full.items()):
         tf.add_metric([ns], n)
-    out.append(tf)
+    out: list[Metric] = [tf]
     if x.kernel_log_readable is not None:
-        kl = gauge("exporter_kernel_log_readable", "1 when the exporter can follow the kernel log (/dev/kmsg)")
+        kl = _gauge("exporter_kernel_log_readable", "1 when the exporter can follow the kernel log (/dev/kmsg)")
         kl.add_metric([], 1 if x.kernel_log_readable else 0)
         out.append(kl)
-
-    out += _refresh_families(x)
-    if x.server is not None:
-        out += _server_families(x.server)
-    if x.compat == "node":
-        out += node_families(x, full)
     return out
 
 

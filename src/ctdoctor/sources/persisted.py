@@ -171,6 +171,17 @@ def parse_shell_vars(text: str) -> dict[str, str]:
 
 def read_persisted(root: HostRoot) -> Persisted:
     p = Persisted()
+    _read_sysctl(root, p)
+    _read_modules(root, p)
+    _read_udev(root, p)
+    for f in ("etc/sysconfig/iptables-config", "etc/sysconfig/ip6tables-config"):
+        text = root.read_text(f)
+        if text is not None:
+            p.iptables_config[root.display(f)] = parse_shell_vars(text)
+    return p
+
+
+def _read_sysctl(root: HostRoot, p: Persisted) -> None:
     files = config_files(root, "sysctl.d")
     seen_real = set()
     for f in files:
@@ -187,6 +198,9 @@ def read_persisted(root: HostRoot) -> Persisted:
         for s in parse_sysctl_conf(text, root.display(f)):
             p.sysctl_all.append(s)
             p.sysctl[s.key] = s
+
+
+def _read_modules(root: HostRoot, p: Persisted) -> None:
     # /etc/modprobe.conf: the only modprobe config on RHEL 5 (module-init-tools read it first)
     for f in ["etc/modprobe.conf", *config_files(root, "modprobe.d")]:
         text = root.read_text(f)
@@ -199,6 +213,9 @@ def read_persisted(root: HostRoot) -> Persisted:
     if root.exists("etc/modules"):  # Debian's legacy list
         text = root.read_text("etc/modules") or ""
         p.modules_load.extend(parse_modules_load(text, "/etc/modules"))
+
+
+def _read_udev(root: HostRoot, p: Persisted) -> None:
     for d in ("etc/udev/rules.d", "run/udev/rules.d", "usr/lib/udev/rules.d", "lib/udev/rules.d"):
         for name in root.listdir(d):
             if not name.endswith(".rules"):
@@ -207,8 +224,3 @@ def read_persisted(root: HostRoot) -> Persisted:
             for n, ln in enumerate(text.splitlines(), 1):
                 if "nf_conntrack" in ln and not ln.lstrip().startswith("#"):
                     p.udev_rules.append((root.display(f"{d}/{name}"), n, ln.strip()))
-    for f in ("etc/sysconfig/iptables-config", "etc/sysconfig/ip6tables-config"):
-        text = root.read_text(f)
-        if text is not None:
-            p.iptables_config[root.display(f)] = parse_shell_vars(text)
-    return p
