@@ -14,7 +14,7 @@ refresh, which then cannot start a process). Here:
 - a response is one write (headers and body together, TCP_NODELAY), keep-alive by
   default, gzip when the client asks;
 - TLS (the handshake is done in the selector thread, without blocking) and basic auth from
-  ``--web.config.file`` (``export.webconfig``), re-read when the file changes, as the
+  ``--web.config.file`` (``monitor.webconfig``), re-read when the file changes, as the
   exporter toolkit does.
 
 ``handler(request) -> Response`` is the application; it never sees a socket.

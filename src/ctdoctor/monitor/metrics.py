@@ -2,7 +2,7 @@
 
 Nothing here reads the machine: ``Sample`` (``model.samples``: what a scrape reads, per
 netns) and ``Refreshed`` (what the background refresh found) are built by ``sources.live``
-and ``monitor.refresh``, so the same rendering serves ``/metrics``, the textfile and the
+and ``monitor.refresh_worker``, so the same rendering serves ``/metrics``, the textfile and the
 tests.
 """
 

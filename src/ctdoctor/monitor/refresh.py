@@ -1,59 +1,23 @@
-"""The exporter's background refresh: the doctor's findings and each netns's state mix.
+"""The exporter's background refresh, as the exporter sees it: the ``Worker`` process it keeps.
 
-It reads the listings that matter over ctnetlink (C decoder, one thread, a big
-table's sources and destinations on a sample), which on a 262,144-entry table
-costs about 0.35 s of kernel time and 25 MB. It runs in its own process, the
-``Worker`` (``python -m ctdoctor.monitor.refresh --serve``, a line in, a JSON line
-out), kept between refreshes so the interpreter and imports are paid once and
-replaced when it grows: the scrapes served meanwhile never wait for it, and the
-exporter's memory stays flat over days. ``python -m ctdoctor.monitor.refresh
-[NETNS]`` runs one refresh and prints the same JSON.
+The refresh itself (the doctor's findings and each netns's state mix) runs in its own
+process, ``python -m ctdoctor.monitor.refresh_worker --serve`` (a line in, a JSON line
+out), kept between refreshes so the interpreter and imports are paid once and replaced
+when it grows: the scrapes served meanwhile never wait for it, the exporter's memory
+stays flat over days, and the exporter itself never imports the doctor.
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import os
-import resource
 import select
 import sys
 import threading
 import time
-from typing import IO, Any
 
-from ctdoctor.diagnose import doctor
-from ctdoctor.diagnose.facts import context
-from ctdoctor.errors import CtdError
 from ctdoctor.monitor.metrics import Refreshed
-from ctdoctor.sources import children, snapshot
-from ctdoctor.sources.hostroot import HostRoot
-
-
-def refresh(wanted: str, kernel_log: str | None = None) -> dict[str, Any]:
-    """Run the doctor over the live host and tally each selected netns's listing by proto and state
-    (the host's, and those holding 100 entries or more)."""
-    root = HostRoot.live()
-    snap = snapshot.build(root, wanted, interval=None, kernel_log=kernel_log)
-    # the C decoder (no kernel text formatting), frugal: a big table's sources and destinations are
-    # counted on a sample, a dump is read in one thread (no hand-over between threads per 32 KB)
-    ctx = context(snap, root, live=True, prefer_netlink=True, frugal=True)
-    findings, _unknown = doctor.run_checks(ctx)
-    by_state: dict[str, list[list[Any]]] = {}
-    listing_error: dict[str, str] = {}
-    for st in snap.namespaces:
-        if not ctx.listing_matters(st):
-            # fewer than 100 entries: no state breakdown. Every listing walks the one hash table all
-            # namespaces share (a dump of a 10-entry netns costs as much as the biggest table), so a node
-            # with hundreds of small pods pays it only for the tables that matter
-            continue
-        summ = ctx.summary(st)
-        if summ is None:
-            listing_error[st.name] = ctx.summary_missing_reason(st)
-            continue
-        by_state[st.name] = sorted([p, s, n] for (p, s), n in summ.proto_states.items())
-    return {"by_state": by_state, "listing_error": listing_error,
-            "findings": [[f.id, f.severity, f.netns or "init"] for f in findings]}
+from ctdoctor.sources import children
 
 
 class Worker:
@@ -68,7 +32,7 @@ class Worker:
 
     def __init__(self, wanted: str, timeout: float, argv: list[str] | None = None):
         self.wanted, self.timeout = wanted, timeout
-        self.argv = argv or [sys.executable, "-m", "ctdoctor.monitor.refresh", "--serve"]
+        self.argv = argv or [sys.executable, "-m", "ctdoctor.monitor.refresh_worker", "--serve"]
         self.proc: children.Child | None = None
         self.served = 0
         self.cpu_seconds = 0.0  # CPU the refreshes used, summed (the worker's own count)
@@ -163,50 +127,3 @@ def parse_answer(line: bytes, took: float) -> Refreshed:
                          cpu_seconds=cpu, rss_mb=rss, peak_rss_mb=peak)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         return Refreshed(duration=took, error=f"unreadable refresh output: {e}")
-
-
-def _answer(wanted: str, kernel_log: str | None = None) -> dict[str, Any]:
-    """One refresh as the worker answers it: the result or the error, and what it cost."""
-    before = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    try:
-        doc = refresh(wanted, kernel_log)
-    except CtdError as e:
-        doc = {"error": str(e)}
-    except Exception as e:  # the worker keeps serving; the exporter shows the reason
-        doc = {"error": f"internal error in the refresh: {type(e).__name__}: {e}"}
-    after = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    doc["cpu_seconds"] = round(sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime
-                                   for a, b in zip(after, before, strict=True)), 4)
-    doc["rss_mb"], doc["peak_rss_mb"] = children.own_memory_mb()
-    return doc
-
-
-def serve(stdin: IO[str], stdout: IO[str]) -> int:
-    """The worker's loop: a netns selection per line in, one JSON line out, until stdin closes."""
-    for line in stdin:
-        try:  # {"wanted": "all", "kernel_log": "..."}; a bare line is the netns selection
-            req = json.loads(line) if line.lstrip().startswith("{") else {"wanted": line.strip()}
-            wanted, klog = str(req.get("wanted") or "all"), req.get("kernel_log")
-        except (ValueError, AttributeError):
-            wanted, klog = "all", None
-        json.dump(_answer(wanted, klog if isinstance(klog, str) else None), stdout)
-        stdout.write("\n")
-        stdout.flush()
-        gc.collect()  # what this refresh built is garbage now: give it back before the next
-    return 0
-
-
-def main(argv: list[str]) -> int:
-    """``--serve``: the exporter's worker; else one refresh of ``argv[0]`` (default all) as JSON."""
-    if argv[:1] == ["--serve"]:
-        return serve(sys.stdin, sys.stdout)
-    doc = _answer(argv[0] if argv else "all")
-    json.dump(doc, sys.stdout)
-    if doc.get("error"):
-        print(f"ctdoctor refresh: {doc['error']}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -4,7 +4,7 @@ Three loops, none of which a scrape waits for:
 - discovery (every few seconds): namespaces that appeared get their files opened,
   the files of the ones gone are closed;
 - the refresh (``--refresh``, default 30 s): the doctor and the per-state tally, in a
-  child process (``export.refresh``);
+  child process (``monitor.refresh_worker``);
 - the kernel log follower (``/dev/kmsg``).
 A scrape reads the held count and stat files and renders: microseconds per netns.
 """
@@ -168,7 +168,7 @@ class Exporter:
 
 
 class MetricsApp:
-    """What the bounded server (``export.http``) answers: ``/metrics`` and an index page.
+    """What the bounded server (``monitor.http``) answers: ``/metrics`` and an index page.
 
     Scrapes that arrive while an answer is being built share the next one instead of each
     building its own (the answer is never older than the request), so 200 scrapers at once cost
