@@ -12,10 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ctdoctor.errors import Failure, UsageError
+from ctdoctor.model.kernel import NF
 from ctdoctor.sources import files, snapshot
 from ctdoctor.sources.hostroot import HostRoot
 from ctdoctor.sources.persisted import parse_sysctl_conf, read_persisted
-from ctdoctor.sources.sysctl import NF
 from ctdoctor.write import persist
 from ctdoctor.write.files import FileChange, write_sysctl
 from ctdoctor.write.persist import SYSCTL_FILE

@@ -99,7 +99,7 @@ def confined_target(root: HostRoot, path: str) -> Path:
     return target
 
 
-def _atomic(target, data: bytes, mode: int) -> None:
+def _atomic(target: Path, data: bytes, mode: int) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:

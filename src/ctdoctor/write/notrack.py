@@ -37,7 +37,7 @@ def _untracked(direction: str) -> list[tuple[str, str]]:
     return out
 
 
-def nft_rules(ports, protos, direction) -> tuple[list[str], list[str]]:
+def nft_rules(ports: list[int], protos: list[str], direction: str) -> tuple[list[str], list[str]]:
     """(lines of the notrack table, accept statements to put in the stateful filter chains)."""
     ps = ", ".join(map(str, ports))
     pset = f"{{ {ps} }}" if len(ports) > 1 else ps
@@ -52,7 +52,7 @@ def nft_rules(ports, protos, direction) -> tuple[list[str], list[str]]:
     return table, [f'ct state untracked accept comment "{TAG}"']
 
 
-def iptables_rules(ports, protos, direction) -> list[str]:
+def iptables_rules(ports: list[int], protos: list[str], direction: str) -> list[str]:
     cmd = []
     ps = ",".join(map(str, ports))
     many = len(ports) > 1
@@ -66,7 +66,7 @@ def iptables_rules(ports, protos, direction) -> list[str]:
     return cmd
 
 
-def warnings_for(ports, protos, direction) -> list[str]:
+def warnings_for(ports: list[int], protos: list[str], direction: str) -> list[str]:
     out = []
     for p in ports:
         if direction in ("out", "both") and p in CLIENT_PORTS:
@@ -97,12 +97,13 @@ def ruleset(ns_args: list[str]) -> list[dict[str, Any]]:
     if r.returncode:
         raise Failure("nft list ruleset failed: " + r.stderr.strip())
     try:
-        return json.loads(r.stdout or '{"nftables": []}').get("nftables", [])
+        objs: list[dict[str, Any]] = json.loads(r.stdout or '{"nftables": []}').get("nftables", [])
+        return objs
     except json.JSONDecodeError as e:
         raise Failure(f"nft -j list ruleset gave no JSON ({e})") from None
 
 
-def stateful_chains(objs: list[dict]) -> list[tuple[str, str, str]]:
+def stateful_chains(objs: list[dict[str, Any]]) -> list[Chain]:
     """(family, table, chain) of input/output base chains that match on ct state."""
     base, uses_state = {}, set()
     for obj in objs:
@@ -122,7 +123,7 @@ QUIET_STATEMENTS = {"counter", "log", "comment", "drop", "reject", "accept", "ju
                     "return"}
 
 
-def accept_position(objs: list[dict], chain: tuple[str, str, str]) -> tuple[str, int | None]:
+def accept_position(objs: list[dict[str, Any]], chain: Chain) -> tuple[str, int | None]:
     """Where the untracked accept belongs in a chain: after the last rule that can drop, reject, queue,
     jump or goto with any condition (a user's block stays above it), and before a catch-all drop or
     reject (rules after it are never reached). ("add", handle) = after that rule, ("insert", handle)
@@ -130,19 +131,19 @@ def accept_position(objs: list[dict], chain: tuple[str, str, str]) -> tuple[str,
     rules = [o["rule"] for o in objs if "rule" in o and (o["rule"].get("family"), o["rule"].get("table"),
                                                           o["rule"].get("chain")) == chain]
 
-    def verdict(r):  # a rule that can end a packet's way here, itself or in the chain it passes it to
+    def verdict(r: dict[str, Any]) -> bool:  # a rule that can end a packet's way here, itself or in the chain it passes it to
         return any(isinstance(e, dict) and any(k in e for k in ("drop", "reject", "jump", "goto", "queue"))
                    for e in r.get("expr", []))
 
-    def conditional(r):  # anything besides counting and logging decides which packets it takes: a match,
+    def conditional(r: dict[str, Any]) -> bool:  # anything besides counting and logging decides which packets it takes: a match,
         # a limit, a meter, a set lookup ... (`limit rate over 10/second drop` is a drop with a condition)
         return any(isinstance(e, dict) and not set(e) <= QUIET_STATEMENTS for e in r.get("expr", []))
 
-    def final(r):  # a catch-all drop or reject: nothing after it is reached
+    def final(r: dict[str, Any]) -> bool:  # a catch-all drop or reject: nothing after it is reached
         return not conditional(r) and any(isinstance(e, dict) and ("drop" in e or "reject" in e)
                                           for e in r.get("expr", []))
 
-    def away(r):  # every packet leaves this chain for good (goto, queue): no place here is after its drops
+    def away(r: dict[str, Any]) -> bool:  # every packet leaves this chain for good (goto, queue): no place here is after its drops
         return not conditional(r) and any(isinstance(e, dict) and ("goto" in e or "queue" in e)
                                           for e in r.get("expr", []))
 
@@ -157,7 +158,7 @@ def accept_position(objs: list[dict], chain: tuple[str, str, str]) -> tuple[str,
     return "add", None
 
 
-def accept_command(objs, chain) -> list[str]:
+def accept_command(objs: list[dict[str, Any]], chain: Chain) -> list[str]:
     fam, tab, name = chain
     how, handle = accept_position(objs, chain)
     if how == "refuse":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from ctdoctor.model.kernel import NF
 from ctdoctor.sources.hostroot import HostRoot
 from ctdoctor.sources.persisted import parse_sysctl_conf
 from ctdoctor.write.files import FileChange, read_current
@@ -26,7 +27,6 @@ MODULES_LOAD_FILE = "/etc/modules-load.d/ctdoctor.conf"
 UDEV_FILE = "/etc/udev/rules.d/90-ctdoctor-conntrack.rules"
 IPTABLES_CONFIG = "/etc/sysconfig/iptables-config"
 HEADER = "# Written by ctdoctor apply: conntrack settings that must survive reboots and module reloads.\n"
-NF = "net.netfilter."
 
 
 def sysctl_path(root: HostRoot) -> str:
@@ -84,7 +84,7 @@ def compute(root: HostRoot, *, max_: int | None, buckets: int | None, timeouts: 
     return changes
 
 
-def _order(kv):
+def _order(kv: tuple[str, str]) -> tuple[int, str]:
     k = kv[0]
     return (0 if k.endswith("_max") else 1 if k.endswith("_buckets") else 2, k)
 
