@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 
-from ctdoctor.commands.common import Needs
+from ctdoctor import __version__, cli
+from ctdoctor.commands.common import Needs, check_format
+from ctdoctor.diagnose.checks import MODULES, load
 from ctdoctor.errors import UsageError
 
 SHELLS = ("bash", "zsh", "fish", "man")
@@ -34,9 +36,6 @@ def requires(args) -> Needs:
 def model() -> dict:
     """{"global": [(option, choices)], "commands": {name: {"help": str, "options": [(option, choices)]}},
     "codes": [...]}: what the parser accepts, read from the parser."""
-    from ctdoctor import cli
-    from ctdoctor.diagnose.checks import MODULES
-
     commands = cli._available()
     parser = cli.build_parser(commands)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -151,9 +150,6 @@ def _fish_quote(s: str) -> str:
 
 def man(m: dict) -> str:
     """A roff man page (section 1): synopsis, every command and its options, the checks, exit codes."""
-    from ctdoctor import __version__
-    from ctdoctor.diagnose.checks import load
-
     def esc(s: str) -> str:
         s = s.replace("\\", "\\e").replace("-", "\\-")
         return "\\&" + s if s.startswith((".", "'")) else s
@@ -189,8 +185,6 @@ def man(m: dict) -> str:
 
 
 def _help_of(option: str) -> str:
-    from ctdoctor import cli
-
     p = cli.build_parser({})
     for a in p._actions:
         if option in a.option_strings:
@@ -199,8 +193,6 @@ def _help_of(option: str) -> str:
 
 
 def run(args) -> int:
-    from ctdoctor.commands.common import check_format
-
     check_format(args, ("text",))
     if args.shell not in SHELLS:
         raise UsageError(f"completion {args.shell}: one of {', '.join(SHELLS)}")

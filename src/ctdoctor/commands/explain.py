@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from ctdoctor.diagnose.checks import MODULES, load, page
 from ctdoctor.errors import UsageError
+from ctdoctor.render.jsonout import emit
 
 
 def add_arguments(p) -> None:
@@ -13,12 +15,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from ctdoctor.diagnose.checks import MODULES, load, page
-
     if args.command == "checks":
         if getattr(args, "format", None) == "json":
-            from ctdoctor.render.jsonout import emit
-
             emit({"schema": 1, "checks": [{"id": c, "title": load(c).TITLE} for c in MODULES]})
         else:
             for c in MODULES:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from ctdoctor.commands.common import SECONDS, bounded, check_format, open_root
+from ctdoctor.diagnose import plan
+from ctdoctor.diagnose.facts import context
 from ctdoctor.errors import UsageError
+from ctdoctor.render.jsonout import emit
+from ctdoctor.render.status_text import human_bytes
+from ctdoctor.sources import snapshot
 
 
 def add_arguments(p) -> None:
@@ -15,10 +20,6 @@ def add_arguments(p) -> None:
 
 
 def build(args):
-    from ctdoctor.diagnose import plan
-    from ctdoctor.diagnose.facts import context
-    from ctdoctor.sources import snapshot
-
     if args.headroom < 1:
         raise UsageError("--headroom must be >= 1")
     root = open_root(args)
@@ -34,15 +35,12 @@ def run(args) -> int:
     fmt = check_format(args, ("text", "json"))
     doc = build(args)
     if fmt == "json":
-        from ctdoctor.render.jsonout import emit
-
         emit(doc)
         return 0
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from ctdoctor.render.status_text import human_bytes
 
     c = Console(highlight=False)
     cur = doc["current"]
