@@ -58,7 +58,7 @@ def safe_name(netns: str) -> str:
 
 @dataclass
 class NetnsWatch:
-    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
     last_capture: float = 0.0
 
 
@@ -75,7 +75,7 @@ LOCK_NAME = ".ctdoctor-record.lock"
 
 class Recorder:
     def __init__(self, directory: str, threshold: float, interval: float, keep: int, max_size: int,
-                 cooldown: float, wanted=None, rate_seconds: float = RATE_SECONDS,
+                 cooldown: float, wanted: list[str] | None = None, rate_seconds: float = RATE_SECONDS,
                  listing_limit: int = LISTING_LIMIT):
         self.dir = directory
         self.threshold, self.interval, self.keep, self.max_size = threshold, interval, keep, max_size
@@ -243,7 +243,7 @@ class Recorder:
 
     # ---- the loop -------------------------------------------------------------------------------------
 
-    def run(self, stop) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Until ``stop.is_set()``: sample, trigger, capture one incident at a time."""
         if self._lock_fd is None:
             self.lock()
@@ -330,9 +330,9 @@ def capture(spec: dict[str, Any]) -> str:
     }
     # new flows first: they tell who is making entries right now, before anything else takes time
     incident["rates"], incident["rates_note"] = _rates(refs[0], spec["rate_seconds"])
-    tops: dict = {}
+    tops: dict[str, Any] = {}
 
-    def on_listing(ref, path):
+    def on_listing(ref: nsmod.NetnsRef, path: str) -> None:
         if ref.name == netns:
             tops.update(_listing_tops(path))
 
@@ -345,7 +345,7 @@ def capture(spec: dict[str, Any]) -> str:
 
     collect(spec["output"], only={netns}, entries_for={netns}, on_listing=on_listing,
             listing_limit=spec["listing_limit"], extra={INCIDENT: incident_json})
-    return spec["output"]
+    return str(spec["output"])
 
 
 def _rates(ref: nsmod.NetnsRef, seconds: float) -> tuple[dict[str, Any], str]:

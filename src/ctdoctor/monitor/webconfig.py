@@ -19,7 +19,9 @@ import os
 import re
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import bcrypt
 import yaml
@@ -57,6 +59,9 @@ HEADERS = ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options
 TLS_KEYS = ("cert", "key", "client_ca", "cert_file", "key_file", "client_auth_type", "client_ca_file",
             "client_allowed_sans", "min_version", "max_version", "cipher_suites", "prefer_server_cipher_suites",
             "curve_preferences")
+
+
+Bad = Callable[[str], UsageError]  # makes the one-line error that names the file
 
 
 @dataclass
@@ -173,7 +178,7 @@ def parse(raw: bytes, path: str = "web-config.yml") -> WebConfig:
     return cfg
 
 
-def _http(http: dict, cfg: WebConfig, bad) -> None:
+def _http(http: dict[str, Any], cfg: WebConfig, bad: Bad) -> None:
     for key in http:
         if key not in ("http2", "headers"):
             raise bad(f"http_server_config: unknown key {key!r}")
@@ -192,7 +197,7 @@ def _http(http: dict, cfg: WebConfig, bad) -> None:
             cfg.headers[name] = value
 
 
-def _users(users: dict, cfg: WebConfig, bad) -> None:
+def _users(users: dict[str, Any], cfg: WebConfig, bad: Bad) -> None:
     for user, hashed in users.items():
         if not isinstance(user, str) or not user or ":" in user:
             raise bad(f"basic_auth_users: {user!r} is not a user name")
@@ -201,7 +206,7 @@ def _users(users: dict, cfg: WebConfig, bad) -> None:
         cfg.users[user] = hashed.encode()
 
 
-def _rate(rate: dict, cfg: WebConfig, bad) -> None:
+def _rate(rate: dict[str, Any], cfg: WebConfig, bad: Bad) -> None:
     for key in rate:
         if key not in ("interval", "burst"):
             raise bad(f"rate_limit: unknown key {key!r}")
@@ -213,7 +218,7 @@ def _rate(rate: dict, cfg: WebConfig, bad) -> None:
         cfg.rate_burst = burst
 
 
-def _mapping(v, where: str, bad) -> dict:
+def _mapping(v: object, where: str, bad: Bad) -> dict[str, Any]:
     if v is None:
         return {}
     if not isinstance(v, dict):
@@ -221,7 +226,7 @@ def _mapping(v, where: str, bad) -> dict:
     return v
 
 
-def _tls(t: dict, bad) -> Tls:
+def _tls(t: dict[str, Any], bad: Bad) -> Tls:
     for key in t:
         if key not in TLS_KEYS:
             raise bad(f"tls_server_config: unknown key {key!r}")
@@ -248,7 +253,7 @@ def _tls(t: dict, bad) -> Tls:
     return out
 
 
-def _tls_checks(t: dict, out: Tls, bad) -> None:
+def _tls_checks(t: dict[str, Any], out: Tls, bad: Bad) -> None:
     verifies = out.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
     if verifies and not (out.client_ca_file or out.client_ca):
         raise bad(f"tls_server_config.client_auth_type {out.client_auth_type} needs client_ca_file")
@@ -279,7 +284,7 @@ def _tls_checks(t: dict, out: Tls, bad) -> None:
         out.prefer_server_cipher_suites = t["prefer_server_cipher_suites"]
 
 
-def _duration(v, bad) -> float:
+def _duration(v: object, bad: Bad) -> float:
     """A Prometheus duration (``1s``, ``500ms``, ``1m``) or a number of seconds."""
     if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
         return float(v)
