@@ -168,46 +168,67 @@ MACHINE_PENDING: dict[str, set[str]] = {
 }
 
 
+def _touch(node: ast.AST) -> str | None:
+    """What a node does to the machine, in the words of the rule ("open(", '"/proc', "setns", ...)."""
+    if isinstance(node, ast.Call):
+        f = node.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+        owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
+        # open(), os.open(), os.fdopen(), tarfile.open(), path.open(); not a class's own constructor
+        # such as HostRoot.open()
+        if name in ("open", "fdopen") and not owner[:1].isupper():
+            return f"{owner + '.' if owner else ''}{name}("
+        if (owner, name) == ("socket", "socket"):
+            return "socket.socket"
+    elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        if node.value.startswith(("/proc", "/sys")):
+            return '"/' + node.value.split("/")[1]
+    elif isinstance(node, ast.Import):
+        if any(a.name.split(".")[0] == "subprocess" for a in node.names):
+            return "subprocess"
+    elif isinstance(node, ast.ImportFrom):
+        if (node.module or "").split(".")[0] == "subprocess":
+            return "subprocess"
+        if any(a.name == "setns" for a in node.names):
+            return "setns"
+    elif isinstance(node, ast.Attribute):
+        if node.attr == "setns":
+            return "setns"
+        if isinstance(node.value, ast.Name) and node.value.id == "subprocess":
+            return "subprocess"
+    elif isinstance(node, ast.Name) and node.id == "setns":
+        return "setns"
+    return None
+
+
+def _not_code(tree: ast.AST) -> set[int]:
+    """ids of the nodes that are not code run: docstrings, and the types named in annotations."""
+    out = set()
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body \
+                and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant):
+            out.add(id(n.body[0].value))
+        notes = [n.returns] if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) else []
+        notes += [n.annotation] if isinstance(n, (ast.arg, ast.AnnAssign)) else []
+        for a in notes:
+            if a is not None:
+                out |= {id(x) for x in ast.walk(a)}
+    return out
+
+
 def machine_access(path: Path) -> list[tuple[int, str, str]]:
     """(line, function, what) of each place a file opens a file, names /proc or /sys, enters a netns,
-    runs a program or makes a socket; docstrings and comments are not code and are not looked at."""
+    runs a program or makes a socket; docstrings, comments and annotations are not looked at."""
     tree = ast.parse(path.read_text())
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    skip = _not_code(tree)
     found: list[tuple[int, str, str]] = []
 
     def visit(node: ast.AST, func: str) -> None:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            func = node.name if func == "" else func  # the outermost function names the place
-        what = None
-        if isinstance(node, ast.Call):
-            f = node.func
-            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
-            owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
-            # open(), os.open(), os.fdopen(), tarfile.open(), path.open(); not a class's own
-            # constructor such as HostRoot.open()
-            if name in ("open", "fdopen") and not owner[:1].isupper():
-                what = f"{owner + '.' if owner else ''}{name}("
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-            if node.value.startswith(("/proc", "/sys")):
-                what = '"/' + node.value.split("/")[1]
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            names = [] if isinstance(node, ast.Import) else [a.name for a in node.names]
-            if any(m.split(".")[0] == "subprocess" for m in mods):
-                what = "subprocess"
-            elif "setns" in names:
-                what = "setns"
-        elif isinstance(node, ast.Attribute):
-            if node.attr == "setns":
-                what = "setns"
-            elif isinstance(node.value, ast.Name) and (node.value.id, node.attr) == ("socket", "socket"):
-                what = "socket.socket"
-            elif isinstance(node.value, ast.Name) and node.value.id == "subprocess":
-                what = "subprocess"
-        elif isinstance(node, ast.Name) and node.id == "setns":
-            what = "setns"
+        if id(node) in skip:
+            return
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not func:
+            func = node.name  # the outermost function names the place
+        what = _touch(node)
         if what:
             found.append((getattr(node, "lineno", 0), func, what))
         for child in ast.iter_child_nodes(node):
@@ -248,7 +269,7 @@ def test_the_machine_access_scan_sees_what_it_must():
         import subprocess  # one
         from ctdoctor.sources.netns import setns
 
-        def f(path):
+        def f(path: socket.socket) -> subprocess.Popen:
             """open() here is prose"""
             with open(path) as fh:  # open( in a comment
                 pass
