@@ -9,8 +9,10 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterable
 
 from ctdoctor.lab import LabNetns, LabRun, own_kernel_log, uptime
+from ctdoctor.sources.entries import Entry
 
 SERVICE_PORT = 8080
 
@@ -36,7 +38,7 @@ def _udp_unreplied_lines(n: int, *, timeout: int = 600, first: int = 0) -> str:
     return "".join(out)
 
 
-def _fill(ns, gmax: int, make_lines) -> int:
+def _fill(ns: LabNetns, gmax: int, make_lines: Callable[..., str]) -> int:
     """Load entries until the netns's count reaches the max; conntrack -R can leave a few out under load,
     so the rest is topped up with entries not loaded before. Returns how many were loaded."""
     loaded = 0
@@ -54,7 +56,7 @@ def _global_max() -> int:
         return int(f.read())
 
 
-def _state_mix(entries) -> dict[str, int]:
+def _state_mix(entries: Iterable[Entry]) -> dict[str, int]:
     mix: dict[str, int] = {}
     for e in entries:
         k = e.state or e.proto.upper()

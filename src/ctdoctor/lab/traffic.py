@@ -17,7 +17,7 @@ import time
 LOOP4 = "127.0.0.1"
 
 
-def _out(**kw) -> None:
+def _out(**kw: object) -> None:
     print(json.dumps(kw), flush=True)
 
 
@@ -27,7 +27,7 @@ def _echo_server(port: int, host: str = LOOP4) -> socket.socket:
     srv.bind((host, port))
     srv.listen(4096)
 
-    def serve():
+    def serve() -> None:
         while True:
             try:
                 c, _ = srv.accept()
@@ -54,7 +54,7 @@ def _echo(c: socket.socket) -> None:
                 return
 
 
-def _try_connect(port: int, timeout: float, host: str = LOOP4) -> dict:
+def _try_connect(port: int, timeout: float, host: str = LOOP4) -> dict[str, object]:
     t0 = time.monotonic()
     try:
         with socket.create_connection((host, port), timeout=timeout) as c:
@@ -204,7 +204,7 @@ def mixed(hold: float) -> None:
     us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # UDP echo: replied
     us.bind((LOOP4, 7003))
 
-    def udp_echo():
+    def udp_echo() -> None:
         while True:
             d, a = us.recvfrom(100)
             us.sendto(d, a)
