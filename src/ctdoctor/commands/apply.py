@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any
 
@@ -19,7 +20,7 @@ MIN_MAX = 1024  # below this a table is useless; 0 (unlimited) is never written
 MIN_BUCKETS = 16
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max", type=bounded(int, MIN_MAX, INT_MAX), metavar="N",
                    help=f"nf_conntrack_max ({MIN_MAX}..{INT_MAX}, and at least the current count)")
     p.add_argument("--buckets", type=bounded(int, MIN_BUCKETS, 1 << 30), metavar="N",
@@ -38,10 +39,10 @@ def _plan_now(root: HostRoot) -> dict[str, Any]:
     return plan.make_plan(context(snap, root, live=root.is_live))
 
 
-def requires(args) -> Needs:
+def requires(args: argparse.Namespace) -> Needs:
     return Needs(root=True, what="apply --yes", why="to write /etc and sysctls") if args.yes else Needs()
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
     root = open_root(args)
     if root.kind == "sosreport" and args.yes:

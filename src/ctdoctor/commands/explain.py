@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ctdoctor.diagnose.checks import MODULES, load, page
@@ -9,12 +10,12 @@ from ctdoctor.errors import UsageError
 from ctdoctor.render.jsonout import emit
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     if p.prog.endswith("explain"):
         p.add_argument("code", metavar="CT0NN")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.command == "checks":
         if getattr(args, "format", None) == "json":
             emit({"schema": 1, "checks": [{"id": c, "title": load(c).TITLE} for c in MODULES]})

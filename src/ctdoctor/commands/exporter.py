@@ -6,6 +6,7 @@ node_exporter's textfile collector (``--textfile DIR``, ``--once`` for a timer).
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import sys
 
@@ -16,7 +17,7 @@ from ctdoctor.monitor import server, webconfig
 REFRESH = bounded(float, 1, 86400)
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web.listen-address", "--listen", dest="listen", metavar="ADDR:PORT", action="append",
                    default=None, help="where to serve (default 127.0.0.1:9718; ':9718' for every address, IPv6 "
                                       "and IPv4; '[::1]:9718'); repeat it for several addresses")
@@ -46,7 +47,7 @@ def add_arguments(p) -> None:
                         "limit or that has dropped. all: every series of every netns")
 
 
-def requires(args) -> Needs:
+def requires(args: argparse.Namespace) -> Needs:
     return Needs(live=True, what="the exporter")  # unprivileged it serves what it can see, and says so
 
 def hash_password() -> int:
@@ -59,7 +60,7 @@ def hash_password() -> int:
     return 0
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.hash_password:
         return hash_password()
     fmt = getattr(args, "format", None)

@@ -10,6 +10,7 @@ pass (cron, a systemd timer); otherwise it loops every ``--interval`` seconds.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -18,15 +19,15 @@ from ctdoctor.errors import UsageError
 from ctdoctor.write.guard import GuardState, log, one_pass
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--once", action="store_true", help="one pass, then exit (for cron or a systemd timer)")
     p.add_argument("--interval", type=PERIOD, default=1.0, metavar="S", help="seconds between passes (default 1)")
 
 
-def requires(args) -> Needs:
+def requires(args: argparse.Namespace) -> Needs:
     return Needs(root=True, what="guard", why="to write sysctls")
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
 
     root = open_root(args)

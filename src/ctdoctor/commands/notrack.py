@@ -17,6 +17,7 @@ it into there, tagged with the comment ``ctdoctor-notrack``.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 
@@ -25,7 +26,7 @@ from ctdoctor.errors import UsageError
 from ctdoctor.write import notrack
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", metavar="P[,P]", help="port(s) to untrack")
     p.add_argument("--proto", choices=("tcp", "udp", "both"), default=None,
                    help="the port's protocol; without it, the one its well-known service speaks, else both "
@@ -78,13 +79,13 @@ def parse_chain(text: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
-def requires(args) -> Needs:
+def requires(args: argparse.Namespace) -> Needs:
     if args.apply or args.remove:
         return Needs(live=True, root=True, what="notrack --apply" if args.apply else "notrack --remove",
                      why="CAP_NET_ADMIN to change the ruleset")
     return Needs()
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
     ns = getattr(args, "netns", None)
     ns_args = notrack.ns_args(ns)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 from ctdoctor.commands.common import SECONDS, bounded, check_format, open_root
 from ctdoctor.diagnose import plan
 from ctdoctor.diagnose.facts import context
@@ -11,7 +14,7 @@ from ctdoctor.render.status_text import human_bytes
 from ctdoctor.sources import snapshot
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headroom", type=bounded(float, 1, 1000), default=2.0, metavar="F",
                    help="multiply the observed load by F (default 2)")
     p.add_argument("--memory-budget", metavar="SIZE", help="cap what a full table may take: 512M, 2G or 10%%")
@@ -19,7 +22,7 @@ def add_arguments(p) -> None:
                    help="seconds to sample the insert counter for the new-flow rate (live default 1)")
 
 
-def build(args):
+def build(args: argparse.Namespace) -> dict[str, Any]:
     if args.headroom < 1:
         raise UsageError("--headroom must be >= 1")
     root = open_root(args)
@@ -31,7 +34,7 @@ def build(args):
     return plan.make_plan(ctx, args.headroom, budget)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     fmt = check_format(args, ("text", "json"))
     doc = build(args)
     if fmt == "json":

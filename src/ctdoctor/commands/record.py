@@ -24,7 +24,7 @@ def _size(text: str) -> int:
     return v
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", required=True, metavar="DIR", help="where incident bundles go (created, mode 0700)")
     p.add_argument("--threshold", type=bounded(float, 0, 1, lo_open=True), default=0.8, metavar="F",
                    help="capture when a netns's count / max reaches this (default 0.8)")
@@ -39,10 +39,10 @@ def add_arguments(p) -> None:
                    help="seconds of new-flow events recorded in each incident (default 3)")
 
 
-def requires(args) -> Needs:
+def requires(args: argparse.Namespace) -> Needs:
     return Needs(live=True, root=True, what="record", why="to enter every netns, dump its table and receive its events")
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     fmt = getattr(args, "format", None)
     if fmt not in (None, "text"):
         raise UsageError("--format does not apply to record (it logs one line per event)")

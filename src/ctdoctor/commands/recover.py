@@ -10,6 +10,7 @@ it still re-applies and verifies.
 
 from __future__ import annotations
 
+import argparse
 import shutil
 
 from ctdoctor.commands.common import Needs, check_format, open_root
@@ -23,7 +24,7 @@ from ctdoctor.write import files
 from ctdoctor.write import recover as recovery
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would be loaded and applied")
 
 
@@ -53,11 +54,11 @@ def traps(snap: Snapshot, modules: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def requires(args) -> Needs:
+def requires(args: argparse.Namespace) -> Needs:
     # --dry-run shows the plan, also for a host image; the real thing loads modules and writes sysctls
     return Needs() if args.dry_run else Needs(root=True, what="recover", why="to load modules and write sysctls")
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
     root = open_root(args)
     snap = snapshot.build(root, None, interval=None, with_log=False)
