@@ -398,6 +398,9 @@ def test_compat_node_names_match_node_exporter_and_published_rules_see_every_net
                 assert len(exprs) == 3
                 for name, expr in exprs.items():
                     got = query(api, expr)
-                    assert {s["metric"].get("netns") for s in got} == {full_netns.name}, (name, got)
+                    # other namespaces of a busy host may be full too (their alerts fire as well); the host's
+                    # own table is not, and the full netns's alert fires by its name
+                    fired = {s["metric"].get("netns") for s in got}
+                    assert full_netns.name in fired and "init" not in fired, (name, got)
                 groups = json.loads(get(f"{api}/rules"))["data"]["groups"]
                 assert all(r["health"] != "err" for g in groups for r in g["rules"]), groups

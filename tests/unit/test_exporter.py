@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ctdoctor.monitor.metrics import Exposition, Refreshed, Sample, render, render_text
+from ctdoctor.model.samples import Sample
+from ctdoctor.monitor.metrics import Exposition, Refreshed, render, render_text
 from ctdoctor.monitor.server import parse_listen, write_textfile
 from ctdoctor.sources.live import KernelLogFollower, parse_kmsg_record, parse_wanted
 from ctdoctor.sources.stats import parse_proc_stat

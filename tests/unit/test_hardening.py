@@ -386,7 +386,7 @@ def test_guard_once_fails_when_it_cannot_restore_and_never_writes_junk(tmp_path)
 
 
 def test_notrack_accept_goes_after_the_users_drops():
-    from ctdoctor.commands.notrack import accept_position
+    from ctdoctor.write.notrack import accept_position
 
     def rule(h, *exprs):
         return {"rule": {"family": "inet", "table": "filter", "chain": "input", "handle": h, "expr": list(exprs)}}
@@ -408,8 +408,8 @@ def test_notrack_accept_goes_after_the_users_drops():
     assert accept_position(objs3[:1] + objs3[2:], ("inet", "filter", "input")) == ("add", 10)
     # every packet goes elsewhere for good: no safe place in this chain, so it says so instead
     assert accept_position(objs3, ("inet", "filter", "input")) == ("refuse", 9)
-    from ctdoctor.commands.notrack import accept_command
     from ctdoctor.errors import Failure
+    from ctdoctor.write.notrack import accept_command
 
     with pytest.raises(Failure, match="rule handle 9 sends every packet to another chain"):
         accept_command(objs3, ("inet", "filter", "input"))

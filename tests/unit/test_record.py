@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ctdoctor.monitor.metrics import Sample
-from ctdoctor.monitor.record import Recorder, bundles, parse_size, read_incident
+from ctdoctor.model.samples import Sample
+from ctdoctor.monitor.record import Recorder, bundles, parse_size
+from ctdoctor.sources.incident import read_incident
 from tests.conftest import assert_one_line_error, run_cli, run_json
 
 IMAGES = Path(__file__).parent.parent / "images"

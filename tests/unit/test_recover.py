@@ -12,6 +12,7 @@ import pytest
 
 from ctdoctor.commands import recover
 from ctdoctor.errors import Failure
+from ctdoctor.write import recover as recovery
 from tests.conftest import run_cli
 
 ECS = Path(__file__).parent.parent / "realworld" / "amazonlinux-ecs-conntrack-disabled-modprobe"
@@ -45,9 +46,9 @@ def _live_like(monkeypatch, image: Path, loaded_after: bool, trap_free: bool = F
         calls.append(argv)
         return subprocess.CompletedProcess(argv, 0, "", "")
 
-    monkeypatch.setattr(recover, "_run", fake_run)
-    monkeypatch.setattr(recover, "loaded", lambda m: loaded_after)
-    monkeypatch.setattr(recover, "verify", lambda: (True, "probe seen"))
+    monkeypatch.setattr(recovery, "_run", fake_run)
+    monkeypatch.setattr(recovery, "loaded", lambda m: loaded_after)
+    monkeypatch.setattr(recovery, "verify", lambda: (True, "probe seen"))
     monkeypatch.setattr("ctdoctor.write.files.write_sysctl", lambda root, k, v: calls.append(["sysctl", k, v]))
     monkeypatch.setattr("shutil.which", lambda name: "/sbin/" + name)
     if trap_free:

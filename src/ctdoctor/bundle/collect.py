@@ -1,9 +1,9 @@
 """Capture a host image: the files and command outputs ctdoctor reads, in DESIGN §4 layout.
 
-Like a sos plugin, the collector *declares* what it copies (``COPY``) and which
-commands it captures (``COMMANDS``); offline reading (HostRoot, Snapshot) uses
-the very same paths, so a bundle read with ``--root`` gives what the live host
-gave. Non-initial namespaces go under ``ctdoctor/netns/<name>/`` (their own
+What is copied is declared and read by ``sources.capture`` (like a sos plugin:
+``COPY``, ``COMMANDS``); offline reading (HostRoot, Snapshot) uses the very same
+paths, so a bundle read with ``--root`` gives what the live host gave. This module
+anonymizes and writes the archive. Non-initial namespaces go under ``ctdoctor/netns/<name>/`` (their own
 ``proc/...`` files and ``sos_commands/``), and ip-netns-named ones are also
 written under the names sosreport uses (``ip_netns_exec_<ns>_<cmd>``).
 """
@@ -11,52 +11,24 @@ written under the names sosreport uses (``ip_netns_exec_<ns>_<cmd>``).
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import os
+import re
 import tarfile
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ctdoctor import __version__
 from ctdoctor.errors import Failure, InputError
+from ctdoctor.sources import capture
 from ctdoctor.sources import netns as nsmod
-from ctdoctor.sources.hostroot import mangle_command, run_command
-from ctdoctor.sources.modules import CONNTRACK_MODULES
+from ctdoctor.sources import pods as podmod
+from ctdoctor.sources.hostroot import HostRoot
 
-# Files copied whole from the host (globs are expanded with os.listdir, one level).
-COPY = [
-    "proc/sys/kernel/osrelease", "proc/sys/kernel/hostname", "proc/meminfo", "proc/cpuinfo",
-    "proc/slabinfo", "proc/modules", "sys/devices/system/cpu/possible",
-    "etc/os-release", "etc/hostname", "etc/sysctl.conf", "etc/modules",
-    "etc/sysconfig/iptables-config", "etc/sysconfig/ip6tables-config",
-    "etc/sysconfig/iptables", "etc/sysconfig/ip6tables",
-]
-COPY_DIRS = [
-    "etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d", "usr/lib/sysctl.d", "lib/sysctl.d",
-    "etc/modprobe.d", "run/modprobe.d", "usr/local/lib/modprobe.d", "usr/lib/modprobe.d", "lib/modprobe.d",
-    "etc/modules-load.d", "run/modules-load.d", "usr/local/lib/modules-load.d", "usr/lib/modules-load.d",
-    "lib/modules-load.d", "etc/udev/rules.d",
-]
-LOG_FILES = ["var/log/messages", "var/log/kern.log"]
-LOG_TAIL_BYTES = 16 << 20
-# Per netns: copied from inside the netns.
-NETNS_FILES = ["proc/net/stat/nf_conntrack", "proc/net/nf_conntrack_expect"]
-NETNS_DIRS = ["proc/sys/net/netfilter"]
-LISTING = "proc/net/nf_conntrack"
-# (sos plugin, command) captured in the initial netns.
-COMMANDS = [
-    ("kernel", "sysctl -a"), ("kernel", "lsmod"), ("kernel", "dmesg"), ("kernel", "uname -a"),
-    ("conntrack", "conntrack -S"),
-    ("nftables", "nft -j list ruleset"), ("firewall_tables", "nft -a list ruleset"),
-    ("firewall_tables", "iptables-save"), ("firewall_tables", "ip6tables-save"),
-    ("networking", "ss -tanH state established"),
-]
-NETNS_COMMANDS = [
-    ("networking", "sysctl -a"), ("conntrack", "conntrack -S"), ("nftables", "nft -j list ruleset"),
-    ("firewall_tables", "iptables-save"), ("firewall_tables", "ip6tables-save"),
-]
 STATS_INTERVAL = 1.0
 
 
@@ -73,44 +45,6 @@ class Bundle:
         self.members[rel] = data.encode() if isinstance(data, str) else data
 
 
-def _read(path: str, limit: int | None = None) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            if limit is None:
-                chunks = []
-                while True:
-                    c = f.read(1 << 20)
-                    if not c:
-                        break
-                    chunks.append(c)
-                return b"".join(chunks)
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                f.seek(size - limit)
-            return f.read(limit)
-    except OSError:
-        return None
-
-
-def _read_netns_files(files: list[str], dirs: list[str]) -> dict[str, bytes]:
-    """Runs inside the target netns."""
-    out = {}
-    for rel in files:
-        data = _read("/" + rel)
-        if data is not None:
-            out[rel] = data
-    for folder in dirs:
-        try:
-            names = sorted(os.listdir("/" + folder))
-        except OSError:
-            continue
-        for n in names:
-            v = _read(f"/{folder}/{n}")
-            if v is not None:
-                out[f"{folder}/{n}"] = v
-    return out
-
-
 class Anonymizer:
     """Maps addresses consistently: the same input address gives the same output address.
 
@@ -119,19 +53,15 @@ class Anonymizer:
     order of first appearance; the printed form (full or compressed IPv6) is kept.
     """
 
-    def __init__(self):
-        import re
-
+    def __init__(self) -> None:
         self.v4: dict[str, str] = {}
         self.v6: dict[str, str] = {}
         self.words: dict[str, str] = {}
-        self._re_names = None
+        self._re_names: re.Pattern[str] | None = None
         self._re4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
         self._re6 = re.compile(r"(?<![\w:.])(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}(?![\w:])")
 
-    def _map4(self, m):
-        import ipaddress
-
+    def _map4(self, m: re.Match[str]) -> str:
         a = m.group(0)
         try:
             ip = ipaddress.IPv4Address(a)
@@ -144,9 +74,7 @@ class Anonymizer:
             self.v4[a] = str(ipaddress.IPv4Address(0x0A000000 + n))
         return self.v4[a]
 
-    def _map6(self, m):
-        import ipaddress
-
+    def _map6(self, m: re.Match[str]) -> str:
         a = m.group(0)
         try:
             ip = ipaddress.IPv6Address(a)
@@ -163,8 +91,6 @@ class Anonymizer:
 
     def set_names(self, words: dict[str, str]) -> None:
         """Host and namespace names -> their stand-ins, matched as whole names (one compiled pattern)."""
-        import re
-
         self.words = dict(words)
         alt = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
         self._re_names = re.compile(r"(?<![\w.-])(?:" + alt + r")(?![\w-])") if alt else None
@@ -172,7 +98,8 @@ class Anonymizer:
     def _names(self, s: str) -> str:
         if self._re_names is None:
             return s
-        return self._re_names.sub(lambda m: self.words[m.group(0)], s)
+        words = self.words
+        return self._re_names.sub(lambda m: words[m.group(0)], s)
 
     def text(self, s: str) -> str:
         return self._names(self._re4.sub(self._map4, self._re6.sub(self._map6, s)))
@@ -182,13 +109,6 @@ class Anonymizer:
 
     def names(self, b: bytes) -> bytes:
         return self._names(b.decode("utf-8", "replace")).encode()
-
-
-def _boot_time() -> float | None:
-    from ctdoctor.sources.system import boot_time
-
-    b = boot_time((_read("/proc/uptime") or b"").decode())
-    return round(b, 3) if b is not None else None
 
 
 def _host_names(hostname: str) -> list[str]:
@@ -207,89 +127,12 @@ def _check_output(output: str) -> None:
         raise InputError(f"-o {output}: cannot write to {out_dir} (permission denied)")
 
 
-def _netns_aliases(refs, anonymize_netns: bool) -> dict[str, str]:
+def _netns_aliases(refs: list[nsmod.NetnsRef], anonymize_netns: bool) -> dict[str, str]:
     """ip-netns / pid names -> netns-N stand-ins (--anonymize-netns); init keeps its name."""
     if not anonymize_netns:
         return {}
     others = [r for r in refs if not r.is_init]
     return {r.name: f"netns-{i}" for i, r in enumerate(others, 1)}
-
-
-def _host_files(b: Bundle) -> None:
-    """Files copied whole from the initial netns's view of the host (COPY, COPY_DIRS, logs, modules)."""
-    for rel in COPY:
-        data = _read("/" + rel)
-        if data is not None:
-            b.add(rel, data)
-    for d in COPY_DIRS:
-        try:
-            names = sorted(os.listdir("/" + d))
-        except OSError:
-            continue
-        for name in names:
-            v = _read(f"/{d}/{name}")
-            if d.endswith("udev/rules.d") and v is not None and b"nf_conntrack" not in v and b"sysctl" not in v:
-                continue
-            if v is not None:
-                b.add(f"{d}/{name}", v)
-    for rel in LOG_FILES:
-        v = _read("/" + rel, LOG_TAIL_BYTES)
-        if v is not None:
-            b.add(rel, v)
-    release = (_read("/proc/sys/kernel/osrelease") or b"").decode().strip()
-    v = _read(f"/lib/modules/{release}/modules.builtin")
-    if v is not None:
-        b.add(f"lib/modules/{release}/modules.builtin", v)
-    for mod in CONNTRACK_MODULES:
-        _module_files(b, f"sys/module/{mod}")
-
-
-def _module_files(b: Bundle, base: str) -> None:
-    if not os.path.isdir("/" + base):
-        return
-    for sub in ("refcnt", "initstate"):
-        v = _read(f"/{base}/{sub}")
-        if v is not None:
-            b.add(f"{base}/{sub}", v)
-    try:
-        for p in sorted(os.listdir(f"/{base}/parameters")):
-            v = _read(f"/{base}/parameters/{p}")
-            if v is not None:
-                b.add(f"{base}/parameters/{p}", v)
-    except OSError:
-        pass
-    try:
-        for h in sorted(os.listdir(f"/{base}/holders")):
-            b.add(f"{base}/holders/{h}", b"")
-    except OSError:
-        pass
-
-
-def _host_commands(b: Bundle, failed: dict[str, int]) -> None:
-    for plugin, cmd in COMMANDS:
-        cap = run_command(cmd, timeout=60)
-        if cap is not None and cap.status != 0:
-            failed[cmd] = cap.status  # its text is an error message: not saved as the output
-        elif cap is not None:
-            b.add(f"sos_commands/{plugin}/{mangle_command(cmd)}", cap.text)
-
-
-def _netns_commands(b: Bundle, ref, prefix: str, shown: str, sos_name: str | None, failed: dict[str, int]) -> None:
-    """A non-initial netns's commands, under ctdoctor's own path and the names sosreport uses."""
-    pre = nsmod.preexec_for(ref)
-    for plugin, cmd in NETNS_COMMANDS:
-        cap = run_command(cmd, timeout=60, preexec_fn=pre)
-        if cap is None:
-            continue
-        if cap.status != 0:
-            failed[f"{cmd} (netns {shown})"] = cap.status
-            continue
-        b.add(f"{prefix}sos_commands/{plugin}/{mangle_command(cmd)}", cap.text)
-        if sos_name:
-            name = mangle_command(f"ip netns exec {sos_name} {cmd}")
-            where = (f"sos_commands/networking/namespaces/{sos_name}/{name}" if plugin == "networking"
-                     else f"sos_commands/{plugin}/{name}")
-            b.add(where, cap.text)
 
 
 def _anonymize(b: Bundle, anon: Anonymizer) -> None:
@@ -306,9 +149,10 @@ def _anonymize(b: Bundle, anon: Anonymizer) -> None:
 
 
 def collect(output: str, *, entries: bool = True, anonymize: bool = False, anonymize_netns: bool = False,
-            progress=None, only: set[str] | None = None, entries_for: set[str] | None = None,
-            extra: dict[str, bytes | Callable[[], bytes]] | None = None, on_listing=None,
-            listing_limit: int | None = None, host_root: str | None = None) -> dict:
+            progress: Callable[[Any], None] | None = None, only: set[str] | None = None,
+            entries_for: set[str] | None = None, extra: dict[str, bytes | Callable[[], bytes]] | None = None,
+            on_listing: Callable[[nsmod.NetnsRef, str], None] | None = None,
+            listing_limit: int | None = None, host_root: str | None = None) -> dict[str, Any]:
     """Write the bundle to ``output`` (a .tar.gz) atomically. Returns meta.
 
     ``only``: the namespaces to include (init's host files are always there); ``entries_for``:
@@ -317,15 +161,12 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
     spooled listing before it is cut to ``listing_limit`` bytes (at a line boundary)."""
     _check_output(output)
     anon = Anonymizer() if anonymize else None
-    hostname = (_read("/proc/sys/kernel/hostname") or b"host").decode().strip()
+    hostname = capture.hostname()
     b = Bundle(top=f"ctdoctor-{'anonymized' if anon else hostname}-{time.strftime('%Y%m%d-%H%M%S')}",
                spool_dir=os.path.dirname(os.path.abspath(output)))
     found = nsmod.discover()
     refs = [r for r in found if only is None or r.is_init or r.name in only]
     refs, _gone = nsmod.pin(refs)  # a pod deleted mid-capture stays readable to the end (noted as vanished)
-    from ctdoctor.sources import pods as podmod
-    from ctdoctor.sources.hostroot import HostRoot
-
     live = HostRoot.live()
     live.host_root = host_root
     pods = {} if anonymize_netns else podmod.for_refs(refs, live.host_files(), live)
@@ -342,7 +183,7 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
     first: dict[str, dict[str, bytes]] = {}
     vanished: list[str] = []
     for ref in list(refs):
-        got = _read_in(ref, NETNS_FILES, NETNS_DIRS)
+        got = capture.read_in(ref, capture.NETNS_FILES, capture.NETNS_DIRS)
         if got is None:  # deleted between discovery and now (a pod went away): left out, and said so
             refs.remove(ref)
             vanished.append(alias.get(ref.name, ref.name))
@@ -350,10 +191,12 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
             first[ref.name] = got
     tick("stats sample 1")
     # 2. host files and commands (init netns)
-    _host_files(b)
+    for rel, data in capture.host_files().items():
+        b.add(rel, data)
     tick("host files")
     failed: dict[str, int] = {}
-    _host_commands(b, failed)
+    for rel, text in capture.host_commands(failed).items():
+        b.add(rel, text)
     tick("commands")
     # 3. per netns: files, commands, entries
     metas = []
@@ -366,14 +209,15 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         for rel, data in first[ref.name].items():
             b.add(prefix + rel, data)
         if not ref.is_init:
-            _netns_commands(b, ref, prefix, shown, sos_name, failed)
+            for rel, text in capture.netns_commands(ref, prefix, shown, sos_name, failed).items():
+                b.add(rel, text)
         tick(f"netns {ref.name}")
         if entries and (entries_for is None or ref.name in entries_for):
-            _listing(b, ref, prefix + LISTING, anon, on_listing, listing_limit)
+            _listing(b, ref, prefix + capture.LISTING, anon, on_listing, listing_limit)
             tick(f"entries {ref.name}")
         pod = pods.get(ref.inode)
         metas.append({"name": shown, "inode": ref.inode, "owner": "hidden" if alias else ref.owner,
-                      "sos_name": sos_name, "born": _born(ref),
+                      "sos_name": sos_name, "born": capture.born(ref),
                       "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid,
                               "container": pod.container} if pod else None})
     # 4. second stats sample
@@ -383,7 +227,7 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         "format": "ctdoctor-bundle", "format_version": 1, "ctdoctor": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anonymized": anonymize, "entries": entries,
         "stats_interval": round(interval, 3), "namespaces": metas,
-        "failed_commands": failed, "boot_time": _boot_time(), "vanished": sorted(set(vanished)),
+        "failed_commands": failed, "boot_time": capture.boot_time(), "vanished": sorted(set(vanished)),
     }
     b.add("ctdoctor/meta.json", json.dumps(meta, indent=2))
     for rel, member in (extra or {}).items():
@@ -394,45 +238,29 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
     return meta
 
 
-def _listing(b: Bundle, ref, rel: str, anon, on_listing, listing_limit: int | None) -> None:
-    _spool_listing(b, ref, rel, anon)
-    tmp = b.spooled.get(rel)
-    if tmp and on_listing is not None:
+def _listing(b: Bundle, ref: nsmod.NetnsRef, rel: str, anon: Anonymizer | None,
+             on_listing: Callable[[nsmod.NetnsRef, str], None] | None, listing_limit: int | None) -> None:
+    """The netns's listing, spooled beside the bundle: on the disk the bundle goes to (never a full
+    /tmp), and removed with it by whoever stops the capture."""
+    tmp = capture.spool_listing(ref, b.spool_dir or None, anon.data if anon else None)
+    if tmp is None:
+        return
+    b.spooled[rel] = tmp
+    if on_listing is not None:
         on_listing(ref, tmp)
     if tmp and listing_limit is not None:
         _cut(tmp, listing_limit)
 
 
-def _born(ref) -> float | None:
-    """When a non-initial netns appeared (kernel log lines older than this are not its)."""
-    if ref.is_init:
-        return None
-    try:
-        return os.stat(ref.path).st_ctime
-    except OSError:
-        return None
-
-
-def _read_in(ref, files: list[str], dirs: list[str]) -> dict[str, bytes] | None:
-    """Files read inside a netns; None when the netns is gone (deleted while we worked)."""
-    try:
-        return nsmod.call_in(ref, _read_netns_files, files, dirs)
-    except Failure:
-        if nsmod.gone(ref):
-            return None
-        raise
-
-
-def _second_sample(b: Bundle, refs, alias: dict[str, str], t0: float) -> float:
+def _second_sample(b: Bundle, refs: list[nsmod.NetnsRef], alias: dict[str, str], t0: float) -> float:
     wait = STATS_INTERVAL - (time.monotonic() - t0)
     if wait > 0:
         time.sleep(wait)
     interval = time.monotonic() - t0
     for ref in refs:
-        later = _read_in(ref, ["proc/net/stat/nf_conntrack"], [])
-        if later and "proc/net/stat/nf_conntrack" in later:
-            b.add(f"ctdoctor/samples/{alias.get(ref.name, ref.name)}/nf_conntrack.stat",
-                  later["proc/net/stat/nf_conntrack"])
+        later = capture.read_stats(ref)
+        if later is not None:
+            b.add(f"ctdoctor/samples/{alias.get(ref.name, ref.name)}/nf_conntrack.stat", later)
     return interval
 
 
@@ -459,38 +287,6 @@ def _cut(path: str, limit: int) -> bool:
         f.write(SAMPLE_MARK + f" the first {kept} of {lines_total} entries\n".encode())
         f.write(keep)
     return True
-
-
-def _spool_listing(b: Bundle, ref, rel: str, anon) -> None:
-    """Stream the netns's entry listing into a temp file (never all in memory), beside the bundle: on
-    the disk the bundle goes to (never a full /tmp), and removed with it by whoever stops the capture."""
-    fd, tmp = tempfile.mkstemp(prefix=".ctdoctor-listing-", suffix=".tmp", dir=b.spool_dir or None)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                src = io.BufferedReader(nsmod.stream_in(ref, "/" + LISTING), 1 << 20)
-            except OSError:
-                os.unlink(tmp)
-                return
-            with src:
-                rest = b""
-                while True:
-                    chunk = src.read(1 << 20)
-                    if not chunk:
-                        break
-                    if anon:
-                        chunk = rest + chunk
-                        cut = chunk.rfind(b"\n") + 1
-                        chunk, rest = chunk[:cut], chunk[cut:]
-                        chunk = anon.data(chunk)
-                    out.write(chunk)
-                if rest:
-                    out.write(anon.data(rest) if anon else rest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    b.spooled[rel] = tmp
 
 
 def _write_tar(b: Bundle, output: str) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from ctdoctor.commands.common import Needs
+import argparse
+
+from ctdoctor.bundle.collect import collect
+from ctdoctor.commands.common import Needs, check_format
 from ctdoctor.errors import UsageError
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE.tar.gz", help="where to write the bundle")
     p.add_argument("--no-entries", action="store_true", help="do not include the entry listings")
     p.add_argument("--anonymize", action="store_true",
@@ -16,32 +19,28 @@ def add_arguments(p) -> None:
                    help="with --anonymize: also rename network namespaces (netns-1, netns-2, ...)")
 
 
-def requires(args) -> Needs:
+def requires(args: argparse.Namespace) -> Needs:
     return Needs(live=True, root=True, what="collect", why="to enter every netns and read its table")
 
-def run(args) -> int:
-    from ctdoctor.commands.common import check_format
-
+def run(args: argparse.Namespace) -> int:
     check_format(args, ("text",))  # --format is refused where it does not apply, never ignored
     if args.anonymize_netns and not args.anonymize:
         raise UsageError("--anonymize-netns goes with --anonymize")
     if getattr(args, "netns", None) not in (None, "all"):
         raise UsageError("collect always captures every network namespace; drop --netns")
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn
-
-    from ctdoctor.bundle.collect import collect
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
     err = Console(stderr=True, highlight=False)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   console=err, transient=True) as prog:
-        task = None
+        task: TaskID | None = None
 
-        def tick(msg):
+        def tick(msg: object) -> None:
             nonlocal task
             if isinstance(msg, tuple):
                 task = prog.add_task("collecting", total=msg[1])
-            else:
+            elif task is not None:
                 prog.update(task, advance=1, description=f"collecting: {msg}")
 
         meta = collect(args.output, entries=not args.no_entries, anonymize=args.anonymize,

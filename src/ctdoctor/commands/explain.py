@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
+from ctdoctor.diagnose.checks import MODULES, load, page
+from ctdoctor.render.jsonout import emit
 
-def add_arguments(p) -> None:
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     if p.prog.endswith("explain"):
         p.add_argument("code", metavar="CT0NN")
 
 
-def run(args) -> int:
-    from ctdoctor.diagnose.checks import MODULES, load, page
-
+def run(args: argparse.Namespace) -> int:
     if args.command == "checks":
         if getattr(args, "format", None) == "json":
-            from ctdoctor.render.jsonout import emit
-
             emit({"schema": 1, "checks": [{"id": c, "title": load(c).TITLE} for c in MODULES]})
         else:
             from ctdoctor.render.page import catalogue, terminal_width

@@ -6,13 +6,18 @@ node_exporter's textfile collector (``--textfile DIR``, ``--once`` for a timer).
 
 from __future__ import annotations
 
+import argparse
+import getpass
+import sys
+
 from ctdoctor.commands.common import Needs, bounded
 from ctdoctor.errors import UsageError
+from ctdoctor.monitor import server, webconfig
 
 REFRESH = bounded(float, 1, 86400)
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web.listen-address", "--listen", dest="listen", metavar="ADDR:PORT", action="append",
                    default=None, help="where to serve (default 127.0.0.1:9718; ':9718' for every address, IPv6 "
                                       "and IPv4; '[::1]:9718'); repeat it for several addresses")
@@ -42,29 +47,20 @@ def add_arguments(p) -> None:
                         "limit or that has dropped. all: every series of every netns")
 
 
-def requires(args) -> Needs:
+def requires(args: argparse.Namespace) -> Needs:
     return Needs(live=True, what="the exporter")  # unprivileged it serves what it can see, and says so
 
 def hash_password() -> int:
     """--hash-password: one line from stdin (no echo on a terminal) -> its bcrypt hash (cost 10)."""
-    import getpass
-    import sys
-
-    import bcrypt
-
     if sys.stdin.isatty():
         password = getpass.getpass("password: ")
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise UsageError("--hash-password: the password is empty")
-    if len(password.encode()) > 72:
-        raise UsageError("--hash-password: bcrypt reads at most 72 bytes of a password; use a shorter one")
-    print(bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode())
+    print(webconfig.hash_password(password))
     return 0
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.hash_password:
         return hash_password()
     fmt = getattr(args, "format", None)
@@ -80,26 +76,8 @@ def run(args) -> int:
                          "those names itself (with other labels, which breaks its scrape); serve over HTTP instead")
     if not args.telemetry_path.startswith("/") or args.telemetry_path == "/" or "?" in args.telemetry_path:
         raise UsageError(f"--web.telemetry-path {args.telemetry_path}: a path such as /metrics")
-    from ctdoctor.model import kernel
-    from ctdoctor.monitor import server
-    from ctdoctor.sources import live
-    from ctdoctor.sources.system import parse_kernel_release
-
-    addresses = [server.parse_listen(a) for a in (args.listen or [server.DEFAULT_LISTEN])]
-    wanted = live.parse_wanted(getattr(args, "netns", None) or "all")
-    try:
-        with open("/proc/sys/kernel/osrelease") as f:
-            version = parse_kernel_release(f.read())
-    except OSError:
-        version = None
-    names_init = kernel.logs_netns_inode(version)  # 6.18+ names every non-init netns: a line without one is init's
-    exp = server.Exporter(wanted, args.refresh, names_init, discover_every=args.discover)
-    exp.reader.host_root = getattr(args, "host_root", None)
-    exp.detail = args.detail
-    exp.compat = args.compat or ""
-    if args.textfile:
-        server.textfile(exp, args.textfile, args.once)
-        return 0
-    server.serve(exp, addresses, web_config=args.web_config, telemetry_path=args.telemetry_path,
-                 max_requests=args.max_requests)
+    server.run(netns=getattr(args, "netns", None), refresh=args.refresh, discover=args.discover,
+               host_root=getattr(args, "host_root", None), detail=args.detail, compat=args.compat or "",
+               listen=args.listen, web_config=args.web_config, telemetry_path=args.telemetry_path,
+               max_requests=args.max_requests, textfile_dir=args.textfile, once=args.once)
     return 0

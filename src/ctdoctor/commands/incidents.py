@@ -45,7 +45,8 @@ def _first(doc, *keys):
 
 def collect_rows(d: str) -> list[dict]:
     from ctdoctor.errors import InputError
-    from ctdoctor.monitor.record import bundles, not_bundles, read_incident
+    from ctdoctor.monitor.record import bundles, not_bundles
+    from ctdoctor.sources.incident import read_incident
 
     rows = []
     for name, size in bundles(d):

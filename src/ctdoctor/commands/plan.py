@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 from ctdoctor.commands.common import SECONDS, bounded, check_format, open_root
+from ctdoctor.diagnose import plan
+from ctdoctor.diagnose.facts import context
 from ctdoctor.errors import UsageError
+from ctdoctor.render.jsonout import emit
+from ctdoctor.sources import snapshot
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headroom", type=bounded(float, 1, 1000), default=2.0, metavar="F",
                    help="multiply the observed load by F (default 2)")
     p.add_argument("--memory-budget", metavar="SIZE", help="cap what a full table may take: 512M, 2G or 10%%")
@@ -14,11 +21,7 @@ def add_arguments(p) -> None:
                    help="seconds to sample the insert counter for the new-flow rate (live default 1)")
 
 
-def build(args):
-    from ctdoctor.diagnose import plan
-    from ctdoctor.diagnose.facts import context
-    from ctdoctor.sources import snapshot
-
+def build(args: argparse.Namespace) -> dict[str, Any]:
     if args.headroom < 1:
         raise UsageError("--headroom must be >= 1")
     root = open_root(args)
@@ -30,12 +33,10 @@ def build(args):
     return plan.make_plan(ctx, args.headroom, budget)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     fmt = check_format(args, ("text", "json"))
     doc = build(args)
     if fmt == "json":
-        from ctdoctor.render.jsonout import emit
-
         emit(doc)
         return 0
     from rich.console import Console

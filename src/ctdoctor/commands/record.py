@@ -7,19 +7,16 @@ read it with ``--root``). ``ctdoctor incidents --dir DIR`` lists them.
 
 from __future__ import annotations
 
-import os
+import argparse
 
 from ctdoctor.commands.common import PERIOD, Needs, bounded
 from ctdoctor.errors import UsageError
+from ctdoctor.monitor import record
 
 
 def _size(text: str) -> int:
-    import argparse
-
-    from ctdoctor.monitor.record import parse_size
-
     try:
-        v = parse_size(text)
+        v = record.parse_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     if v < 1 << 20:
@@ -27,7 +24,7 @@ def _size(text: str) -> int:
     return v
 
 
-def add_arguments(p) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", required=True, metavar="DIR", help="where incident bundles go (created, mode 0700)")
     p.add_argument("--threshold", type=bounded(float, 0, 1, lo_open=True), default=0.8, metavar="F",
                    help="capture when a netns's count / max reaches this (default 0.8)")
@@ -42,40 +39,13 @@ def add_arguments(p) -> None:
                    help="seconds of new-flow events recorded in each incident (default 3)")
 
 
-def requires(args) -> Needs:
+def requires(args: argparse.Namespace) -> Needs:
     return Needs(live=True, root=True, what="record", why="to enter every netns, dump its table and receive its events")
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     fmt = getattr(args, "format", None)
     if fmt not in (None, "text"):
         raise UsageError("--format does not apply to record (it logs one line per event)")
-    import threading
-
-    from ctdoctor.monitor.record import Recorder
-    from ctdoctor.sources.live import parse_wanted
-
-    d = args.dir
-    if os.path.exists(d) and not os.path.isdir(d):
-        raise UsageError(f"--dir {d}: not a directory")
-    try:
-        os.makedirs(d, mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--dir {d}: {e.strerror}") from None
-    if not os.access(d, os.W_OK):
-        raise UsageError(f"--dir {d}: not writable")
-    rec = Recorder(d, args.threshold, args.interval, args.keep, args.max_size, args.cooldown,
-                   wanted=parse_wanted(getattr(args, "netns", None) or "all"), rate_seconds=args.rate_seconds)
-    rec.lock()  # before the signal handlers: a second recorder on this directory stops here, in one line
-    stop = threading.Event()
-    import signal
-
-    def _stop(signum, frame):
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, _stop)
-    rec.run(stop)
-    from ctdoctor.monitor.record import log
-
-    log(f"stopped; {rec.captured} incident(s) captured")
+    record.run(args.dir, args.threshold, args.interval, args.keep, args.max_size, args.cooldown,
+               netns=getattr(args, "netns", None), rate_seconds=args.rate_seconds)
     return 0

@@ -17,15 +17,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import IO, Any
 
 from ctdoctor.errors import Failure, UsageError
+from ctdoctor.model import kernel
+from ctdoctor.sources.entries import Entry, iter_entries
+from ctdoctor.sources.kernlog import parse_kernel_log
+from ctdoctor.sources.stats import parse_proc_stat
+from ctdoctor.sources.system import parse_kernel_release
 
 PREFIX = "ctdlab-"
 TOOLS = {"ip": "iproute2", "nft": "nftables", "conntrack": "conntrack", "ss": "iproute2"}
@@ -48,30 +57,31 @@ def missing_requirements() -> list[str]:
     return out
 
 
-def _run(argv, *, check=True, input=None, timeout=60) -> subprocess.CompletedProcess:
+def _run(argv: list[str], *, check: bool = True, input: bytes | None = None,
+         timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     r = subprocess.run(argv, capture_output=True, input=input, timeout=timeout)
     if check and r.returncode != 0:
         raise LabError(f"{' '.join(argv)} failed: {r.stderr.decode(errors='replace').strip()[:300]}")
     return r
 
 
-class Helper(subprocess.Popen):
+class Helper(subprocess.Popen[str]):
     """A traffic helper process: its pipes (always opened), and the JSON it printed when ready."""
 
-    ready: dict  # set by LabNetns.spawn from the helper's first line
+    ready: dict[str, Any]  # set by LabNetns.spawn from the helper's first line
 
     @property
-    def inp(self):
+    def inp(self) -> IO[str]:
         assert self.stdin is not None
         return self.stdin
 
     @property
-    def out(self):
+    def out(self) -> IO[str]:
         assert self.stdout is not None
         return self.stdout
 
     @property
-    def err(self):
+    def err(self) -> IO[str]:
         assert self.stderr is not None
         return self.stderr
 
@@ -93,17 +103,19 @@ class LabNetns:
                  " add rule inet ctdlab out ct state new accept")
         return self
 
-    def exec(self, *argv, check=True, input=None, timeout=60) -> subprocess.CompletedProcess:
+    def exec(self, *argv: str, check: bool = True, input: bytes | None = None,
+             timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
         return _run(["ip", "netns", "exec", self.name, *argv], check=check, input=input, timeout=timeout)
 
     def nft(self, script: str) -> None:
         self.exec("nft", script)
 
-    def traffic(self, *args, timeout=60) -> dict:
+    def traffic(self, *args: object, timeout: float = 60) -> dict[str, Any]:
         r = self.exec(sys.executable, "-m", "ctdoctor.lab.traffic", *map(str, args), timeout=timeout)
-        return json.loads(r.stdout.decode().strip().splitlines()[-1])
+        doc: dict[str, Any] = json.loads(r.stdout.decode().strip().splitlines()[-1])
+        return doc
 
-    def spawn(self, *args) -> Helper:
+    def spawn(self, *args: object) -> Helper:
         """A long-running traffic helper; its first output line is read (it says it is ready)."""
         p = Helper(["ip", "netns", "exec", self.name, sys.executable, "-m", "ctdoctor.lab.traffic",
                     *map(str, args)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -116,15 +128,14 @@ class LabNetns:
         return p
 
     @staticmethod
-    def ask(p: Helper, command: str, timeout: float = 30) -> dict:
+    def ask(p: Helper, command: str, timeout: float = 30) -> dict[str, Any]:
         p.inp.write(command + "\n")
         p.inp.flush()
-        import select
-
         r, _, _ = select.select([p.out], [], [], timeout)
         if not r:
             raise LabError(f"traffic helper did not answer '{command}'")
-        return json.loads(p.out.readline())
+        doc: dict[str, Any] = json.loads(p.out.readline())
+        return doc
 
     # ---- reading the netns ---------------------------------------------------
 
@@ -135,13 +146,9 @@ class LabNetns:
         return self.sysctl("net.netfilter.nf_conntrack_count")
 
     def stats(self) -> dict[str, int]:
-        from ctdoctor.sources.stats import parse_proc_stat
-
         return parse_proc_stat(self.exec("cat", "/proc/net/stat/nf_conntrack").stdout.decode()).sums
 
-    def entries(self) -> list:
-        from ctdoctor.sources.entries import iter_entries
-
+    def entries(self) -> list[Entry]:
         text = self.exec("cat", "/proc/net/nf_conntrack", timeout=120).stdout.decode()
         return list(iter_entries(text.splitlines()))
 
@@ -216,10 +223,6 @@ def own_kernel_log(inode: int, since: float) -> list[str]:
     matched by the inode the kernel prints (6.18+) and by time, never by diffing the whole log — on a
     busy host other namespaces fill and log too. On kernels that name no netns, a line without one
     can only be matched by time."""
-    from ctdoctor.model import kernel
-    from ctdoctor.sources.kernlog import parse_kernel_log
-    from ctdoctor.sources.system import parse_kernel_release
-
     r = subprocess.run(["dmesg"], capture_output=True)
     if r.returncode != 0:
         return []
@@ -244,9 +247,9 @@ class LabRun:
     scenario: str
     netns: LabNetns
     built: list[str] = field(default_factory=list)  # what the scenario built, in words
-    observed: dict = field(default_factory=dict)  # numbers and lines a user would see
+    observed: dict[str, Any] = field(default_factory=dict)  # numbers and lines a user would see
     explanation: str = ""
-    cleanups: list = field(default_factory=list)  # more to remove afterwards (extra namespaces, cgroups, files)
+    cleanups: list[Callable[[], object]] = field(default_factory=list)  # more to remove afterwards (extra namespaces, cgroups, files)
 
     def say(self, line: str) -> None:
         self.built.append(line)
@@ -256,12 +259,12 @@ class _Terminated(BaseException):
     pass
 
 
-def _raise_terminated(signum, frame):
+def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
 @contextlib.contextmanager
-def run_scenario(name: str, scale: int | None = None, keep: bool = False):
+def run_scenario(name: str, scale: int | None = None, keep: bool = False) -> Iterator[LabRun]:
     from ctdoctor.lab.scenarios import SCENARIOS
 
     if name not in SCENARIOS:
@@ -302,8 +305,6 @@ def run_scenario(name: str, scale: int | None = None, keep: bool = False):
 
 
 def threading_main() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 

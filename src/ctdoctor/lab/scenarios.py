@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import tempfile
 import time
+import uuid
+from collections.abc import Callable, Iterable
 
 from ctdoctor.lab import LabNetns, LabRun, own_kernel_log, uptime
+from ctdoctor.sources.entries import Entry
 
 SERVICE_PORT = 8080
 
@@ -31,7 +38,7 @@ def _udp_unreplied_lines(n: int, *, timeout: int = 600, first: int = 0) -> str:
     return "".join(out)
 
 
-def _fill(ns, gmax: int, make_lines) -> int:
+def _fill(ns: LabNetns, gmax: int, make_lines: Callable[..., str]) -> int:
     """Load entries until the netns's count reaches the max; conntrack -R can leave a few out under load,
     so the rest is topped up with entries not loaded before. Returns how many were loaded."""
     loaded = 0
@@ -49,7 +56,7 @@ def _global_max() -> int:
         return int(f.read())
 
 
-def _state_mix(entries) -> dict[str, int]:
+def _state_mix(entries: Iterable[Entry]) -> dict[str, int]:
     mix: dict[str, int] = {}
     for e in entries:
         k = e.state or e.proto.upper()
@@ -343,10 +350,6 @@ def _fake_pod(run: LabRun, host: str, namespace: str, name: str) -> tuple[LabNet
     """A netns held by a process placed in a cgroup with kubelet's path (cgroupfs driver,
     ``/kubepods/besteffort/pod<UID>/<container id>``), with containerd's spec (its CRI annotations)
     and kubelet's pod log folder under ``host``. Everything is removed after the run."""
-    import json
-    import subprocess
-    import uuid
-
     ns = LabNetns(run.scenario).create()
     run.cleanups.append(ns.destroy)
     uid, cid = str(uuid.uuid4()), uuid.uuid4().hex + uuid.uuid4().hex
@@ -402,9 +405,6 @@ class K8sNode(Scenario):
         return None if os.path.isdir(CGROUP_V1) else f"no cgroup v1 pids hierarchy at {CGROUP_V1}"
 
     def build(self, run: LabRun, scale: int) -> None:
-        import shutil
-        import tempfile
-
         host = tempfile.mkdtemp(prefix="ctdlab-k8s-host-")
         run.cleanups.append(lambda: shutil.rmtree(host, ignore_errors=True))
         run.say(f"host metadata (containerd specs, kubelet pod logs) under {host}: use --host-root {host}")

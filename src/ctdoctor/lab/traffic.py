@@ -17,7 +17,7 @@ import time
 LOOP4 = "127.0.0.1"
 
 
-def _out(**kw) -> None:
+def _out(**kw: object) -> None:
     print(json.dumps(kw), flush=True)
 
 
@@ -27,7 +27,7 @@ def _echo_server(port: int, host: str = LOOP4) -> socket.socket:
     srv.bind((host, port))
     srv.listen(4096)
 
-    def serve():
+    def serve() -> None:
         while True:
             try:
                 c, _ = srv.accept()
@@ -54,7 +54,7 @@ def _echo(c: socket.socket) -> None:
                 return
 
 
-def _try_connect(port: int, timeout: float, host: str = LOOP4) -> dict:
+def _try_connect(port: int, timeout: float, host: str = LOOP4) -> dict[str, object]:
     t0 = time.monotonic()
     try:
         with socket.create_connection((host, port), timeout=timeout) as c:
@@ -195,31 +195,16 @@ def mixed(hold: float) -> None:
 
     threading.Thread(target=accept6, daemon=True).start()
     _echo_server(9090)  # behind the DNAT of port 8080
-    held = []
-    for _ in range(5):
-        c = socket.create_connection((LOOP4, 7001), timeout=3)
-        c.sendall(b"x")
-        c.recv(1)
-        held.append(c)
-    for _ in range(3):
-        c = socket.create_connection(("::1", 7002), timeout=3)
-        c.sendall(b"x")
-        c.recv(1)
-        held.append(c)
-    for _ in range(4):  # TIME_WAIT
-        c = socket.create_connection((LOOP4, 7001), timeout=3)
-        c.sendall(b"x")
-        c.recv(1)
+    held: list[socket.socket] = []
+    held += _echoed((LOOP4, 7001), 5)
+    held += _echoed(("::1", 7002), 3)
+    for c in _echoed((LOOP4, 7001), 4):  # TIME_WAIT
         c.close()
-    for _ in range(3):  # through the DNAT
-        c = socket.create_connection((LOOP4, 8080), timeout=3)
-        c.sendall(b"x")
-        c.recv(1)
-        held.append(c)
+    held += _echoed((LOOP4, 8080), 3)  # through the DNAT
     us = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # UDP echo: replied
     us.bind((LOOP4, 7003))
 
-    def udp_echo():
+    def udp_echo() -> None:
         while True:
             d, a = us.recvfrom(100)
             us.sendto(d, a)
@@ -257,6 +242,17 @@ def mixed(hold: float) -> None:
         r, _, _ = select.select([sys.stdin], [], [], 0.2)
         if r and not sys.stdin.readline():
             break
+
+
+def _echoed(addr: tuple[str, int], n: int) -> list[socket.socket]:
+    """``n`` TCP connections to an echo server, each having sent a byte and read it back."""
+    out = []
+    for _ in range(n):
+        c = socket.create_connection(addr, timeout=3)
+        c.sendall(b"x")
+        c.recv(1)
+        out.append(c)
+    return out
 
 
 def listen_events(seconds: float) -> None:

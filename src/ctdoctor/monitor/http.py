@@ -14,7 +14,7 @@ refresh, which then cannot start a process). Here:
 - a response is one write (headers and body together, TCP_NODELAY), keep-alive by
   default, gzip when the client asks;
 - TLS (the handshake is done in the selector thread, without blocking) and basic auth from
-  ``--web.config.file`` (``export.webconfig``), re-read when the file changes, as the
+  ``--web.config.file`` (``monitor.webconfig``), re-read when the file changes, as the
   exporter toolkit does.
 
 ``handler(request) -> Response`` is the application; it never sees a socket.
@@ -23,8 +23,10 @@ refresh, which then cannot start a process). Here:
 from __future__ import annotations
 
 import errno
+import gzip as gz
 import os
 import queue
+import resource
 import selectors
 import socket
 import ssl
@@ -34,8 +36,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from ctdoctor.errors import Failure, UsageError
+from ctdoctor.monitor import webconfig
 
 
 @dataclass
@@ -78,7 +82,7 @@ class Limits:
 class _Conn:
     __slots__ = ("buf", "busy", "closed", "deadline", "last", "peer", "sock", "tls_done")
 
-    def __init__(self, sock, peer, deadline: float, tls_done: bool):
+    def __init__(self, sock: socket.socket, peer: Any, deadline: float, tls_done: bool):
         self.sock, self.peer = sock, peer
         self.buf = bytearray()
         self.deadline, self.last = deadline, time.monotonic()
@@ -91,8 +95,6 @@ class _WebState:
     """The web config as last read, re-read when its file changes (checked at most once a second)."""
 
     def __init__(self, path: str | None):
-        from ctdoctor.monitor import webconfig
-
         self.path = path
         self.cfg = webconfig.load(path) if path else webconfig.WebConfig()
         self.ctx = self.cfg.ssl_context()
@@ -103,7 +105,7 @@ class _WebState:
         self._lock = threading.Lock()
         self._tokens, self._filled = float(self.cfg.rate_burst), time.monotonic()
 
-    def _stat(self):
+    def _stat(self) -> tuple[int, int, int] | str | None:
         if not self.path:
             return None
         try:
@@ -124,8 +126,6 @@ class _WebState:
             if stamp == self._stamp:
                 return self
             self._stamp = stamp
-            from ctdoctor.monitor import webconfig
-
             try:
                 cfg = webconfig.load(self.path)
                 ctx = cfg.ssl_context()
@@ -163,8 +163,6 @@ class _WebState:
 
 def raise_fd_limit() -> int:
     """Raise this process's soft fd limit to the hard one (as Go programs do); the soft limit after."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
     if soft < want:
@@ -225,10 +223,10 @@ class BoundedServer:
             for s in self.listeners:
                 s.close()
             raise
-        self.addresses = [s.getsockname()[:2] for s in self.listeners]
+        self.addresses: list[tuple[str, int]] = [s.getsockname()[:2] for s in self.listeners]
         self._sel = selectors.DefaultSelector()
         self._conns: dict[int, _Conn] = {}
-        self._jobs: queue.Queue = queue.Queue(self.limits.max_requests)
+        self._jobs: queue.Queue[tuple[_Conn, float] | None] = queue.Queue(self.limits.max_requests)
         self._back: deque[tuple[_Conn, bool]] = deque()  # connections workers hand back (keep alive or not)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop = threading.Event()
@@ -238,7 +236,7 @@ class BoundedServer:
                       "rate_limited": 0}
 
     @property
-    def server_address(self):
+    def server_address(self) -> tuple[str, int]:
         return self.addresses[0]
 
     # ---- the selector thread -------------------------------------------------------------------------
@@ -261,7 +259,7 @@ class BoundedServer:
                         self._sel.register(s, selectors.EVENT_READ, "listen")
                 for key, events in self._sel.select(timeout=0.5):
                     if key.data == "listen":
-                        self._accept(key.fileobj)
+                        self._accept(cast(socket.socket, key.fileobj))
                     elif key.data == "wake":
                         try:
                             while os.read(self._wake_r, 4096):
@@ -288,7 +286,7 @@ class BoundedServer:
     def server_close(self) -> None:
         self.shutdown()
 
-    def _accept(self, lsock) -> None:
+    def _accept(self, lsock: socket.socket) -> None:
         for _ in range(64):
             try:
                 sock, peer = lsock.accept()
@@ -325,7 +323,7 @@ class BoundedServer:
             if not tls_done:
                 self._handshake(c)
 
-    def _refuse(self, sock, status: int, body: bytes) -> None:
+    def _refuse(self, sock: socket.socket, status: int, body: bytes) -> None:
         try:
             sock.setblocking(False)
             sock.send(_response_bytes(Response(status, body), keep=False, head=False))
@@ -344,7 +342,7 @@ class BoundedServer:
 
     def _handshake(self, c: _Conn) -> None:
         try:
-            c.sock.do_handshake()
+            cast(ssl.SSLSocket, c.sock).do_handshake()
         except ssl.SSLWantReadError:
             self._sel.modify(c.sock, selectors.EVENT_READ, c)
             return
@@ -355,7 +353,7 @@ class BoundedServer:
             self._close(c)
             return
         sans = self.web.cfg.tls.client_allowed_sans if self.web.cfg.tls else []
-        if sans and not _san_allowed(c.sock.getpeercert() or {}, sans):
+        if sans and not _san_allowed(cast(ssl.SSLSocket, c.sock).getpeercert() or {}, sans):
             self._close(c)
             return
         c.tls_done = True
@@ -604,8 +602,6 @@ def _response_bytes(r: Response, *, keep: bool, head: bool, gzip: bool = False,
     body = r.body
     hdrs = [("Content-Type", r.content_type)]
     if gzip and len(body) > 1024:
-        import gzip as gz
-
         body = gz.compress(body, compresslevel=5, mtime=0)
         hdrs.append(("Content-Encoding", "gzip"))
     if r.gzip_ok:
@@ -620,7 +616,7 @@ def _response_bytes(r: Response, *, keep: bool, head: bool, gzip: bool = False,
     return out if head else out + body
 
 
-def _san_allowed(cert: dict, allowed: list[str]) -> bool:
+def _san_allowed(cert: dict[str, Any], allowed: list[str]) -> bool:
     """The client certificate names one of the allowed Subject Alternative Names (exactly)."""
     names = {v for _k, v in cert.get("subjectAltName", ())}
     return any(a in names for a in allowed)

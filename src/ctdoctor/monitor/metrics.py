@@ -1,14 +1,25 @@
 """The exporter's metrics (DESIGN §7): plain data in, Prometheus exposition out.
 
-Nothing here reads the machine: ``Sample`` (what a scrape reads, per netns) and
-``Refreshed`` (what the background refresh found) are built by ``export.live``
-and ``export.refresh``, so the same rendering serves ``/metrics``, the textfile
-and the tests.
+Nothing here reads the machine: ``Sample`` (``model.samples``: what a scrape reads, per
+netns) and ``Refreshed`` (what the background refresh found) are built by ``sources.live``
+and ``monitor.refresh_worker``, so the same rendering serves ``/metrics``, the textfile and the
+tests.
 """
 
 from __future__ import annotations
 
+import os
+import platform
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder, generate_latest
+
+from ctdoctor import __version__
+from ctdoctor.model.samples import Sample
 
 PREFIX = "ctdoctor_"
 
@@ -28,22 +39,6 @@ STAT_HELP = {
     "chaintoolong": "inserts refused because a hash chain was too long",
     "icmp_error": "ICMP errors that matched no entry",
 }
-
-
-@dataclass
-class Sample:
-    """One netns as a scrape reads it (cheap files only)."""
-
-    netns: str
-    inode: int
-    owner: str = ""
-    readable: bool = True
-    namespace: str = ""  # the Kubernetes pod that holds it (empty off Kubernetes)
-    pod: str = ""
-    container: str = ""
-    count: int | None = None
-    stats: dict[str, int] | None = None  # summed over CPUs, proc column names
-    error: str = ""
 
 
 @dataclass
@@ -76,6 +71,7 @@ class Exposition:
     detail: str = "busy"  # "all": every series of every netns; "busy": a quiet netns gets the few that matter
     server: ServerStats | None = None  # the HTTP server's own numbers (None in a textfile)
     compat: str = ""  # "node": node_exporter's node_nf_conntrack_* names too, with a netns label
+    domainname: str = "(none)"  # node_uname_info's domainname (read by sources.live for --compat node)
 
 
 @dataclass
@@ -102,31 +98,50 @@ def detailed(s: Sample, limit: int | None, detail: str) -> bool:
     return bool(st.get("drop") or st.get("insert_failed") or st.get("early_drop"))
 
 
-def families(x: Exposition):
+def _gauge(name: str, doc: str, labels: tuple[str, ...] | list[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, doc, labels=list(labels))
+
+
+def families(x: Exposition) -> list[Metric]:
     """prometheus_client metric families for one exposition."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    full = {s.netns for s in x.samples if detailed(s, x.limit, x.detail)}
+    out = _table_families(x)
+    out += _stat_families(x, full)
+    out += _netns_families(x)
+    out += _found_families(x, full)
+    out += _log_families(x)
+    out += _refresh_families(x)
+    if x.server is not None:
+        out += _server_families(x.server)
+    if x.compat == "node":
+        out += node_families(x, full)
+    return out
 
-    def gauge(name, doc, labels=()):
-        return GaugeMetricFamily(PREFIX + name, doc, labels=list(labels))
 
-    readable = [s for s in x.samples if s.readable]
-    entries = gauge("conntrack_entries", "Conntrack entries of the netns (its nf_conntrack_count)", ["netns"])
-    limit = gauge("conntrack_entries_limit",
-                  "nf_conntrack_max: one global limit that every netns's count is compared against", ["netns"])
-    for s in readable:
+def _table_families(x: Exposition) -> list[Metric]:
+    entries = _gauge("conntrack_entries", "Conntrack entries of the netns (its nf_conntrack_count)", ["netns"])
+    limit = _gauge("conntrack_entries_limit",
+                   "nf_conntrack_max: one global limit that every netns's count is compared against", ["netns"])
+    for s in x.samples:
+        if not s.readable:
+            continue
         if s.count is not None:
             entries.add_metric([s.netns], s.count)
         if x.limit is not None:
             limit.add_metric([s.netns], x.limit)
-    out = [entries, limit]
+    out: list[Metric] = [entries, limit]
     if x.buckets is not None:
-        b = gauge("conntrack_buckets", "Conntrack hash table buckets (global, nf_conntrack_buckets)")
+        b = _gauge("conntrack_buckets", "Conntrack hash table buckets (global, nf_conntrack_buckets)")
         b.add_metric([], x.buckets)
         out.append(b)
+    return out
 
+
+def _stat_families(x: Exposition, full: set[str]) -> list[Metric]:
     stat_fams: dict[str, CounterMetricFamily] = {}
-    full = {s.netns for s in x.samples if detailed(s, x.limit, x.detail)}
-    for s in readable:
+    for s in x.samples:
+        if not s.readable:
+            continue
         for col, v in sorted((s.stats or {}).items()):
             if s.netns not in full and col not in QUIET_STATS:
                 continue
@@ -137,57 +152,56 @@ def families(x: Exposition):
                     f"{PREFIX}conntrack_stat_{name}", "Per-CPU conntrack statistic, summed over CPUs: "
                     + STAT_HELP.get(name, f"the {col!r} column of /proc/net/stat/nf_conntrack"), labels=["netns"])
             fam.add_metric([s.netns], v)
-    out.extend(stat_fams[k] for k in sorted(stat_fams))
+    return [stat_fams[k] for k in sorted(stat_fams)]
 
-    info = gauge("netns_info", "1 per network namespace, with its inode and what holds it (the Kubernetes "
-                 "namespace, pod and container when a pod does; join on netns)",
-                 ["netns", "inode", "owner", "namespace", "pod", "container"])
-    ok = gauge("exporter_netns_readable", "1 when the exporter could read the netns (0: needs root)", ["netns"])
+
+def _netns_families(x: Exposition) -> list[Metric]:
+    info = _gauge("netns_info", "1 per network namespace, with its inode and what holds it (the Kubernetes "
+                  "namespace, pod and container when a pod does; join on netns)",
+                  ["netns", "inode", "owner", "namespace", "pod", "container"])
+    ok = _gauge("exporter_netns_readable", "1 when the exporter could read the netns (0: needs root)", ["netns"])
     for s in x.samples:
         info.add_metric([s.netns, str(s.inode), s.owner, s.namespace, s.pod, s.container], 1)
         ok.add_metric([s.netns], 1 if s.readable and s.count is not None else 0)
-    out += [info, ok]
+    return [info, ok]
 
+
+def _found_families(x: Exposition, full: set[str]) -> list[Metric]:
+    """What the background refresh found: entries by state, the doctor's findings."""
     r = x.refreshed
     known = {s.netns for s in x.samples}
-    by_state = gauge("conntrack_entries_by_state",
-                     "Entries by protocol and state, from the background refresh of the listing "
-                     "(state: the TCP/SCTP/DCCP state, else ASSURED, UNREPLIED or REPLIED)",
-                     ["netns", "proto", "state"])
+    by_state = _gauge("conntrack_entries_by_state",
+                      "Entries by protocol and state, from the background refresh of the listing "
+                      "(state: the TCP/SCTP/DCCP state, else ASSURED, UNREPLIED or REPLIED)",
+                      ["netns", "proto", "state"])
     for ns in sorted(r.by_state):
         if ns in known and ns in full:  # gone since the refresh: its series go away now; quiet: none
             for proto, state, n in r.by_state[ns]:
                 by_state.add_metric([ns, proto, state], n)
-    finding = gauge("finding", "1 for each active doctor finding (ctdoctor explain CODE)",
-                    ["code", "severity", "netns"])
+    finding = _gauge("finding", "1 for each active doctor finding (ctdoctor explain CODE)",
+                     ["code", "severity", "netns"])
     for code, sev, ns in sorted(set(r.findings)):
         if ns in known or ns == "init":
             finding.add_metric([code, sev, ns], 1)
-    out += [by_state, finding]
+    return [by_state, finding]
 
+
+def _log_families(x: Exposition) -> list[Metric]:
     tf = CounterMetricFamily(PREFIX + "kernel_log_table_full", "'table full, dropping packet' kernel log lines "
                              "seen, by the netns they name (kernels before 6.18 name none: 'unattributed')",
                              labels=["netns"])
     for ns, n in sorted(x.table_full.items()):
         tf.add_metric([ns], n)
-    out.append(tf)
+    out: list[Metric] = [tf]
     if x.kernel_log_readable is not None:
-        kl = gauge("exporter_kernel_log_readable", "1 when the exporter can follow the kernel log (/dev/kmsg)")
+        kl = _gauge("exporter_kernel_log_readable", "1 when the exporter can follow the kernel log (/dev/kmsg)")
         kl.add_metric([], 1 if x.kernel_log_readable else 0)
         out.append(kl)
-
-    out += _refresh_families(x)
-    if x.server is not None:
-        out += _server_families(x.server)
-    if x.compat == "node":
-        out += node_families(x, full)
     return out
 
 
-def _refresh_families(x: Exposition):
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    def gauge(name, doc):
+def _refresh_families(x: Exposition) -> list[Metric]:
+    def gauge(name: str, doc: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(PREFIX + name, doc)
 
     r = x.refreshed
@@ -224,14 +238,10 @@ NODE_STATS = {
 }
 
 
-def node_families(x: Exposition, full: set[str]):
+def node_families(x: Exposition, full: set[str]) -> list[Metric]:
     """``--compat node``: node_exporter's conntrack metrics for every netns (a ``netns`` label added),
     and ``node_uname_info`` (awesome-prometheus-alerts joins on it). A quiet netns gets what the
     series budget gives it (entries, limit, drop, early_drop, insert_failed) unless ``--detail all``."""
-    import os
-
-    from prometheus_client.core import GaugeMetricFamily
-
     entries = GaugeMetricFamily("node_nf_conntrack_entries", NODE_ENTRIES[0], labels=["netns"])
     limit = GaugeMetricFamily("node_nf_conntrack_entries_limit", NODE_ENTRIES[1], labels=["netns"])
     stats = {k: GaugeMetricFamily(f"node_nf_conntrack_stat_{k}", h, labels=["netns"]) for k, h in NODE_STATS.items()}
@@ -249,29 +259,15 @@ def node_families(x: Exposition, full: set[str]):
     u = os.uname()
     uname = GaugeMetricFamily("node_uname_info", "Labeled system information as provided by the uname system call.",
                               labels=["domainname", "machine", "nodename", "release", "sysname", "version"])
-    uname.add_metric([_domainname(), u.machine, u.nodename, u.release, u.sysname, u.version], 1)
+    uname.add_metric([x.domainname, u.machine, u.nodename, u.release, u.sysname, u.version], 1)
     return [entries, limit, *(stats[k] for k in sorted(stats)), uname]
 
 
-def _domainname() -> str:
-    try:
-        with open("/proc/sys/kernel/domainname") as f:
-            return f.read().strip() or "(none)"
-    except OSError:
-        return "(none)"
-
-
-def _server_families(sv: ServerStats):
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    from ctdoctor import __version__
-
+def _server_families(sv: ServerStats) -> list[Metric]:
     build = GaugeMetricFamily(PREFIX + "build_info", "1, with the version of ctdoctor serving and its Python",
                               labels=["version", "python_version"])
-    import platform
-
     build.add_metric([__version__, platform.python_version()], 1)
-    out = [build]
+    out: list[Metric] = [build]
     if sv.last_scrape_seconds is not None:
         d = GaugeMetricFamily(PREFIX + "exporter_scrape_duration_seconds",
                               "How long building the previous /metrics answer took")
@@ -291,29 +287,26 @@ def _server_families(sv: ServerStats):
 
 
 class _Collector:
-    def __init__(self, fams):
+    def __init__(self, fams: list[Metric]):
         self._fams = fams
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         return iter(self._fams)
+
+    def describe(self) -> list[Any]:
+        return []
 
 
 def render(x: Exposition, accept: str = "") -> tuple[bytes, str]:
     """(body, content type): the Prometheus text format, or OpenMetrics when the scraper asks for it.
     Served over HTTP it carries the exporter process's own ``process_*`` metrics too
     (prometheus_client's ProcessCollector, as every Go exporter has)."""
-    from prometheus_client.exposition import choose_encoder
-
     encoder, ctype = choose_encoder(accept)
     fams = families(x)
     if x.server is not None:
-        from prometheus_client import ProcessCollector
-
         fams += list(ProcessCollector(registry=None).collect())
     return encoder(_Collector(fams)), ctype
 
 
 def render_text(x: Exposition) -> bytes:
-    from prometheus_client.exposition import generate_latest
-
     return generate_latest(_Collector(families(x)))

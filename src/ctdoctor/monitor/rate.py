@@ -13,11 +13,14 @@ import select
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ctdoctor.errors import Failure
 from ctdoctor.sources import ctevents
 from ctdoctor.sources import netns as nsmod
+from ctdoctor.top.tally import SEP, Feeder, Query, Tally, rows
 
 
 @dataclass
@@ -29,13 +32,14 @@ class Window:
     new: int = 0
     destroyed: int = 0
     lost: bool = False  # ENOBUFS: the kernel dropped events, counts are a lower bound
-    tally: object = None  # a top.Tally of the NEW events
+    tally: Tally | None = None  # of the NEW events
 
 
 class EventCounter:
     """NEW and DESTROY events of one netns, aggregated by a top query, window after window."""
 
-    def __init__(self, ref: nsmod.NetnsRef, query, force_python: bool = False, rcvbuf: int = ctevents.RCVBUF):
+    def __init__(self, ref: nsmod.NetnsRef, query: Query, force_python: bool = False,
+                 rcvbuf: int = ctevents.RCVBUF):
         self.ref, self.query, self.force_python = ref, query, force_python
         self.new_sock = ctevents.open_events(ref, ctevents.NFNLGRP_CONNTRACK_NEW, rcvbuf)
         try:
@@ -48,17 +52,15 @@ class EventCounter:
         self.new_sock.close()
         self.del_sock.close()
 
-    def __enter__(self):
+    def __enter__(self) -> EventCounter:
         return self
 
-    def __exit__(self, *a):
+    def __exit__(self, *a: object) -> None:
         self.close()
 
-    def window(self, seconds: float, stop=None) -> Window:
+    def window(self, seconds: float, stop: Callable[[], bool] | None = None) -> Window:
         """Read events for ``seconds`` (or until ``stop()`` is true) and aggregate them: NEW events
         go straight into the aggregator (decoded in C when built), DESTROY events are counted."""
-        from ctdoctor.top.tally import Feeder, Tally
-
         feeder = Feeder([self.query], self.force_python)
         w = Window(self.ref.name)
         t0 = time.monotonic()
@@ -86,8 +88,8 @@ class EventCounter:
         return w
 
 
-def open_counters(refs, query, force_python: bool = False):
-    counters = []
+def open_counters(refs: Iterable[nsmod.NetnsRef], query: Query, force_python: bool = False) -> list[EventCounter]:
+    counters: list[EventCounter] = []
     try:
         for ref in refs:
             counters.append(EventCounter(ref, query, force_python))
@@ -98,12 +100,12 @@ def open_counters(refs, query, force_python: bool = False):
     return counters
 
 
-def windows(counters, seconds: float, stop=None) -> list:
+def windows(counters: list[EventCounter], seconds: float, stop: Callable[[], bool] | None = None) -> list[Window]:
     """One window of every counter, side by side."""
-    out: list = [None] * len(counters)
-    errs: list = []
+    out: list[Window | None] = [None] * len(counters)
+    errs: list[BaseException] = []
 
-    def one(i, c):
+    def one(i: int, c: EventCounter) -> None:
         try:
             out[i] = c.window(seconds, stop)
         except BaseException as e:
@@ -116,20 +118,20 @@ def windows(counters, seconds: float, stop=None) -> list:
         t.join()
     if errs:
         raise errs[0]
-    return out
+    return [w for w in out if w is not None]
 
 
-def build_doc(query, slices: list[list], limit: int | None, lost_windows: int, windows_seen: int) -> dict:
+def build_doc(query: Query, slices: list[list[Window]], limit: int | None, lost_windows: int,
+              windows_seen: int) -> dict[str, Any]:
     """The rate document over ``slices`` (each a list of per-netns Windows of one time slice)."""
-    from ctdoctor.top.tally import SEP, Tally, rows
-
     combined = Tally(query, query.aggregator())
-    per_ns: dict[str, dict] = {}
+    per_ns: dict[str, dict[str, Any]] = {}
     seconds = 0.0
     for sl in slices:
         seconds += max((w.seconds for w in sl), default=0.0)
         for w in sl:
-            combined.merge(w.tally, prefix=(w.netns.encode() + SEP) if "netns" in query.by else b"")
+            if w.tally is not None:
+                combined.merge(w.tally, prefix=(w.netns.encode() + SEP) if "netns" in query.by else b"")
             ns = per_ns.setdefault(w.netns, {"netns": w.netns, "new": 0, "destroyed": 0, "seconds": 0.0,
                                              "lost_events": False})
             ns["new"] += w.new
@@ -176,18 +178,18 @@ class Rolling:
     """The last ``span`` seconds of events, in slices, for ``--watch``."""
 
     def __init__(self, span: float, slice_seconds: float):
-        self.slices: deque = deque(maxlen=max(1, round(span / slice_seconds)))
+        self.slices: deque[list[Window]] = deque(maxlen=max(1, round(span / slice_seconds)))
         self.lost_windows = 0
         self.windows = 0
 
-    def add(self, sl: list) -> None:
+    def add(self, sl: list[Window]) -> None:
         self.slices.append(sl)
         self.windows += 1
         if any(w.lost for w in sl):
             self.lost_windows += 1
 
 
-def check_events(refs) -> None:
+def check_events(refs: Iterable[nsmod.NetnsRef]) -> None:
     for ref in refs:
         why = ctevents.events_enabled(ref)
         if why:

@@ -19,17 +19,30 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
+import signal
+import stat
 import sys
+import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
-from ctdoctor.errors import Failure, InputError
+from ctdoctor import __version__, cleanup
+from ctdoctor.bundle.collect import collect
+from ctdoctor.errors import CtdError, Failure, InputError
+from ctdoctor.monitor import rate
+from ctdoctor.sources import children, files
+from ctdoctor.sources import netns as nsmod
+from ctdoctor.sources import pods as podmod
+from ctdoctor.sources.hostroot import HostRoot
+from ctdoctor.sources.incident import INCIDENT
+from ctdoctor.sources.live import NetnsReader, parse_wanted
+from ctdoctor.top.tally import parse_query, rows, tally_stream_multi
+from ctdoctor.write import files as outfiles
 
 NAME_RE = re.compile(r"^(\d{8}T\d{6}Z)-(.+)\.tar\.gz$")
-INCIDENT = "ctdoctor/incident.json"
 LISTING_LIMIT = 256 << 20  # bytes of listing kept in a bundle (~1.6 M entries); more becomes a sample
 RATE_SECONDS = 3.0
 HISTORY = 30  # samples of each netns kept for the incident's timeline
@@ -45,7 +58,7 @@ def safe_name(netns: str) -> str:
 
 @dataclass
 class NetnsWatch:
-    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY))
     last_capture: float = 0.0
 
 
@@ -62,16 +75,14 @@ LOCK_NAME = ".ctdoctor-record.lock"
 
 class Recorder:
     def __init__(self, directory: str, threshold: float, interval: float, keep: int, max_size: int,
-                 cooldown: float, wanted=None, rate_seconds: float = RATE_SECONDS,
+                 cooldown: float, wanted: list[str] | None = None, rate_seconds: float = RATE_SECONDS,
                  listing_limit: int = LISTING_LIMIT):
-        from ctdoctor.sources.live import NetnsReader
-
         self.dir = directory
         self.threshold, self.interval, self.keep, self.max_size = threshold, interval, keep, max_size
         self.cooldown, self.rate_seconds, self.listing_limit = cooldown, rate_seconds, listing_limit
         self.reader = NetnsReader(wanted)
         self.watch: dict[str, NetnsWatch] = {}
-        self.child: subprocess.Popen | None = None
+        self.child: children.Child | None = None
         self.child_out: IO[bytes] | None = None
         self.child_trigger: Trigger | None = None
         self.queue: deque[Trigger] = deque()
@@ -135,15 +146,13 @@ class Recorder:
                 "history": list(self.watch.get(trig.netns, NetnsWatch()).history),
                 "rate_seconds": self.rate_seconds, "listing_limit": self.listing_limit}
         log(f"incident in netns {trig.netns}: {trig.detail}; capturing {out}")
-        import tempfile
-
         # spec in, result out through files: nothing can block on a full pipe
         spec_f = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the child, closed below
         self.child_out = tempfile.TemporaryFile()  # noqa: SIM115 - read and closed in poll_capture
         spec_f.write(json.dumps(spec).encode())
         spec_f.seek(0)
-        self.child = subprocess.Popen([sys.executable, "-m", "ctdoctor.monitor.record", "capture"], stdin=spec_f,
-                                      stdout=self.child_out, stderr=subprocess.STDOUT)
+        self.child = children.spawn([sys.executable, "-m", "ctdoctor.monitor.record", "capture"], stdin=spec_f,
+                                    stdout=self.child_out, stderr=children.STDOUT)
         spec_f.close()
         self.child_trigger = trig
 
@@ -172,12 +181,7 @@ class Recorder:
         if self.child is None or self.child.poll() is not None:
             self.remove_temps()
             return
-        self.child.terminate()  # its SIGTERM handler removes its temporary files
-        try:
-            self.child.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.child.kill()
-            self.child.wait()
+        children.end(self.child, grace, terminate=True)  # its SIGTERM handler removes its temporary files
         self.remove_temps()
 
     def remove_temps(self) -> None:
@@ -199,25 +203,7 @@ class Recorder:
     def lock(self) -> None:
         """Take the directory's lock (held until the process ends); a second recorder on the same
         directory stops with a one-line error instead of breaking the first one's captures."""
-        import fcntl
-
-        path = os.path.join(self.dir, LOCK_NAME)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise Failure(f"--dir {self.dir}: cannot open its lock {LOCK_NAME}: {e.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-            finally:
-                os.close(fd)
-            raise Failure(f"--dir {self.dir}: another ctdoctor record (pid {holder}) writes there; "
-                          "one recorder per directory") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock_fd = outfiles.lock_dir(self.dir, LOCK_NAME, "ctdoctor record")
         self.remove_temps()  # whatever a recorder killed earlier left behind
 
     # ---- the disk ---------------------------------------------------------------------------------------
@@ -257,7 +243,7 @@ class Recorder:
 
     # ---- the loop -------------------------------------------------------------------------------------
 
-    def run(self, stop) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Until ``stop.is_set()``: sample, trigger, capture one incident at a time."""
         if self._lock_fd is None:
             self.lock()
@@ -276,8 +262,6 @@ class Recorder:
 def bundles(directory: str) -> list[tuple[str, int]]:
     """(name, size) of the incident bundles in a folder, oldest first: regular files only (a symlink,
     a FIFO or a folder named like a bundle is never read, pruned or counted)."""
-    import stat
-
     out = []
     try:
         names = os.listdir(directory)
@@ -296,8 +280,6 @@ def bundles(directory: str) -> list[tuple[str, int]]:
 
 def not_bundles(directory: str) -> list[tuple[str, str]]:
     """(name, what it is) of the entries named like a bundle that are not regular files."""
-    import stat
-
     out: list[tuple[str, str]] = []
     try:
         names = os.listdir(directory)
@@ -327,13 +309,8 @@ def parse_size(text: str) -> int:
 # ---- the capture (child process) ----------------------------------------------------------------------
 
 
-def pod_of(netns: str):
+def pod_of(netns: str) -> podmod.Pod | None:
     """The pod that holds this live netns (sources.pods.Pod), or None: incidents are named by it."""
-    from ctdoctor.errors import CtdError
-    from ctdoctor.sources import netns as nsmod
-    from ctdoctor.sources import pods as podmod
-    from ctdoctor.sources.hostroot import HostRoot
-
     try:
         refs = nsmod.select(nsmod.discover(), netns)
     except CtdError:  # gone already: the incident keeps its netns name
@@ -342,11 +319,7 @@ def pod_of(netns: str):
     return podmod.for_refs(refs, live, live).get(refs[0].inode) if refs else None
 
 
-def capture(spec: dict) -> str:
-    from ctdoctor import __version__
-    from ctdoctor.bundle.collect import collect
-    from ctdoctor.sources import netns as nsmod
-
+def capture(spec: dict[str, Any]) -> str:
     netns = spec["netns"]
     refs = nsmod.select(nsmod.discover(), netns)
     incident = {
@@ -357,9 +330,9 @@ def capture(spec: dict) -> str:
     }
     # new flows first: they tell who is making entries right now, before anything else takes time
     incident["rates"], incident["rates_note"] = _rates(refs[0], spec["rate_seconds"])
-    tops: dict = {}
+    tops: dict[str, Any] = {}
 
-    def on_listing(ref, path):
+    def on_listing(ref: nsmod.NetnsRef, path: str) -> None:
         if ref.name == netns:
             tops.update(_listing_tops(path))
 
@@ -372,13 +345,10 @@ def capture(spec: dict) -> str:
 
     collect(spec["output"], only={netns}, entries_for={netns}, on_listing=on_listing,
             listing_limit=spec["listing_limit"], extra={INCIDENT: incident_json})
-    return spec["output"]
+    return str(spec["output"])
 
 
-def _rates(ref, seconds: float) -> tuple[dict, str]:
-    from ctdoctor.monitor import rate
-    from ctdoctor.top.tally import parse_query
-
+def _rates(ref: nsmod.NetnsRef, seconds: float) -> tuple[dict[str, Any], str]:
     queries = {k: parse_query(k, None, None, None, None, None) for k in ("src", "dst", "dport")}
     counters = []
     try:
@@ -403,12 +373,10 @@ def _rates(ref, seconds: float) -> tuple[dict, str]:
     return out, ("events were lost (ENOBUFS): rates are a lower bound" if lost else "")
 
 
-def _listing_tops(path: str) -> dict:
-    from ctdoctor.top.tally import parse_query, rows, tally_stream_multi
-
+def _listing_tops(path: str) -> dict[str, Any]:
     keys = ("src", "dst", "dport", "state")
     qs = [parse_query(k, None, None, None, None, None) for k in keys]
-    with open(path, "rb") as f:
+    with files.open_read(path) as f:
         ts = tally_stream_multi(f, qs)
     top = {}
     for k, q, t in zip(keys, qs, ts, strict=True):
@@ -417,63 +385,28 @@ def _listing_tops(path: str) -> dict:
     return {"top": top, "listed": ts[0].total}
 
 
-# A bundle from an incidents folder is untrusted (anyone who could write there could craft one):
-# incident.json is the first member ``record`` writes, so it is looked for only that far.
-MAX_MEMBERS = 64
-MAX_SCAN = 64 << 20  # bytes of the uncompressed tar read while looking for it
-MAX_INCIDENT = 4 << 20
-MAX_SECONDS = 5.0
+def run(directory: str, threshold: float, interval: float, keep: int, max_size: int, cooldown: float, *,
+        netns: str | None, rate_seconds: float) -> None:
+    """``ctdoctor record``: watch until SIGTERM, SIGINT or SIGHUP, capturing incidents into ``directory``."""
+    outfiles.make_private_dir(directory)
+    rec = Recorder(directory, threshold, interval, keep, max_size, cooldown,
+                   wanted=parse_wanted(netns or "all"), rate_seconds=rate_seconds)
+    rec.lock()  # before the signal handlers: a second recorder on this directory stops here, in one line
+    stop = threading.Event()
 
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
 
-def read_incident(path: str) -> dict:
-    """incident.json of a bundle, read without following links, without blocking on a FIFO, and
-    within member, byte and time limits; InputError (one line) for anything else."""
-    import stat
-    import tarfile
-
-    base = os.path.basename(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise InputError(f"{base}: {'a symlink: not followed' if e.errno == 40 else e.strerror}") from None
-    f = os.fdopen(fd, "rb")
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InputError(f"{base}: not a regular file")
-        deadline = time.monotonic() + MAX_SECONDS
-        with tarfile.open(fileobj=f, mode="r:gz") as tf:
-            for n in range(MAX_MEMBERS):
-                m = tf.next()
-                if m is None:
-                    break
-                if m.isfile() and m.name.split("/", 1)[-1] == INCIDENT:
-                    if m.size > MAX_INCIDENT:
-                        raise InputError(f"{base}: incident.json is too large ({m.size} bytes)")
-                    data = tf.extractfile(m)
-                    doc = json.loads(data.read(MAX_INCIDENT) if data else b"{}")
-                    if not isinstance(doc, dict):
-                        raise InputError(f"{base}: incident.json is not a JSON object")
-                    return doc
-                if m.offset_data + max(m.size, 0) > MAX_SCAN or time.monotonic() > deadline:
-                    raise InputError(f"{base}: no {INCIDENT} in its first {n + 1} members")
-            else:
-                raise InputError(f"{base}: no {INCIDENT} in its first {MAX_MEMBERS} members")
-    except InputError:
-        raise
-    except (OSError, tarfile.TarError, EOFError, ValueError, RecursionError, MemoryError) as e:
-        raise InputError(f"{base}: not a readable incident bundle ({type(e).__name__}: {str(e)[:120]})") from None
-    finally:
-        f.close()
-    raise InputError(f"{base}: no {INCIDENT} in it")
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _stop)
+    rec.run(stop)
+    log(f"stopped; {rec.captured} incident(s) captured")
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] != ["capture"]:
         print("usage: python -m ctdoctor.monitor.record capture < SPEC.json", file=sys.stderr)
         return 2
-    from ctdoctor import cleanup
-    from ctdoctor.errors import CtdError
-
     cleanup.install_signal_handlers()
     spec = json.loads(sys.stdin.read())
     try:
@@ -488,4 +421,4 @@ if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
 
 
-__all__ = ["Recorder", "bundles", "parse_size", "read_incident"]
+__all__ = ["Recorder", "bundles", "parse_size"]

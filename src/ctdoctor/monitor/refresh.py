@@ -1,56 +1,23 @@
-"""The exporter's background refresh: the doctor's findings and each netns's state mix.
+"""The exporter's background refresh, as the exporter sees it: the ``Worker`` process it keeps.
 
-It reads the listings that matter over ctnetlink (C decoder, one thread, a big
-table's sources and destinations on a sample), which on a 262,144-entry table
-costs about 0.35 s of kernel time and 25 MB. It runs in its own process, the
-``Worker`` (``python -m ctdoctor.monitor.refresh --serve``, a line in, a JSON line
-out), kept between refreshes so the interpreter and imports are paid once and
-replaced when it grows: the scrapes served meanwhile never wait for it, and the
-exporter's memory stays flat over days. ``python -m ctdoctor.monitor.refresh
-[NETNS]`` runs one refresh and prints the same JSON.
+The refresh itself (the doctor's findings and each netns's state mix) runs in its own
+process, ``python -m ctdoctor.monitor.refresh_worker --serve`` (a line in, a JSON line
+out), kept between refreshes so the interpreter and imports are paid once and replaced
+when it grows: the scrapes served meanwhile never wait for it, the exporter's memory
+stays flat over days, and the exporter itself never imports the doctor.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
+import select
 import sys
 import threading
 import time
 
 from ctdoctor.monitor.metrics import Refreshed
-
-
-def refresh(wanted: str, kernel_log: str | None = None) -> dict:
-    """Run the doctor over the live host and tally each selected netns's listing by proto and state
-    (the host's, and those holding 100 entries or more)."""
-    from ctdoctor.diagnose import doctor
-    from ctdoctor.diagnose.facts import context
-    from ctdoctor.sources import snapshot
-    from ctdoctor.sources.hostroot import HostRoot
-
-    root = HostRoot.live()
-    snap = snapshot.build(root, wanted, interval=None, kernel_log=kernel_log)
-    # the C decoder (no kernel text formatting), frugal: a big table's sources and destinations are
-    # counted on a sample, a dump is read in one thread (no hand-over between threads per 32 KB)
-    ctx = context(snap, root, live=True, prefer_netlink=True, frugal=True)
-    findings, _unknown = doctor.run_checks(ctx)
-    by_state: dict[str, list] = {}
-    listing_error: dict[str, str] = {}
-    for st in snap.namespaces:
-        if not ctx.listing_matters(st):
-            # fewer than 100 entries: no state breakdown. Every listing walks the one hash table all
-            # namespaces share (a dump of a 10-entry netns costs as much as the biggest table), so a node
-            # with hundreds of small pods pays it only for the tables that matter
-            continue
-        summ = ctx.summary(st)
-        if summ is None:
-            listing_error[st.name] = ctx.summary_missing_reason(st)
-            continue
-        by_state[st.name] = sorted([p, s, n] for (p, s), n in summ.proto_states.items())
-    return {"by_state": by_state, "listing_error": listing_error,
-            "findings": [[f.id, f.severity, f.netns or "init"] for f in findings]}
+from ctdoctor.sources import children
 
 
 class Worker:
@@ -65,16 +32,15 @@ class Worker:
 
     def __init__(self, wanted: str, timeout: float, argv: list[str] | None = None):
         self.wanted, self.timeout = wanted, timeout
-        self.argv = argv or [sys.executable, "-m", "ctdoctor.monitor.refresh", "--serve"]
-        self.proc: subprocess.Popen | None = None
+        self.argv = argv or [sys.executable, "-m", "ctdoctor.monitor.refresh_worker", "--serve"]
+        self.proc: children.Child | None = None
         self.served = 0
         self.cpu_seconds = 0.0  # CPU the refreshes used, summed (the worker's own count)
         self._lock = threading.Lock()
 
-    def _start(self) -> subprocess.Popen:
-        argv = self.argv
+    def _start(self) -> children.Child:
         # its stderr is dropped: every error it can name comes back in its JSON answer
-        p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        p = children.spawn(self.argv, stdin=children.PIPE, stdout=children.PIPE, stderr=children.DEVNULL)
         self.proc, self.served = p, 0
         return p
 
@@ -84,12 +50,13 @@ class Worker:
         if p is None:
             return
         try:
-            if p.stdin:
-                p.stdin.close()
-            p.wait(timeout=2)
-        except (OSError, subprocess.TimeoutExpired):
-            p.kill()
-            p.wait()
+            try:
+                if p.stdin:
+                    p.stdin.close()
+                grace = 2.0
+            except OSError:
+                grace = 0.0
+            children.end(p, grace)
         finally:
             if p.stdout:
                 p.stdout.close()
@@ -130,8 +97,6 @@ class Worker:
 
 def _read_line(fd: int, deadline: float) -> bytes:
     """One line from fd by the deadline (b"" at end of file); TimeoutError when it does not come."""
-    import select
-
     poller = select.poll()  # not select(): the exporter holds thousands of fds (two per netns)
     poller.register(fd, select.POLLIN)
     got = bytearray()
@@ -162,73 +127,3 @@ def parse_answer(line: bytes, took: float) -> Refreshed:
                          cpu_seconds=cpu, rss_mb=rss, peak_rss_mb=peak)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         return Refreshed(duration=took, error=f"unreadable refresh output: {e}")
-
-
-def _answer(wanted: str, kernel_log: str | None = None) -> dict:
-    """One refresh as the worker answers it: the result or the error, and what it cost."""
-    import resource
-
-    from ctdoctor.errors import CtdError
-
-    before = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    try:
-        doc = refresh(wanted, kernel_log)
-    except CtdError as e:
-        doc = {"error": str(e)}
-    except Exception as e:  # the worker keeps serving; the exporter shows the reason
-        doc = {"error": f"internal error in the refresh: {type(e).__name__}: {e}"}
-    after = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    doc["cpu_seconds"] = round(sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime
-                                   for a, b in zip(after, before, strict=True)), 4)
-    doc["rss_mb"], doc["peak_rss_mb"] = _memory_mb()
-    return doc
-
-
-def _memory_mb() -> tuple[float, float]:
-    """(resident now, resident at its highest) of this process, in MB."""
-    now = peak = 0.0
-    try:
-        with open("/proc/self/status") as f:
-            for ln in f:
-                if ln.startswith(("VmRSS:", "VmHWM:")):
-                    mb = round(int(ln.split()[1]) / 1024, 1)
-                    if ln.startswith("VmRSS:"):
-                        now = mb
-                    else:
-                        peak = mb
-    except (OSError, ValueError, IndexError):
-        pass
-    return now, peak
-
-
-def serve(stdin, stdout) -> int:
-    """The worker's loop: a netns selection per line in, one JSON line out, until stdin closes."""
-    import gc
-
-    for line in stdin:
-        try:  # {"wanted": "all", "kernel_log": "..."}; a bare line is the netns selection
-            req = json.loads(line) if line.lstrip().startswith("{") else {"wanted": line.strip()}
-            wanted, klog = str(req.get("wanted") or "all"), req.get("kernel_log")
-        except (ValueError, AttributeError):
-            wanted, klog = "all", None
-        json.dump(_answer(wanted, klog if isinstance(klog, str) else None), stdout)
-        stdout.write("\n")
-        stdout.flush()
-        gc.collect()  # what this refresh built is garbage now: give it back before the next
-    return 0
-
-
-def main(argv: list[str]) -> int:
-    """``--serve``: the exporter's worker; else one refresh of ``argv[0]`` (default all) as JSON."""
-    if argv[:1] == ["--serve"]:
-        return serve(sys.stdin, sys.stdout)
-    doc = _answer(argv[0] if argv else "all")
-    json.dump(doc, sys.stdout)
-    if doc.get("error"):
-        print(f"ctdoctor refresh: {doc['error']}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

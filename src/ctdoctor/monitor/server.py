@@ -4,7 +4,7 @@ Three loops, none of which a scrape waits for:
 - discovery (every few seconds): namespaces that appeared get their files opened,
   the files of the ones gone are closed;
 - the refresh (``--refresh``, default 30 s): the doctor and the per-state tally, in a
-  child process (``export.refresh``);
+  child process (``monitor.refresh_worker``);
 - the kernel log follower (``/dev/kmsg``).
 A scrape reads the held count and stat files and renders: microseconds per netns.
 """
@@ -12,19 +12,23 @@ A scrape reads the held count and stat files and renders: microseconds per netns
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+
+from prometheus_client.exposition import choose_encoder
 
 from ctdoctor.errors import Failure, UsageError
-from ctdoctor.monitor.metrics import Exposition, Refreshed, render, render_text
+from ctdoctor.model import kernel
+from ctdoctor.monitor.http import BoundedServer, Limits, Request, Response
+from ctdoctor.monitor.metrics import Exposition, Refreshed, ServerStats, render, render_text
+from ctdoctor.monitor.refresh import Worker
+from ctdoctor.sources import live
 from ctdoctor.sources.live import KernelLogFollower, NetnsReader
-
-if TYPE_CHECKING:
-    from ctdoctor.monitor.http import BoundedServer
-    from ctdoctor.monitor.refresh import Worker
+from ctdoctor.write import files
 
 DEFAULT_PORT = 9718
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -41,8 +45,6 @@ INDEX = b"""<html><head><title>ctdoctor exporter</title></head><body>
 
 def parse_listen(text: str) -> tuple[str, int]:
     """``ADDR:PORT``, ``[V6]:PORT``, ``:PORT`` (all addresses) or ``PORT``; one-line error otherwise."""
-    import ipaddress
-
     host, port = "", text
     if text.startswith("["):
         end = text.find("]")
@@ -85,8 +87,6 @@ class Exporter:
         return self.wanted[0] if self.wanted and len(self.wanted) == 1 else "all"
 
     def refresh_now(self) -> Refreshed:
-        from ctdoctor.monitor.refresh import Worker
-
         if self.worker is None:
             self.worker = Worker(self.refresh_target, self.refresh_timeout)
         r = self.worker.refresh(self.follower.dmesg_text())
@@ -110,10 +110,11 @@ class Exporter:
         return Exposition(samples, limit, buckets, self.refreshed, self.follower.by_name(),
                           self.follower.readable, refreshes=self.refreshes, refresh_failures=self.failures,
                           refresh_cpu_seconds=self.refresh_cpu,
-                          detail=self.detail, compat=self.compat)
+                          detail=self.detail, compat=self.compat,
+                          domainname=live.domainname() if self.compat == "node" else "(none)")
 
-    def _loop(self, every: float, fn, name: str) -> None:
-        def run():
+    def _loop(self, every: float, fn: Callable[[], object], name: str) -> None:
+        def run() -> None:
             while not self._stop.wait(every):
                 try:
                     fn()
@@ -167,24 +168,20 @@ class Exporter:
 
 
 class MetricsApp:
-    """What the bounded server (``export.http``) answers: ``/metrics`` and an index page.
+    """What the bounded server (``monitor.http``) answers: ``/metrics`` and an index page.
 
     Scrapes that arrive while an answer is being built share the next one instead of each
     building its own (the answer is never older than the request), so 200 scrapers at once cost
     a few renders, not 200."""
 
     def __init__(self, exporter: Exporter, telemetry_path: str = "/metrics"):
-        from ctdoctor.monitor.metrics import ServerStats
-
         self.exporter, self.telemetry_path = exporter, telemetry_path
         self.stats = ServerStats()
         self.server: BoundedServer | None = None  # for its numbers
         self._lock = threading.Lock()
         self._last: dict[str, tuple[float, bytes]] = {}  # content type -> (when its build started, body)
 
-    def __call__(self, req):
-        from ctdoctor.monitor.http import Response
-
+    def __call__(self, req: Request) -> Response:
         if req.path == self.telemetry_path:
             return self.metrics(req)
         if req.path == "/":
@@ -193,11 +190,7 @@ class MetricsApp:
             return Response(200, page, "text/html; charset=utf-8")
         return Response(404, f"not found: try {self.telemetry_path}\n".encode())
 
-    def metrics(self, req):
-        from prometheus_client.exposition import choose_encoder
-
-        from ctdoctor.monitor.http import Response
-
+    def metrics(self, req: Request) -> Response:
         accept = req.headers.get("accept", "")
         _, ctype = choose_encoder(accept)
         with self._lock:
@@ -216,7 +209,7 @@ class MetricsApp:
             self._last[ctype] = (started, body)
         return Response(200, body, ctype, gzip_ok=True)
 
-    def _server_stats(self):
+    def _server_stats(self) -> ServerStats:
         sv = self.server
         if sv is not None:
             st = sv.stats
@@ -227,8 +220,6 @@ class MetricsApp:
 
 
 def exposed_beyond_loopback(addresses: list[tuple[str, int]]) -> bool:
-    import ipaddress
-
     for host, _port in addresses:
         if not host:
             return True
@@ -240,9 +231,8 @@ def exposed_beyond_loopback(addresses: list[tuple[str, int]]) -> bool:
 
 
 def serve(exporter: Exporter, addresses: list[tuple[str, int]], *, web_config: str | None = None,
-          telemetry_path: str = "/metrics", max_requests: int = 256, ready=None, limits=None) -> None:
-    from ctdoctor.monitor.http import BoundedServer, Limits
-
+          telemetry_path: str = "/metrics", max_requests: int = 256,
+          ready: Callable[[BoundedServer], object] | None = None, limits: Limits | None = None) -> None:
     app = MetricsApp(exporter, telemetry_path)
     lim = limits or Limits(max_requests=max_requests)
     srv = BoundedServer(addresses, app, lim, web_config)
@@ -271,28 +261,7 @@ def serve(exporter: Exporter, addresses: list[tuple[str, int]], *, web_config: s
 
 def write_textfile(directory: str, body: bytes) -> str:
     """Write DIR/ctdoctor.prom atomically: a temp file node_exporter ignores (not *.prom), then rename."""
-    import tempfile
-
-    target = os.path.join(directory, TEXTFILE_NAME)
-    try:
-        # a new file with a random name (O_EXCL): nothing planted in the folder is followed or overwritten
-        fd, tmp = tempfile.mkstemp(prefix=f".{TEXTFILE_NAME}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-    except OSError as e:
-        raise Failure(f"cannot write {target}: {e.strerror}") from None
-    return target
+    return files.replace_in(directory, TEXTFILE_NAME, body, 0o644)
 
 
 def textfile(exporter: Exporter, directory: str, once: bool) -> None:
@@ -331,3 +300,25 @@ def textfile(exporter: Exporter, directory: str, once: bool) -> None:
             time.sleep(max(0.0, exporter.refresh_every - (time.monotonic() - started)))
     finally:
         exporter.stop()
+
+
+# ---- the service ``ctdoctor exporter`` runs --------------------------------------------------------
+
+
+def run(*, netns: str | None, refresh: float, discover: float, host_root: str | None, detail: str, compat: str,
+        listen: list[str] | None, web_config: str | None, telemetry_path: str, max_requests: int,
+        textfile_dir: str | None, once: bool) -> None:
+    """Serve /metrics (or write the textfile) for the selected namespaces until stopped."""
+    addresses = [parse_listen(a) for a in (listen or [DEFAULT_LISTEN])]
+    wanted = live.parse_wanted(netns or "all")
+    names_init = kernel.logs_netns_inode(live.kernel_release())  # 6.18+ names every non-init netns: a line
+    # without one is init's
+    exp = Exporter(wanted, refresh, names_init, discover_every=discover)
+    exp.reader.host_root = host_root
+    exp.detail = detail
+    exp.compat = compat
+    if textfile_dir:
+        textfile(exp, textfile_dir, once)
+        return
+    serve(exp, addresses, web_config=web_config, telemetry_path=telemetry_path, max_requests=max_requests)
+

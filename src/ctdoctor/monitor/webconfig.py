@@ -12,13 +12,22 @@ asked for client certificates must not get a server that accepts anyone.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import os
+import re
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import bcrypt
+import yaml
 
 from ctdoctor.errors import UsageError
+from ctdoctor.sources import files
 
 # Go's crypto/tls suite names (what the toolkit accepts) -> OpenSSL's. TLS 1.3 suites are not
 # configurable in Go either.
@@ -50,6 +59,9 @@ HEADERS = ("Content-Security-Policy", "X-Frame-Options", "X-Content-Type-Options
 TLS_KEYS = ("cert", "key", "client_ca", "cert_file", "key_file", "client_auth_type", "client_ca_file",
             "client_allowed_sans", "min_version", "max_version", "cipher_suites", "prefer_server_cipher_suites",
             "curve_preferences")
+
+
+Bad = Callable[[str], UsageError]  # makes the one-line error that names the file
 
 
 @dataclass
@@ -90,7 +102,7 @@ class WebConfig:
             if t.cert_file:
                 ctx.load_cert_chain(self._file(t.cert_file), self._file(t.key_file))
             else:
-                with _pem_file(t.cert) as cert, _pem_file(t.key) as key:
+                with files.MemFile(t.cert.encode()) as cert, files.MemFile(t.key.encode()) as key:
                     ctx.load_cert_chain(cert, key)
             if t.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
                 if t.client_ca_file:
@@ -115,32 +127,16 @@ class WebConfig:
         # relative paths are relative to the config file, as the toolkit reads them
         path = name if os.path.isabs(name) else os.path.join(os.path.dirname(self.path) or ".", name)
         try:
-            with open(path, "rb"):
-                pass
+            files.check_readable(path)
         except OSError as e:  # ssl's own error would not say which file
             raise UsageError(f"--web.config.file {self.path}: {path}: {e.strerror}") from None
         return path
 
 
-class _pem_file:
-    """Inline PEM as a path ``ssl`` can load (a memfd: never on disk)."""
-
-    def __init__(self, pem: str):
-        self.fd = os.memfd_create("ctdoctor-pem", os.MFD_CLOEXEC)
-        os.write(self.fd, pem.encode())
-
-    def __enter__(self) -> str:
-        return f"/proc/self/fd/{self.fd}"
-
-    def __exit__(self, *exc) -> None:
-        os.close(self.fd)
-
-
 def load(path: str) -> WebConfig:
     """Read and check ``--web.config.file``; a one-line UsageError for anything wrong."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(1 << 20)
+        raw = files.read_bytes(path, 1 << 20)
     except OSError as e:
         raise UsageError(f"--web.config.file {path}: {e.strerror}") from None
     cfg = parse(raw, path)
@@ -149,8 +145,6 @@ def load(path: str) -> WebConfig:
 
 
 def parse(raw: bytes, path: str = "web-config.yml") -> WebConfig:
-    import yaml
-
     def bad(msg: str) -> UsageError:
         return UsageError(f"--web.config.file {path}: {msg}")
 
@@ -184,7 +178,7 @@ def parse(raw: bytes, path: str = "web-config.yml") -> WebConfig:
     return cfg
 
 
-def _http(http: dict, cfg: WebConfig, bad) -> None:
+def _http(http: dict[str, Any], cfg: WebConfig, bad: Bad) -> None:
     for key in http:
         if key not in ("http2", "headers"):
             raise bad(f"http_server_config: unknown key {key!r}")
@@ -203,7 +197,7 @@ def _http(http: dict, cfg: WebConfig, bad) -> None:
             cfg.headers[name] = value
 
 
-def _users(users: dict, cfg: WebConfig, bad) -> None:
+def _users(users: dict[str, Any], cfg: WebConfig, bad: Bad) -> None:
     for user, hashed in users.items():
         if not isinstance(user, str) or not user or ":" in user:
             raise bad(f"basic_auth_users: {user!r} is not a user name")
@@ -212,7 +206,7 @@ def _users(users: dict, cfg: WebConfig, bad) -> None:
         cfg.users[user] = hashed.encode()
 
 
-def _rate(rate: dict, cfg: WebConfig, bad) -> None:
+def _rate(rate: dict[str, Any], cfg: WebConfig, bad: Bad) -> None:
     for key in rate:
         if key not in ("interval", "burst"):
             raise bad(f"rate_limit: unknown key {key!r}")
@@ -224,7 +218,7 @@ def _rate(rate: dict, cfg: WebConfig, bad) -> None:
         cfg.rate_burst = burst
 
 
-def _mapping(v, where: str, bad) -> dict:
+def _mapping(v: object, where: str, bad: Bad) -> dict[str, Any]:
     if v is None:
         return {}
     if not isinstance(v, dict):
@@ -232,7 +226,7 @@ def _mapping(v, where: str, bad) -> dict:
     return v
 
 
-def _tls(t: dict, bad) -> Tls:
+def _tls(t: dict[str, Any], bad: Bad) -> Tls:
     for key in t:
         if key not in TLS_KEYS:
             raise bad(f"tls_server_config: unknown key {key!r}")
@@ -259,7 +253,7 @@ def _tls(t: dict, bad) -> Tls:
     return out
 
 
-def _tls_checks(t: dict, out: Tls, bad) -> None:
+def _tls_checks(t: dict[str, Any], out: Tls, bad: Bad) -> None:
     verifies = out.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert")
     if verifies and not (out.client_ca_file or out.client_ca):
         raise bad(f"tls_server_config.client_auth_type {out.client_auth_type} needs client_ca_file")
@@ -290,10 +284,8 @@ def _tls_checks(t: dict, out: Tls, bad) -> None:
         out.prefer_server_cipher_suites = t["prefer_server_cipher_suites"]
 
 
-def _duration(v, bad) -> float:
+def _duration(v: object, bad: Bad) -> float:
     """A Prometheus duration (``1s``, ``500ms``, ``1m``) or a number of seconds."""
-    import re
-
     if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
         return float(v)
     m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", str(v).strip())
@@ -302,13 +294,20 @@ def _duration(v, bad) -> float:
     return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def hash_password(password: str) -> str:
+    """The bcrypt hash (cost 10) of a password for ``basic_auth_users``; UsageError when it cannot be one."""
+    if not password:
+        raise UsageError("--hash-password: the password is empty")
+    if len(password.encode()) > 72:
+        raise UsageError("--hash-password: bcrypt reads at most 72 bytes of a password; use a shorter one")
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()
+
+
 _DECOY: list[bytes] = []
 
 
 def _decoy() -> bytes:
     """A bcrypt hash of cost 10 to check unknown users against (made once)."""
-    import bcrypt
-
     if not _DECOY:
         _DECOY.append(bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(10)))
     return _DECOY[0]
@@ -325,11 +324,6 @@ class Authenticator:
 
     def check(self, header: str | None) -> str | None:
         """The user name when the Authorization header carries a right password, else None."""
-        import base64
-        import binascii
-
-        import bcrypt
-
         if not header or not header.startswith("Basic "):
             return None
         try:

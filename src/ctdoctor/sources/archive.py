@@ -9,6 +9,7 @@ only into a private temporary directory that is removed at exit.
 from __future__ import annotations
 
 import atexit
+import gzip
 import lzma
 import os
 import posixpath
@@ -77,8 +78,6 @@ _CORRUPT = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
 def _verify_stream(path: str) -> None:
     """Decompress the whole file once: a flipped byte fails the gzip CRC or the xz check, a cut
     file ends early. tarfile alone would read such an archive as a shorter one."""
-    import gzip
-
     with open(path, "rb") as raw:
         magic = raw.read(6)
     f: gzip.GzipFile | lzma.LZMAFile

@@ -16,10 +16,17 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Iterator
 
 from ctdoctor.errors import Failure
+from ctdoctor.listing import accel
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources.ctnetlink import NETLINK_NETFILTER, is_conntrack, messages
+
+try:
+    from ctdoctor.listing import _fastscan as fastscan
+except ImportError:  # built without a compiler: one datagram per recv
+    fastscan = None  # type: ignore[assignment]
 
 NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY = 1, 3
 SOL_NETLINK, NETLINK_ADD_MEMBERSHIP = 270, 1
@@ -73,15 +80,11 @@ class Drain:
         self.sock, self.force_python = sock, force_python
         self.lost = False
 
-    def __iter__(self):
-        from ctdoctor.listing.accel import accelerated
-
+    def __iter__(self) -> Iterator[bytes]:
         try:
-            if accelerated() and not self.force_python:
-                from ctdoctor.listing._fastscan import drain_socket
-
+            if accel.accelerated() and not self.force_python and fastscan is not None:
                 while True:
-                    buf, lost = drain_socket(self.sock.fileno(), 4 << 20)
+                    buf, lost = fastscan.drain_socket(self.sock.fileno(), 4 << 20)
                     self.lost = self.lost or lost
                     if not buf:
                         return

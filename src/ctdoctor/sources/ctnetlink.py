@@ -15,12 +15,18 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ctdoctor.errors import Failure
+from ctdoctor.listing import accel
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources.entries import Entry, Tuple
 from ctdoctor.sources.netns import NetnsRef
+
+try:
+    from ctdoctor.listing import _fastscan as fastscan
+except ImportError:  # built without a compiler: the pure-Python twins here serve
+    fastscan = None  # type: ignore[assignment]
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -184,7 +190,8 @@ def messages(buf: bytes) -> Iterator[tuple[int, int, int]]:
 
 def error_code(buf: bytes, off: int) -> int:
     """The (positive) errno an NLMSG_ERROR message carries; 0 is an ACK."""
-    return -struct.unpack_from("=i", buf, off + 16)[0]
+    code: int = -struct.unpack_from("=i", buf, off + 16)[0]
+    return code
 
 
 def _has_done(buf: bytes) -> bool:
@@ -201,7 +208,7 @@ def is_conntrack(typ: int, msg: int | None = None) -> bool:
     return typ >> 8 == NFNL_SUBSYS_CTNETLINK and (msg is None or typ & 0xFF == msg)
 
 
-def entries_from(buffers) -> Iterator[Entry]:
+def entries_from(buffers: Iterable[bytes]) -> Iterator[Entry]:
     for buf in buffers:
         for typ, off, end in messages(buf):
             if typ == NLMSG_DONE:
@@ -210,36 +217,32 @@ def entries_from(buffers) -> Iterator[Entry]:
                 yield decode_entry(buf, off + 20, end)
 
 
-def decode_messages(buf) -> tuple[list[Entry], int, bool]:
+def decode_messages(buf: bytes | bytearray | memoryview) -> tuple[list[Entry], int, bool]:
     """The entries of one receive buffer (dump or events), how many ctnetlink messages in it
     were malformed, and whether it ends the dump: the pure-Python twin of the C
     ``netlink_feed``. An NLMSG_ERROR raises."""
-    buf = bytes(buf)
+    data = bytes(buf)
     out: list[Entry] = []
     bad = 0
-    for typ, off, end in messages(buf):
+    for typ, off, end in messages(data):
         if typ == NLMSG_DONE:
             return out, bad, True
-        if typ == NLMSG_ERROR and end - off >= 20 and error_code(buf, off):
-            raise CtnetlinkError(f"ctnetlink dump failed: {os.strerror(error_code(buf, off))}")
+        if typ == NLMSG_ERROR and end - off >= 20 and error_code(data, off):
+            raise CtnetlinkError(f"ctnetlink dump failed: {os.strerror(error_code(data, off))}")
         if is_conntrack(typ):
             try:
-                out.append(decode_entry(buf, off + 20, end))
+                out.append(decode_entry(data, off + 20, end))
             except (KeyError, IndexError, ValueError, struct.error):
                 bad += 1
     return out, bad, False
 
 
-def has_done(buf, n: int) -> bool:
+def has_done(buf: bytes | bytearray, n: int) -> bool:
     """Does buf[:n] hold the NLMSG_DONE that ends a dump? (An NLMSG_ERROR raises.) In C when built:
     the reader thread asks it of every buffer, before it reads on."""
-    from ctdoctor.listing.accel import accelerated
-
-    if accelerated():
-        from ctdoctor.listing._fastscan import netlink_done
-
+    if accel.accelerated() and fastscan is not None:
         with memoryview(buf) as view:
-            return netlink_done(view[:n])
+            return fastscan.netlink_done(view[:n])
     return _has_done(bytes(buf[:n]))
 
 
@@ -273,10 +276,10 @@ class DumpSource:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self):
+    def __enter__(self) -> DumpSource:
         return self
 
-    def __exit__(self, *a):
+    def __exit__(self, *a: object) -> None:
         self.close()
 
 
@@ -343,7 +346,7 @@ ACK_EVERY = 512  # flush's delete requests: the kernel acknowledges one in this 
 
 
 def send_deletes(sock: socket.socket, requests: bytes, ack_every: int = ACK_EVERY,
-                 progress=None) -> tuple[int, int]:
+                 progress: Callable[[int, int], object] | None = None) -> tuple[int, int]:
     """Send prebuilt CT_DELETE requests (``_fastscan.netlink_select``'s, sequence numbers from 1, an ACK
     asked on every ``ack_every``-th) over one socket, a batch up to each acknowledged one, and count the
     answers: (deleted, already gone or replaced). Only failures and the batch ends come back, so the

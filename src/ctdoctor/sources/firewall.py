@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from ctdoctor.model.rules import FwRule, RulesSummary
 
@@ -67,27 +68,30 @@ def parse_nft_json(text: str, source: str) -> RulesSummary:
         elif "ct helper" in obj:
             s.helpers.append(f"ct helper {obj['ct helper'].get('name')}")
         elif "rule" in obj:
-            r = obj["rule"]
-            exprs = r.get("expr", [])
-            flat = json.dumps(exprs)
-            where = f"{r.get('family')} {r.get('table')} {r.get('chain')} handle {r.get('handle')}"
-            keys: set[str] = set()
-            for ex in exprs:
-                if isinstance(ex, dict):
-                    keys.update(ex.keys())
-            if keys & set(NAT_WORDS):
-                s.nat.append(where)
-            if "notrack" in keys:
-                s.notrack.append(where)
-            if "queue" in keys:
-                s.nfqueue.append(where)
-            if '"ct": {"key": "state"' in flat:
-                s.ct_state.append(where)
-                if "untracked" in flat and "accept" in keys:
-                    s.untracked_accept.append(where)
-            if '"ct helper"' in flat or '"helper"' in flat:
-                s.helpers.append(where)
+            _nft_json_rule(s, obj["rule"])
     return s
+
+
+def _nft_json_rule(s: RulesSummary, r: dict[str, Any]) -> None:
+    exprs = r.get("expr", [])
+    flat = json.dumps(exprs)
+    where = f"{r.get('family')} {r.get('table')} {r.get('chain')} handle {r.get('handle')}"
+    keys: set[str] = set()
+    for ex in exprs:
+        if isinstance(ex, dict):
+            keys.update(ex.keys())
+    if keys & set(NAT_WORDS):
+        s.nat.append(where)
+    if "notrack" in keys:
+        s.notrack.append(where)
+    if "queue" in keys:
+        s.nfqueue.append(where)
+    if '"ct": {"key": "state"' in flat:
+        s.ct_state.append(where)
+        if "untracked" in flat and "accept" in keys:
+            s.untracked_accept.append(where)
+    if '"ct helper"' in flat or '"helper"' in flat:
+        s.helpers.append(where)
 
 
 # What must not be read as a NAT statement: strings, comments, sets ({ nd-redirect, ... }) and

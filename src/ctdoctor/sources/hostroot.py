@@ -10,15 +10,24 @@ which kind of root they read.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
+import lzma
 import os
 import re
+import shutil
 import stat
+import subprocess
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ctdoctor.errors import InputError
+from ctdoctor.sources import archive
 
 
 class RootKind(StrEnum):
@@ -60,7 +69,7 @@ class HostRoot:
     label: str = "/"
     denied: list[str] = field(default_factory=list)  # paths we were not allowed to read
     irregular: list[str] = field(default_factory=list)  # FIFOs, devices, sockets: never read
-    cache: dict = field(default_factory=dict, repr=False)  # facts parsed once per image (meta.json)
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)  # facts parsed once per image (meta.json)
     host_root: str | None = None  # live, in a container: where the host's own files are (--host-root)
 
     def host_files(self) -> HostRoot:
@@ -80,8 +89,6 @@ class HostRoot:
         """Open what ``--root`` names: nothing or ``/`` (live), a directory, or an archive."""
         if spec in (None, "", "/"):
             return cls.live()
-        from ctdoctor.sources import archive
-
         p = Path(spec)
         try:
             p.stat()
@@ -156,7 +163,7 @@ class HostRoot:
         except OSError:
             return []
 
-    def _open_regular(self, rel: str):
+    def _open_regular(self, rel: str) -> IO[bytes] | None:
         """An open binary file, only when ``rel`` is a regular file inside the root (a FIFO or a
         device in an image would hang or flood every command), else None."""
         p = self.resolve(rel)
@@ -205,12 +212,6 @@ class HostRoot:
         if data is None:
             return None
         if rel.endswith((".gz", ".xz", ".bz2")):
-            import bz2
-            import gzip
-            import io
-            import lzma
-            import zlib
-
             opener: Any = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}[rel[rel.rindex("."):]]
             try:
                 with opener(io.BytesIO(data)) as f:
@@ -219,7 +220,7 @@ class HostRoot:
                 return None
         return data.decode("utf-8", "replace")
 
-    def open_binary(self, rel: str):
+    def open_binary(self, rel: str) -> IO[bytes] | None:
         """An open binary file for streaming, or None if missing / unreadable / not a regular file."""
         return self._open_regular(rel)
 
@@ -251,7 +252,7 @@ class HostRoot:
         return None
 
 
-def _read_capped(f, limit: int) -> bytes:
+def _read_capped(f: IO[bytes], limit: int) -> bytes:
     # Small reads: /proc/sys allocates a kernel buffer of the requested size (ENOMEM for huge ones).
     parts, total = [], 0
     while total < limit:
@@ -263,11 +264,8 @@ def _read_capped(f, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def run_command(cmd: str, timeout: float = 30.0, preexec_fn=None) -> Captured | None:
+def run_command(cmd: str, timeout: float = 30.0, preexec_fn: Callable[[], object] | None = None) -> Captured | None:
     """Run a command on the live host; None when the program is not installed."""
-    import shutil
-    import subprocess
-
     argv = cmd.split()
     if shutil.which(argv[0]) is None:
         return None

@@ -90,7 +90,7 @@ def parse_kernel_log(text: str, source: str, year_ref: float | None = None) -> l
     return out
 
 
-def _wall_time(ts: re.Match, year_ref: float | None) -> float | None:
+def _wall_time(ts: re.Match[str], year_ref: float | None) -> float | None:
     """The line's time as seconds since the epoch, or None when it carries none (or only uptime)."""
     try:
         if ts.group("iso"):
@@ -153,7 +153,7 @@ def dedupe(events: list[KernelLogEvent]) -> tuple[list[KernelLogEvent], int]:
     Sources are compared by family (``source_family``): ``messages`` and
     ``messages-20240310`` are one log cut in pieces. Events come back in time order.
     """
-    groups: dict[tuple, dict[str, list[KernelLogEvent]]] = {}
+    groups: dict[tuple[str, int | None, str], dict[str, list[KernelLogEvent]]] = {}
     for e in events:
         groups.setdefault((e.kind, e.netns_inode, e.text), {}).setdefault(source_family(e.source), []).append(e)
     out: list[KernelLogEvent] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import sys
 import threading
 import time
@@ -22,16 +23,38 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ctdoctor.monitor.metrics import Sample
+from ctdoctor.model.samples import Sample
 from ctdoctor.sources import netns as nsmod
+from ctdoctor.sources import pods as podmod
+from ctdoctor.sources.hostroot import HostRoot
 from ctdoctor.sources.kernlog import TABLE_FULL_RE
 from ctdoctor.sources.stats import StatsParseError, parse_proc_stat
-from ctdoctor.sources.system import boot_time
+from ctdoctor.sources.system import boot_time, parse_kernel_release
 
 COUNT = "/proc/sys/net/netfilter/nf_conntrack_count"
 STAT = "/proc/net/stat/nf_conntrack"
 MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
 BUCKETS = "/proc/sys/net/netfilter/nf_conntrack_buckets"
+OSRELEASE = "/proc/sys/kernel/osrelease"
+DOMAINNAME = "/proc/sys/kernel/domainname"
+
+
+def _read_small(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def kernel_release() -> tuple[int, int, int] | None:
+    """The running kernel's version, or None when it cannot be read."""
+    return parse_kernel_release(_read_small(OSRELEASE))
+
+
+def domainname() -> str:
+    """The NIS domain name as ``uname`` shows it (``(none)`` when unset or unreadable)."""
+    return (_read_small(DOMAINNAME) or "").strip() or "(none)"
 
 
 def _pread_int(fd: int | None) -> int | None:
@@ -171,11 +194,8 @@ class NetnsReader:
                 h.close()
             self.discovered_at = time.time()
 
-    def _pods(self, refs: list[nsmod.NetnsRef]) -> dict:
+    def _pods(self, refs: list[nsmod.NetnsRef]) -> dict[int, podmod.Pod]:
         """Pods of newly found namespaces (once per netns: a pod never changes its netns)."""
-        from ctdoctor.sources import pods as podmod
-        from ctdoctor.sources.hostroot import HostRoot
-
         live = HostRoot.live()
         live.host_root = self.host_root
         try:
@@ -351,9 +371,7 @@ class KernelLogFollower:
             return
         self.drain(fd, live=False)  # what the ring buffer holds from before we started
 
-        def loop():
-            import select
-
+        def loop() -> None:
             poller = select.poll()  # not select(): past 1024 open fds (two per netns) it cannot wait
             poller.register(fd, select.POLLIN)
             try:

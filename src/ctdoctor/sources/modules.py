@@ -42,3 +42,12 @@ def parse_lsmod(text: str, source: str = "lsmod") -> dict[str, ModuleInfo]:
         holders = [h for h in p[3].split(",") if h] if len(p) > 3 else []
         out[p[0]] = ModuleInfo(p[0], LOADED, int(p[2]), holders, source=source)
     return out
+
+
+def loaded(module: str) -> bool:
+    """The module is in the running kernel now (/sys/module/M/initstate says live)."""
+    try:
+        with open(f"/sys/module/{module}/initstate") as f:
+            return f.read().strip() == "live"
+    except OSError:
+        return False

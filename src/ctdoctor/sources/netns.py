@@ -10,10 +10,18 @@ the reading task's netns.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import fnmatch
+import io
 import os
+import pickle
 import re
-from typing import NamedTuple
+import resource
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar, cast
 
 from ctdoctor.errors import Failure, InputError
 
@@ -134,8 +142,6 @@ def named_ref(wanted: str | None, run_netns: str = "/run/netns") -> NetnsRef | N
 def matches(token: str, name: str, inode: int | None, pod: str = "", is_init: bool = False) -> bool:
     """Does one ``--netns`` word name this netns? ``init``, a name, an inode, ``pod:NAMESPACE/NAME``
     (or ``pod:NAME``), and globs (``cni-*``, ``pod:kube-system/*``) over names and pods."""
-    import fnmatch
-
     if token == INIT:
         return is_init
     if token.startswith("pod:"):
@@ -174,23 +180,20 @@ def select(refs: list[NetnsRef], wanted: str | None, pods: dict[int, str] | None
 
 # ---- entering a netns ------------------------------------------------------------
 
-_libc = None
+T = TypeVar("T")
+_libc: ctypes.CDLL | None = None
 
 
-def _load_libc():
+def _load_libc() -> ctypes.CDLL:
     """libc through ctypes, loaded once in the process that forks: each child that enters a
     netns then has it (importing ctypes there cost every fork 5 ms)."""
     global _libc
     if _libc is None:
-        import ctypes
-
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 
 def setns(path: str) -> None:
-    import ctypes
-
     libc = _load_libc()
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -242,8 +245,6 @@ def pin(refs: list[NetnsRef]) -> tuple[list[NetnsRef], list[str]]:
 
 def _raise_fd_limit(want: int) -> None:
     """Hundreds of namespaces held open: raise the soft open-file limit towards the hard one."""
-    import resource
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = len(_PINNED) + want
     if soft != resource.RLIM_INFINITY and soft < need:
@@ -259,7 +260,7 @@ def is_current(ref: NetnsRef) -> bool:
     return (_thread_inode() or _self_inode()) == ref.inode
 
 
-def run_in_thread(ref: NetnsRef, fn, *args):
+def run_in_thread(ref: NetnsRef, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(*args)`` with this thread inside the netns, then bring the thread back: no fork.
 
     ``setns(CLONE_NEWNET)`` moves only the calling thread; files it opens under
@@ -287,8 +288,6 @@ def run_in_thread(ref: NetnsRef, fn, *args):
             return fn(*args)
         finally:
             if libc.setns(home, CLONE_NEWNET) != 0 or _thread_inode() != home_ino:
-                import sys
-
                 print("ctdoctor: internal error: a thread could not return to its own network namespace",
                       file=sys.stderr)
                 os._exit(70)
@@ -300,12 +299,10 @@ def _thread_inode() -> int | None:
     return _inode_of("/proc/thread-self/ns/net")
 
 
-def call_in(ref: NetnsRef, fn, *args):
+def call_in(ref: NetnsRef, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(*args)`` inside the netns (in a forked child) and return its result."""
     if is_current(ref):
         return fn(*args)
-    import pickle
-
     _load_libc()
     r, w = os.pipe()
     pid = os.fork()
@@ -313,7 +310,7 @@ def call_in(ref: NetnsRef, fn, *args):
         os.close(r)
         try:
             setns(ref.path)
-            payload = (True, fn(*args))
+            payload: tuple[bool, object] = (True, fn(*args))
         except BaseException as e:
             payload = (False, f"{type(e).__name__}: {e}")
         try:
@@ -333,13 +330,11 @@ def call_in(ref: NetnsRef, fn, *args):
         if "PermissionError" in val or "Operation not permitted" in val:
             raise Failure(f"entering netns {ref.name} needs root (CAP_SYS_ADMIN): {val}")
         raise Failure(f"reading inside netns {ref.name} failed: {val}")
-    return val
+    return cast(T, val)
 
 
-def _fd_from_child(ref: NetnsRef, make_fd, what: str) -> int:
+def _fd_from_child(ref: NetnsRef, make_fd: Callable[[], int], what: str) -> int:
     """Run ``make_fd()`` in a child that entered the netns; the fd comes back over SCM_RIGHTS."""
-    import socket
-
     _load_libc()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
@@ -380,21 +375,21 @@ def open_in(ref: NetnsRef, path: str, flags: int = os.O_RDONLY) -> int:
         return os.open(path, flags)
     here = "/proc/thread-self/net/" + path[len("/proc/net/"):] if path.startswith("/proc/net/") else path
     # this thread enters the netns, opens, comes back: no fork
-    return _os_errors(ref, path, lambda: run_in_thread(ref, os.open, here, flags | os.O_CLOEXEC))
+    fd: int = _os_errors(ref, path, lambda: run_in_thread(ref, os.open, here, flags | os.O_CLOEXEC))
+    return fd
 
 
 def socket_in(ref: NetnsRef, family: int, type_: int, proto: int) -> int:
     """A socket created inside the netns (netlink sockets belong to the netns they were made in)."""
-    import socket
-
     if is_current(ref):
         return socket.socket(family, type_, proto).detach()
     # a socket belongs to the netns of the thread that made it: made here, in the netns, without a fork
-    return _os_errors(ref, "a netlink socket",
-                      lambda: run_in_thread(ref, lambda: socket.socket(family, type_, proto).detach()))
+    fd: int = _os_errors(ref, "a netlink socket",
+                         lambda: run_in_thread(ref, lambda: socket.socket(family, type_, proto).detach()))
+    return fd
 
 
-def _os_errors(ref: NetnsRef, what: str, fn):
+def _os_errors(ref: NetnsRef, what: str, fn: Callable[[], T]) -> T:
     """``fn()``, with a failure to enter the netns raised as the OSError a caller of open() expects."""
     try:
         return fn()
@@ -407,14 +402,14 @@ def _os_errors(ref: NetnsRef, what: str, fn):
         raise OSError(f"{what} in netns {ref.name} failed: {text}") from None
 
 
-def stream_in(ref: NetnsRef, path: str):
+def stream_in(ref: NetnsRef, path: str) -> io.FileIO:
     """An open binary stream (unbuffered: a raw ``FileIO``) of a file as read inside the netns.
     The scanner reads it with ``_fastscan.read_full``; wrap it in ``io.BufferedReader`` for reads
     of a given size."""
-    return os.fdopen(open_in(ref, path), "rb", buffering=0)
+    return io.FileIO(open_in(ref, path), "rb")
 
 
-def preexec_for(ref: NetnsRef):
+def preexec_for(ref: NetnsRef) -> Callable[[], None] | None:
     """A preexec_fn that moves a subprocess into the netns."""
     if is_current(ref):
         return None

@@ -9,6 +9,7 @@ The library is loaded once, before forking; where it is missing the ``nft`` comm
 from __future__ import annotations
 
 import ctypes
+import os
 
 NFT_CTX_OUTPUT_JSON = 1 << 4  # libnftables.h: enum nft_output_flags
 _lib: ctypes.CDLL | None = None
@@ -21,8 +22,6 @@ def load() -> bool:
     if _tried:
         return _lib is not None
     _tried = True
-    import os
-
     if os.geteuid() != 0:  # without CAP_NET_ADMIN the library prints to stderr (and old ones exit): not used
         return False
     try:

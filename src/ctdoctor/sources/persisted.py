@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Iterator
 
 from ctdoctor.model.kernel import canonical
 from ctdoctor.model.persisted import ModprobeDirective, Persisted, SysctlSetting
@@ -45,7 +46,7 @@ def config_files(root: HostRoot, subdir: str, suffix: str = ".conf") -> list[str
     return [p for n in sorted(chosen) if (p := chosen[n])]
 
 
-def _logical_lines(text: str):
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
     buf, start = "", 0
     for n, ln in enumerate(text.splitlines(), 1):
         if not buf:
@@ -122,6 +123,17 @@ def parse_shell_vars(text: str) -> dict[str, str]:
 
 def read_persisted(root: HostRoot) -> Persisted:
     p = Persisted()
+    _read_sysctl(root, p)
+    _read_modules(root, p)
+    _read_udev(root, p)
+    for f in ("etc/sysconfig/iptables-config", "etc/sysconfig/ip6tables-config"):
+        text = root.read_text(f)
+        if text is not None:
+            p.iptables_config[root.display(f)] = parse_shell_vars(text)
+    return p
+
+
+def _read_sysctl(root: HostRoot, p: Persisted) -> None:
     files = config_files(root, "sysctl.d")
     seen_real = set()
     for f in files:
@@ -138,6 +150,9 @@ def read_persisted(root: HostRoot) -> Persisted:
         for s in parse_sysctl_conf(text, root.display(f)):
             p.sysctl_all.append(s)
             p.sysctl[s.key] = s
+
+
+def _read_modules(root: HostRoot, p: Persisted) -> None:
     # /etc/modprobe.conf: the only modprobe config on RHEL 5 (module-init-tools read it first)
     for f in ["etc/modprobe.conf", *config_files(root, "modprobe.d")]:
         text = root.read_text(f)
@@ -150,6 +165,9 @@ def read_persisted(root: HostRoot) -> Persisted:
     if root.exists("etc/modules"):  # Debian's legacy list
         text = root.read_text("etc/modules") or ""
         p.modules_load.extend(parse_modules_load(text, "/etc/modules"))
+
+
+def _read_udev(root: HostRoot, p: Persisted) -> None:
     for d in ("etc/udev/rules.d", "run/udev/rules.d", "usr/lib/udev/rules.d", "lib/udev/rules.d"):
         for name in root.listdir(d):
             if not name.endswith(".rules"):
@@ -158,8 +176,3 @@ def read_persisted(root: HostRoot) -> Persisted:
             for n, ln in enumerate(text.splitlines(), 1):
                 if "nf_conntrack" in ln and not ln.lstrip().startswith("#"):
                     p.udev_rules.append((root.display(f"{d}/{name}"), n, ln.strip()))
-    for f in ("etc/sysconfig/iptables-config", "etc/sysconfig/ip6tables-config"):
-        text = root.read_text(f)
-        if text is not None:
-            p.iptables_config[root.display(f)] = parse_shell_vars(text)
-    return p

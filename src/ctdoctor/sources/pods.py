@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ctdoctor.sources.hostroot import HostRoot
+    from ctdoctor.sources.netns import NetnsRef
 
 from ctdoctor.model.pods import Pod
 
@@ -86,14 +92,14 @@ def parse_runtime_spec(text: str, container_id: str = "") -> RuntimeInfo | None:
         return None
     if not isinstance(doc, dict):
         return None
-    spec: dict = doc
-    meta: dict = {}
+    spec: dict[str, Any] = doc
+    meta: dict[str, Any] = {}
     if isinstance(doc.get("info"), dict) and isinstance(doc["info"].get("runtimeSpec"), dict):
         spec = doc["info"]["runtimeSpec"]
-        status: dict = doc["status"] if isinstance(doc.get("status"), dict) else {}
+        status: dict[str, Any] = doc["status"] if isinstance(doc.get("status"), dict) else {}
         meta = status["metadata"] if isinstance(status.get("metadata"), dict) else {}
         container_id = container_id or str(status.get("id") or "")
-    ann: dict = spec["annotations"] if isinstance(spec.get("annotations"), dict) else {}
+    ann: dict[str, Any] = spec["annotations"] if isinstance(spec.get("annotations"), dict) else {}
 
     def pick(key: str) -> str:
         for a in _ANN[key]:
@@ -110,7 +116,7 @@ def parse_runtime_spec(text: str, container_id: str = "") -> RuntimeInfo | None:
             == "sandbox" or container == "POD":
         container = ""
     netns = ""
-    linux: dict = spec["linux"] if isinstance(spec.get("linux"), dict) else {}
+    linux: dict[str, Any] = spec["linux"] if isinstance(spec.get("linux"), dict) else {}
     for ns in linux.get("namespaces") or []:
         if isinstance(ns, dict) and ns.get("type") == "network" and isinstance(ns.get("path"), str):
             netns = ns["path"]
@@ -134,7 +140,7 @@ class Resolver:
     """Pods of live namespaces: ``resolve(pids)`` -> Pod or None. ``host`` reads the host's files (a
     HostRoot over ``/`` or ``--host-root``); ``proc`` reads /proc (the host's, with hostPID)."""
 
-    def __init__(self, host, proc):
+    def __init__(self, host: HostRoot, proc: HostRoot):
         self.host, self.proc = host, proc
         self._uids: dict[str, tuple[str, str]] | None = None
         self._specs: dict[str, RuntimeInfo | None] = {}
@@ -195,7 +201,7 @@ class Resolver:
         return Pod(info.namespace, info.pod, info.uid) if info else None
 
 
-def from_captures(root) -> dict[str, Pod]:
+def from_captures(root: HostRoot) -> dict[str, Pod]:
     """Offline: {ip-netns name: Pod} from the ``crictl inspectp`` (and ``inspect``) JSON that sos's
     crio and containerd plugins captured, and from a ctdoctor bundle's own record (meta.json)."""
     out: dict[str, Pod] = {}
@@ -219,7 +225,7 @@ def from_captures(root) -> dict[str, Pod]:
     return out
 
 
-def for_refs(refs, host, proc) -> dict[int, Pod]:
+def for_refs(refs: Iterable[NetnsRef], host: HostRoot, proc: HostRoot) -> dict[int, Pod]:
     """{inode: Pod} of the live namespaces (``netns.NetnsRef``) a Kubernetes pod holds."""
     resolver = Resolver(host, proc)
     out = {}

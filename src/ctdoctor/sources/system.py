@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import calendar
 import re
+import time
 from dataclasses import dataclass
 
 
@@ -22,8 +24,6 @@ def parse_kernel_release(text: str | None) -> tuple[int, int, int] | None:
 
 def boot_time(uptime: str | None, now: float | None = None) -> float | None:
     """When the host booted (unix time), from /proc/uptime's first field; None if unreadable."""
-    import time
-
     try:
         return (time.time() if now is None else now) - float((uptime or "").split()[0])
     except (IndexError, ValueError):
@@ -38,8 +38,6 @@ def parse_date_output(text: str | None) -> float | None:
     """``date`` as sos captures it (``Tue Mar 12 10:00:01 UTC 2024``, any zone name or none)
     -> seconds since the epoch of that wall time read as UTC (the zone is not applied: syslog
     lines, which it is compared with, are in the same local time)."""
-    import calendar
-
     m = re.search(r"\b[A-Z][a-z]{2},? +([A-Z][a-z]{2}) +(\d{1,2}),? +(\d{1,2}):(\d\d):(\d\d)(?: +[AP]M)?"
                   r"(?: +[A-Za-z+\-0-9]{1,6})? +(\d{4})\b", text or "")
     if not m or m.group(1) not in _MON:

@@ -11,12 +11,14 @@ Unchanged files are not touched, so a second run is a no-op.
 from __future__ import annotations
 
 import difflib
+import fcntl
 import os
 import signal
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-from ctdoctor.errors import Failure
+from ctdoctor.errors import Failure, InputError, UsageError
 from ctdoctor.sources.hostroot import HostRoot
 
 BACKUP_SUFFIX = ".ctdoctor-bak"
@@ -77,13 +79,9 @@ def write(root: HostRoot, changes: list[FileChange]) -> list[str]:
     return written
 
 
-def confined_target(root: HostRoot, path: str):
+def confined_target(root: HostRoot, path: str) -> Path:
     """Where ``path`` is written under ``root``; refuses a path that resolves outside the root (a
     symlinked ``etc/sysctl.d``, ``..``, an absolute link) or that is not a regular file."""
-    from pathlib import Path
-
-    from ctdoctor.errors import InputError
-
     base = root.path.resolve()
     target = root.path / path.lstrip("/")
     probe = target
@@ -101,7 +99,7 @@ def confined_target(root: HostRoot, path: str):
     return target
 
 
-def _atomic(target, data: bytes, mode: int) -> None:
+def _atomic(target: Path, data: bytes, mode: int) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -139,3 +137,62 @@ def write_sysctl(root: HostRoot, key: str, value: str) -> None:
             f.write(f"{value}\n")
     except OSError as e:
         raise Failure(f"setting {key}={value} failed: {e.strerror or e}") from None
+
+
+def replace_in(directory: str, name: str, body: bytes, mode: int = 0o644) -> str:
+    """Write ``directory/name`` atomically: a new temp file with a random name that does not end like
+    ``name`` (a collector globbing ``*.prom`` ignores it; O_EXCL: nothing planted in the folder is
+    followed or overwritten), fsynced, then renamed over it. Failure (one line) when it cannot."""
+    target = os.path.join(directory, name)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError as e:
+        raise Failure(f"cannot write {target}: {e.strerror}") from None
+    return target
+
+
+def lock_dir(directory: str, name: str, what: str) -> int:
+    """Take ``directory/name``'s exclusive lock, held by the returned fd until the process ends (it
+    holds our pid); Failure (one line) when another process (``what``) holds it."""
+    path = os.path.join(directory, name)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise Failure(f"--dir {directory}: cannot open its lock {name}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        finally:
+            os.close(fd)
+        raise Failure(f"--dir {directory}: another {what} (pid {holder}) writes there; "
+                      "one recorder per directory") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def make_private_dir(path: str) -> None:
+    """Create a folder (mode 0700) unless it exists; UsageError (one line) when it is not a writable folder."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--dir {path}: not a directory")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--dir {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"--dir {path}: not writable")

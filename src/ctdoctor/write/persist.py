@@ -84,7 +84,7 @@ def compute(root: HostRoot, *, max_: int | None, buckets: int | None, timeouts: 
     return changes
 
 
-def _order(kv):
+def _order(kv: tuple[str, str]) -> tuple[int, str]:
     k = kv[0]
     return (0 if k.endswith("_max") else 1 if k.endswith("_buckets") else 2, k)
 
