@@ -6,16 +6,15 @@ import io
 import pytest
 
 from ctdoctor.errors import InputError
-from ctdoctor.sources.entries import (
+from ctdoctor.listing.entry import (
     EntryParseError,
     clean_lines,
     format_entry,
     iter_entries,
-    iter_lines,
-    open_listing,
     parse_line,
     parse_save_line,
 )
+from ctdoctor.sources.listing_files import iter_lines, open_listing
 from tests.conftest import DATA
 
 

@@ -60,7 +60,9 @@ class HostFacts:
             if got is not None:
                 import time
 
-                from ctdoctor.top.tally import parse_query, rows, tally_stream_multi
+                from ctdoctor.sources.listing_files import tally_stream_multi
+                from ctdoctor.top.query import parse_query
+                from ctdoctor.top.rows import rows
 
                 started = time.monotonic()
                 stream, label, tailed = got

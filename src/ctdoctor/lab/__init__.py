@@ -140,7 +140,7 @@ class LabNetns:
         return parse_proc_stat(self.exec("cat", "/proc/net/stat/nf_conntrack").stdout.decode()).sums
 
     def entries(self) -> list:
-        from ctdoctor.sources.entries import iter_entries
+        from ctdoctor.listing.entry import iter_entries
 
         text = self.exec("cat", "/proc/net/nf_conntrack", timeout=120).stdout.decode()
         return list(iter_entries(text.splitlines()))

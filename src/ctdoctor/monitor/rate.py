@@ -57,9 +57,10 @@ class EventCounter:
     def window(self, seconds: float, stop=None) -> Window:
         """Read events for ``seconds`` (or until ``stop()`` is true) and aggregate them: NEW events
         go straight into the aggregator (decoded in C when built), DESTROY events are counted."""
-        from ctdoctor.top.tally import Feeder, Tally
+        from ctdoctor.listing.tally import Tally
+        from ctdoctor.sources.listing_files import netlink_feeder
 
-        feeder = Feeder([self.query], self.force_python)
+        feeder = netlink_feeder([self.query], self.force_python)
         w = Window(self.ref.name)
         t0 = time.monotonic()
         end = t0 + seconds
@@ -121,7 +122,9 @@ def windows(counters, seconds: float, stop=None) -> list:
 
 def build_doc(query, slices: list[list], limit: int | None, lost_windows: int, windows_seen: int) -> dict:
     """The rate document over ``slices`` (each a list of per-netns Windows of one time slice)."""
-    from ctdoctor.top.tally import SEP, Tally, rows
+    from ctdoctor.listing.fields import SEP
+    from ctdoctor.listing.tally import Tally
+    from ctdoctor.top.rows import rows
 
     combined = Tally(query, query.aggregator())
     per_ns: dict[str, dict] = {}

@@ -377,7 +377,7 @@ def capture(spec: dict) -> str:
 
 def _rates(ref, seconds: float) -> tuple[dict, str]:
     from ctdoctor.monitor import rate
-    from ctdoctor.top.tally import parse_query
+    from ctdoctor.top.query import parse_query
 
     queries = {k: parse_query(k, None, None, None, None, None) for k in ("src", "dst", "dport")}
     counters = []
@@ -404,7 +404,9 @@ def _rates(ref, seconds: float) -> tuple[dict, str]:
 
 
 def _listing_tops(path: str) -> dict:
-    from ctdoctor.top.tally import parse_query, rows, tally_stream_multi
+    from ctdoctor.sources.listing_files import tally_stream_multi
+    from ctdoctor.top.query import parse_query
+    from ctdoctor.top.rows import rows
 
     keys = ("src", "dst", "dport", "state")
     qs = [parse_query(k, None, None, None, None, None) for k in keys]

@@ -18,7 +18,7 @@ import struct
 from collections.abc import Iterator
 
 from ctdoctor.errors import Failure
-from ctdoctor.sources.entries import Entry, Tuple
+from ctdoctor.listing.entry import Entry, Tuple
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -252,7 +252,7 @@ def start_dump(sock: socket.socket) -> None:
 
 
 class DumpSource:
-    """A ctnetlink dump of one netns that ``top.tally_stream_multi`` reads straight into its
+    """A ctnetlink dump of one netns that ``listing_files.tally_stream_multi`` reads straight into its
     aggregators (C: ``netlink_feed``; Python: ``decode_messages``), with no listing text."""
 
     is_netlink_dump = True
