@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ctdoctor import __version__
 from ctdoctor.errors import Failure, InputError
+from ctdoctor.listing.formats import SAMPLE_MARK
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources.hostroot import mangle_command, run_command
 from ctdoctor.sources.modules import CONNTRACK_MODULES
@@ -436,7 +437,6 @@ def _second_sample(b: Bundle, refs, alias: dict[str, str], t0: float) -> float:
     return interval
 
 
-SAMPLE_MARK = b"# ctdoctor: a sample:"
 
 
 def _cut(path: str, limit: int) -> bool:

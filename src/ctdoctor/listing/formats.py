@@ -48,6 +48,15 @@ def is_xml_text(text: bytes | str) -> bool:
     return text.startswith(("<?xml", "<conntrack", "<flow"))
 
 
+# the first line of a listing ``ctdoctor collect`` cut to a sample (readers skip it, as sosreport's cut line)
+SAMPLE_MARK = b"# ctdoctor: a sample:"
+
+
+def is_sample(head: bytes) -> bool:
+    """A listing ``collect`` cut (it starts with SAMPLE_MARK)."""
+    return head[:len(SAMPLE_MARK)] == SAMPLE_MARK
+
+
 XML_REFUSED = ("an XML listing (conntrack -L -o xml) is not read: save the table with "
                "`conntrack -L -o extended` (or copy /proc/net/nf_conntrack) and read that")
 
@@ -59,6 +68,8 @@ NOISE_RE = re.compile(
     r"nfct_labelmap_new: [^\n]*$"
 )
 _MARKS = (b"(conntrack-tools)", b"nfct_labelmap")
+# conntrack-tools' last line (on stderr; sosreport merges it, sometimes into an entry line): version, entries
+FOOTER = re.compile(r"conntrack v(\d+)\.(\d+)\.(\d+) \(conntrack-tools\): (\d+) flow entries have been shown")
 
 
 def is_noise(line: bytes) -> bool:

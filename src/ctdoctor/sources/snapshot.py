@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctdoctor.errors import Failure, InputError
+from ctdoctor.listing.formats import FOOTER, is_sample
 from ctdoctor.model import kernel
 from ctdoctor.model.textsafe import clean
 from ctdoctor.sources import modules as modmod
@@ -53,8 +54,6 @@ LEGACY_STAT = "proc/net/stat/ip_conntrack"
 LEGACY_LISTING = "proc/net/ip_conntrack"
 LEGACY_NF_DIR = "proc/sys/net/ipv4/netfilter"
 META = "ctdoctor/meta.json"
-# conntrack-tools' last line, on stderr (sos merges it, sometimes into an entry line)
-FOOTER = re.compile(r"conntrack v(\d+)\.(\d+)\.(\d+) \(conntrack-tools\): (\d+) flow entries have been shown")
 
 
 # ---- views: one per kind of root ------------------------------------------------
@@ -268,7 +267,7 @@ class ImageNetnsView(NetnsView):
             f = self.root.open_binary(self.prefix + rel)
             if f is not None:
                 # `record` keeps a sample of a huge listing under a first line that says so
-                sample = f.peek(32)[:21] == b"# ctdoctor: a sample:" if hasattr(f, "peek") else False
+                sample = is_sample(f.peek(32)) if hasattr(f, "peek") else False
                 return f, "/" + self.prefix + rel, sample
         for plugin, cmd in (("conntrack", "conntrack -L -o extended"), ("conntrack", "conntrack -L")):
             if self.prefix and not self.sos_name:
