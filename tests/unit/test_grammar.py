@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctdoctor.listing import fields
-from ctdoctor.listing.entry import EntryParseError, label, parse_line, read_line, scan_line
+from ctdoctor.listing.entry import EntryParseError, label, parse_line, read_line
 from ctdoctor.listing.formats import Format, NoiseRepair, repair_lines, sniff
+from ctdoctor.listing.grammar import scan_line
 from tests import reference_grammar
 from tests.unit.test_scanner_fuzz import JUNK, REAL_LINES, mutate
 

@@ -8,9 +8,7 @@ from typing import Any
 from ctdoctor import cleanup
 from ctdoctor.commands.common import PERIOD, Needs, bounded, check_format, open_root, warm_imports
 from ctdoctor.errors import UsageError
-from ctdoctor.monitor import rate
 from ctdoctor.render.jsonout import emit
-from ctdoctor.sources import netns as nsmod
 from ctdoctor.top import report
 from ctdoctor.top.query import Query, parse_query
 from ctdoctor.top.report import Request
@@ -107,6 +105,9 @@ def _emit(doc: dict[str, Any], fmt: str, text_renderer: Any, csv_writer: Any) ->
 
 def _rate(args: Any, query: Query, fmt: str) -> int:
     """``--rate``: windows of NEW events, once, or rolling with ``--watch``."""
+    from ctdoctor.monitor import rate  # the event readers: 60 ms of imports that only --rate needs
+    from ctdoctor.sources import netns as nsmod
+
     if args.file:
         raise UsageError("--rate reads the live event stream; it cannot read a saved listing (--file)")
     if "pod" in query.by or "k8s-namespace" in query.by:
@@ -141,6 +142,7 @@ def _rate_watch(args: Any, query: Query, counters: Any, limit: int | None) -> in
     from rich.console import Console
     from rich.live import Live
 
+    from ctdoctor.monitor import rate
     from ctdoctor.render.top_text import render_rate
 
     slice_s = min(args.watch, args.interval)

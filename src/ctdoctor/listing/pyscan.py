@@ -22,7 +22,6 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from ctdoctor.listing import canonical
-from ctdoctor.listing.entry import norm_addr, save_fields, scan_line
 from ctdoctor.listing.fields import (
     F_DPORT,
     F_DST,
@@ -40,6 +39,7 @@ from ctdoctor.listing.fields import (
     ScanFields,
 )
 from ctdoctor.listing.formats import is_noise, is_save_line
+from ctdoctor.listing.grammar import norm_addr, scan_line
 
 if TYPE_CHECKING:
     from ctdoctor.listing.aggregate import PyAggregator
@@ -334,5 +334,7 @@ def _slow(line: bytes) -> ScanFields | None:
         if f is not None:
             return f
     if is_save_line(line):  # conntrack -o save
+        from ctdoctor.listing.entry import save_fields  # Entry's dataclasses: 10 ms of start-up most listings skip
+
         return save_fields(line)
     return scan_line(line)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ctdoctor.errors import InputError
 from ctdoctor.listing.aggregate import Aggregator, PyAggregator
-from ctdoctor.listing.entry import Entry, entry_fields
 from ctdoctor.listing.formats import XML_REFUSED, Format, NoiseRepair, is_xml_text, may_be_noise, sniff
 from ctdoctor.listing.pyscan import ChunkScanner
 
+if TYPE_CHECKING:
+    from ctdoctor.listing.entry import Entry
+
 # decodes a ctnetlink receive buffer: (entries, malformed messages, NLMSG_DONE seen)
-Decoder = Callable[[Any], tuple[list[Entry], int, bool]]
+Decoder = Callable[[Any], tuple[list["Entry"], int, bool]]
 MAX_LINE = 64 << 20
 
 
@@ -129,6 +131,8 @@ class Feeder:
             return netlink_feed(tuple(self.aggs), buf)
         if self.decode is None:
             raise TypeError("a pure-Python feeder of ctnetlink messages needs a decoder")
+        from ctdoctor.listing.entry import entry_fields  # Entry's dataclasses: start-up most reads skip
+
         entries, malformed, done = self.decode(buf)
         fields = [entry_fields(e) for e in entries]
         for a in self.aggs:

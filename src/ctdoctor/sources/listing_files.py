@@ -37,7 +37,6 @@ from ctdoctor.listing.tally import (
     line_text,
     no_gc,
 )
-from ctdoctor.sources import ctnetlink
 
 CHUNK = 1 << 20
 C_CHUNK = 4 << 20
@@ -273,6 +272,8 @@ def tally_path(path: str, query: Any) -> Tally:
 
 def netlink_feeder(queries: Sequence[Any], force_python: bool = False) -> Feeder:
     """A feeder of ctnetlink receive buffers (dumps, NEW events): decoded in C when built."""
+    from ctdoctor.sources import ctnetlink  # the decoder: 25 ms of imports that a saved file does not need
+
     return Feeder(queries, force_python, decode=ctnetlink.decode_messages)
 
 
@@ -280,6 +281,8 @@ def _tally_netlink(dump: Any, queries: Sequence[Any], force_python: bool) -> lis
     """A ctnetlink dump straight into the aggregators, no listing text in between; the next
     receive buffer is read (the kernel dumps the next part) while this one is counted, unless the
     dump asks for the cheaper read in turn (``overlap`` False)."""
+    from ctdoctor.sources import ctnetlink  # (see netlink_feeder)
+
     feeder = netlink_feeder(queries, force_python or not accelerated())
     entries = malformed = 0
     sock = dump.start()
@@ -302,6 +305,8 @@ def _tally_netlink(dump: Any, queries: Sequence[Any], force_python: bool) -> lis
 
 def _parts_in_turn(sock: Any) -> Iterator[tuple[bytearray, int]]:
     """A dump's receive buffers read in this thread, one after the other."""
+    from ctdoctor.sources import ctnetlink  # (see netlink_feeder)
+
     buf = bytearray(1 << 20)
     while True:
         n = sock.recv_into(buf)

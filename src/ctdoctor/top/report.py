@@ -13,8 +13,6 @@ from ctdoctor.errors import Failure, InputError, UsageError
 from ctdoctor.listing.accel import accelerated
 from ctdoctor.listing.fields import SEP
 from ctdoctor.listing.tally import Tally
-from ctdoctor.sources import ctnetlink, snapshot
-from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources.listing_files import StartedListing, tally_path, tally_stream
 from ctdoctor.top.query import Query
 from ctdoctor.top.rows import rows
@@ -49,6 +47,8 @@ def _sources(req: Request) -> tuple[list[Source], Any]:
         if req.netns:
             raise UsageError("--file and --netns cannot be used together (a saved listing has one netns)")
         return [Source("file", "stdin" if req.file == "-" else req.file, None)], None
+    from ctdoctor.sources import snapshot  # 70 ms of imports that a saved file (--file) does not need
+
     root = req.root()
     states, _ = snapshot.netns_states(root, req.netns)
     return [Source(st.name, None, st.open_entries, st) for st in states], root
@@ -62,6 +62,8 @@ def early_listing(req: Request) -> StartedListing | None:
     it, and reports any error."""
     if req.file or req.root_path not in (None, "", "/") or req.via == "netlink":
         return None
+    from ctdoctor.sources import netns as nsmod  # 17 ms of imports that a saved file (--file) does not need
+
     ref = nsmod.named_ref(req.netns)
     if ref is None:
         return None
@@ -108,6 +110,8 @@ def _live_listing(req: Request, s: Source, root: Any, several: bool, notes: list
     if got is None and via == "proc":
         raise InputError(f"/proc/net/nf_conntrack is not readable in netns {s.name} (try --via netlink)")
     if got is None and root is not None and root.is_live:
+        from ctdoctor.sources import ctnetlink  # with snapshot: only for a live host
+
         netlink: Callable[[Any], Any] = ctnetlink.listing_source
         got = netlink(s.state)
     if got is None and several:
