@@ -18,7 +18,7 @@ from ctdoctor.errors import InputError
 from ctdoctor.listing.fields import U64, ScanFields
 from ctdoctor.listing.formats import is_save_line, repair_lines
 from ctdoctor.listing.grammar import EntryParseError as EntryParseError  # what parse_line raises
-from ctdoctor.listing.grammar import norm_addr, walk
+from ctdoctor.listing.grammar import norm_addr, row_label, walk
 
 L3_NAMES = {"ipv4": 2, "ipv6": 10, "unknown": 0}
 PROTO_NUMBERS = {
@@ -89,15 +89,8 @@ def parse_line(line: str) -> Entry:
 
 def label(e: Entry) -> str:
     """The state shown in a row's mix: the protocol state, else what the flags say."""
-    if e.state:
-        return e.state
-    if e.offload:
-        return e.offload
-    if e.unreplied:
-        return "UNREPLIED"
-    if e.assured:
-        return "ASSURED"
-    return "REPLIED"
+    return row_label((e.state or "").encode(), e.unreplied, e.assured, e.offload == "OFFLOAD",
+                     e.offload == "HW_OFFLOAD").decode()
 
 
 def entry_fields(e: Entry, counters: bool = True) -> ScanFields:

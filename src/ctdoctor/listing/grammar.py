@@ -287,16 +287,17 @@ def _head(toks: list[bytes]) -> tuple[bytes, bytes, bytes, int | None, bytes, in
     return l3, proto, num, timeout, state, i
 
 
-def _label(state: bytes, flags: dict[str, bool]) -> bytes:
+def row_label(state: bytes, unreplied: bool, assured: bool, offload: bool = False, hw_offload: bool = False) -> bytes:
+    """The label of an entry in a row's state mix: its state, else what its flags say."""
     if state:
         return state
-    if flags["hw_offload"]:
+    if hw_offload:
         return b"HW_OFFLOAD"
-    if flags["offload"]:
+    if offload:
         return b"OFFLOAD"
-    if flags["unreplied"]:
+    if unreplied:
         return b"UNREPLIED"
-    if flags["assured"]:
+    if assured:
         return b"ASSURED"
     return b"REPLIED"
 
@@ -330,7 +331,7 @@ def walk(line: bytes) -> Walk:
         l3 = b"ipv6" if b":" in src else b"ipv4"
     fl = ln.flags
     fields: ScanFields = (
-        l3, num if proto == b"unknown" else proto, _label(state, fl), src, dst, ln.sport, ln.dport, rsrc, rdst,
+        l3, num if proto == b"unknown" else proto, row_label(state, fl["unreplied"], fl["assured"], fl["offload"], fl["hw_offload"]), src, dst, ln.sport, ln.dport, rsrc, rdst,
         ln.mark or b"0", ln.zone or ln.zorig or ln.zrep or b"0", fl["unreplied"], fl["assured"],
         ln.cnt[0], ln.cnt[1], ln.cnt[2], ln.cnt[3], ln.acct)
     return Walk(ln, l3, proto, num, timeout, state, (src, dst, rsrc, rdst), fields)

@@ -39,7 +39,7 @@ from ctdoctor.listing.fields import (
     ScanFields,
 )
 from ctdoctor.listing.formats import is_noise, is_save_line
-from ctdoctor.listing.grammar import norm_addr, scan_line
+from ctdoctor.listing.grammar import norm_addr, row_label, scan_line
 
 if TYPE_CHECKING:
     from ctdoctor.listing.aggregate import PyAggregator
@@ -187,16 +187,8 @@ def _counters(text: bytes) -> tuple[int, int]:
 
 
 def _label(state: bytes, unrep: bytes, tflag: bytes) -> bytes:
-    """The row label: the state, else what the flags say (tflag as its full name)."""
-    if state:
-        return state
-    if tflag == b"HW_OFFLOAD" or tflag == b"OFFLOAD":
-        return tflag
-    if unrep:
-        return b"UNREPLIED"
-    if tflag:
-        return b"ASSURED"
-    return b"REPLIED"
+    """The row label of captured text: the state, else what the flags say (tflag as its full name)."""
+    return row_label(state, bool(unrep), tflag == b"ASSURED", tflag == b"OFFLOAD", tflag == b"HW_OFFLOAD")
 
 
 # the label of a stateless tier-1 tuple by (unrep, tflag) characters
