@@ -1,8 +1,8 @@
 """The fast paths read every line exactly as the general rules do.
 
 - Python: the chunk regex (tier 1, tier 2) and its counting and folding give what feeding every
-  line through ``scan.scan_line`` gives (the reference below does just that), for every key and
-  filter, on real lines, mutated real lines, generated listings and hypothesis entries.
+  line through the reference ``scan_line`` (tests/reference_grammar.py) gives (the reference
+  below does just that), for every key and filter, on real lines, mutated real lines, generated listings and hypothesis entries.
 - C: the one-pass canonical parser gives what the C general parser gives, which gives what
   ``scan_line`` gives, line by line; and it takes the lines the kernel and conntrack print.
 - C ctnetlink decoder = Python decoder, on encoded entries (hypothesis) and a real-shaped dump.

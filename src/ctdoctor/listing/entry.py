@@ -278,11 +278,6 @@ def numbered_lines(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
             yield n, ln
 
 
-def clean_lines(lines: Iterable[str]) -> Iterator[str]:
-    for _, ln in numbered_lines(lines):
-        yield ln
-
-
 def iter_entries(lines: Iterable[str], *, skip_first_partial: bool = False) -> Iterator[Entry]:
     """Entries from listing lines; a bad line raises InputError naming its number."""
     first = True
