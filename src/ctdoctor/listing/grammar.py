@@ -43,7 +43,6 @@ the pure-Python scanner needs it for any listing, the ``Entry`` types only some.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from ctdoctor.listing.fields import U64, ScanFields
@@ -75,6 +74,8 @@ def norm_addr(a: bytes) -> bytes | None:
     r = _addr_cache.get(a, b"")
     if r != b"":
         return r
+    import socket  # here, not at import (5 ms of start-up): only lines outside the canonical shape get here
+
     out: bytes | None = None
     if b"\x00" not in a:
         v6 = b":" in a

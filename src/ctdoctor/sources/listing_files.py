@@ -10,7 +10,6 @@ forked processes that send their tables back.
 
 from __future__ import annotations
 
-import gzip
 import io
 import itertools
 import marshal
@@ -63,6 +62,8 @@ def open_listing(path: str) -> IO[bytes]:
             raise InputError(f"{path}: is a directory, not a listing") from None
     head = f.peek(2)[:2] if hasattr(f, "peek") else b""
     if sniff(head) is Format.GZIP:
+        import gzip  # only for a compressed listing
+
         return cast(IO[bytes], gzip.open(f, "rb"))
     return cast(IO[bytes], f)
 
