@@ -39,11 +39,11 @@ def _states(args: Any) -> set[str]:
                          "stateful filter; add --include-established if that is what you want")
     for name in ("src", "dst"):
         v = getattr(args, name)
-        try:
-            if v:
-                [ipaddress.ip_network(c.strip(), strict=False) for c in v.split(",")]
-        except ValueError:
-            raise UsageError(f"--{name} {v}: not an address or CIDR") from None
+        for c in v.split(",") if v else []:
+            try:
+                ipaddress.ip_network(c.strip(), strict=False)
+            except ValueError:
+                raise UsageError(f"--{name} {v}: not an address or CIDR") from None
     return states
 
 
