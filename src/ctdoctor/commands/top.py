@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from typing import Any
 
 from ctdoctor import cleanup
@@ -40,7 +41,7 @@ def request(args: Any) -> Request:
     """What to read, from the arguments."""
     return Request(file=args.file, root_path=getattr(args, "root", None), netns=getattr(args, "netns", None),
                    via=getattr(args, "via", "auto"), limit=args.limit if args.limit and args.limit > 0 else None,
-                   root=lambda: open_root(args))
+                   root=partial(open_root, args))
 
 
 def build_doc(args: Any, query: Query, warm: bool = False, early: bool = False) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ctdoctor.errors import InputError
-from ctdoctor.listing.aggregate import Aggregator, PyAggregator
+from ctdoctor.listing.aggregate import AggArgs, Aggregator, PyAggregator
 from ctdoctor.listing.formats import XML_REFUSED, Format, NoiseRepair, is_xml_text, may_be_noise, sniff
 from ctdoctor.listing.pyscan import ChunkScanner
 
@@ -24,18 +24,20 @@ Decoder = Callable[[Any], tuple[list["Entry"], int, bool]]
 MAX_LINE = 64 << 20
 
 
-class Query(Protocol):
-    """What a tally needs of a query (``top.query.Query`` is one): a new aggregator for it."""
+class QueryLike(Protocol):
+    """What a tally needs of a query (``top.query.Query`` is one): its aggregator's arguments, and
+    a new aggregator for it."""
 
+    def args(self) -> AggArgs: ...
     def aggregator(self, force_python: bool = False) -> Aggregator: ...
 
 
 class Tally:
     """What one or more listings gave: an aggregator plus line facts."""
 
-    def __init__(self, query: Any, agg: Aggregator | None = None, lines: int = 0, unreadable: int = 0,
+    def __init__(self, query: QueryLike, agg: Aggregator | None = None, lines: int = 0, unreadable: int = 0,
                  first_bad: tuple[int, str] | None = None):
-        self.query = query  # a top.query.Query
+        self.query = query
         self.agg = agg
         self.lines = lines
         self.unreadable = unreadable  # lines that were not an entry (skipped and counted)
@@ -96,7 +98,7 @@ class Feeder:
     parsed line in turn (``feed_many``), Python ones share one regex pass (``ChunkScanner``).
     ``decode``: how the pure-Python path decodes ctnetlink messages (``feed_netlink``)."""
 
-    def __init__(self, queries: Sequence[Any], force_python: bool = False, decode: Decoder | None = None):
+    def __init__(self, queries: Sequence[QueryLike], force_python: bool = False, decode: Decoder | None = None):
         self.queries = list(queries)
         self.decode = decode
         self.aggs: list[Any] = [q.aggregator(force_python) for q in queries]

@@ -30,6 +30,7 @@ from ctdoctor.listing.formats import GZIP_MAGIC, Format, sniff
 from ctdoctor.listing.tally import (
     MAX_LINE,
     Feeder,
+    QueryLike,
     StreamTally,
     Tally,
     binary_error,
@@ -233,7 +234,7 @@ def filler(f: Any, python: bool) -> Fill:
     return fill
 
 
-def tally_stream_multi(f: Any, queries: Sequence[Any], *, skip_first_partial: bool = False,
+def tally_stream_multi(f: Any, queries: Sequence[QueryLike], *, skip_first_partial: bool = False,
                        force_python: bool = False, clean_noise: bool = True) -> list[Tally]:
     """One read of the stream, several aggregations (the doctor's state mix and top keys).
     ``clean_noise``: the stream may hold conntrack-tools' stderr (a saved file, stdin; never
@@ -252,14 +253,14 @@ def tally_stream_multi(f: Any, queries: Sequence[Any], *, skip_first_partial: bo
     return st.tallies()
 
 
-def tally_stream(f: Any, query: Any, *, skip_first_partial: bool = False, force_python: bool = False,
+def tally_stream(f: Any, query: QueryLike, *, skip_first_partial: bool = False, force_python: bool = False,
                  clean_noise: bool = True) -> Tally:
     """Aggregate a binary stream; a reader thread keeps the next chunk coming while this one is parsed."""
     return tally_stream_multi(f, [query], skip_first_partial=skip_first_partial, force_python=force_python,
                               clean_noise=clean_noise)[0]
 
 
-def tally_path(path: str, query: Any) -> Tally:
+def tally_path(path: str, query: QueryLike) -> Tally:
     """A saved listing named on the command line (``-`` for stdin): a plain file in ranges, a
     stream (stdin, gzip, a pipe) in one read."""
     if path != "-" and os.path.isfile(path) and not is_gzip(path):
@@ -271,14 +272,14 @@ def tally_path(path: str, query: Any) -> Tally:
 # ---- ctnetlink dumps and events -------------------------------------------------------------------
 
 
-def netlink_feeder(queries: Sequence[Any], force_python: bool = False) -> Feeder:
+def netlink_feeder(queries: Sequence[QueryLike], force_python: bool = False) -> Feeder:
     """A feeder of ctnetlink receive buffers (dumps, NEW events): decoded in C when built."""
     from ctdoctor.sources import ctnetlink  # the decoder: 25 ms of imports that a saved file does not need
 
     return Feeder(queries, force_python, decode=ctnetlink.decode_messages)
 
 
-def _tally_netlink(dump: Any, queries: Sequence[Any], force_python: bool) -> list[Tally]:
+def _tally_netlink(dump: Any, queries: Sequence[QueryLike], force_python: bool) -> list[Tally]:
     """A ctnetlink dump straight into the aggregators, no listing text in between; the next
     receive buffer is read (the kernel dumps the next part) while this one is counted, unless the
     dump asks for the cheaper read in turn (``overlap`` False)."""
@@ -330,7 +331,7 @@ class RangeEnd(Enum):
 Part = tuple[Tally, int, RangeEnd]  # a range's tally, its first binary line (or 0), how it ended
 
 
-def tally_file(path: str, query: Any, *, workers: int | None = None, force_python: bool = False) -> Tally:
+def tally_file(path: str, query: QueryLike, *, workers: int | None = None, force_python: bool = False) -> Tally:
     """Aggregate a plain file in ranges split at line boundaries, read side by side: one thread
     each with the C scanner (it and file reads release the GIL), one process each with the
     pure-Python one (the regex engine holds the GIL). The first range is read here."""
@@ -365,7 +366,7 @@ def tally_file(path: str, query: Any, *, workers: int | None = None, force_pytho
     return total.check()
 
 
-def _ranges_in_threads(path: str, ranges: list[tuple[int, int]], query: Any) -> list[Part]:
+def _ranges_in_threads(path: str, ranges: list[tuple[int, int]], query: QueryLike) -> list[Part]:
     """The C scanner on each range in a thread of its own (reads and the scanner release the GIL)."""
     cuts = _line_starts(path, [s for s, _e in ranges] + [ranges[-1][1]])
     parts: list[Part | None] = [None] * len(ranges)
@@ -392,7 +393,7 @@ def _line_starts(path: str, bounds: list[int]) -> list[int]:
     return cuts
 
 
-def _tally_span(path: str, start: int, end: int, query: Any, force_python: bool = False) -> Part:
+def _tally_span(path: str, start: int, end: int, query: QueryLike, force_python: bool = False) -> Part:
     """The whole lines in bytes [start, end) of a file: read into one buffer, used again for
     every chunk (a new buffer per read costs a page fault per 4 KiB), and fed as views of it."""
     feeder = Feeder([query], force_python)
@@ -431,7 +432,7 @@ def _tally_span(path: str, start: int, end: int, query: Any, force_python: bool 
     return tally, 0, RangeEnd.DONE
 
 
-def _child(path: str, start: int, end: int, query: Any, w: int) -> None:
+def _child(path: str, start: int, end: int, query: QueryLike, w: int) -> None:
     """A forked reader of one range: sends its table (marshal: builtins only, the fastest to
     write and read) and never returns."""
     code = 0
@@ -452,14 +453,13 @@ def _child(path: str, start: int, end: int, query: Any, w: int) -> None:
         os._exit(code)
 
 
-def _ranges_in_processes(path: str, ranges: list[tuple[int, int]], query: Any) -> list[Part]:
+def _ranges_in_processes(path: str, ranges: list[tuple[int, int]], query: QueryLike) -> list[Part]:
     """The pure-Python scanner on every range but the first in a forked child each, the first
     here; each child sends back its table, which is small next to the text it read."""
     cuts = _line_starts(path, [s for s, _e in ranges] + [ranges[-1][1]])
     if threading.active_count() > 1:  # forking a threaded process is unsafe: read them in turn
         return [_tally_span(path, cuts[i], cuts[i + 1], query, True) for i in range(len(ranges))]
-    agg = query.aggregator(force_python=True)
-    canonical.grammar(pyscan.needs(agg))  # compiled once, before the forks
+    canonical.grammar(pyscan.needs(PyAggregator(*query.args())))  # compiled once, before the forks
     children = []
     try:
         for i in range(1, len(ranges)):
@@ -487,7 +487,7 @@ def _ranges_in_processes(path: str, ranges: list[tuple[int, int]], query: Any) -
                 pass
 
 
-def _range_result(data: bytes, query: Any) -> Part:
+def _range_result(data: bytes, query: QueryLike) -> Part:
     if not data:
         raise InputError("a reader process ended without a result (killed?)")
     with no_gc():
