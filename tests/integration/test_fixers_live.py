@@ -156,7 +156,7 @@ def test_flush_never_deletes_an_entry_recreated_with_the_same_tuple(netns):
     requests = b""  # flush's C path: CT_DELETE requests built from the same dump's attributes
     if accelerated():
         from ctdoctor.listing._fastscan import netlink_select
-        from ctdoctor.top.tally import parse_query
+        from ctdoctor.listing.query import parse_query
 
         agg = parse_query("state", None, None, 40000, None, None).aggregator()
         for buf in old_dump:

@@ -69,9 +69,9 @@ def test_rate_filters_and_csv_like_top():
 def test_lost_events_make_the_rates_a_lower_bound():
     """A tiny receive buffer and a burst of 20,000 NEW events: the kernel reports ENOBUFS, and the
     window says its counts are a lower bound instead of passing them off as exact."""
+    from ctdoctor.listing.query import parse_query
     from ctdoctor.monitor import rate
     from ctdoctor.sources import netns as nsmod
-    from ctdoctor.top.tally import parse_query
 
     with Netns("rate") as ns:
         (ref,) = nsmod.select(nsmod.discover(), ns.name)
@@ -223,9 +223,10 @@ def test_rate_watch_keeps_a_rolling_window_and_quits_on_ctrl_c():
 def test_c_and_python_event_readers_agree():
     """The C drain (many datagrams per call, GIL released) and the one-recv-per-event Python loop see
     the same events and group them the same way."""
+    from ctdoctor.listing.accel import accelerated
+    from ctdoctor.listing.query import parse_query
     from ctdoctor.monitor import rate
     from ctdoctor.sources import netns as nsmod
-    from ctdoctor.top.tally import accelerated, parse_query
 
     if not accelerated():
         pytest.skip("the C extension is not built")

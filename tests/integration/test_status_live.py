@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from ctdoctor.sources.entries import iter_entries
+from ctdoctor.listing.entry import iter_entries
 from tests.conftest import NETNS_PREFIX, Netns, assert_one_line_error, needs_kernel, run_cli, run_json, sh
 
 pytestmark = [needs_kernel, pytest.mark.kernel]

@@ -5,9 +5,9 @@ import socket
 
 import pytest
 
+from ctdoctor.listing.entry import iter_entries
 from ctdoctor.sources import ctnetlink
 from ctdoctor.sources import netns as nsmod
-from ctdoctor.sources.entries import iter_entries
 from tests.conftest import NETNS_PREFIX, needs_kernel, run_json
 
 pytestmark = [needs_kernel, pytest.mark.kernel]
@@ -90,7 +90,9 @@ def test_netlink_decoder_equals_proc_parser(lab):
 def test_c_netlink_decoder_equals_python_decoder(lab):
     """The C scanner reads a real dump's messages into its tables exactly as the Python decoder
     (decode_entry + entry_fields) does: every key, the filters, the state mix and the counters."""
-    from ctdoctor.top.tally import Feeder, accelerated, parse_query
+    from ctdoctor.listing.accel import accelerated
+    from ctdoctor.listing.query import parse_query
+    from ctdoctor.sources.listing_files import netlink_feeder
 
     if not accelerated():
         pytest.skip("C accelerator not built")
@@ -105,7 +107,7 @@ def test_c_netlink_decoder_equals_python_decoder(lab):
         ("pair", ("ESTABLISHED,UNREPLIED", None, None, None, None)), ("src", (None, "udp", None, None, "127.0.0.0/8")))]
     results = []
     for force in (False, True):
-        feeder = Feeder(queries, force_python=force)
+        feeder = netlink_feeder(queries, force_python=force)
         fed = [feeder.feed_netlink(b) for b in bufs]
         results.append((fed, [(a.total, a.matched, a.accounting, a.result()) for a in feeder.aggs]))
     c, py = results
@@ -132,7 +134,8 @@ def test_the_listing_read_before_the_setup_is_the_chosen_netns_and_counts_the_sa
 
     from ctdoctor.commands import top as topcmd
     from ctdoctor.listing.accel import accelerated
-    from ctdoctor.top.tally import parse_query
+    from ctdoctor.listing.query import parse_query
+    from ctdoctor.top import report
 
     if not accelerated():
         pytest.skip("C accelerator not built")
@@ -143,15 +146,18 @@ def test_the_listing_read_before_the_setup_is_the_chosen_netns_and_counts_the_sa
     def args(netns):
         return argparse.Namespace(file=None, root=None, via="auto", netns=netns, limit=0)
 
-    started = topcmd._early_listing(args(name))
+    def early_listing(a):
+        return report.early_listing(topcmd.request(a))
+
+    started = early_listing(args(name))
     assert started is not None and started.inode == inode
     started.close()
     assert not started.reader.thread.is_alive()
-    assert topcmd._early_listing(args(str(inode))) is None
-    assert topcmd._early_listing(args("all")) is None
-    assert topcmd._early_listing(argparse.Namespace(file=None, root=None, via="netlink", netns=name)) is None
-    assert topcmd._early_listing(args(f"{NETNS_PREFIX}no-such-netns")) is None  # the normal path says what is wrong
-    init = topcmd._early_listing(args(None))  # also where pid 1's netns link cannot be read (a sandbox)
+    assert early_listing(args(str(inode))) is None
+    assert early_listing(args("all")) is None
+    assert early_listing(argparse.Namespace(file=None, root=None, via="netlink", netns=name, limit=0)) is None
+    assert early_listing(args(f"{NETNS_PREFIX}no-such-netns")) is None  # the normal path says what is wrong
+    init = early_listing(args(None))  # also where pid 1's netns link cannot be read (a sandbox)
     assert init is not None and init.inode == nsmod.discover()[0].inode
     init.close()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ctdoctor.sources.entries import Entry, Tuple, format_entry
+from ctdoctor.listing.entry import Entry, Tuple, format_entry
 from tests.conftest import IMAGES, assert_exit_matches, assert_one_line_error, run_cli
 
 BASE = IMAGES / "bundle-vm-6.18"
@@ -564,7 +564,7 @@ def test_help_stays_light():
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "ctdoctor", "--help"], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "doctor" in r.stdout
-    heavy = [m for m in ("rich", "ctdoctor.sources.snapshot", "ctdoctor.top.tally", "ipaddress", "pyroute2")
+    heavy = [m for m in ("rich", "ctdoctor.sources.snapshot", "ctdoctor.sources.listing_files", "ipaddress", "pyroute2")
              if f"| {m}\n" in r.stderr or f"|   {m}\n" in r.stderr or f" {m}\n" in r.stderr]
     assert heavy == [], f"--help imported {heavy}"
 

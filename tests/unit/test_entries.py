@@ -6,16 +6,15 @@ import io
 import pytest
 
 from ctdoctor.errors import InputError
-from ctdoctor.sources.entries import (
+from ctdoctor.listing.entry import (
     EntryParseError,
-    clean_lines,
     format_entry,
     iter_entries,
-    iter_lines,
-    open_listing,
+    numbered_lines,
     parse_line,
     parse_save_line,
 )
+from ctdoctor.sources.listing_files import iter_lines, open_listing
 from tests.conftest import DATA
 
 
@@ -186,4 +185,5 @@ def test_chunked_reading_keeps_lines_whole():
 
 
 def test_clean_lines_drops_summary_line():
-    assert list(clean_lines(["conntrack v1.4.7 (conntrack-tools): 6 flow entries have been shown.", "x"])) == ["x"]
+    assert [ln for _n, ln in numbered_lines(["conntrack v1.4.7 (conntrack-tools): 6 flow entries have been shown.",
+                                             "x"])] == ["x"]

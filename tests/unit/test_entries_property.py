@@ -6,7 +6,7 @@ import socket
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctdoctor.sources.entries import Entry, Tuple, format_entry, parse_line
+from ctdoctor.listing.entry import Entry, Tuple, format_entry, parse_line
 
 TCP_STATES = ["SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"]
 port = st.integers(0, 65535)

@@ -1,8 +1,8 @@
 """The fast paths read every line exactly as the general rules do.
 
 - Python: the chunk regex (tier 1, tier 2) and its counting and folding give what feeding every
-  line through ``scan.scan_line`` gives (the reference below does just that), for every key and
-  filter, on real lines, mutated real lines, generated listings and hypothesis entries.
+  line through the reference ``scan_line`` (tests/reference_grammar.py) gives (the reference
+  below does just that), for every key and filter, on real lines, mutated real lines, generated listings and hypothesis entries.
 - C: the one-pass canonical parser gives what the C general parser gives, which gives what
   ``scan_line`` gives, line by line; and it takes the lines the kernel and conntrack print.
 - C ctnetlink decoder = Python decoder, on encoded entries (hypothesis) and a real-shaped dump.
@@ -25,15 +25,20 @@ from hypothesis import strategies as st
 
 from ctdoctor.errors import InputError
 from ctdoctor.listing import canonical, pyscan
-from ctdoctor.listing.scan import scan_line
-from ctdoctor.sources import ctnetlink
-from ctdoctor.sources.entries import Entry, format_entry
-from ctdoctor.top import tally as topmod
+from ctdoctor.listing.accel import accelerated
+from ctdoctor.listing.aggregate import PyAggregator
+from ctdoctor.listing.entry import Entry, format_entry, save_fields
+from ctdoctor.listing.query import parse_query
+from ctdoctor.listing.rows import rows
+from ctdoctor.listing.tally import Feeder
+from ctdoctor.sources import ctnetlink, listing_files
+from ctdoctor.sources.listing_files import _tally_span, netlink_feeder, tally_file, tally_stream
 from tests.conftest import DATA
+from tests.reference_grammar import scan_line
 from tests.unit.test_entries_property import entries as entry_strategy
 from tests.unit.test_scanner_fuzz import JUNK, LISTINGS, REAL_LINES, corpus, mutate
 
-needs_accel = pytest.mark.skipif(not topmod.accelerated(), reason="C accelerator not built")
+needs_accel = pytest.mark.skipif(not accelerated(), reason="C accelerator not built")
 
 KEYSETS = ["src", "dst", "sport", "dport", "state", "proto", "zone", "mark", "reply-src", "reply-dst", "l3",
            "pair", "src,dport,state", "dst,proto", "zone,mark,l3"]
@@ -42,12 +47,12 @@ FILTERS = [{}, {"state": "ESTABLISHED,UNREPLIED"}, {"state": "ASSURED"}, {"proto
 
 
 def query(by: str, **f):
-    return topmod.parse_query(by, f.get("state"), f.get("proto"), f.get("port"), f.get("src"), f.get("dst"))
+    return parse_query(by, f.get("state"), f.get("proto"), f.get("port"), f.get("src"), f.get("dst"))
 
 
 def reference(data: bytes, q, skip_first_bad: bool = False):
     """Every line through scan_line (a save line through the save parser), one by one: the rules."""
-    agg = topmod.PyAggregator(*q.args())
+    agg = PyAggregator(*q.args())
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -61,7 +66,7 @@ def reference(data: bytes, q, skip_first_bad: bool = False):
             f = None
             binary = binary or n
         elif ln[:3] in (b"-A ", b"-I "):
-            f = topmod.save_fields(ln)
+            f = save_fields(ln)
         else:
             f = scan_line(ln)
         if f is None:
@@ -323,11 +328,11 @@ def test_c_feed_many_equals_separate_feeds(generated, by):
 def test_one_read_for_several_queries_equals_one_each(generated, force_python):
     """The doctor's summaries read a listing once (C: feed_many; Python: one regex pass with a
     projection per table): the same tables as reading it once per query."""
-    if not force_python and not topmod.accelerated():
+    if not force_python and not accelerated():
         pytest.skip("C accelerator not built")
     qs = [query(k) for k in ("state", "proto", "src", "dst", "dport")] + [query("src", state="UNREPLIED")]
     data = generated["proc"] + text_corpus(8, 600)
-    feeder = topmod.Feeder(qs, force_python)
+    feeder = Feeder(qs, force_python)
     got = feeder.feed(data, False)
     for q, a in zip(qs, feeder.aggs, strict=True):
         one = q.aggregator(force_python)
@@ -340,7 +345,7 @@ def test_one_read_for_several_queries_equals_one_each(generated, force_python):
 
 @pytest.mark.parametrize("force_python", [False, True])
 def test_accounting_is_counters_in_an_entry_not_the_word_in_a_line(force_python):
-    if not force_python and not topmod.accelerated():
+    if not force_python and not accelerated():
         pytest.skip("C accelerator not built")
     plain = (b"tcp 6 10 ESTABLISHED src=10.0.0.1 dst=192.0.2.1 sport=1 dport=2 src=192.0.2.1 dst=10.0.0.1 "
              b"sport=2 dport=1 [ASSURED] mark=0 secctx=packets=1 use=1\n")
@@ -357,7 +362,7 @@ def test_accounting_is_counters_in_an_entry_not_the_word_in_a_line(force_python)
 def test_a_nul_byte_is_reported_where_it_is(force_python, tmp_path):
     """Binary data in a listing is an error naming its line, also where the line is otherwise in
     the canonical shape (a NUL inside a secctx value), in a stream and in a file read in ranges."""
-    if not force_python and not topmod.accelerated():
+    if not force_python and not accelerated():
         pytest.skip("C accelerator not built")
     good = listing(30000, "proc", 11)
     bad = (b"ipv4     2 tcp      6 10 ESTABLISHED src=10.0.0.1 dst=192.0.2.1 sport=1 dport=2 src=192.0.2.1 "
@@ -368,9 +373,9 @@ def test_a_nul_byte_is_reported_where_it_is(force_python, tmp_path):
     line = good.count(b"\n") + 1
     q = query("src")
     with open(p, "rb") as f, pytest.raises(InputError, match=f"line {line}: binary data"):
-        topmod.tally_stream(f, q, force_python=force_python)
+        tally_stream(f, q, force_python=force_python)
     with pytest.raises(InputError, match=f"line {line}: binary data"):
-        topmod.tally_file(str(p), q, workers=3, force_python=force_python)
+        tally_file(str(p), q, workers=3, force_python=force_python)
 
 
 # ---- file ranges = one stream --------------------------------------------------------------
@@ -379,7 +384,7 @@ def test_a_nul_byte_is_reported_where_it_is(force_python, tmp_path):
 def _same(a, b, q):
     assert (a.total, a.matched, a.lines, a.unreadable, a.first_bad) == (b.total, b.matched, b.lines, b.unreadable,
                                                                        b.first_bad)
-    assert topmod.rows(a, q, None) == topmod.rows(b, q, None)
+    assert rows(a, q, None) == rows(b, q, None)
 
 
 @pytest.fixture(scope="module")
@@ -393,7 +398,7 @@ def ranges_listing(tmp_path_factory):
     def stream(by: str, force_python: bool):
         if (by, force_python) not in streams:
             with open(p, "rb") as f:
-                streams[by, force_python] = topmod.tally_stream(f, query(by), force_python=force_python)
+                streams[by, force_python] = tally_stream(f, query(by), force_python=force_python)
         return streams[by, force_python]
 
     return p, stream
@@ -402,28 +407,28 @@ def ranges_listing(tmp_path_factory):
 @pytest.mark.parametrize("force_python", [False, True])
 @pytest.mark.parametrize("workers", [2, 3, 5])
 def test_a_file_in_ranges_equals_one_stream(ranges_listing, force_python, workers):
-    if not force_python and not topmod.accelerated():
+    if not force_python and not accelerated():
         pytest.skip("C accelerator not built")
     p, stream = ranges_listing
     assert p.stat().st_size > 8 << 20
     for by in ("src", "dst,dport,state"):
         q = query(by)
-        _same(topmod.tally_file(str(p), q, workers=workers, force_python=force_python), stream(by, force_python), q)
+        _same(tally_file(str(p), q, workers=workers, force_python=force_python), stream(by, force_python), q)
 
 
 @pytest.mark.parametrize("force_python", [False, True])
 def test_a_line_longer_than_the_read_buffer_is_one_unreadable_line(tmp_path, force_python):
-    if not force_python and not topmod.accelerated():
+    if not force_python and not accelerated():
         pytest.skip("C accelerator not built")
     good = listing(40000, "proc", 14)
     p = tmp_path / "long"
     p.write_bytes(good + b"tcp 6 1 src=" + b"7" * (5 << 20) + b"\n" + good)
     q = query("src")
-    t = topmod.tally_file(str(p), q, workers=2, force_python=force_python)
+    t = tally_file(str(p), q, workers=2, force_python=force_python)
     n = good.count(b"\n")
     assert t.total == 2 * n and t.unreadable == 1 and t.first_bad[0] == n + 1
     with open(p, "rb") as f:
-        _same(t, topmod.tally_stream(f, q, force_python=force_python), q)
+        _same(t, tally_stream(f, q, force_python=force_python), q)
 
 
 def test_a_reader_process_that_fails_is_a_one_line_error(tmp_path, monkeypatch):
@@ -431,16 +436,16 @@ def test_a_reader_process_that_fails_is_a_one_line_error(tmp_path, monkeypatch):
     silently smaller table."""
     p = tmp_path / "l"
     p.write_bytes(listing(60000, "proc", 15))  # over 8 MiB: read in ranges
-    real = topmod._tally_span
+    real = _tally_span
 
     def failing(path, start, end, q, force_python=False):
         if start > 0:
             raise RuntimeError("disk on fire")
         return real(path, start, end, q, force_python)
 
-    monkeypatch.setattr(topmod, "_tally_span", failing)
+    monkeypatch.setattr(listing_files, "_tally_span", failing)
     with pytest.raises(InputError, match="reading failed: RuntimeError: disk on fire"):
-        topmod.tally_file(str(p), query("src"), workers=2, force_python=True)
+        tally_file(str(p), query("src"), workers=2, force_python=True)
 
 
 def test_the_stream_reader_turns_a_read_error_into_an_input_error():
@@ -458,7 +463,7 @@ def test_the_stream_reader_turns_a_read_error_into_an_input_error():
             return len(line)
 
     with pytest.raises(InputError, match="truncated or corrupt"):
-        topmod.tally_stream(Broken(), query("src"))
+        tally_stream(Broken(), query("src"))
 
 
 # ---- ctnetlink: C decoder = Python decoder --------------------------------------------------------
@@ -517,7 +522,7 @@ DONE = struct.pack("=IHHIIi", 20, 3, 2, 1, 0, 0)
 def both_netlink(buf: bytes, queries):
     out = []
     for force in (False, True):
-        feeder = topmod.Feeder(queries, force_python=force)
+        feeder = netlink_feeder(queries, force_python=force)
         fed = feeder.feed_netlink(buf)
         out.append((fed, [(a.total, a.matched, bool(a.accounting), dict(a.result()), a.top(0)) for a in feeder.aggs]))
     return out
@@ -563,7 +568,7 @@ def test_sampling_keeps_its_place_across_receive_buffers():
     for force in (False, True):
         q = query("dport")
         q.every = 4
-        feeder = topmod.Feeder([q], force_python=force)
+        feeder = netlink_feeder([q], force_python=force)
         for _ in range(10):
             feeder.feed_netlink(encode(e) * 3)
         assert (feeder.aggs[0].total, feeder.aggs[0].matched) == (30, 8)  # entries 0, 4, ... 28
@@ -592,17 +597,16 @@ def test_c_netlink_decoder_prints_what_a_filter_reads_though_no_key_shows_it():
 def test_flush_selection_in_c_equals_the_python_rules(es, states, port, src, protect):
     """netlink_select (flush's C path) picks exactly the entries flush's Python rules pick, and asks
     the kernel to delete each by the dump's own CTA_TUPLE_ORIG, zone and CTA_ID."""
-    import ipaddress
-
-    from ctdoctor.commands.flush import _matches
     from ctdoctor.listing._fastscan import netlink_select
+    from ctdoctor.listing.aggregate import Filter
+    from ctdoctor.write.flush import matches, selection_args
 
     buf = b"".join(encode(e) for e in es) + DONE
-    q = topmod.parse_query("state", None if "ALL" in states else ",".join(states), None, port, src, None)
+    q = parse_query("state", None if "ALL" in states else ",".join(states), None, port, src, None)
     n, m, p, bad, done, req = netlink_select(q.aggregator(), buf, protect, 1)
     decoded = list(ctnetlink.entries_from(iter([buf])))
-    nets = [ipaddress.ip_network(src, strict=False)] if src else None
-    want = [_matches(e, set(states), port, nets, None, not protect) for e in decoded]
+    flt = Filter(*selection_args(set(states), port, src, None)[1:])
+    want = [matches(e, flt, not protect) for e in decoded]
     assert (n, bad, done) == (len(es), 0, True)
     assert m == sum(ok for ok, _ in want) and p == sum(prot for _, prot in want)
     picked = [e for e, (ok, _) in zip(decoded, want, strict=True) if ok]

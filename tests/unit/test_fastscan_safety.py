@@ -21,12 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from ctdoctor.sources.entries import Entry, Tuple
-from ctdoctor.top import tally as topmod
+
+from ctdoctor.listing.accel import accelerated
+from ctdoctor.listing.query import Query
 from tests.conftest import DATA
 
-pytestmark = pytest.mark.skipif(not topmod.accelerated(), reason="C accelerator not built")
+pytestmark = pytest.mark.skipif(not accelerated(), reason="C accelerator not built")
 
 ROOT = Path(__file__).parent.parent.parent
 CALLS = 2000
@@ -273,7 +274,7 @@ def test_two_processes_get_different_seeds_and_the_same_output(tmp_path):
     assert fs()._hash_seed() not in seeds
     # the same as the pure-Python aggregator gives (it has no seed at all)
     for fields in [("src",), ("state", "proto")]:
-        q = topmod.Query(list(fields))
+        q = Query(list(fields))
         c, py = q.aggregator(), q.aggregator(force_python=True)
         c.feed(p.read_bytes())
         py.feed(p.read_bytes())

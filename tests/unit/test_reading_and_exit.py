@@ -11,7 +11,9 @@ import threading
 import pytest
 
 from ctdoctor.listing.accel import accelerated
-from ctdoctor.top import tally as topmod
+from ctdoctor.listing.query import parse_query
+from ctdoctor.listing.rows import rows
+from ctdoctor.sources.listing_files import StartedListing, filler, tally_stream
 from tests.conftest import DATA, IMAGES, run_cli
 
 needs_accel = pytest.mark.skipif(not accelerated(), reason="C accelerator not built")
@@ -45,14 +47,14 @@ def test_read_full_fills_the_buffer_across_short_reads_then_says_0():
 
 @needs_accel
 def test_a_started_listing_counts_what_a_plain_stream_counts():
-    q = topmod.parse_query("src,state", None, None, None, None, None)
+    q = parse_query("src,state", None, None, None, None, None)
     with open(LISTING, "rb") as f:
-        plain = topmod.tally_stream(f, q)
-    started = topmod.StartedListing(open(LISTING, "rb", buffering=0))  # noqa: SIM115 - it closes the file
+        plain = tally_stream(f, q)
+    started = StartedListing(open(LISTING, "rb", buffering=0))  # noqa: SIM115 - it closes the file
     with started:
-        early = topmod.tally_stream(started, q)
+        early = tally_stream(started, q)
     assert early.total == plain.total > 0
-    assert topmod.rows(early, q, None) == topmod.rows(plain, q, None)
+    assert rows(early, q, None) == rows(plain, q, None)
     assert not started.reader.thread.is_alive() and started.stream.closed
 
 
@@ -60,7 +62,7 @@ def test_a_started_listing_counts_what_a_plain_stream_counts():
 def test_an_unused_started_listing_stops_its_reader_and_closes_the_file(tmp_path):
     big = tmp_path / "big"
     big.write_bytes(LISTING.read_bytes() * 4000)  # more than its buffers hold: the reader waits for one
-    started = topmod.StartedListing(open(big, "rb", buffering=0))  # noqa: SIM115 - it closes the file
+    started = StartedListing(open(big, "rb", buffering=0))  # noqa: SIM115 - it closes the file
     started.close()
     assert not started.reader.thread.is_alive() and started.stream.closed
 
@@ -102,7 +104,7 @@ def test_an_unbuffered_stream_fills_whole_buffers(python):
     t = threading.Thread(target=writer)
     t.start()
     with open(r, "rb", buffering=0) as f:
-        fill = topmod._filler(f, python)
+        fill = filler(f, python)
         buf = bytearray(4096)
         sizes = []
         while n := fill(buf):

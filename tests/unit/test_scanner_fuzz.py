@@ -21,10 +21,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctdoctor.top import tally as topmod
+from ctdoctor.listing import query as topmod  # its folder holds the C sources (fastscan/)
+from ctdoctor.listing.accel import accelerated
+from ctdoctor.listing.query import parse_query
 from tests.conftest import DATA, run_cli, run_json
 
-needs_accel = pytest.mark.skipif(not topmod.accelerated(), reason="C accelerator not built")
+needs_accel = pytest.mark.skipif(not accelerated(), reason="C accelerator not built")
 
 LISTINGS = ("proc_nf_conntrack_6.18", "proc_nf_conntrack_variants", "proc_nf_conntrack_acct_6.18",
             "conntrack_L_extended_6.18", "conntrack_L_6.18", "proc_nf_conntrack_gre_old",
@@ -41,7 +43,7 @@ JUNK = [b"src=", b"dst=", b"sport=99999", b"packets=18446744073709551616", b"byt
 
 
 def both(data: bytes, by: str = "src", **f):
-    q = topmod.parse_query(by, f.get("state"), f.get("proto"), f.get("port"), f.get("src"), f.get("dst"))
+    q = parse_query(by, f.get("state"), f.get("proto"), f.get("port"), f.get("src"), f.get("dst"))
     out = []
     for force in (False, True):
         agg = q.aggregator(force_python=force)
@@ -162,7 +164,7 @@ def _asan_runtime() -> str | None:
 def test_scanner_under_address_sanitizer(tmp_path):
     """Build _fastscan (every file) with -fsanitize=address and feed it the fuzz corpus and long tokens,
     flush's selection of mutated dumps, and four threads on one table (the busy guard refuses the others)."""
-    srcs = sorted(str(p) for p in (Path(topmod.__file__).parents[1] / "listing" / "fastscan").glob("*.c"))
+    srcs = sorted(str(p) for p in (Path(topmod.__file__).parent / "fastscan").glob("*.c"))
     assert len(srcs) > 1  # every file of the split extension, as setup.py builds it
     inc = sysconfig.get_paths()["include"]
     out = tmp_path / ("_fastscan" + sysconfig.get_config_var("EXT_SUFFIX"))
@@ -170,7 +172,7 @@ def test_scanner_under_address_sanitizer(tmp_path):
                     f"-I{inc}", *srcs, "-o", str(out)], check=True, capture_output=True)
     corpus_file = tmp_path / "corpus"
     corpus_file.write_bytes(corpus(11, 4000) + b"src=" + b"9" * 100000 + b"\n" + b"[" * 70000 + b"\n")
-    from ctdoctor.sources.entries import Entry, Tuple
+    from ctdoctor.listing.entry import Entry, Tuple
     from tests.unit.test_fastpaths import DONE, encode  # here: that module imports this one
 
     nl = b"".join(encode(e) for e in (

@@ -8,12 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctdoctor.sources.entries import format_entry
-from ctdoctor.top import tally as topmod
+from ctdoctor.listing.accel import accelerated
+from ctdoctor.listing.entry import format_entry
+from ctdoctor.listing.query import parse_query
+from ctdoctor.listing.rows import rows
+from ctdoctor.sources.listing_files import tally_file, tally_stream
 from tests.conftest import DATA, IMAGES, assert_one_line_error, run_cli, run_json
 from tests.unit.test_entries_property import entries as entry_strategy
 
-needs_accel = pytest.mark.skipif(not topmod.accelerated(), reason="C accelerator not built")
+needs_accel = pytest.mark.skipif(not accelerated(), reason="C accelerator not built")
 
 ALL_KEYS = ["src", "dst", "sport", "dport", "pair", "state", "proto", "zone", "mark", "reply-src", "reply-dst", "l3"]
 FILTERS = [
@@ -36,7 +39,7 @@ def listing(tmp_path_factory):
 
 
 def both(data: bytes, by: str, **f):
-    q = topmod.parse_query(by, f.get("state"), f.get("proto"), f.get("port"), f.get("src"), f.get("dst"))
+    q = parse_query(by, f.get("state"), f.get("proto"), f.get("port"), f.get("src"), f.get("dst"))
     out = []
     for force in (False, True):
         agg = q.aggregator(force_python=force)
@@ -78,7 +81,7 @@ def test_c_and_python_agree_on_generated_entries(es, by):
 def test_bad_lines_are_found_by_both():
     data = (DATA / "proc_nf_conntrack_6.18").read_bytes() + b"ipv4 2 tcp 6 1 ESTABLISHED src=1.2.3.4\n"
     for force in (False, True):
-        agg = topmod.parse_query("src", None, None, None, None, None).aggregator(force_python=force)
+        agg = parse_query("src", None, None, None, None, None).aggregator(force_python=force)
         assert agg.feed(data, False) == (7, 1, 7)  # 7 lines, 1 unreadable, the 7th
 
 
@@ -145,11 +148,11 @@ def test_save_format_listing():
 def test_big_file_split_across_threads_equals_one_stream(listing, tmp_path):
     big = tmp_path / "big.txt"
     big.write_bytes(listing.read_bytes() * 6)  # over the split threshold
-    q = topmod.parse_query("src,state", None, None, None, None, None)
-    a = topmod.tally_file(str(big), q, workers=3)
+    q = parse_query("src,state", None, None, None, None, None)
+    a = tally_file(str(big), q, workers=3)
     with open(big, "rb") as f:
-        b = topmod.tally_stream(f, q)
-    assert a.total == b.total and topmod.rows(a, q, None) == topmod.rows(b, q, None)
+        b = tally_stream(f, q)
+    assert a.total == b.total and rows(a, q, None) == rows(b, q, None)
 
 
 @pytest.mark.parametrize("content,line", [
@@ -220,8 +223,7 @@ def test_entries_fed_directly_group_like_their_printed_lines():
     re-scanning them: same groups, states and counters as the scanned text."""
     from pathlib import Path
 
-    from ctdoctor.sources.entries import format_entry, parse_line
-    from ctdoctor.top.tally import parse_query
+    from ctdoctor.listing.entry import entry_fields, parse_line
 
     data = Path(__file__).parent.parent / "data"
     entries = [parse_line(ln) for name in ("conntrack_L_extended_6.18", "proc_nf_conntrack_acct_6.18", "proc_nf_conntrack_6.18")
@@ -230,7 +232,8 @@ def test_entries_fed_directly_group_like_their_printed_lines():
     for by in ("src", "dport,proto", "state", "zone,mark", "reply-src,l3"):
         q = parse_query(by, None, None, None, None, None)
         direct, scanned = q.aggregator(force_python=True), q.aggregator(force_python=True)
-        assert direct.feed_entries(entries) == len(entries)
+        for e in entries:
+            direct.take(entry_fields(e), 1)
         scanned.feed("".join(format_entry(e, "extended") + "\n" for e in entries).encode())
         assert direct.result() == scanned.result(), by
         assert (direct.total, direct.matched) == (scanned.total, scanned.matched)

@@ -24,6 +24,7 @@ from typing import Any
 
 from ctdoctor import __version__
 from ctdoctor.errors import Failure, InputError
+from ctdoctor.listing.formats import SAMPLE_MARK
 from ctdoctor.sources import capture
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources import pods as podmod
@@ -264,7 +265,6 @@ def _second_sample(b: Bundle, refs: list[nsmod.NetnsRef], alias: dict[str, str],
     return interval
 
 
-SAMPLE_MARK = b"# ctdoctor: a sample:"
 
 
 def _cut(path: str, limit: int) -> bool:

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from ctdoctor.errors import Failure, UsageError
+from ctdoctor.listing.entry import Entry, iter_entries
 from ctdoctor.model import kernel
-from ctdoctor.sources.entries import Entry, iter_entries
 from ctdoctor.sources.kernlog import parse_kernel_log
 from ctdoctor.sources.stats import parse_proc_stat
 from ctdoctor.sources.system import parse_kernel_release

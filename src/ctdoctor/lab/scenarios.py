@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from ctdoctor.lab import LabNetns, LabRun, own_kernel_log, uptime
-from ctdoctor.sources.entries import Entry
+from ctdoctor.listing.entry import Entry
 
 SERVICE_PORT = 8080
 

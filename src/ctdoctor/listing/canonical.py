@@ -1,7 +1,7 @@
 """The canonical entry line as one compiled regex: the fast path of the pure-Python scanner.
 
 The kernel (``ct_seq_show``) and conntrack-tools (``__snprintf_conntrack_default``) print every
-entry in one shape. ``scan.scan_line`` reads any line by the general rules; this module matches
+entry in one shape. ``grammar.scan_line`` reads any line by the general rules; this module matches
 only lines in the exact shape below, with every value checked by those same rules inside the
 regex, so a line it matches gives exactly what ``scan_line`` gives (a differential test holds
 both to it). One ``findall`` per chunk reads every line of the chunk at C speed; the caller

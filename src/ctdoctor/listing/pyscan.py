@@ -1,6 +1,6 @@
 """The pure-Python listing reader: one regex pass per chunk, counting in C, folding distinct tuples.
 
-``top.PyAggregator`` keeps the table; this reads text into it. Per chunk:
+``aggregate.PyAggregator`` keeps the table; this reads text into it. Per chunk:
 
 1. ``canonical.grammar(...).pattern.findall(chunk)``: one tuple per line, captured by the
    regex engine (C) for every line in the canonical shape (tier 1);
@@ -9,32 +9,50 @@
 3. only the *distinct* tuples become keys and labels (the fold), when the pending counter
    grows large and at the end;
 4. a chunk whose marker group is set anywhere has lines outside the shape: those, and only
-   those, are read one by one (``canonical.second_tier()``, then ``scan.scan_line``).
+   those, are read one by one (``canonical.second_tier()``, then ``entry.scan_line``).
 
-Results are exactly those of feeding every line through ``scan.scan_line`` (tests compare).
+Results are exactly those of feeding every line through ``entry.scan_line`` (tests compare).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ctdoctor.listing import canonical
-from ctdoctor.listing.scan import U64, norm_addr, scan_line
+from ctdoctor.listing.fields import (
+    F_DPORT,
+    F_DST,
+    F_L3,
+    F_MARK,
+    F_PROTO,
+    F_RDST,
+    F_RSRC,
+    F_SPORT,
+    F_SRC,
+    F_STATE,
+    F_ZONE,
+    SEP,
+    U64,
+    ScanFields,
+)
+from ctdoctor.listing.formats import is_noise, is_save_line
+from ctdoctor.listing.grammar import norm_addr, row_label, scan_line
+
+if TYPE_CHECKING:
+    from ctdoctor.listing.aggregate import PyAggregator
 
 # A fold runs when this many distinct tuples are pending, or twice the table's size if that is
 # more: memory stays flat when nearly every line is distinct (packet counters, a port filter),
 # and tuples seen again since the last fold are folded again only a few times.
 FOLD_AT = 65536
 
-SEP = b"\x1f"  # between the values of a multi-field key (as top.SEP and the C scanner)
-
-# top.F_* field ids -> the canonical fields that carry them
+# key field ids -> the canonical fields that carry them
 _FIELD_NEEDS: dict[int, tuple[str, ...]] = {
-    0: ("src",), 1: ("dst",), 2: ("sport",), 3: ("dport",), 4: (), 5: ("proto",), 6: ("zone",), 7: ("mark",),
-    8: ("rsrc",), 9: ("rdst",), 10: ("l3", "src")}
+    F_SRC: ("src",), F_DST: ("dst",), F_SPORT: ("sport",), F_DPORT: ("dport",), F_STATE: (), F_PROTO: ("proto",),
+    F_ZONE: ("zone",), F_MARK: ("mark",), F_RSRC: ("rsrc",), F_RDST: ("rdst",), F_L3: ("l3", "src")}
 
 # where a fold reads each field, in this order (an absent field reads an always-empty slot)
 LAYOUT = ("t1", "state_src", "state", "unrep", "tflag", "acct_o", "acct_r", "l3", "proto", "src", "dst", "sport",
@@ -43,18 +61,19 @@ LAYOUT = ("t1", "state_src", "state", "unrep", "tflag", "acct_o", "acct_r", "l3"
 _TFLAG = {b"A": b"ASSURED", b"O": b"OFFLOAD", b"H": b"HW_OFFLOAD", b"": b""}
 
 
-def needs(agg) -> frozenset[str]:
+def needs(agg: PyAggregator) -> frozenset[str]:
     """The canonical fields an aggregator's key and filters read (besides canonical.ALWAYS)."""
     out: set[str] = set()
     for f in agg.fields:
         out.update(_FIELD_NEEDS[f])
-    if agg.port_b is not None:
+    flt = agg.filter
+    if flt.port_b is not None:
         out.update(("sport", "dport"))
-    if agg.protos is not None:
+    if flt.protos is not None:
         out.add("proto")
-    if agg.src_nets is not None:
+    if flt.src_nets is not None:
         out.add("src")
-    if agg.dst_nets is not None:
+    if flt.dst_nets is not None:
         out.add("dst")
     return frozenset(out)
 
@@ -66,7 +85,7 @@ class ChunkScanner:
     each count their own projection of them, so no table counts a field it does not read.
     """
 
-    def __init__(self, aggs):
+    def __init__(self, aggs: Iterable[PyAggregator]):
         self.aggs = list(aggs)
         own = [needs(a) for a in self.aggs]
         self.g = canonical.grammar(frozenset().union(*own), combine=len(self.aggs) == 1)
@@ -74,7 +93,7 @@ class ChunkScanner:
         self.marker = itemgetter(self.g.marker)
         self.combined = "state_src" in at
         # (aggregator, projection or None, where each LAYOUT field is, pending counts)
-        self.tables: list[tuple[Any, Callable | None, tuple[int, ...], Counter]] = []
+        self.tables: list[tuple[PyAggregator, Callable[[Any], Any] | None, tuple[int, ...], Counter[Any]]] = []
         for a, want in zip(self.aggs, own, strict=True):
             if len(self.aggs) == 1:
                 ix = tuple(at.get(n, self.g.marker) for n in LAYOUT)  # the marker is empty in tier 1
@@ -92,7 +111,7 @@ class ChunkScanner:
     def pending(self) -> int:
         return sum(len(t[3]) for t in self.tables)
 
-    def feed(self, buf: bytes, skip_first_bad: bool = False) -> tuple[int, int, int]:
+    def feed(self, buf: Any, skip_first_bad: bool = False) -> tuple[int, int, int]:
         """(lines, unreadable lines, first unreadable line or 0), as the C scanner returns."""
         if not buf:
             return 0, 0, 0
@@ -111,7 +130,7 @@ class ChunkScanner:
                 self.fold()
         return len(found), bad, first_bad
 
-    def _slow_lines(self, found, skip_first_bad: bool) -> tuple[int, int]:
+    def _slow_lines(self, found: list[Any], skip_first_bad: bool) -> tuple[int, int]:
         """Read the lines outside tier 1 (tier 2, else scan_line); their tuples fold to nothing.
         A line with a NUL byte is binary data (unreadable, and reported as such); an unreadable
         line may be conntrack-tools' stderr (noise: reported too)."""
@@ -137,7 +156,7 @@ class ChunkScanner:
                 if not (first and skip_first_bad):
                     bad += 1
                     first_bad = first_bad or i
-                noise = noise or b"(conntrack-tools)" in line or b"nfct_labelmap" in line
+                noise = noise or is_noise(line)
             else:
                 for a in self.aggs:
                     a.take(f, 1)
@@ -168,23 +187,15 @@ def _counters(text: bytes) -> tuple[int, int]:
 
 
 def _label(state: bytes, unrep: bytes, tflag: bytes) -> bytes:
-    """The row label: the state, else what the flags say (tflag as its full name)."""
-    if state:
-        return state
-    if tflag == b"HW_OFFLOAD" or tflag == b"OFFLOAD":
-        return tflag
-    if unrep:
-        return b"UNREPLIED"
-    if tflag:
-        return b"ASSURED"
-    return b"REPLIED"
+    """The row label of captured text: the state, else what the flags say (tflag as its full name)."""
+    return row_label(state, bool(unrep), tflag == b"ASSURED", tflag == b"OFFLOAD", tflag == b"HW_OFFLOAD")
 
 
 # the label of a stateless tier-1 tuple by (unrep, tflag) characters
 _FLAG_LABEL = {(u, f): _label(b"", u, _TFLAG[f]) for u in (b"", b"U") for f in _TFLAG}
 
 
-class _Labels(dict):
+class _Labels(dict[tuple[bytes, bytes, bytes], bytes]):
     """(state as captured with its padding, unrep, tflag) -> the row label, computed when first asked."""
 
     def __missing__(self, k: tuple[bytes, bytes, bytes]) -> bytes:
@@ -193,16 +204,18 @@ class _Labels(dict):
         return v
 
 
-_FOLDERS: dict[tuple, Callable] = {}
+Folder = Callable[[Counter[Any], dict[bytes, int], dict[tuple[bytes, bytes], list[int]]], tuple[int, bool]]
+_FOLDERS: dict[tuple[tuple[int, ...], tuple[int, ...], bool], Folder] = {}
 
-# the key's part of each top.F_* field, as Python source over a tuple ``t`` (``src``: the source
+# the key's part of each key field (fields.F_*), as Python source over a tuple ``t`` (``src``: the source
 # address in the key form, ``lab``: the label); {name} is where that field is in ``t``
-_KEY_PART = {0: "src", 1: "_addr(t[{dst}])", 2: "t[{sport}]", 3: "t[{dport}]", 4: "lab", 5: "t[{proto}]",
-             6: "(t[{zone}] or t[{zorig}] or t[{zrep}] or b'0')", 7: "(t[{mark}] or b'0')", 8: "_addr(t[{rsrc}])",
-             9: "_addr(t[{rdst}])", 10: "(t[{l3}] or (b'ipv6' if b':' in src else b'ipv4'))"}
+_KEY_PART = {F_SRC: "src", F_DST: "_addr(t[{dst}])", F_SPORT: "t[{sport}]", F_DPORT: "t[{dport}]", F_STATE: "lab",
+             F_PROTO: "t[{proto}]", F_ZONE: "(t[{zone}] or t[{zorig}] or t[{zrep}] or b'0')",
+             F_MARK: "(t[{mark}] or b'0')", F_RSRC: "_addr(t[{rsrc}])", F_RDST: "_addr(t[{rdst}])",
+             F_L3: "(t[{l3}] or (b'ipv6' if b':' in src else b'ipv4'))"}
 
 
-def _folder(fields: tuple[int, ...], ix: tuple[int, ...], combined: bool) -> Callable:
+def _folder(fields: tuple[int, ...], ix: tuple[int, ...], combined: bool) -> Folder:
     """The fold of an unfiltered aggregator, written out for its key and tuple layout (like
     namedtuple and dataclasses do): one tuple costs a few dict operations, no calls per field."""
     cached = _FOLDERS.get((fields, ix, combined))
@@ -245,7 +258,7 @@ def fold(pending, counts, rows):
     env: dict[str, Any] = {"_addr": _addr, "_FLAG_LABEL": _FLAG_LABEL, "SEP": SEP, "_add_counters": _add_counters,
                            "_Labels": _Labels}
     exec(compile(code, f"<ctdoctor fold {fields}>", "exec"), env)  # our own code, written above
-    fn: Callable = env["fold"]
+    fn: Folder = env["fold"]
     _FOLDERS[(fields, ix, combined)] = fn
     return fn
 
@@ -259,7 +272,7 @@ def _add_counters(v: list[int], ao: bytes, ar: bytes, n: int) -> None:
     v[4] = min(v[4] + rb * n, U64)
 
 
-def _fold(agg, ix: tuple[int, ...], pending: Counter, combined: bool) -> None:
+def _fold(agg: PyAggregator, ix: tuple[int, ...], pending: Counter[Any], combined: bool) -> None:
     """Pending tuples into the aggregator: the unfiltered table directly, else through take()."""
     if not agg.filtered:
         total, acct = _folder(agg.fields, ix, combined)(pending, agg.counts, agg.rows)
@@ -288,7 +301,7 @@ def _fold(agg, ix: tuple[int, ...], pending: Counter, combined: bool) -> None:
               bool(ao or ar)), n)
 
 
-def _fields(get):
+def _fields(get: Callable[[str], bytes]) -> ScanFields | None:
     """scan.S_* fields of a tier-2 match (``get(name)`` -> group text or b""), or None when an
     address is not one inet_pton takes."""
     src, dst, rsrc, rdst = (norm_addr(get(k)) for k in ("src", "dst", "rsrc", "rdst"))
@@ -304,7 +317,7 @@ def _fields(get):
             bool(ao or ar))
 
 
-def _slow(line: bytes):
+def _slow(line: bytes) -> ScanFields | None:
     """One line outside tier 1: ``canonical.second_tier()`` (any IPv6 text), else the general rules."""
     pattern, at = canonical.second_tier()
     m = pattern.fullmatch(line + b"\n")
@@ -312,8 +325,8 @@ def _slow(line: bytes):
         f = _fields(lambda k: m.group(at[k]) or b"" if k in at else b"")
         if f is not None:
             return f
-    if line[:3] in (b"-A ", b"-I "):  # conntrack -o save
-        from ctdoctor.top.tally import save_fields
+    if is_save_line(line):  # conntrack -o save
+        from ctdoctor.listing.entry import save_fields  # Entry's dataclasses: 10 ms of start-up most listings skip
 
         return save_fields(line)
     return scan_line(line)

@@ -18,9 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctdoctor.errors import Failure
+from ctdoctor.listing.fields import SEP
+from ctdoctor.listing.query import Query
+from ctdoctor.listing.rows import rows
+from ctdoctor.listing.tally import Tally
 from ctdoctor.sources import ctevents
 from ctdoctor.sources import netns as nsmod
-from ctdoctor.top.tally import SEP, Feeder, Query, Tally, rows
+from ctdoctor.sources.listing_files import netlink_feeder
 
 
 @dataclass
@@ -61,7 +65,7 @@ class EventCounter:
     def window(self, seconds: float, stop: Callable[[], bool] | None = None) -> Window:
         """Read events for ``seconds`` (or until ``stop()`` is true) and aggregate them: NEW events
         go straight into the aggregator (decoded in C when built), DESTROY events are counted."""
-        feeder = Feeder([self.query], self.force_python)
+        feeder = netlink_feeder([self.query], self.force_python)
         w = Window(self.ref.name)
         t0 = time.monotonic()
         end = t0 + seconds

@@ -32,14 +32,16 @@ from typing import IO, Any
 from ctdoctor import __version__, cleanup
 from ctdoctor.bundle.collect import collect
 from ctdoctor.errors import CtdError, Failure, InputError
+from ctdoctor.listing.query import parse_query
+from ctdoctor.listing.rows import rows
 from ctdoctor.monitor import rate
 from ctdoctor.sources import children, files
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources import pods as podmod
 from ctdoctor.sources.hostroot import HostRoot
 from ctdoctor.sources.incident import INCIDENT
+from ctdoctor.sources.listing_files import tally_stream_multi
 from ctdoctor.sources.live import NetnsReader, parse_wanted
-from ctdoctor.top.tally import parse_query, rows, tally_stream_multi
 from ctdoctor.write import files as outfiles
 
 NAME_RE = re.compile(r"^(\d{8}T\d{6}Z)-(.+)\.tar\.gz$")

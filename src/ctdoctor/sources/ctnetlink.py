@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 from ctdoctor.errors import Failure
 from ctdoctor.listing import accel
+from ctdoctor.listing.entry import Entry, Tuple
 from ctdoctor.sources import netns as nsmod
-from ctdoctor.sources.entries import Entry, Tuple
 from ctdoctor.sources.netns import NetnsRef
 
 try:
@@ -257,7 +257,7 @@ def start_dump(sock: socket.socket) -> None:
 
 
 class DumpSource:
-    """A ctnetlink dump of one netns that ``top.tally_stream_multi`` reads straight into its
+    """A ctnetlink dump of one netns that ``listing_files.tally_stream_multi`` reads straight into its
     aggregators (C: ``netlink_feed``; Python: ``decode_messages``), with no listing text."""
 
     is_netlink_dump = True

@@ -14,14 +14,15 @@ import re
 import time
 
 from ctdoctor.errors import CtdError
+from ctdoctor.listing.query import Query, parse_query
+from ctdoctor.listing.rows import rows
+from ctdoctor.listing.tally import Tally
 from ctdoctor.model.kernel import parse_int
 from ctdoctor.model.persisted import Persisted
 from ctdoctor.model.snapshot import Listener, ListingSummary, NetnsState
 from ctdoctor.sources.hostroot import HostRoot
+from ctdoctor.sources.listing_files import tally_stream_multi
 from ctdoctor.sources.snapshot import Listing, ref_of, view_of
-
-# The listing's tally (the aggregator and its query). It moves to listing/ (issue 21): retarget this line.
-from ctdoctor.top.tally import Query, Tally, parse_query, rows, tally_stream_multi
 
 TUNNEL_PORTS = {"vxlan": 4789, "geneve": 6081, "vxlan-8472": 8472}
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ctdoctor.errors import Failure, InputError
+from ctdoctor.listing.formats import FOOTER, is_sample
 from ctdoctor.model import kernel
 from ctdoctor.model import modules as modmod
 from ctdoctor.model.kernel import NF, canonical, parse_int
@@ -70,8 +71,6 @@ LEGACY_STAT = "proc/net/stat/ip_conntrack"
 LEGACY_LISTING = "proc/net/ip_conntrack"
 LEGACY_NF_DIR = "proc/sys/net/ipv4/netfilter"
 META = "ctdoctor/meta.json"
-# conntrack-tools' last line, on stderr (sos merges it, sometimes into an entry line)
-FOOTER = re.compile(r"conntrack v(\d+)\.(\d+)\.(\d+) \(conntrack-tools\): (\d+) flow entries have been shown")
 
 
 # (stream, source, tailed): an entry listing opened for reading; ``tailed``: sos kept only its tail
@@ -291,7 +290,7 @@ class ImageNetnsView(NetnsView):
             f = self.root.open_binary(self.prefix + rel)
             if f is not None:
                 # `record` keeps a sample of a huge listing under a first line that says so
-                sample = f.peek(32)[:21] == b"# ctdoctor: a sample:" if hasattr(f, "peek") else False
+                sample = is_sample(f.peek(32)) if hasattr(f, "peek") else False
                 return f, "/" + self.prefix + rel, sample
         for plugin, cmd in (("conntrack", "conntrack -L -o extended"), ("conntrack", "conntrack -L")):
             if self.prefix and not self.sos_name:
@@ -383,6 +382,12 @@ def view_of(st: NetnsState) -> NetnsView | None:
 
 def ref_of(st: NetnsState) -> nsmod.NetnsRef | None:
     return st.ref if isinstance(st, ReadNetns) else None
+
+
+def open_listing(st: NetnsState) -> Listing | None:
+    """(stream, source, tailed) of this netns's /proc or saved entry listing, or None."""
+    view = view_of(st)
+    return view.open_listing() if view is not None else None
 
 
 ViewItem = tuple[NetnsView, int | None, str]  # (view, inode, owner) of a selected netns

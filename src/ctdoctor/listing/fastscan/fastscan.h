@@ -4,7 +4,7 @@
  * The extension is the fast path of `ctdoctor top` and the doctor's listing summary: it reads
  * conntrack listing text (/proc/net/nf_conntrack, conntrack -L [-o extended]) or ctnetlink
  * dump/event messages and counts entries by a key of selected fields, per (key, state label),
- * with the accounting sums. It must give exactly what ctdoctor.top.tally.PyAggregator gives
+ * with the accounting sums. It must give exactly what ctdoctor.listing.aggregate.PyAggregator gives
  * (tests compare both); ctdoctor works without it.
  *
  * By topic (each file says why it is shaped as it is):

@@ -2,7 +2,7 @@
  * module.c: the Python side of ctdoctor.listing._fastscan.
  *
  * Aggregator(fields, states, protos, port, src_nets, dst_nets)
- *   fields:   tuple of field ids (F_* in fastscan.h; ctdoctor.top.tally's KEYS) forming the key
+ *   fields:   tuple of field ids (F_* in fastscan.h; ctdoctor.listing.query's KEYS) forming the key
  *   states:   tuple of bytes labels to keep, or None
  *   protos:   tuple of bytes protocol names to keep, or None
  *   port:     orig sport or dport to match, or -1

@@ -1,6 +1,7 @@
-"""The line scanner behind ``top`` and the doctor's listing summary: the pure-Python twin of
-``_fastscan.c``'s ``scan_line``. Both follow the rules below to the byte, so the C and the
-Python aggregators agree on *every* input, valid or not (a fuzz test compares them).
+"""The reference grammar of a conntrack listing line, for tests: a readable, line-by-line twin of
+``_fastscan.c``'s ``scan_line``. Production reads lines with ``ctdoctor.listing.entry.read_line``
+(and, for lines in the kernel's exact shape, ``canonical.py``'s regex) or the C scanner; the
+tests hold all of them to this reference on real and fuzzed lines, valid or not.
 
 A line is split at spaces. It reads::
 
@@ -29,6 +30,8 @@ admits only the canonical form); numbers without leading zeros; the zone is ``zo
 """
 
 from __future__ import annotations
+
+import socket
 
 U64 = (1 << 64) - 1
 _PROTO_MAX = _STATE_MAX = 32
@@ -62,8 +65,6 @@ def norm_addr(a: bytes) -> bytes | None:
     r = _addr_cache.get(a, b"")
     if r != b"":
         return r
-    import socket  # here, not at import: only lines outside the canonical shape get here
-
     out: bytes | None
     if b"\x00" in a:
         out = None
@@ -112,7 +113,7 @@ def _tokens(line: bytes) -> list[bytes]:
     return out
 
 
-def scan_line(line: bytes):  # noqa: C901 - the C scanner's twin, branch for branch; calls per token would slow it
+def scan_line(line: bytes):  # noqa: C901 - the C scanner's twin, branch for branch, kept readable as one function
     """One listing line (no newline, not blank) -> the fields tuple (see S_*), or None if unreadable."""
     toks = _tokens(line)
     n = len(toks)
