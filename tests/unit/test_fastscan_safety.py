@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ctdoctor.sources.entries import Entry, Tuple
 
 from ctdoctor.listing.accel import accelerated
+from ctdoctor.listing.entry import Entry, Tuple
 from ctdoctor.listing.query import Query
 from tests.conftest import DATA
 

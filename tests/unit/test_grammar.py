@@ -109,8 +109,8 @@ def test_every_octet_agrees(a, b, lead):
 
 
 def test_field_ids_are_the_c_scanners():
-    """_fastscan.c's enum of key fields is the one listing/fields.py names."""
-    c = (Path(fields.__file__).parent / "_fastscan.c").read_text()
+    """fastscan.h's enum of key fields is the one listing/fields.py names."""
+    c = (Path(fields.__file__).parent / "fastscan" / "fastscan.h").read_text()
     m = re.search(r"enum \{ (F_SRC[^}]*) \};", c)
     assert m is not None
     names = [n.strip() for n in m.group(1).split(",")]

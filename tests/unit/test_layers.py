@@ -22,11 +22,6 @@ MAY_IMPORT = {
 }
 
 
-# Moves still under way (issue 21): each entry goes when its file stops reaching up.
-PENDING: dict[str, set[str]] = {
-}
-
-
 def room_of(module: str) -> str:
     parts = module.split(".")[1:]
     if parts[:2] == ["diagnose", "checks"]:
@@ -54,7 +49,6 @@ def test_each_room_imports_only_the_rooms_below_it():
             if room == "diagnose" and "checks" in p.parts:
                 continue
             wrong = {m for m in imports(p) if room_of(m) not in allowed | {room} | {"__version__"}}
-            wrong -= PENDING.get(str(p.relative_to(SRC)), set())
             if wrong:
                 bad[str(p.relative_to(SRC))] = sorted(wrong)
     assert not bad, bad
@@ -152,13 +146,6 @@ MACHINE_ALLOWED: dict[tuple[str, str], str] = {
     ("bundle/collect.py", "_write_tar"): "writes the bundle archive it was asked for (its own output)",
     ("diagnose/checks/ct010_memory.py", "run"): "names /proc/meminfo as the evidence's source; reads nothing",
 }
-# Moves still under way in files other sessions own: each entry goes when its file stops touching the
-# machine. Files of sources/, write/, lab/, monitor/, bundle/ and the thin commands never go here.
-MACHINE_PENDING: dict[str, set[str]] = {
-    "commands/flush.py": {"socket.socket", '"/proc'},
-    "commands/top.py": {"open(", '"/proc'},
-    "top/tally.py": {"open(", "os.fdopen("},
-}
 
 
 def _touch(node: ast.AST) -> str | None:
@@ -235,7 +222,6 @@ def test_only_sources_write_and_lab_touch_the_machine():
     """Every read of the machine or an image is in sources/ (changes in write/, the lab's namespaces in
     lab/): elsewhere no file is opened, no /proc or /sys path named, no netns entered, no program run."""
     bad: list[str] = []
-    pending_seen: dict[str, set[str]] = {}
     allowed_seen: set[tuple[str, str]] = set()
     for p in sorted(SRC.rglob("*.py")):
         rel = str(p.relative_to(SRC))
@@ -245,14 +231,8 @@ def test_only_sources_write_and_lab_touch_the_machine():
             if (rel, func) in MACHINE_ALLOWED:
                 allowed_seen.add((rel, func))
                 continue
-            if what in MACHINE_PENDING.get(rel, set()):
-                pending_seen.setdefault(rel, set()).add(what)
-                continue
             bad.append(f"{rel}:{line} ({func or 'module'}): {what}")
     assert not bad, "\n".join(bad)
-    stale = {f: sorted(w - pending_seen.get(f, set())) for f, w in MACHINE_PENDING.items()
-             if w - pending_seen.get(f, set())}
-    assert not stale, f"no longer found, delete from MACHINE_PENDING: {stale}"
     assert set(MACHINE_ALLOWED) <= allowed_seen, f"no longer needed: {set(MACHINE_ALLOWED) - allowed_seen}"
 
 

@@ -38,6 +38,8 @@ from ctdoctor.listing.tally import (
     no_gc,
 )
 
+PROC_LISTING = "/proc/net/nf_conntrack"  # as the netns reading it sees it
+
 CHUNK = 1 << 20
 C_CHUNK = 4 << 20
 PY_CHUNK = 256 << 10  # the regex's list of tuples stays in the caches (4 MiB chunks: a third slower)

@@ -16,9 +16,7 @@ from ctdoctor.listing.fields import SEP
 from ctdoctor.listing.query import Query
 from ctdoctor.listing.rows import rows
 from ctdoctor.listing.tally import Tally
-from ctdoctor.sources.listing_files import StartedListing, tally_path, tally_stream
-
-PROC_LISTING = "/proc/net/nf_conntrack"  # as the netns reading it sees it
+from ctdoctor.sources.listing_files import PROC_LISTING, StartedListing, tally_path, tally_stream
 
 
 @dataclass
@@ -109,7 +107,7 @@ def _live_listing(req: Request, s: Source, root: Any, several: bool, notes: list
         return started, PROC_LISTING, False
     got = s.opener() if via in ("auto", "proc") and s.opener is not None else None
     if got is None and via == "proc":
-        raise InputError(f"/proc/net/nf_conntrack is not readable in netns {s.name} (try --via netlink)")
+        raise InputError(f"{PROC_LISTING} is not readable in netns {s.name} (try --via netlink)")
     if got is None and root is not None and root.is_live:
         from ctdoctor.sources import ctnetlink, snapshot  # only for a live host
 
