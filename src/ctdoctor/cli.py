@@ -230,9 +230,7 @@ def _main(argv: list[str]) -> int:
         sys.stdout.flush()  # a closed pipe shows up here, not at exit, so the code is kept
         return code
     except CtdError as e:
-        from ctdoctor.commands.common import suggest
-
-        print(f"ctdoctor: error: {suggest(str(e))}", file=sys.stderr)
+        print(f"ctdoctor: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(file=sys.stderr)

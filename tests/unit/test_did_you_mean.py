@@ -8,6 +8,7 @@ import io
 import pytest
 
 from ctdoctor.commands.common import did_you_mean, no_such
+from tests.conftest import IMAGES, run_cli
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -56,3 +57,13 @@ def test_the_helpers():
     assert str(no_such("netns", "cni-4f1x", ["init", "cni-4f1e"])) == "no netns 'cni-4f1x'; did you mean 'cni-4f1e'?"
     assert str(no_such("netns", "x", ["init"], see="ip netns")) == "no netns 'x' (see: ip netns)"
     assert no_such("netns", "x", ["init"]).exit_code == 2
+
+
+def test_a_mistyped_protocol_or_key_of_top_names_the_one_meant():
+    """``--proto tpc`` once matched nothing and printed an empty table; ``--by srcc`` listed the keys."""
+    rc, out, err = run_cli("--root", str(IMAGES / "sosreport-node7-k8s"), "top", "--proto", "tpc")
+    assert rc == 2 and not out and err == "ctdoctor: error: no protocol 'tpc'; did you mean 'tcp'?\n"
+    rc, out, err = run_cli("--root", str(IMAGES / "sosreport-node7-k8s"), "top", "--by", "srcc")
+    assert rc == 2 and not out and err == "ctdoctor: error: no --by key 'srcc'; did you mean 'src'?\n"
+    rc, out, _ = run_cli("--root", str(IMAGES / "sosreport-node7-k8s"), "top", "--proto", "132", "--format", "json")
+    assert rc == 0 and out  # a protocol number is a protocol

@@ -59,18 +59,6 @@ def check_format(args, allowed: tuple[str, ...]) -> str:
     return fmt
 
 
-def suggest(message: str) -> str:
-    """An error from a lookup that lists what it knows (``--netns cni-4f1x: no such network namespace
-    (known: init, cni-4f1e)``, raised where the names are resolved) said with the one meant:
-    ``no netns 'cni-4f1x'; did you mean 'cni-4f1e'?``. Other messages are returned as they are."""
-    import re
-
-    m = re.match(r"--netns (\S+): no such network namespace[^(]*\(known: (.*)\)$", message)
-    if not m:
-        return message
-    near = did_you_mean(m.group(1), [k.strip() for k in m.group(2).split(",") if k.strip()])
-    return f"no netns {m.group(1)!r}; did you mean {near!r}?" if near else message
-
 
 def bounded(kind=float, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False):
     """An argparse type: a finite number within [lo, hi] (``lo_open``: above lo). NaN, inf, 1e400 and

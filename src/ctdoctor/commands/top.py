@@ -140,50 +140,25 @@ def _emit_rate(doc: dict[str, Any], fmt: str) -> None:
 
 
 def _rate_watch(args: Any, query: Query, counters: Any, limit: int | None) -> int:
-    from rich.console import Console
-    from rich.live import Live
-
     from ctdoctor.monitor import rate
-    from ctdoctor.render.top_text import render_rate
+    from ctdoctor.render import watch
+    from ctdoctor.render.top_text import TopWatch, render_rate
 
     slice_s = min(args.watch, args.interval)
     roll = rate.Rolling(args.interval, slice_s)
-    console = Console(highlight=False)
-    from ctdoctor.render.keys import Keys
+    state = TopWatch(args.watch, rate=True, keys=sys.stdin.isatty())
 
-    with Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
-        try:
-            while True:
-                roll.add(rate.windows(counters, slice_s))
-                doc = rate.build_doc(query, list(roll.slices), limit, roll.lost_windows, roll.windows)
-                live.update(render_rate(doc), refresh=True)
-                if keys.quit_pressed():
-                    break
-        except KeyboardInterrupt:
-            pass
-    return 0
+    def frame(console: Any) -> Any:
+        roll.add(rate.windows(counters, slice_s))  # the windows themselves take the interval: no wait
+        doc = rate.build_doc(query, list(roll.slices), limit, roll.lost_windows, roll.windows)
+        return render_rate(doc, width=console.width, watch=state)
+
+    return watch.run(frame, args.watch, wait=False)
 
 
 def _watch(args: Any, query: Query) -> int:
-    from rich.console import Console
-    from rich.live import Live
+    from ctdoctor.render import watch
+    from ctdoctor.render.top_text import TopWatch, render
 
-    from ctdoctor.render.top_text import render
-
-    console = Console(highlight=False)
-    prev = None
-    from ctdoctor.render.keys import Keys
-
-    with Keys() as keys, Live(console=console, auto_refresh=False, screen=False) as live:
-        try:
-            while True:
-                doc = build_doc(args, query)
-                live.update(render(doc, prev), refresh=True)
-                prev = {tuple(r["key"].items()): r["count"] for r in doc["rows"]}
-                if keys.wait_for_quit(args.watch):
-                    break
-        except KeyboardInterrupt:
-            pass
-    return 0
-
-
+    state = TopWatch(args.watch, keys=sys.stdin.isatty())
+    return watch.run(lambda console: render(build_doc(args, query), width=console.width, watch=state), args.watch)

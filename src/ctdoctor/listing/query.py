@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ctdoctor.errors import UsageError
+from ctdoctor.errors import UsageError, no_such
 from ctdoctor.listing.aggregate import AggArgs, Aggregator, Net, make_aggregator
 from ctdoctor.listing.fields import (
     F_DPORT,
@@ -77,7 +77,7 @@ def _keys(by: str) -> list[str]:
         raise UsageError("--by needs at least one key")
     for k in keys:
         if k not in KEYS:
-            raise UsageError(f"--by {k}: unknown key (use: {', '.join(KEYS)})")
+            raise no_such("--by key", k, KEYS)
     if len(keys) != len(set(keys)):
         raise UsageError("--by: a key is given twice")
     if len([k for k in keys if k in NS_KEYS]) > 1:
@@ -95,6 +95,16 @@ def _cidrs(name: str, val: str) -> list[str]:
     return cidrs
 
 
+def _check_protos(protos: list[str]) -> None:
+    """A protocol a listing names (``tcp``) or numbers (``132``): a typo (``tpc``) must never quietly
+    match nothing."""
+    from ctdoctor.listing.entry import PROTO_NUMBERS  # the entry model: only when a protocol is given
+
+    for p in protos:
+        if not (p.isdigit() and int(p) <= 255) and p not in PROTO_NUMBERS and p != "unknown":
+            raise no_such("protocol", p, [*PROTO_NUMBERS, "unknown"])
+
+
 def parse_query(by: str, state: str | None, proto: str | None, port: int | None, src: str | None,
                 dst: str | None) -> Query:
     q = Query(_keys(by))
@@ -103,6 +113,7 @@ def parse_query(by: str, state: str | None, proto: str | None, port: int | None,
         check_states(q.states)
     if proto:
         q.protos = [p.strip().lower() for p in proto.split(",") if p.strip()]
+        _check_protos(q.protos)
     if port is not None:
         if not 0 <= port <= 65535:
             raise UsageError("--port must be 0..65535")

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, cast
 
-from ctdoctor.errors import Failure, InputError
+from ctdoctor.errors import Failure, InputError, did_you_mean
 
 CLONE_NEWNET = 0x40000000
 INIT = "init"
@@ -172,6 +172,9 @@ def select(refs: list[NetnsRef], wanted: str | None, pods: dict[int, str] | None
             ino = _inode_of(f"/proc/{t[4:]}/ns/net")
             hit = [r for r in refs if ino is not None and r.inode == ino]
         if not hit:
+            near = did_you_mean(t, [r.name for r in refs] + [f"pod:{p}" for p in pods.values()])
+            if near is not None:
+                raise InputError(f"no netns {t!r}; did you mean {near!r}?")
             known = ", ".join([r.name for r in refs][:12] + [f"pod:{p}" for p in list(pods.values())[:6]])
             raise InputError(f"--netns {t}: no such network namespace (known: {known})")
         chosen.extend(r for r in hit if r not in chosen)

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ctdoctor.errors import Failure, InputError
+from ctdoctor.errors import Failure, InputError, did_you_mean
 from ctdoctor.listing.formats import FOOTER, is_sample
 from ctdoctor.model import kernel
 from ctdoctor.model import modules as modmod
@@ -437,6 +437,9 @@ def _views(root: HostRoot, wanted: str | None,
         hit = [it for it in items if nsmod.matches(t, it[0].name, it[1], it[0].pod.label if it[0].pod else "",
                                                     it[0].name == nsmod.INIT)]
         if not hit:
+            near = did_you_mean(t, [it[0].name for it in items])
+            if near is not None:
+                raise InputError(f"no netns {t!r}; did you mean {near!r}?")
             known = ", ".join(it[0].name for it in items)
             raise InputError(f"--netns {t}: no such network namespace in this image (known: {known})")
         sel.extend(it for it in hit if it not in sel)
