@@ -81,6 +81,52 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def fill_netns(ns: str, gmax: int) -> int:
+    """A throwaway netns whose table is full of ASSURED entries loaded over ctnetlink."""
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "netns", "exec", ns, "nft", ("add table inet b; add chain inet b o { type filter hook "
+                    "output priority 0; }; add rule inet b o ct state new accept")], check=True)
+    from ctdoctor.lab.scenarios import _tcp_lines
+
+    path = f"/tmp/{ns}.ct"
+    with open(path, "w") as f:
+        f.write(_tcp_lines(gmax))
+    subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-R", path], check=True, capture_output=True)
+    os.unlink(path)
+    count = int(subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-n", "net.netfilter.nf_conntrack_count"],
+                               capture_output=True, text=True).stdout)
+    print(f"netns {ns}: {count} entries (nf_conntrack_max {gmax})")
+    return count
+
+
+def concurrent_scrapes(url: str, ns: str, n: int) -> int:
+    """``n`` scrapes at once; how many succeeded (and printed: the wall time and the slowest)."""
+    barrier = threading.Barrier(n)
+    res: list = [None] * n
+
+    def one(i):
+        barrier.wait()
+        t = time.perf_counter()
+        try:
+            ok = f'netns="{ns}"'.encode() in get(url, 60)
+            res[i] = (ok, (time.perf_counter() - t) * 1000)
+        except OSError as e:
+            res[i] = (False, str(e))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = (time.perf_counter() - t0) * 1000
+    good = sum(1 for r in res if r and r[0])
+    slowest = max(r[1] for r in res if r and isinstance(r[1], float))
+    print(f"2. {n} concurrent scrapes: {good}/{n} succeeded, all done in {wall:.0f} ms, slowest {slowest:.0f} ms")
+    return good
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scrapes", type=int, default=1000)
@@ -97,20 +143,7 @@ def main() -> int:
     ns = f"ctdbench-{uuid.uuid4().hex[:6]}"
     procs: list[subprocess.Popen] = []
     try:
-        subprocess.run(["ip", "netns", "add", ns], check=True)
-        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
-        subprocess.run(["ip", "netns", "exec", ns, "nft", ("add table inet b; add chain inet b o { type filter hook "
-                        "output priority 0; }; add rule inet b o ct state new accept")], check=True)
-        from ctdoctor.lab.scenarios import _tcp_lines
-
-        path = f"/tmp/{ns}.ct"
-        with open(path, "w") as f:
-            f.write(_tcp_lines(gmax))
-        subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-R", path], check=True, capture_output=True)
-        os.unlink(path)
-        count = int(subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-n", "net.netfilter.nf_conntrack_count"],
-                                   capture_output=True, text=True).stdout)
-        print(f"netns {ns}: {count} entries (nf_conntrack_max {gmax})")
+        count = fill_netns(ns, gmax)
 
         port = free_port()
         url = f"http://127.0.0.1:{port}/metrics"
@@ -136,28 +169,7 @@ def main() -> int:
               f"p99 target <= {TARGETS['scrape_p99_ms']:.0f} ms: {'met' if p99 <= TARGETS['scrape_p99_ms'] else 'NOT met'}")
 
         n = 200
-        barrier = threading.Barrier(n)
-        res: list = [None] * n
-
-        def one(i):
-            barrier.wait()
-            t = time.perf_counter()
-            try:
-                ok = f'netns="{ns}"'.encode() in get(url, 60)
-                res[i] = (ok, (time.perf_counter() - t) * 1000)
-            except OSError as e:
-                res[i] = (False, str(e))
-
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = (time.perf_counter() - t0) * 1000
-        good = sum(1 for r in res if r and r[0])
-        slowest = max(r[1] for r in res if r and isinstance(r[1], float))
-        print(f"2. {n} concurrent scrapes: {good}/{n} succeeded, all done in {wall:.0f} ms, slowest {slowest:.0f} ms")
+        good = concurrent_scrapes(url, ns, n)
 
         rss = [rss_mb(exp.pid)]
         end = time.monotonic() + a.soak

@@ -34,6 +34,7 @@ from ctdoctor.bundle.collect import collect
 from ctdoctor.errors import CtdError, Failure, InputError
 from ctdoctor.listing.query import parse_query
 from ctdoctor.listing.rows import rows
+from ctdoctor.model.pods import Pod
 from ctdoctor.monitor import rate
 from ctdoctor.sources import children, files
 from ctdoctor.sources import netns as nsmod
@@ -311,7 +312,7 @@ def parse_size(text: str) -> int:
 # ---- the capture (child process) ----------------------------------------------------------------------
 
 
-def pod_of(netns: str) -> podmod.Pod | None:
+def pod_of(netns: str) -> Pod | None:
     """The pod that holds this live netns (sources.pods.Pod), or None: incidents are named by it."""
     try:
         refs = nsmod.select(nsmod.discover(), netns)

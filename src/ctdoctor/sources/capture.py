@@ -14,9 +14,9 @@ import tempfile
 from collections.abc import Callable
 
 from ctdoctor.errors import Failure
+from ctdoctor.model.modules import CONNTRACK_MODULES
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources.hostroot import mangle_command, run_command
-from ctdoctor.sources.modules import CONNTRACK_MODULES
 from ctdoctor.sources.system import boot_time as parse_boot_time
 
 # Files copied whole from the host (globs are expanded with os.listdir, one level).

@@ -23,6 +23,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from ctdoctor.model.pods import Pod
 from ctdoctor.model.samples import Sample
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources import pods as podmod
@@ -194,7 +195,7 @@ class NetnsReader:
                 h.close()
             self.discovered_at = time.time()
 
-    def _pods(self, refs: list[nsmod.NetnsRef]) -> dict[int, podmod.Pod]:
+    def _pods(self, refs: list[nsmod.NetnsRef]) -> dict[int, Pod]:
         """Pods of newly found namespaces (once per netns: a pod never changes its netns)."""
         live = HostRoot.live()
         live.host_root = self.host_root
