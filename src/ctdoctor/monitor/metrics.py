@@ -118,10 +118,8 @@ def families(x: Exposition) -> list[Metric]:
     return out
 
 
-def _table_families(x: Exposition) -> list[Metric]:
-    entries = _gauge("conntrack_entries", "Conntrack entries of the netns (its nf_conntrack_count)", ["netns"])
-    limit = _gauge("conntrack_entries_limit",
-                   "nf_conntrack_max: one global limit that every netns's count is compared against", ["netns"])
+def _count_and_limit(x: Exposition, entries: GaugeMetricFamily, limit: GaugeMetricFamily) -> None:
+    """Each readable netns's count and the one global limit (ours and node_exporter's names alike)."""
     for s in x.samples:
         if not s.readable:
             continue
@@ -129,6 +127,13 @@ def _table_families(x: Exposition) -> list[Metric]:
             entries.add_metric([s.netns], s.count)
         if x.limit is not None:
             limit.add_metric([s.netns], x.limit)
+
+
+def _table_families(x: Exposition) -> list[Metric]:
+    entries = _gauge("conntrack_entries", "Conntrack entries of the netns (its nf_conntrack_count)", ["netns"])
+    limit = _gauge("conntrack_entries_limit",
+                   "nf_conntrack_max: one global limit that every netns's count is compared against", ["netns"])
+    _count_and_limit(x, entries, limit)
     out: list[Metric] = [entries, limit]
     if x.buckets is not None:
         b = _gauge("conntrack_buckets", "Conntrack hash table buckets (global, nf_conntrack_buckets)")
@@ -245,13 +250,10 @@ def node_families(x: Exposition, full: set[str]) -> list[Metric]:
     entries = GaugeMetricFamily("node_nf_conntrack_entries", NODE_ENTRIES[0], labels=["netns"])
     limit = GaugeMetricFamily("node_nf_conntrack_entries_limit", NODE_ENTRIES[1], labels=["netns"])
     stats = {k: GaugeMetricFamily(f"node_nf_conntrack_stat_{k}", h, labels=["netns"]) for k, h in NODE_STATS.items()}
+    _count_and_limit(x, entries, limit)
     for s in x.samples:
         if not s.readable:
             continue
-        if s.count is not None:
-            entries.add_metric([s.netns], s.count)
-        if x.limit is not None:
-            limit.add_metric([s.netns], x.limit)
         for k, fam in stats.items():
             v = (s.stats or {}).get(k)
             if v is not None and (s.netns in full or k in QUIET_STATS):
