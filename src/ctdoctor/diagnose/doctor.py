@@ -1,4 +1,4 @@
-"""Run the checks over a snapshot and turn their findings into the report (DESIGN §2, doctor JSON)."""
+"""Run the checks over a snapshot and turn their findings into the report (docs/design.md, "Data flow of the doctor"; schemas/doctor.schema.json)."""
 
 from __future__ import annotations
 
