@@ -10,6 +10,8 @@ from typing import Any
 
 from ctdoctor.commands.common import SECONDS, check_format, open_root
 from ctdoctor.diagnose import doctor
+from ctdoctor.render.jsonout import emit
+from ctdoctor.render.nagios import render as nagios
 from ctdoctor.render.progress import Progress
 
 
@@ -36,17 +38,13 @@ def run(args: argparse.Namespace) -> int:
                                  step=progress.step)
     args._exit_code = result.code  # kept when the reader of a pipe leaves early (`| head -1`)
     if fmt == "json":
-        from ctdoctor.render.jsonout import emit
-
         emit(result.doc)
     elif fmt == "nagios":
-        from ctdoctor.render.nagios import render as nagios
-
         print(nagios(result.doc, result.code, result.namespaces))
     else:
         from rich.console import Console  # rich: 20 ms of imports, only when rendering text
 
-        from ctdoctor.render.doctor_text import render
+        from ctdoctor.render.doctor_text import render  # imports rich
 
         con = Console(highlight=False)
         report = render(result.doc, verbose_info=args.verbose, width=con.width)
