@@ -4,10 +4,14 @@ deleted) instead of the process dying with its leftovers."""
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
+import sys
+from types import FrameType
 
 
-def _exit(signum, _frame):
+def _exit(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
@@ -37,10 +41,6 @@ def exit_now_if_allowed(code: int) -> None:
     Otherwise it returns and the caller exits normally."""
     if not _skip_teardown:
         return
-    import atexit
-    import os
-    import sys
-
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -7,15 +7,24 @@ Global options are accepted before or after the command name
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import itertools
 import os
+import re
 import sys
+from typing import TYPE_CHECKING
 
-from ctdoctor import __version__
+from ctdoctor import __version__, cleanup
+from ctdoctor.commands.common import NOTHING, add_global_options, did_you_mean, enforce
+from ctdoctor.errors import CtdError, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, NoReturn
 
 # command -> (module with add_arguments(p) and run(args) -> int, one-line help)
-COMMANDS = {
+COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("ctdoctor.commands.doctor", "run every check: findings with evidence, explanation and fix commands"),
     "status": ("ctdoctor.commands.status", "count / max / buckets per netns, fill, stats and rates, modules, drift"),
     "top": ("ctdoctor.commands.top", "who fills the table: group entries by src, dst, port, state, ..."),
@@ -37,31 +46,10 @@ COMMANDS = {
 DEFAULT_COMMAND = "doctor"
 
 
-def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
-    d = argparse.SUPPRESS if suppress else None
-    p.add_argument("--root", metavar="PATH", default=d,
-                   help="read a host image (directory, .tar[.gz|.xz], sosreport) instead of this host")
-    p.add_argument("--netns", metavar="NAME|all", default=d,
-                   help="network namespace: init (default), a name, pid:N, an inode, or all")
-    p.add_argument("--format", choices=("text", "json", "nagios", "csv"), default=d if suppress else "text",
-                   help="output format (default text)")
-    p.add_argument("--host-root", metavar="PATH", default=d,
-                   help="the host's files when ctdoctor runs in a container (as node_exporter's --path.rootfs): "
-                        "runtime and kubelet metadata for pod names")
-    p.add_argument("--color", choices=("auto", "always", "never"), default=d,
-                   help="colour in text output: auto (default: on a terminal, unless NO_COLOR is set), always, never")
-
-
-def global_options(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Global options on a nested sub-command parser (``lab run X --format json``)."""
-    _global_options(p, suppress=True)
-    return p
-
-
 class _Parser(argparse.ArgumentParser):
     """Usage errors are one line (``ctdoctor: error: ...``) and exit 2, for scripts and Nagios."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         said = _choice_message(message)
         see = "" if said.endswith("?") else f" (see: {self.prog} --help)"  # a suggestion says enough
         self.exit(2, f"ctdoctor: error: {said}{see}\n")
@@ -70,13 +58,9 @@ class _Parser(argparse.ArgumentParser):
 def _choice_message(message: str) -> str:
     """argparse's ``argument --format: invalid choice: 'jsn' (choose from 'text', 'json', ...)`` said as
     ``--format: no format 'jsn'; did you mean 'json'?``."""
-    import re
-
     m = re.match(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)$", message)
     if not m:
         return message
-    from ctdoctor.commands.common import did_you_mean
-
     opt, value, choices = m.group(1), m.group(2), re.findall(r"'([^']*)'", m.group(3))
     near = did_you_mean(value, choices)
     what = opt.lstrip("-").split("/")[0]
@@ -87,7 +71,7 @@ def _choice_message(message: str) -> str:
 class _QuietParser(argparse.ArgumentParser):
     """The pre-parse that finds the command: a bad value is left for the real parser to say, once."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         raise SystemExit(2)
 
 
@@ -95,8 +79,9 @@ class _Version(argparse.Action):
     """``ctdoctor 0.1.0 (C scanner)``: a fleet installed from a wheel can see that it got the C
     scanner (found when asked, not when every parser is built)."""
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        from ctdoctor.listing.accel import accelerated, disabled
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        from ctdoctor.listing.accel import accelerated, disabled  # loads the C scanner: only when asked
 
         scanner = "C scanner" if accelerated() else \
             "pure-Python scanner: CTDOCTOR_NO_ACCEL is set" if disabled() else \
@@ -105,7 +90,7 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
-def build_parser(commands: dict) -> argparse.ArgumentParser:
+def build_parser(commands: dict[str, tuple[str, str]]) -> argparse.ArgumentParser:
     p = _Parser(
         prog="ctdoctor",
         description="See, explain, fix and guard Linux netfilter connection tracking (nf_conntrack).",
@@ -113,20 +98,20 @@ def build_parser(commands: dict) -> argparse.ArgumentParser:
                "3 UNKNOWN; other commands: 0 success, 1 failure, 2 bad usage or input.",
     )
     p.add_argument("--version", action=_Version, nargs=0, help="show the version and the scanner `top` uses, and exit")
-    _global_options(p, suppress=False)
+    add_global_options(p, suppress=False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (mod, help_) in commands.items():
         sp = sub.add_parser(name, help=help_, description=help_)
-        _global_options(sp, suppress=True)
+        add_global_options(sp, suppress=True)
         sp.set_defaults(_module=mod)
     return p
 
 
-def choose_command(argv: list[str], commands: dict) -> tuple[str | None, list[str]]:
+def choose_command(argv: list[str], commands: dict[str, tuple[str, str]]) -> tuple[str | None, list[str]]:
     """The command the user named, found by parsing the global options first (a value such as
     ``--root top`` is never taken for a command), and argv with the default command added."""
     pre = _QuietParser(add_help=False, allow_abbrev=False)
-    _global_options(pre, suppress=True)
+    add_global_options(pre, suppress=True)
     try:
         _, rest = pre.parse_known_args(argv)
     except SystemExit:
@@ -136,9 +121,7 @@ def choose_command(argv: list[str], commands: dict) -> tuple[str | None, list[st
         return first, argv
     if first is not None and first.replace("-", "").isalpha():
         # no command takes a bare word: it is a mistyped command (`stauts`), said as such
-        import difflib
-
-        from ctdoctor.errors import UsageError
+        import difflib  # only for a mistyped command
 
         near = difflib.get_close_matches(first, list(commands), n=1, cutoff=0.6)
         raise UsageError(f"unknown command {first!r}" + (f" (did you mean {near[0]}?)" if near else "")
@@ -152,8 +135,6 @@ def choose_command(argv: list[str], commands: dict) -> tuple[str | None, list[st
 def entry() -> None:
     """The console script (and ``python -m ctdoctor``): ``main()``, then the exit."""
     code = main()
-    from ctdoctor import cleanup
-
     cleanup.exit_now_if_allowed(code)
     raise SystemExit(code)
 
@@ -167,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not _wants_nagios(argv):
         return _main(argv)
-    import contextlib
+    import contextlib  # the Nagios path's own imports: kept off every other start
     import io
+
+    from ctdoctor.render.nagios import unknown_line
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
@@ -179,8 +162,6 @@ def main(argv: list[str] | None = None) -> int:
         return code
     if code == 3 and not text.strip():
         return code  # the doctor already printed its UNKNOWN line
-    from ctdoctor.render.nagios import unknown_line
-
     reason = next((ln for ln in text.splitlines() if ln.startswith("ctdoctor:")), text.strip() or f"exit {code}")
     print(unknown_line(reason.removeprefix("ctdoctor: ").removeprefix("error: ")))
     sys.stderr.write(text)
@@ -188,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    from ctdoctor.errors import CtdError
-
     # Only the command actually used gets a parser with its own flags (its module imported
     # lazily); the full set is built for --help, a bad command and the like.
     try:
@@ -218,13 +197,9 @@ def _main(argv: list[str]) -> int:
         os.environ["FORCE_COLOR"] = "1"
         os.environ.pop("NO_COLOR", None)
     mod = importlib.import_module(args._module)
-    from ctdoctor import cleanup
-
     cleanup.install_signal_handlers()
     code = None
     try:
-        from ctdoctor.commands.common import NOTHING, enforce
-
         enforce(mod.requires(args) if hasattr(mod, "requires") else NOTHING, args)
         code = int(mod.run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, not at exit, so the code is kept
@@ -247,8 +222,6 @@ def _main(argv: list[str]) -> int:
             pass
         return code if code is not None else int(getattr(args, "_exit_code", 0))
     except Exception as e:
-        import errno
-
         if os.environ.get("CTDOCTOR_DEBUG"):
             raise
         if isinstance(e, OSError) and e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN):

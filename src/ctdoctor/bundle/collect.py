@@ -1,4 +1,4 @@
-"""Capture a host image: the files and command outputs ctdoctor reads, in DESIGN §4 layout.
+"""Capture a host image: the files and command outputs ctdoctor reads, in the layout ``--root`` reads.
 
 What is copied is declared and read by ``sources.capture`` (like a sos plugin:
 ``COPY``, ``COMMANDS``); offline reading (HostRoot, Snapshot) uses the very same

@@ -14,6 +14,7 @@ Namespace names (``--netns``) are completed from ``/run/netns`` when the shell a
 from __future__ import annotations
 
 import argparse
+import importlib
 from typing import Any
 
 from ctdoctor import __version__, cli
@@ -37,8 +38,6 @@ def requires(args: argparse.Namespace) -> Needs:
 def model() -> dict[str, Any]:
     """{"global": [(option, choices)], "commands": {name: {"help": str, "options": [(option, choices)]}},
     "codes": [...]}: what the parser accepts, read from the parser."""
-    from ctdoctor import cli
-
     commands = dict(cli.COMMANDS)
     parser = cli.build_parser(commands)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -60,8 +59,6 @@ def model() -> dict[str, Any]:
     cmds = {}
     for name in commands:
         sp = sub.choices[name]
-        import importlib
-
         importlib.import_module(commands[name][0]).add_arguments(sp)
         cmds[name] = {"help": commands[name][1], "options": options(sp, gnames | {"--help"}),
                       "positional": [a.choices for a in sp._actions if not a.option_strings and a.choices]}

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ctdoctor.commands.common import no_such
 from ctdoctor.diagnose.checks import MODULES, load, page
 from ctdoctor.render.jsonout import emit
+from ctdoctor.render.page import catalogue, fit, terminal_width
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,16 +21,10 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "format", None) == "json":
             emit({"schema": 1, "checks": [{"id": c, "title": load(c).TITLE} for c in MODULES]})
         else:
-            from ctdoctor.render.page import catalogue, terminal_width
-
             sys.stdout.write(catalogue([(c, load(c).TITLE) for c in MODULES], terminal_width()))
         return 0
     code = args.code.upper()
     if code not in MODULES:
-        from ctdoctor.commands.common import no_such
-
         raise no_such("check", args.code, MODULES, see="ctdoctor checks")
-    from ctdoctor.render.page import fit, terminal_width
-
     sys.stdout.write(fit(page(load(code)), terminal_width()))
     return 0

@@ -1,4 +1,4 @@
-"""ctdoctor exporter: every netns's conntrack table as Prometheus metrics (DESIGN §7).
+"""ctdoctor exporter: every netns's conntrack table as Prometheus metrics (docs/design.md, "The exporter").
 
 Serves ``/metrics`` on 127.0.0.1:9718 by default, or writes ``DIR/ctdoctor.prom`` for
 node_exporter's textfile collector (``--textfile DIR``, ``--once`` for a timer).

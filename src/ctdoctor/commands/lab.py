@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from ctdoctor.commands.common import Needs, bounded, check_format
+import argparse
+from typing import Any
+
+from ctdoctor import lab
+from ctdoctor.commands.common import Needs, bounded, check_format, global_options, no_such
 from ctdoctor.errors import UsageError
+from ctdoctor.lab.scenarios import SCENARIOS, catalogue
+from ctdoctor.render.jsonout import emit
+from ctdoctor.render.lab_text import render_list, render_run
+from ctdoctor.render.progress import Progress
 
 
-def add_arguments(p) -> None:
-    from ctdoctor.cli import global_options
-
+def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="lab_command", metavar="list|run|clean")
     global_options(sub.add_parser("list", help="the scenarios, and whether this machine can run them"))
     r = sub.add_parser("run", help="build a scenario, show what a user observes, remove it")
@@ -21,10 +27,11 @@ def add_arguments(p) -> None:
     c.add_argument("names", nargs="*", metavar="NETNS", help="only these lab namespaces (default: every ctdlab-* one)")
 
 
-def requires(args) -> Needs:
+def requires(args: argparse.Namespace) -> Needs:
     return Needs(live=True, what="lab")
 
-def run(args) -> int:
+
+def run(args: argparse.Namespace) -> int:
     fmt = check_format(args, ("text", "json"))
     cmd = getattr(args, "lab_command", None)
     if cmd is None:
@@ -32,8 +39,6 @@ def run(args) -> int:
     if cmd == "list":
         return _list(fmt)
     if cmd == "clean":
-        from ctdoctor import lab
-
         missing = lab.missing_requirements()
         if missing:
             raise UsageError("the lab needs " + "; ".join(missing))
@@ -47,55 +52,31 @@ def run(args) -> int:
 
 
 def _list(fmt: str) -> int:
-    from ctdoctor.lab import missing_requirements
-    from ctdoctor.lab.scenarios import SCENARIOS
-
-    missing = missing_requirements()
-    rows = []
-    for s in SCENARIOS.values():
-        why = "; ".join(missing) if missing else s.unavailable()
-        rows.append({"name": s.name, "summary": s.summary, "scale": f"{s.default_scale} {s.scale_meaning}",
-                     "available": why is None, "why_not": why})
+    rows = catalogue()
     if fmt == "json":
-        from ctdoctor.render.jsonout import emit
-
         emit({"schema": 1, "scenarios": rows})
         return 0
-    from rich.console import Console
-
-    from ctdoctor.render.lab_text import render_list
+    from rich.console import Console  # rich: 20 ms of imports, only for text
 
     con = Console(highlight=False)
     con.print(render_list(rows, con.width))
     return 0
 
 
-def _run(args, fmt: str) -> int:
-    from ctdoctor.lab import run_scenario
-    from ctdoctor.lab.scenarios import SCENARIOS
-
+def _run(args: argparse.Namespace, fmt: str) -> int:
     if args.scenario not in SCENARIOS:
-        from ctdoctor.commands.common import no_such
-
         raise no_such("lab scenario", args.scenario, SCENARIOS, see="ctdoctor lab list")
-
-    from ctdoctor.render.progress import Progress
-
     with Progress(fmt) as progress:
         progress.step(f"building {args.scenario} in a throwaway namespace and watching what happens")
-        with run_scenario(args.scenario, args.scale, keep=args.keep) as result:
-            doc = {"scenario": result.scenario, "netns": result.netns.name, "inode": result.netns.inode,
-                   "built": result.built, "observed": result.observed, "explanation": result.explanation,
-                   "kept": args.keep}
+        with lab.run_scenario(args.scenario, args.scale, keep=args.keep) as result:
+            doc: dict[str, Any] = {"scenario": result.scenario, "netns": result.netns.name,
+                                   "inode": result.netns.inode, "built": result.built, "observed": result.observed,
+                                   "explanation": result.explanation, "kept": args.keep}
             progress.step("removing the namespace" if not args.keep else "done")
     if fmt == "json":
-        from ctdoctor.render.jsonout import emit
-
         emit(doc)
         return 0
-    from rich.console import Console
-
-    from ctdoctor.render.lab_text import render_run
+    from rich.console import Console  # rich: 20 ms of imports, only for text
 
     con = Console(highlight=False)
     con.print(render_run(doc, args.keep, con.width))

@@ -39,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
     if fmt == "json":
         emit(doc)
         return 0
-    from rich.console import Console
+    from rich.console import Console  # rich: 20 ms of imports, only for text
 
-    from ctdoctor.render.plan_text import render
+    from ctdoctor.render.plan_text import render  # imports rich
 
     con = Console(highlight=False)
     con.print(render(doc, con.width))

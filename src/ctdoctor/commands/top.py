@@ -10,6 +10,7 @@ from ctdoctor import cleanup
 from ctdoctor.commands.common import PERIOD, Needs, bounded, check_format, open_root, warm_imports
 from ctdoctor.errors import UsageError
 from ctdoctor.listing.query import Query, parse_query
+from ctdoctor.render import watch
 from ctdoctor.render.jsonout import emit
 from ctdoctor.top import report
 from ctdoctor.top.report import Request
@@ -85,7 +86,7 @@ def run(args: Any) -> int:
     doc = build_doc(args, query, warm=fmt == "text", early=True)
     if fmt != "json":
         warn_unreadable(doc)
-    from ctdoctor.render import top_text
+    from ctdoctor.render import top_text  # rich: warmed in a thread while the listing was read
 
     _emit(doc, fmt, top_text.render, top_text.write_csv)
     cleanup.skip_teardown()  # nothing left to write: the tables need not be freed one object at a time
@@ -99,7 +100,7 @@ def _emit(doc: dict[str, Any], fmt: str, text_renderer: Any, csv_writer: Any) ->
     elif fmt == "csv":
         csv_writer(doc, sys.stdout)
     else:
-        from rich.console import Console
+        from rich.console import Console  # rich: 20 ms of imports, only for text
 
         Console(highlight=False).print(text_renderer(doc))
 
@@ -107,7 +108,6 @@ def _emit(doc: dict[str, Any], fmt: str, text_renderer: Any, csv_writer: Any) ->
 def _rate(args: Any, query: Query, fmt: str) -> int:
     """``--rate``: windows of NEW events, once, or rolling with ``--watch``."""
     from ctdoctor.monitor import rate  # the event readers: 60 ms of imports that only --rate needs
-    from ctdoctor.sources import netns as nsmod
 
     if args.file:
         raise UsageError("--rate reads the live event stream; it cannot read a saved listing (--file)")
@@ -115,50 +115,26 @@ def _rate(args: Any, query: Query, fmt: str) -> int:
         raise UsageError("--rate groups by netns, not by pod: use --by netns (status and top name each netns's pod)")
     if args.watch is not None and fmt != "text":
         raise UsageError("--watch works with --format text only")
-    refs = nsmod.select(nsmod.discover(), getattr(args, "netns", None))
-    rate.check_events(refs)
+    netns = getattr(args, "netns", None)
     limit = args.limit if args.limit and args.limit > 0 else None
-    counters = rate.open_counters(refs, query)
-    try:
-        if args.watch is None:
-            sl = rate.windows(counters, args.interval)
-            doc = rate.build_doc(query, [sl], limit, int(any(w.lost for w in sl)), 1)
-            _emit_rate(doc, fmt)
-            return 0
-        return _rate_watch(args, query, counters, limit)
-    finally:
-        for c in counters:
-            c.close()
+    if args.watch is None:
+        doc = rate.measure(netns, query, args.interval, limit)
+        for n in doc.get("notes", []):
+            print(f"ctdoctor: note: {n}", file=sys.stderr)
+        from ctdoctor.render import top_text  # rich, for the text table
 
+        _emit(doc, fmt, top_text.render_rate, top_text.write_rate_csv)
+        return 0
+    from ctdoctor.render.top_text import TopWatch, render_rate  # rich: loaded when a frame is drawn
 
-def _emit_rate(doc: dict[str, Any], fmt: str) -> None:
-    for n in doc.get("notes", []):
-        print(f"ctdoctor: note: {n}", file=sys.stderr)
-    from ctdoctor.render import top_text
-
-    _emit(doc, fmt, top_text.render_rate, top_text.write_rate_csv)
-
-
-def _rate_watch(args: Any, query: Query, counters: Any, limit: int | None) -> int:
-    from ctdoctor.monitor import rate
-    from ctdoctor.render import watch
-    from ctdoctor.render.top_text import TopWatch, render_rate
-
-    slice_s = min(args.watch, args.interval)
-    roll = rate.Rolling(args.interval, slice_s)
     state = TopWatch(args.watch, rate=True, keys=sys.stdin.isatty())
-
-    def frame(console: Any) -> Any:
-        roll.add(rate.windows(counters, slice_s))  # the windows themselves take the interval: no wait
-        doc = rate.build_doc(query, list(roll.slices), limit, roll.lost_windows, roll.windows)
-        return render_rate(doc, width=console.width, watch=state)
-
-    return watch.run(frame, args.watch, wait=False)
+    with rate.Watcher(netns, query, args.interval, min(args.watch, args.interval), limit) as watcher:
+        return watch.run(lambda console: render_rate(watcher.frame(), width=console.width, watch=state),
+                         args.watch, wait=False)
 
 
 def _watch(args: Any, query: Query) -> int:
-    from ctdoctor.render import watch
-    from ctdoctor.render.top_text import TopWatch, render
+    from ctdoctor.render.top_text import TopWatch, render  # rich: loaded when a frame is drawn
 
     state = TopWatch(args.watch, keys=sys.stdin.isatty())
     return watch.run(lambda console: render(build_doc(args, query), width=console.width, watch=state), args.watch)

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
-from ctdoctor.lab import LabNetns, LabRun, own_kernel_log, uptime
+from ctdoctor.lab import LabNetns, LabRun, missing_requirements, own_kernel_log, uptime
 from ctdoctor.listing.entry import Entry
 
 SERVICE_PORT = 8080
@@ -454,3 +454,14 @@ class MixedTraffic(Scenario):
 
 SCENARIOS = {s.name: s for s in (TableFull(), EarlyDrop(), TimeWaitPileup(), SynUnreplied(), NatLoopback(),
                                  Untracked(), CountMismatch(), GcLag(), K8sNode(), MixedTraffic())}
+
+
+def catalogue() -> list[dict[str, object]]:
+    """``lab list``: every scenario, its default scale, and why this machine cannot run it (or None)."""
+    missing = missing_requirements()
+    rows: list[dict[str, object]] = []
+    for s in SCENARIOS.values():
+        why = "; ".join(missing) if missing else s.unavailable()
+        rows.append({"name": s.name, "summary": s.summary, "scale": f"{s.default_scale} {s.scale_meaning}",
+                     "available": why is None, "why_not": why})
+    return rows

@@ -1,12 +1,12 @@
 """The numbers the C scanner and the Python one share: key field ids, scan-tuple slots, the key separator.
 
-One place: ``_fastscan.c`` has the same ``enum { F_SRC, ... }``; a test holds them equal."""
+One place: ``fastscan/fastscan.h`` has the same ``enum { F_SRC, ... }``; a test holds them equal."""
 
 from __future__ import annotations
 
 from typing import Final
 
-# key field ids (an aggregator's key is these fields joined by SEP), as _fastscan.c's enum
+# key field ids (an aggregator's key is these fields joined by SEP), as fastscan/fastscan.h's enum
 F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC, F_RDST, F_L3 = range(11)
 NFIELDS = 11
 

@@ -12,7 +12,7 @@ The kernel prints an entry in ``ct_seq_show`` (net/netfilter/nf_conntrack_standa
     zone=, delta-time=, use=
 
 ``conntrack -L`` prints the same without the l3 columns, ``-o extended`` with them; ``-o id``
-appends ``id=``. The rules, which ``_fastscan.c``'s scanner follows to the byte (a fuzz test
+appends ``id=``. The rules, which ``fastscan/scan.c``'s scanner follows to the byte (a fuzz test
 holds the two to the reference in ``tests/reference_grammar.py``):
 
 - A line is split at spaces. Head: ``ipv4|ipv6|unknown`` + digits are the l3 columns when the

@@ -1,7 +1,7 @@
 """The thresholds every check, screen, recorder and alert rule shares (one place).
 
 Table fill: WARNING at 80 %, CRITICAL at 95 % or when the netns is dropping
-(DESIGN §2). A site that wants other values sets them once, for every command,
+(docs/design.md, "Severity policy"). A site that wants other values sets them once, for every command,
 in the environment: ``CTDOCTOR_FILL_WARNING=0.85 CTDOCTOR_FILL_CRITICAL=0.97``
 (fractions of ``nf_conntrack_max``). ``contrib/prometheus/ctdoctor.rules.yml``
 carries the defaults; a test holds the two equal.

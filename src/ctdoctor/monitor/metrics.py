@@ -1,4 +1,4 @@
-"""The exporter's metrics (DESIGN §7): plain data in, Prometheus exposition out.
+"""The exporter's metrics (docs/design.md, "The exporter"): plain data in, Prometheus exposition out.
 
 Nothing here reads the machine: ``Sample`` (``model.samples``: what a scrape reads, per
 netns) and ``Refreshed`` (what the background refresh found) are built by ``sources.live``

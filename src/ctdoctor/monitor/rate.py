@@ -194,7 +194,55 @@ class Rolling:
 
 
 def check_events(refs: Iterable[nsmod.NetnsRef]) -> None:
+    """Refuse (one line) when a namespace's kernel does not send conntrack events."""
     for ref in refs:
         why = ctevents.events_enabled(ref)
         if why:
             raise Failure(why)
+
+
+def event_namespaces(netns: str | None) -> list[nsmod.NetnsRef]:
+    """The namespaces ``--netns`` selects, each checked to send conntrack events."""
+    refs = nsmod.select(nsmod.discover(), netns)
+    check_events(refs)
+    return refs
+
+
+# ---- the service ``top --rate`` calls: once, or a rolling window for --watch ---------------------------
+
+
+def measure(netns: str | None, query: Query, interval: float, limit: int | None) -> dict[str, Any]:
+    """``top --rate``: one window of ``interval`` seconds of the events of every selected namespace,
+    as the rate document (``limit`` rows; None = all)."""
+    counters = open_counters(event_namespaces(netns), query)
+    try:
+        sl = windows(counters, interval)
+        return build_doc(query, [sl], limit, int(any(w.lost for w in sl)), 1)
+    finally:
+        for c in counters:
+            c.close()
+
+
+class Watcher:
+    """``top --rate --watch``: the last ``span`` seconds of events, read a slice of ``slice_seconds`` at a
+    time; each ``frame()`` reads one slice (it takes that long: no other wait) and returns the document
+    over the rolling window. Holds the event sockets until ``close()``."""
+
+    def __init__(self, netns: str | None, query: Query, span: float, slice_seconds: float, limit: int | None):
+        self.query, self.limit, self.slice_seconds = query, limit, slice_seconds
+        self.counters = open_counters(event_namespaces(netns), query)
+        self.roll = Rolling(span, slice_seconds)
+
+    def frame(self) -> dict[str, Any]:
+        self.roll.add(windows(self.counters, self.slice_seconds))
+        return build_doc(self.query, list(self.roll.slices), self.limit, self.roll.lost_windows, self.roll.windows)
+
+    def close(self) -> None:
+        for c in self.counters:
+            c.close()
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *a: object) -> None:
+        self.close()

@@ -4,15 +4,21 @@ evidence (value and file), explanation and fix commands."""
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 
+from ctdoctor.model.fixes import Fix, lines
 from ctdoctor.render import fmt
 from ctdoctor.render.wrap import hang, with_source
+
+if TYPE_CHECKING:
+    from rich.console import Group
+    from rich.text import Text
 
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 WORD = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
 
 
-def render(doc: dict, verbose_info: bool = False, width: int = 80):
+def render(doc: dict[str, Any], verbose_info: bool = False, width: int = 80) -> Group:
     """The report for a person: a header, one entry per finding (a check over many namespaces is one
     entry) with its first fix, then the details of the WARNING and CRITICAL ones (``verbose_info``:
     of every finding)."""
@@ -53,14 +59,12 @@ def render(doc: dict, verbose_info: bool = False, width: int = 80):
 SHORT = {"critical": "CRIT", "warning": "WARN", "info": "INFO"}
 
 
-def _overview(order: list[dict], width: int) -> list:
+def _overview(order: list[dict[str, Any]], width: int) -> list[Text]:
     """One entry per check and severity: a line (severity, code, netns or pod, the summary, elided to
     the width) and its first fix as it pastes; a check over several namespaces is one entry."""
     from rich.text import Text
 
-    from ctdoctor.model.fixes import Fix, lines
-
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for f in order:
         groups.setdefault((f["severity"], f["id"]), []).append(f)
     out = []
@@ -90,15 +94,15 @@ def _overview(order: list[dict], width: int) -> list:
     return out
 
 
-def _same_check_and_netns(findings: list[dict]) -> list[list[dict]]:
+def _same_check_and_netns(findings: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """Findings of one check in one namespace (CT013 once per key) together, in their order."""
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
     for f in findings:
         groups.setdefault((f["severity"], f["id"], f.get("netns")), []).append(f)
     return list(groups.values())
 
 
-def _details(group: list[dict], width: int) -> list:
+def _details(group: list[dict[str, Any]], width: int) -> list[Text]:
     """One block per check and namespace: the title once, each finding's summary and evidence, the
     explanation and the fixes once (a fix two findings share is printed once)."""
     from rich.markup import escape
@@ -106,7 +110,7 @@ def _details(group: list[dict], width: int) -> list:
 
     f = group[0]
     sev = f["severity"]
-    parts: list = [Text(""), Text.from_markup(f"[{STYLE[sev]}]{WORD[sev]}[/] [bold]{f['id']}[/] {escape(f['title'])}"
+    parts: list[Text] = [Text(""), Text.from_markup(f"[{STYLE[sev]}]{WORD[sev]}[/] [bold]{f['id']}[/] {escape(f['title'])}"
                                               + (f" [dim](netns {escape(f['netns'])})[/]" if f.get("netns") else ""))]
     for g in group:
         parts.extend(hang(g["summary"], width, "  ", "    " if len(group) > 1 else "  ",
@@ -132,12 +136,10 @@ def _details(group: list[dict], width: int) -> list:
     return parts
 
 
-def _fix_lines(f: dict, width: int) -> list:
+def _fix_lines(f: dict[str, Any], width: int) -> list[Text]:
     """The fixes, one command per line as it pastes: never wrapped by the terminal (a long command is
     broken between words with \\ continuations); the ones for the host an image came from apart."""
     from rich.text import Text
-
-    from ctdoctor.model.fixes import Fix, lines
 
     fixes = f.get("fixes")
     if fixes is None:  # a report without them (an older JSON): its lines as written
@@ -163,7 +165,7 @@ def _fix_lines(f: dict, width: int) -> list:
 _DMESG_STAMP = re.compile(r"^\d+\.\d{6}$")
 
 
-def _plain(x) -> str:
+def _plain(x: Any) -> str:
     """A value as a person reads it: no Python None/True/False on screen, no raw long floats."""
     if x is None:
         return "unknown"
@@ -183,7 +185,7 @@ def _plain(x) -> str:
 PERCENT_KEYS = {"fill", "share", "peak_fill", "ratio_of_max", "fill_ratio"}
 
 
-def _ev(key: str, v) -> tuple[str, str | None]:
+def _ev(key: str, v: Any) -> tuple[str, str | None]:
     """An evidence item as (value, where it was read): a fraction under a fill or share key as a
     percentage, lists of records as ``k=v`` groups, never a Python repr."""
     if isinstance(v, dict) and "value" in v:

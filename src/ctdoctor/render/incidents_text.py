@@ -5,12 +5,18 @@ says is shown as written, never read as rich markup."""
 
 from __future__ import annotations
 
+import csv
 import os
+from typing import IO, TYPE_CHECKING, Any
 
 from ctdoctor.model.fixes import Fix, lines
 from ctdoctor.model.textsafe import clean
 from ctdoctor.render import fmt
 from ctdoctor.render.table import Column, layout
+
+if TYPE_CHECKING:
+    from rich.console import Group
+    from rich.text import Text
 
 
 def _when(t: str | None) -> str:
@@ -22,11 +28,11 @@ def _when(t: str | None) -> str:
     return t
 
 
-def _base(r: dict) -> str:
+def _base(r: dict[str, Any]) -> str:
     return clean(os.path.basename(r["bundle"]), 256) or fmt.MISSING
 
 
-def render(rows: list[dict], d: str, width: int):
+def render(rows: list[dict[str, Any]], d: str, width: int) -> Group:
     from rich.console import Group
     from rich.text import Text
 
@@ -34,15 +40,15 @@ def render(rows: list[dict], d: str, width: int):
         return Group(Text(f"no incidents in {d}"))
     good = [r for r in rows if "error" not in r]
     bad = [r for r in rows if "error" in r]
-    parts: list = []
+    parts: list[Text] = []
     if good:
-        def src(r):
+        def src(r: dict[str, Any]) -> str:
             if not r.get("top_source"):
                 return "-"
             share = r.get("top_source_share")
-            return r["top_source"] + (f" ({fmt.pct(share)})" if share is not None else "")
+            return str(r["top_source"]) + (f" ({fmt.pct(share)})" if share is not None else "")
 
-        def new(r):
+        def new(r: dict[str, Any]) -> str:
             rate = r.get("top_new_source_rate")
             return f"{r['top_new_source']} {fmt.rate(rate)}/s" if r.get("top_new_source") and rate is not None else "-"
 
@@ -71,3 +77,26 @@ def render(rows: list[dict], d: str, width: int):
         cmd = Fix(["ctdoctor", "--root", clean(good[-1]["bundle"], 1024), "doctor"])
         parts.extend(Text(ln, no_wrap=True, overflow="ignore") for ln in lines(cmd, width, "  $ "))
     return Group(*parts)
+
+
+CSV_COLS = ["time", "netns", "trigger", "peak_fill", "top_source", "top_source_share", "top_new_source",
+            "top_new_source_rate", "bundle", "error"]
+
+
+def csv_cell(v: Any) -> str:
+    """A CSV cell a spreadsheet shows as text: one that starts with = + - @ (or a tab or CR) would be
+    run as a formula, so it gets a leading apostrophe; control characters are replaced."""
+    if v is None:
+        return ""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return repr(v) if isinstance(v, float) else str(v)
+    s = clean(str(v), 1024)
+    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
+
+
+def write_csv(rows: list[dict[str, Any]], out: IO[str]) -> None:
+    """The incidents as CSV: a header, then a line per row, every cell inert in a spreadsheet."""
+    w = csv.writer(out)
+    w.writerow(CSV_COLS)
+    for r in rows:
+        w.writerow([csv_cell(r.get(c)) for c in CSV_COLS])

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import select
 import sys
+import termios
 import time
+import tty
+from typing import Any
 
 
 class Keys:
     """Reads 'q' from a terminal without waiting for Enter; a no-op when stdin is not a tty."""
 
-    def __enter__(self):
+    old: list[Any] | None
+    fd: int
+
+    def __enter__(self) -> Keys:
         self.old = None
         if sys.stdin.isatty():
-            import termios
-            import tty
-
             self.fd = sys.stdin.fileno()
             self.old = termios.tcgetattr(self.fd)
             tty.setcbreak(self.fd)
@@ -22,8 +26,6 @@ class Keys:
 
     def quit_pressed(self) -> bool:
         """Was q pressed (without waiting)?"""
-        import select
-
         if self.old is None:
             return False
         while select.select([sys.stdin], [], [], 0)[0]:
@@ -32,8 +34,6 @@ class Keys:
         return False
 
     def wait_for_quit(self, seconds: float) -> bool:
-        import select
-
         end = time.monotonic() + seconds
         while True:
             left = end - time.monotonic()
@@ -46,8 +46,6 @@ class Keys:
             if r and sys.stdin.read(1) in ("q", "Q"):
                 return True
 
-    def __exit__(self, *a):
+    def __exit__(self, *a: object) -> None:
         if self.old is not None:
-            import termios
-
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self.old)

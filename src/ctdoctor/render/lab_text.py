@@ -3,10 +3,17 @@ wrapped between words beside it (never past the width), every observed value thr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ctdoctor.render import fmt
 
+if TYPE_CHECKING:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
 
-def render_list(rows: list[dict], width: int):
+
+def render_list(rows: list[dict[str, Any]], width: int) -> Table:
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -26,13 +33,13 @@ def render_list(rows: list[dict], width: int):
     return t
 
 
-def render_run(doc: dict, kept: bool, width: int = 80):
+def render_run(doc: dict[str, Any], kept: bool, width: int = 80) -> Group:
     from rich.console import Group
     from rich.text import Text
 
-    from ctdoctor.render.wrap import hang
+    from ctdoctor.render.wrap import hang  # imports rich: only when a run is rendered
 
-    parts: list = [Text.assemble(("lab ", "bold"), (doc["scenario"], "bold"), f" in netns {doc['netns']}")]
+    parts: list[Text] = [Text.assemble(("lab ", "bold"), (doc["scenario"], "bold"), f" in netns {doc['netns']}")]
     parts.append(Text("built", style="bold"))
     for ln in doc["built"]:
         parts.extend(hang(f"- {ln}", width, "  ", "    "))

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
 from ctdoctor.model import thresholds
+
+if TYPE_CHECKING:
+    from ctdoctor.model.snapshot import NetnsState
 
 LABEL = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
 
@@ -11,7 +17,7 @@ def _label(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def render(doc: dict, code: int, namespaces) -> str:
+def render(doc: dict[str, Any], code: int, namespaces: Iterable[NetnsState]) -> str:
     worst = [f for f in doc["findings"] if f["severity"] in ("critical", "warning")]
     if worst:
         msg = "; ".join(f"{f['id']} {f['summary']}" for f in worst[:3])

@@ -3,22 +3,26 @@ words), the pick, its memory and the timeouts; the apply command as it pastes, n
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from ctdoctor.model.fixes import Fix, lines
 from ctdoctor.render import fmt
 from ctdoctor.render.wrap import hang
 
+if TYPE_CHECKING:
+    from rich.console import Group, RenderableType
 
-def render(doc: dict, width: int):
+
+def render(doc: dict[str, Any], width: int) -> Group:
     from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    from ctdoctor.model.fixes import Fix, lines
-
     cur, h = doc["current"], doc["host"]
-    parts: list = hang(f"max {fmt.num(cur['max'])}, buckets {fmt.num(cur['buckets'])}; kernel {h['kernel']}, "
+    parts: list[RenderableType] = [*hang(f"max {fmt.num(cur['max'])}, buckets {fmt.num(cur['buckets'])}; kernel {h['kernel']}, "
                        f"RAM {fmt.size(h['mem_total'])}, "
-                       + (f"{fmt.num(h['cpus'])} CPUs" if h["cpus"] else "CPUs unknown"), width, label="now")
+                       + (f"{fmt.num(h['cpus'])} CPUs" if h["cpus"] else "CPUs unknown"), width, label="now")]
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     t.add_column("rule", no_wrap=True)
     t.add_column("max", justify="right", no_wrap=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ctdoctor.render.fmt import elide
+
 if TYPE_CHECKING:
     from rich.text import Text
 
@@ -109,8 +111,6 @@ def _choose(cols: list[Column], width: int, memory: dict[str, int] | None) -> Ch
 
 def _cell(line: Text, c: Column, cell: str, w: int, style: str) -> None:
     from rich.text import Text
-
-    from ctdoctor.render.fmt import elide
 
     if c.markup:
         t = Text.from_markup(cell)

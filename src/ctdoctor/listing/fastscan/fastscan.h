@@ -10,7 +10,7 @@
  * By topic (each file says why it is shaped as it is):
  *   scan.c       the listing grammar: parse_canon (one pass over a line in the exact shape the
  *                kernel and conntrack-tools print) and parse_line (the general rules, the twin
- *                of ctdoctor/listing/scan.py) for every line parse_canon declines
+ *                of ctdoctor/listing/grammar.py) for every line parse_canon declines
  *   table.c      the hash table of (key, label) records, its arena, the per-process hash seed
  *   aggregate.c  filters and keys (prepare), batches into the table, reading text
  *   netlink.c    ctnetlink messages: entries into the table, flush's delete requests
@@ -39,7 +39,7 @@ enum { F_SRC, F_DST, F_SPORT, F_DPORT, F_STATE, F_PROTO, F_ZONE, F_MARK, F_RSRC,
 
 typedef struct { const char *p; Py_ssize_t n; } span;
 
-/* One entry's key fields, validated and bounded (see ctdoctor/listing/scan.py for the rules).
+/* One entry's key fields, validated and bounded (see ctdoctor/listing/grammar.py for the rules).
    Addresses keep their text and binary form (IPv6 is printed with ntop6 only when a key needs
    it); numbers are spans without leading zeros. */
 typedef struct {

@@ -3,7 +3,7 @@
  *
  * parse_canon reads a line in the exact shape the kernel and conntrack-tools print
  * (ctdoctor/listing/canonical.py describes it) in one pass; parse_line applies the general rules
- * (ctdoctor/listing/scan.py, the twin of scan_line) to every line parse_canon declines. A line
+ * (ctdoctor/listing/grammar.py, the twin of its scan_line) to every line parse_canon declines. A line
  * parse_canon accepts is one parse_line reads the same way (the fuzz tests hold both to it).
  * Nothing here allocates or touches Python objects: it runs without the GIL.
  */
@@ -212,7 +212,7 @@ int parse_line(const char *p, const char *end, entry *e) {
     return 0;
 }
 
-/* ---- the canonical line, in one pass (ctdoctor/canonical.py has the grammar) ------------------ */
+/* ---- the canonical line, in one pass (ctdoctor/listing/canonical.py has the grammar) ------------------ */
 
 /* The cursor of parse_canon: q moves over [q, end); every helper returns 0 or -1. */
 typedef struct { const char *q, *end; } cur;
