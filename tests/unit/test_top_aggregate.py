@@ -190,7 +190,7 @@ def test_mostly_junk_big_file_is_rejected_with_the_global_line(tmp_path, listing
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--by", "nope"], "unknown key"), (["--src", "10.0.0.300/8"], "not an address"),
+    (["--by", "nope"], "no --by key 'nope'"), (["--src", "10.0.0.300/8"], "not an address"),
     (["--port", "70000"], "--port"), (["--limit", "-1"], "--limit"), (["--file", "/nonexistent"], "no such file"),
     (["--file", "/tmp", "--by", "src"], "directory"),
 ])
