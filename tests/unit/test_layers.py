@@ -1,4 +1,4 @@
-"""The architecture of DESIGN.md §1, held by the imports: checks see facts, sources see nothing above them."""
+"""The rooms of docs/design.md, held by the imports and by what each file may touch."""
 
 from __future__ import annotations
 

@@ -21,9 +21,6 @@ from dataclasses import dataclass, field
 READING = {"doctor", "status", "top", "plan", "explain", "incidents"}
 # ... and those that act on the running system (or write under --root only as an offline edit)
 ACTING = {"apply", "notrack", "flush", "recover", "guard", "record", "exporter", "lab", "collect"}
-# shell commands that act on the running kernel or services
-LIVE_TOOLS = {"sysctl", "modprobe", "rmmod", "conntrack", "nft", "iptables", "ip6tables", "ss", "systemctl",
-              "service", "conntrackd", "ip", "ovs-appctl", "ovs-dpctl", "kill", "pkill"}
 # ctdoctor's global options that take a value (they come before the subcommand)
 GLOBAL_VALUED = {"--root", "--netns", "--format", "--host-root", "--interval", "--only", "--skip"}
 _COMMENT = re.compile(r"\s{2,}#\s?(.*)$")

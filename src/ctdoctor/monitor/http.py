@@ -283,9 +283,6 @@ class BoundedServer:
         except OSError:
             pass
 
-    def server_close(self) -> None:
-        self.shutdown()
-
     def _accept(self, lsock: socket.socket) -> None:
         for _ in range(64):
             try:

@@ -38,7 +38,7 @@ TEXTFILE_NAME = "ctdoctor.prom"
 INDEX = b"""<html><head><title>ctdoctor exporter</title></head><body>
 <h1>ctdoctor exporter</h1>
 <p>nf_conntrack of every network namespace: <a href="/metrics">/metrics</a>.</p>
-<p>Alert rules and a dashboard: contrib/ in the ctdoctor source; metric names: DESIGN.md section 7.</p>
+<p>Alert rules and a dashboard: contrib/ in the ctdoctor source; metric names: the README's exporter section.</p>
 </body></html>
 """
 

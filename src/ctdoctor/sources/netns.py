@@ -336,38 +336,6 @@ def call_in(ref: NetnsRef, fn: Callable[..., T], *args: Any) -> T:
     return cast(T, val)
 
 
-def _fd_from_child(ref: NetnsRef, make_fd: Callable[[], int], what: str) -> int:
-    """Run ``make_fd()`` in a child that entered the netns; the fd comes back over SCM_RIGHTS."""
-    _load_libc()
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pid = os.fork()
-    if pid == 0:
-        parent.close()
-        try:
-            setns(ref.path)
-            socket.send_fds(child, [b"ok"], [make_fd()])
-        except BaseException as e:
-            try:
-                child.sendall(f"{type(e).__name__}: {e}".encode()[:500])
-            except OSError:
-                pass
-        os._exit(0)
-    child.close()
-    try:
-        msg, fds, _, _ = socket.recv_fds(parent, 600, 1)
-    finally:
-        parent.close()
-        os.waitpid(pid, 0)
-    if fds:
-        return fds[0]
-    text = msg.decode(errors="replace")
-    if "FileNotFoundError" in text:
-        raise FileNotFoundError(what)
-    if "PermissionError" in text or "Operation not permitted" in text:
-        raise PermissionError(f"{what} in netns {ref.name}: {text}")
-    raise OSError(f"{what} in netns {ref.name} failed: {text}")
-
-
 def open_in(ref: NetnsRef, path: str, flags: int = os.O_RDONLY) -> int:
     """Open a file as seen inside the netns and return the fd.
 

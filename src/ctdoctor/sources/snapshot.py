@@ -372,9 +372,6 @@ class ReadNetns(NetnsState):
         """The pinned live netns (None in an image)."""
         return self.view.ref if isinstance(self.view, LiveNetnsView) else None
 
-    def open_entries(self) -> Listing | None:
-        return self.view.open_listing() if self.view else None
-
 
 def view_of(st: NetnsState) -> NetnsView | None:
     return st.view if isinstance(st, ReadNetns) else None
