@@ -10,6 +10,7 @@ from ctdoctor.commands.common import Needs, bounded, check_format
 from ctdoctor.errors import UsageError
 from ctdoctor.model.kernel import check_states
 from ctdoctor.render.jsonout import emit
+from ctdoctor.render.progress import Progress
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.write.flush import flush
 
@@ -54,8 +55,11 @@ def run(args: Any) -> int:
     if wanted == "all":
         raise UsageError("flush works on one netns at a time: name it with --netns")
     (ref,) = nsmod.select(nsmod.discover(), wanted)
-    doc = flush(ref, states, args.port, args.src, args.dst, args.include_established, args.dry_run)
-    if getattr(args, "format", "text") == "json":
+    fmt = getattr(args, "format", "text")
+    with Progress(fmt) as progress:  # on a terminal, for text, once it takes over a second
+        doc = flush(ref, states, args.port, args.src, args.dst, args.include_established, args.dry_run,
+                    progress=progress.step)
+    if fmt == "json":
         emit(doc)
     else:
         _print(doc)

@@ -82,12 +82,19 @@ def run(args: Any) -> int:
         if args.file:
             raise UsageError("--watch needs a live table, not --file")
         return _watch(args, query)
-    doc = build_doc(args, query, warm=fmt == "text", early=True)
+    from ctdoctor.render import top_text
+    from ctdoctor.render.progress import Progress
+
+    with Progress(fmt) as progress:  # on a terminal, for text, once reading or laying out takes over a second
+        progress.step("reading the entries" + (f" of {args.file}" if args.file else ""))
+        doc = build_doc(args, query, warm=fmt == "text", early=True)
+        shown = top_text.laid_out(doc, progress.step) if fmt == "text" else None
     if fmt != "json":
         warn_unreadable(doc)
-    from ctdoctor.render import top_text
-
-    _emit(doc, fmt, top_text.render, top_text.write_csv)
+    if shown is not None:
+        sys.stdout.write(shown)
+    else:
+        _emit(doc, fmt, top_text.render, top_text.write_csv)
     cleanup.skip_teardown()  # nothing left to write: the tables need not be freed one object at a time
     return 0
 
