@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import stat
 import time
 
@@ -179,3 +180,24 @@ def test_the_watch_trend_starts_from_the_history():
     st2 = WatchState(interval=1.0, keep=3)
     st2.seed({"init": [(float(t), t) for t in range(10)]}, wall=10.0, mono=100.0)
     assert st2.trend("init") == [7, 8, 9]
+
+
+def test_the_top_watch_trend_starts_from_the_history_of_the_one_netns_it_shows():
+    from ctdoctor.render.top_text import TopWatch
+
+    now = time.time()
+    hist = {"pod-a": [(now - 3, 10), (now - 2, 40), (now + 100, 1)], "init": [(now - 1, 5)]}
+    one = {"namespaces": [{"netns": "pod-a"}], "matched": 70, "total": 70}
+    w = TopWatch(2.0, keys=False, history=hist)
+    head = " ".join(w.header(one, 80))
+    assert w.totals == [10, 40, 70] and re.search(r"matched [▁▂▃▄▅▆▇█]{3}", head), head
+    w.header(one, 80)
+    assert w.totals == [10, 40, 70, 70]  # taken once, at the first frame
+    filtered = {**one, "matched": 7}  # a filter: the matched total is not the count the recorder saw
+    w = TopWatch(2.0, keys=False, history=hist)
+    w.header(filtered, 80)
+    assert w.totals == [7]
+    both = {"namespaces": [{"netns": "pod-a"}, {"netns": "init"}], "matched": 75, "total": 75}
+    w = TopWatch(2.0, keys=False, history=hist)
+    w.header(both, 80)
+    assert w.totals == [75]

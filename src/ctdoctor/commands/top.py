@@ -166,6 +166,8 @@ def _rate_watch(args: Any, query: Query, counters: Any, limit: int | None) -> in
 def _watch(args: Any, query: Query) -> int:
     from ctdoctor.render import watch
     from ctdoctor.render.top_text import TopWatch, render
+    from ctdoctor.sources.incident import DEFAULT_DIR, recorder_history  # (tarfile: not on top's fast path)
 
-    state = TopWatch(args.watch, keys=sys.stdin.isatty())
+    state = TopWatch(args.watch, keys=sys.stdin.isatty(),  # a recorder running here: its counts start the trend
+                     history=recorder_history(DEFAULT_DIR) if getattr(args, "root", None) is None else {})
     return watch.run(lambda console: render(build_doc(args, query), width=console.width, watch=state), args.watch)

@@ -31,9 +31,12 @@ class TopWatch:
     prev: dict[tuple[tuple[str, Any], ...], int] | None = None
     totals: list[int] = field(default_factory=list)
     widths: dict[str, int] = field(default_factory=dict)
+    history: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # a running recorder's counts
 
     def header(self, doc: dict[str, Any], width: int) -> list[str]:
         total = doc.get("matched") if doc.get("matched") is not None else doc.get("total")
+        if not self.totals and not self.rate:
+            self.totals.extend(self._recorded(doc))
         if isinstance(total, int):
             self.totals.append(total)
             del self.totals[:-30]
@@ -44,6 +47,16 @@ class TopWatch:
         if self.keys:
             items.append("q quits")
         return _items(items, width)
+
+
+    def _recorded(self, doc: dict[str, Any]) -> list[int]:
+        """The counts a recorder saw of the one netns shown, when nothing is filtered out (then the
+        matched total is that netns's count): the trend starts from them."""
+        spaces = doc.get("namespaces") or []
+        if len(spaces) != 1 or doc.get("matched") != doc.get("total"):
+            return []
+        now = time.time()
+        return [c for t, c in self.history.get(str(spaces[0].get("netns")), []) if t <= now]
 
 
 def _items(items: list[str], width: int) -> list[str]:
