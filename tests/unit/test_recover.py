@@ -18,15 +18,42 @@ from tests.conftest import run_cli
 ECS = Path(__file__).parent.parent / "realworld" / "amazonlinux-ecs-conntrack-disabled-modprobe"
 
 
-def test_dry_run_lists_every_trap_with_the_command_that_disables_it():
-    rc, out, err = run_cli("--root", str(ECS), "recover", "--dry-run")
+def _traps(out: str) -> list[tuple[str, str]]:
+    """(sentence, command) per trap: the sentence re-joined from its wrapped lines, the command from its
+    \\ continuations (or after "disable it first: " when it all fits one line)."""
+    found: list[tuple[list[str], list[str]]] = []
+    for ln in out.splitlines():
+        if ln.startswith("trap for "):
+            found.append(([ln], []))
+        elif found and ln.startswith("  $ "):
+            found[-1][1].append(ln[4:])
+        elif found and ln.startswith(" ") and found[-1][1]:
+            found[-1][1].append(ln.strip())
+        elif found and ln.startswith("  ") and not found[-1][1]:
+            found[-1][0].append(ln.strip())
+    out_: list[tuple[str, str]] = []
+    for said, cmd in found:
+        text = " ".join(said)
+        if cmd:
+            out_.append((text.removesuffix(" disable it first:").removesuffix(";"),
+                         " ".join(c.removesuffix(" \\") for c in cmd)))
+        else:
+            head, _, tail = text.partition("; disable it first: ")
+            late = " (loaded now; it bites at the next load)"
+            out_.append((head + (late if tail.endswith(late) else ""), tail.removesuffix(late)))
+    return out_
+
+
+@pytest.mark.parametrize("width", ["80", "400"])
+def test_dry_run_lists_every_trap_with_the_command_that_disables_it(width):
+    rc, out, err = run_cli("--root", str(ECS), "recover", "--dry-run", env={"COLUMNS": width})
     assert rc == 0, err
-    traps = [ln for ln in out.splitlines() if ln.startswith("trap for ")]
+    traps = _traps(out)
     assert len(traps) == 4
-    assert ("trap for nf_conntrack: /etc/modprobe.d/nf_conntrack.conf:1: install nf_conntrack /bin/true; disable it "
-            "first: sed -i '1s/^/# disabled by ctdoctor advice: /' /etc/modprobe.d/nf_conntrack.conf") in traps
-    for t in traps:  # the command it prints names a file of that host, and parses
-        cmd = t.split("disable it first: ", 1)[1].removesuffix(" (loaded now; it bites at the next load)")
+    assert ("trap for nf_conntrack: /etc/modprobe.d/nf_conntrack.conf:1: install nf_conntrack /bin/true",
+            "sed -i '1s/^/# disabled by ctdoctor advice: /' /etc/modprobe.d/nf_conntrack.conf") in traps
+    assert all(len(ln) <= int(width) for ln in out.splitlines())
+    for _said, cmd in traps:  # the command it prints names a file of that host, and parses
         assert (ECS / cmd.rsplit(" ", 1)[1].lstrip("/")).is_file()
         assert subprocess.run(["bash", "-n", "-c", cmd]).returncode == 0
 

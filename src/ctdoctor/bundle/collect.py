@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ctdoctor import __version__
 from ctdoctor.errors import Failure, InputError
@@ -31,6 +31,18 @@ from ctdoctor.sources import pods as podmod
 from ctdoctor.sources.hostroot import HostRoot
 
 STATS_INTERVAL = 1.0
+
+
+class Step(NamedTuple):
+    """What ``collect`` is doing, for a progress display: step ``done`` of ``total``; while a listing is
+    read, its ``bytes`` and ``entries`` so far; while the archive is written, ``bytes`` of ``bytes_total``."""
+
+    what: str
+    done: int
+    total: int
+    bytes: int = 0
+    bytes_total: int = 0
+    entries: int = 0
 
 
 @dataclass
@@ -150,7 +162,7 @@ def _anonymize(b: Bundle, anon: Anonymizer) -> None:
 
 
 def collect(output: str, *, entries: bool = True, anonymize: bool = False, anonymize_netns: bool = False,
-            progress: Callable[[Any], None] | None = None, only: set[str] | None = None,
+            progress: Callable[[Step], None] | None = None, only: set[str] | None = None,
             entries_for: set[str] | None = None, extra: dict[str, bytes | Callable[[], bytes]] | None = None,
             on_listing: Callable[[nsmod.NetnsRef, str], None] | None = None,
             listing_limit: int | None = None, host_root: str | None = None) -> dict[str, Any]:
@@ -159,7 +171,8 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
     ``only``: the namespaces to include (init's host files are always there); ``entries_for``:
     whose listings to include (default: all included); ``extra``: more members, bytes or a
     callable giving them (``record``'s incident.json); ``on_listing(ref, path)``: called with each
-    spooled listing before it is cut to ``listing_limit`` bytes (at a line boundary)."""
+    spooled listing before it is cut to ``listing_limit`` bytes (at a line boundary); ``progress``: told
+    each ``Step`` (and the bytes and entries as a listing is read and as the archive is written)."""
     _check_output(output)
     anon = Anonymizer() if anonymize else None
     hostname = capture.hostname()
@@ -176,8 +189,9 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         # every copy of the host's names (uname -a, sysctl -a's kernel.hostname, syslog lines) and,
         # with --anonymize-netns, of the namespace names
         anon.set_names({**dict.fromkeys(_host_names(hostname), "anonymized"), **alias})
-    tick = progress or (lambda msg: None)
-    tick(("start", 3 + len(refs) * (3 if entries else 2)))
+    listed = [r for r in refs if entries and (entries_for is None or r.name in entries_for)]
+    tick = _Ticker(progress, 5 + len(refs) + len(listed))
+    tick("the first sample of the counters")
 
     # 1. first stats sample of every netns, so the second lands one interval later
     t0 = time.monotonic()
@@ -190,21 +204,21 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
             vanished.append(alias.get(ref.name, ref.name))
         else:
             first[ref.name] = got
-    tick("stats sample 1")
+    tick("the host's files")
     # 2. host files and commands (init netns)
     for rel, data in capture.host_files().items():
         b.add(rel, data)
-    tick("host files")
+    tick("the host's commands")
     failed: dict[str, int] = {}
     for rel, text in capture.host_commands(failed).items():
         b.add(rel, text)
-    tick("commands")
     # 3. per netns: files, commands, entries
     metas = []
     for ref in refs:
         shown = alias.get(ref.name, ref.name)
         if nsmod.gone(ref):
             vanished.append(shown)  # went away while we read the others: its first sample stays
+        tick(f"netns {ref.name}")
         prefix = "" if ref.is_init else f"ctdoctor/netns/{shown}/"
         sos_name = shown if ref.owner == "ip netns" else None
         for rel, data in first[ref.name].items():
@@ -212,18 +226,17 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         if not ref.is_init:
             for rel, text in capture.netns_commands(ref, prefix, shown, sos_name, failed).items():
                 b.add(rel, text)
-        tick(f"netns {ref.name}")
-        if entries and (entries_for is None or ref.name in entries_for):
-            _listing(b, ref, prefix + capture.LISTING, anon, on_listing, listing_limit)
-            tick(f"entries {ref.name}")
+        if ref in listed:
+            tick(f"the entries of netns {ref.name}")
+            _listing(b, ref, prefix + capture.LISTING, anon, on_listing, listing_limit, tick)
         pod = pods.get(ref.inode)
         metas.append({"name": shown, "inode": ref.inode, "owner": "hidden" if alias else ref.owner,
                       "sos_name": sos_name, "born": capture.born(ref),
                       "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid,
                               "container": pod.container} if pod else None})
     # 4. second stats sample
+    tick("the second sample of the counters")
     interval = _second_sample(b, refs, alias, t0)
-    tick("stats sample 2")
     meta = {
         "format": "ctdoctor-bundle", "format_version": 1, "ctdoctor": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "anonymized": anonymize, "entries": entries,
@@ -235,15 +248,46 @@ def collect(output: str, *, entries: bool = True, anonymize: bool = False, anony
         b.add(rel, member() if callable(member) else member)  # a callable: known only once the listing was read
     if anon:
         _anonymize(b, anon)
-    _write_tar(b, output)
+    tick(f"writing {output}")
+    _write_tar(b, output, lambda n, of: tick.more(bytes=n, bytes_total=of))
     return meta
 
 
+class _Ticker:
+    """Tells ``progress`` each step of ``collect`` (``tick(what)``) and the counts within it (``more``)."""
+
+    def __init__(self, progress: Callable[[Step], None] | None, total: int) -> None:
+        self.progress, self.total, self.done, self.what = progress, total, 0, ""
+
+    def __call__(self, what: str) -> None:
+        if self.what:
+            self.done += 1
+        self.what = what
+        self.more()
+
+    def more(self, **counts: int) -> None:
+        if self.progress is not None:
+            self.progress(Step(self.what, self.done, self.total, **counts))
+
+
 def _listing(b: Bundle, ref: nsmod.NetnsRef, rel: str, anon: Anonymizer | None,
-             on_listing: Callable[[nsmod.NetnsRef, str], None] | None, listing_limit: int | None) -> None:
+             on_listing: Callable[[nsmod.NetnsRef, str], None] | None, listing_limit: int | None,
+             tick: _Ticker | None = None) -> None:
     """The netns's listing, spooled beside the bundle: on the disk the bundle goes to (never a full
-    /tmp), and removed with it by whoever stops the capture."""
-    tmp = capture.spool_listing(ref, b.spool_dir or None, anon.data if anon else None)
+    /tmp), and removed with it by whoever stops the capture. ``tick`` is told the bytes and entries read
+    so far."""
+    transform: Callable[[bytes], bytes] | None = anon.data if anon else None
+    if tick is not None and tick.progress is not None:
+        seen = [0, 0]
+        inner, told = transform, tick
+
+        def transform(chunk: bytes) -> bytes:  # whole lines: count them as they pass
+            seen[0] += len(chunk)
+            seen[1] += chunk.count(b"\n")
+            told.more(bytes=seen[0], entries=seen[1])
+            return inner(chunk) if inner is not None else chunk
+
+    tmp = capture.spool_listing(ref, b.spool_dir or None, transform)
     if tmp is None:
         return
     b.spooled[rel] = tmp
@@ -289,9 +333,35 @@ def _cut(path: str, limit: int) -> bool:
     return True
 
 
-def _write_tar(b: Bundle, output: str) -> None:
-    """Write to a temp file next to the output and rename: never a half-written bundle."""
+class _Counted(io.RawIOBase):
+    """A spooled listing read into the archive, counting the bytes for a progress display."""
+
+    def __init__(self, f: Any, told: Callable[[int], None]) -> None:
+        self.f, self.told = f, told
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.f.read(n)
+        self.told(len(data))
+        return data
+
+
+def _write_tar(b: Bundle, output: str, wrote: Callable[[int, int], None] | None = None) -> None:
+    """Write to a temp file next to the output and rename: never a half-written bundle. ``wrote(bytes,
+    of)`` is told the bytes put in so far of all."""
     out_dir = os.path.dirname(os.path.abspath(output))
+    of = sum(len(v) for v in b.members.values()) + sum(os.path.getsize(p) for p in b.spooled.values()
+                                                       if os.path.exists(p))
+    done = 0
+
+    def told(n: int) -> None:
+        nonlocal done
+        done += n
+        if wrote is not None:
+            wrote(done, of)
+
     fd, tmp = tempfile.mkstemp(prefix=".ctdoctor-bundle-", suffix=".tmp", dir=out_dir)
     now = time.time()
     try:
@@ -311,8 +381,11 @@ def _write_tar(b: Bundle, output: str) -> None:
                     ti = tarfile.TarInfo(f"{b.top}/{rel}")
                     ti.size, ti.mode, ti.mtime = len(data), 0o644, now
                     tf.addfile(ti, io.BytesIO(data))
+                    told(len(data))
                 else:
-                    tf.add(b.spooled[rel], arcname=f"{b.top}/{rel}", recursive=False)
+                    ti = tf.gettarinfo(b.spooled[rel], arcname=f"{b.top}/{rel}")
+                    with open(b.spooled[rel], "rb") as f:
+                        tf.addfile(ti, _Counted(f, told))
             raw.flush()
             os.fsync(raw.fileno())
         os.chmod(tmp, 0o600)  # may hold addresses: readable by the owner only

@@ -10,6 +10,8 @@ from ctdoctor.commands.common import Needs, bounded, check_format, open_root
 from ctdoctor.diagnose import plan
 from ctdoctor.diagnose.facts import context
 from ctdoctor.errors import UsageError
+from ctdoctor.render.page import terminal_width
+from ctdoctor.render.wrap import prose
 from ctdoctor.sources import snapshot
 from ctdoctor.sources.hostroot import HostRoot
 from ctdoctor.write import apply
@@ -59,11 +61,12 @@ def run(args: argparse.Namespace) -> int:
     d = diff(changes)
     where = "" if root.is_live else f" (in {root.label})"
     warns = apply.overrides(root, changes)
+    width = terminal_width()
     for w in warns:
-        print(f"warning: {w}")
+        _say(f"warning: {w}", width)
     if not d and not live:
-        print(f"nothing to change{where}: files and live values already match"
-              + ("; but see the warning above: another file overrides them at boot" if warns else ""))
+        _say(f"nothing to change{where}: files and live values already match"
+             + ("; but see the warning above: another file overrides them at boot" if warns else ""), width)
         return 1 if warns else 0
     if root.kind == "sosreport":
         live = []  # a sosreport's host is not this one: only the files to write there
@@ -71,12 +74,19 @@ def run(args: argparse.Namespace) -> int:
     if d:
         sys.stdout.write(d)
     for k, cur, v in live:
-        print(f"live: sysctl -w {k}={v}   # now {cur}")
+        one = f"live: sysctl -w {k}={v}   # now {cur}"
+        print(one if len(one) <= width else f"live: sysctl -w {k}={v}\n      # now {cur}")
     if not args.yes:
-        print(f"dry run{where}: nothing written. Run again with --yes to write these files and apply the values.")
+        _say(f"dry run{where}: nothing written. Run again with --yes to write these files and apply the values.",
+             width)
         return 0
     written = write(root, changes)
     apply.apply_live(root, live)
-    print(f"wrote {len(written)} file(s){where}" + (": " + ", ".join(written) if written else "")
-          + f"; applied {len(live)} live value(s)")
+    _say(f"wrote {len(written)} file(s){where}" + (": " + ", ".join(written) if written else "")
+         + f"; applied {len(live)} live value(s)", width)
     return 1 if warns else 0
+
+
+def _say(text: str, width: int) -> None:
+    """A sentence wrapped between words at the terminal's width, its next lines indented."""
+    print("\n".join(prose(text, width, "", "  ")))

@@ -9,7 +9,11 @@ from typing import Any
 from ctdoctor.commands.common import Needs, bounded, check_format
 from ctdoctor.errors import UsageError
 from ctdoctor.model.kernel import check_states
+from ctdoctor.render.fmt import num
 from ctdoctor.render.jsonout import emit
+from ctdoctor.render.page import terminal_width
+from ctdoctor.render.progress import Progress
+from ctdoctor.render.wrap import prose
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.write.flush import flush
 
@@ -54,8 +58,11 @@ def run(args: Any) -> int:
     if wanted == "all":
         raise UsageError("flush works on one netns at a time: name it with --netns")
     (ref,) = nsmod.select(nsmod.discover(), wanted)
-    doc = flush(ref, states, args.port, args.src, args.dst, args.include_established, args.dry_run)
-    if getattr(args, "format", "text") == "json":
+    fmt = getattr(args, "format", "text")
+    with Progress(fmt) as progress:  # on a terminal, for text, once it takes over a second
+        doc = flush(ref, states, args.port, args.src, args.dst, args.include_established, args.dry_run,
+                    progress=progress.step)
+    if fmt == "json":
         emit(doc)
     else:
         _print(doc)
@@ -63,15 +70,20 @@ def run(args: Any) -> int:
 
 
 def _print(doc: dict[str, Any]) -> None:
-    before, protected, matched = doc["before"], doc["protected_established"], doc["matched"]
-    print(f"netns {doc['netns']}: {before} entries before, {matched} matched"
-          + (f", {protected} ASSURED ESTABLISHED kept (use --include-established to delete them)"
-             if protected else ""))
+    width = terminal_width()
+    before, protected, matched = num(doc["before"]), doc["protected_established"], num(doc["matched"])
+    _say(f"netns {doc['netns']}: {before} entries before, {matched} matched"
+         + (f", {num(protected)} ASSURED ESTABLISHED kept (use --include-established to delete them)"
+            if protected else ""), width)
     if doc["dry_run"]:
         for row in doc["sample"]:
-            print(f"  would delete {row['count']:>9,} {row['what']}")
-        print(f"dry run: nothing deleted ({matched} of {before} would be)")
+            _say(f"  would delete {num(row['count']):>9} {row['what']}", width, "      ")
+        _say(f"dry run: nothing deleted ({matched} of {before} would be)", width)
     else:
         gone, after = doc["already_gone"], doc["after"]
-        print(f"deleted {doc['deleted']}" + (f" ({gone} were already gone)" if gone else "")
-              + (f"; {after} after" if after is not None else ""))
+        _say(f"deleted {num(doc['deleted'])}" + (f" ({num(gone)} were already gone)" if gone else "")
+             + (f"; {num(after)} after" if after is not None else ""), width)
+
+
+def _say(text: str, width: int, more: str = "  ") -> None:
+    print("\n".join(prose(text, width, "", more)))

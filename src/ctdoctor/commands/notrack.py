@@ -23,6 +23,8 @@ import sys
 
 from ctdoctor.commands.common import Needs, check_format
 from ctdoctor.errors import UsageError
+from ctdoctor.render.page import terminal_width
+from ctdoctor.render.wrap import command, commented, prose
 from ctdoctor.write import notrack
 
 
@@ -93,13 +95,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("notrack works on one netns at a time")
     if args.remove:
         had, removed = notrack.remove(ns_args)
-        print(("removed table inet " + notrack.TABLE if had else "no ctdoctor notrack table installed")
-              + (f"; removed {removed} untracked accept rule(s)" if removed else ""))
+        _say(("removed table inet " + notrack.TABLE if had else "no ctdoctor notrack table installed")
+             + (f"; removed {removed} untracked accept rule(s)" if removed else ""))
         return 0
     ports = ports_of(args.port)
     protos, chose = protos_for(ports, args.proto)
     if chose:
-        print(f"ctdoctor notrack: {chose}", file=sys.stderr)
+        print("\n".join(prose(chose, terminal_width(), "ctdoctor notrack: ", "  ")), file=sys.stderr)
     warns = notrack.warnings_for(ports, protos, args.direction)
     if args.backend == "iptables":
         if args.apply:
@@ -108,26 +110,48 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table, accepts = notrack.nft_rules(ports, protos, args.direction)
     if not args.apply:
-        _print([*table, "# and in your stateful filter's input (and output, if its policy drops), before any drop:",
-                *(f"#   nft insert rule inet filter input {a}" for a in accepts)], warns,
-               "# install with --apply (its own table; --remove deletes it)")
+        _print(table, warns, "install with --apply (its own table; --remove deletes it)",
+               "and in your stateful filter's input (and output, if its policy drops), before any drop:",
+               [f"nft insert rule inet filter input {a}" for a in accepts])
         return 0
     if shutil.which("nft") is None:
         raise UsageError("notrack --apply needs the nft command (Debian package nftables)")
     named = [parse_chain(c) for c in args.accept_in]
+    width = terminal_width()
     for line in notrack.install(ns_args, table, named):
-        print(line)
-    print(f"installed table inet {notrack.TABLE}: {' and '.join(protos)} port(s) {', '.join(map(str, ports))} "
-          f"untracked ({args.direction})")
+        if line.startswith("  "):  # a command to run: broken between words, never wrapped
+            print("\n".join(command(line.strip(), width, "  ")))
+        else:
+            _say(line, width)
+    _say(f"installed table inet {notrack.TABLE}: {' and '.join(protos)} port(s) {', '.join(map(str, ports))} "
+         f"untracked ({args.direction})", width)
     for w in warns:
-        print(f"warning: {w}")
+        _say(w, width, "warning: ")
     return 0
 
 
-def _print(lines: list[str], warns: list[str], last: str = "") -> None:
+def _say(text: str, width: int | None = None, first: str = "") -> None:
+    """A sentence wrapped between words at the terminal's width, its next lines indented."""
+    print("\n".join(prose(text, terminal_width() if width is None else width, first, "  ")))
+
+
+def _print(lines: list[str], warns: list[str], last: str = "", accept_note: str = "",
+           accepts: list[str] | None = None) -> None:
+    """The rules (a ruleset or commands, printed as written unless one with a trailing ``# note`` is too wide:
+    the note goes above it), then comments wrapped at the terminal's width: the accept rules a stateful
+    filter needs (a command in a comment, broken between words with \\ continuations), the warnings, the
+    last line."""
+    width = terminal_width()
+    out: list[str] = []
     for ln in lines:
-        print(ln)
+        cmd, sep, note = ln.partition("   # ")
+        out.extend(commented(cmd, note, width) if sep and len(ln) > width else [ln])
+    if accept_note:
+        out.extend(prose(accept_note, width, "# ", "# "))
+        for a in accepts or []:
+            out.extend(command(a, width, "#   ", "#       "))
     for w in warns:
-        print(f"# warning: {w}")
+        out.extend(prose(w, width, "# warning: ", "#   "))
     if last:
-        print(last)
+        out.extend(prose(last, width, "# ", "#   "))
+    print("\n".join(out))

@@ -17,6 +17,8 @@ from ctdoctor.commands.common import Needs, check_format, open_root
 from ctdoctor.diagnose.checks.ct008_modprobe_install import NOOP
 from ctdoctor.diagnose.status import settings_report
 from ctdoctor.errors import Failure, UsageError
+from ctdoctor.render.page import terminal_width
+from ctdoctor.render.wrap import command, prose
 from ctdoctor.sources import snapshot
 from ctdoctor.sources.hostroot import HostRoot
 from ctdoctor.sources.snapshot import Snapshot
@@ -39,8 +41,8 @@ def plan(root: HostRoot, snap: Snapshot) -> tuple[list[tuple[str, str]], list[tu
     return load, reapply
 
 
-def traps(snap: Snapshot, modules: list[str]) -> list[tuple[str, str]]:
-    """(module, why) for each modprobe.d line that would stop one of these modules from loading: an
+def traps(snap: Snapshot, modules: list[str]) -> list[tuple[str, str, str]]:
+    """(module, where, fix) for each modprobe.d line that would stop one of these modules from loading: an
     ``install M /bin/true`` (modprobe runs that instead, and reports success) or a ``blacklist M``;
     with the sed command that disables it."""
     out = []
@@ -49,8 +51,8 @@ def traps(snap: Snapshot, modules: list[str]) -> list[tuple[str, str]]:
             continue
         if (d.verb == "install" and NOOP.search(d.args)) or d.verb == "blacklist":
             line = f"{d.verb} {d.module}" + (f" {d.args}" if d.args else "")
-            out.append((d.module, (f"{d.file}:{d.lineno}: {line}; disable it first: "
-                                  f"sed -i '{d.lineno}s/^/# disabled by ctdoctor advice: /' {d.file}")))
+            out.append((d.module, f"{d.file}:{d.lineno}: {line}",
+                        f"sed -i '{d.lineno}s/^/# disabled by ctdoctor advice: /' {d.file}"))
     return out
 
 
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     root = open_root(args)
     snap = snapshot.build(root, None, interval=None, with_log=False)
     load, reapply = plan(root, snap)
+    width = terminal_width()
     if snap.module_support is False:
         print("this kernel cannot load modules (no /proc/modules): conntrack is built in, nothing to load")
         to_load = []
@@ -73,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
         for m, st in load:
             print(f"module {m}: {st}" + (" -> modprobe " + m if m in to_load else ""))
     for k, live, want in reapply:
-        print(f"sysctl {k}: {live} -> {want} (persisted)")
+        _say(f"sysctl {k}: {live} -> {want} (persisted)", width)
     # a modprobe.d trap makes modprobe "succeed" without loading: found before anything is loaded
     needed = [m for m, _st in load] if snap.module_support is not False else []
-    for m, why in traps(snap, needed):
-        print(f"trap for {m}: {why}" + ("" if m in to_load else " (loaded now; it bites at the next load)"))
+    for m, where, fix in traps(snap, needed):
+        _trap(m, where, fix, "" if m in to_load else " (loaded now; it bites at the next load)", width)
     trapped = traps(snap, to_load)
     if args.dry_run or not root.is_live:
         if not root.is_live and not args.dry_run:
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         print("dry run: nothing loaded or written")
         return 0
     if trapped:
-        raise Failure(f"not loading: {trapped[0][1]}" + (f" (and {len(trapped) - 1} more, listed above)"
+        raise Failure(f"not loading: {trapped[0][1]}; disable it first: {trapped[0][2]}" + (f" (and {len(trapped) - 1} more, listed above)"
                                                          if len(trapped) > 1 else ""))
     if to_load and shutil.which("modprobe") is None:
         raise Failure("modprobe is not installed (package kmod): cannot load " + ", ".join(to_load))
@@ -94,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         if msg is not None:
             if m in ("nf_conntrack", "nf_nat"):
                 raise Failure(f"modprobe {m} failed: {msg} (see CT008: an 'install {m} /bin/true' line?)")
-            print(f"modprobe {m} failed (optional): {msg}")
+            _say(f"modprobe {m} failed (optional): {msg}", width)
         else:
             print(f"loaded {m}")
     if to_load:  # the module came back with defaults: re-read what drifted
@@ -102,7 +105,23 @@ def run(args: argparse.Namespace) -> int:
         _, reapply = plan(root, snap)
     for k, _live, want in reapply:
         files.write_sysctl(root, k, want)
-        print(f"applied {k} = {want}")
+        _say(f"applied {k} = {want}", width)
     ok, how = recovery.verify()
-    print(("verified: " if ok else "NOT working: ") + how)
+    _say(("verified: " if ok else "NOT working: ") + how, width)
     return 0 if ok else 1
+
+
+def _trap(module: str, where: str, fix: str, late: str, width: int) -> None:
+    """One line when it fits; else the sentence wrapped and the command on lines of its own, broken
+    between words with \\ continuations (never wrapped by the terminal)."""
+    one = f"trap for {module}: {where}; disable it first: {fix}{late}"
+    if len(one) <= width:
+        print(one)
+        return
+    _say(f"trap for {module}: {where}{late}; disable it first:", width)
+    print("\n".join(command(fix, width, "  $ ")))
+
+
+def _say(text: str, width: int) -> None:
+    """A sentence wrapped between words at the terminal's width, its next lines indented."""
+    print("\n".join(prose(text, width, "", "  ")))

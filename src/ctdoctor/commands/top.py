@@ -83,12 +83,19 @@ def run(args: Any) -> int:
         if args.file:
             raise UsageError("--watch needs a live table, not --file")
         return _watch(args, query)
-    doc = build_doc(args, query, warm=fmt == "text", early=True)
+    from ctdoctor.render import top_text
+    from ctdoctor.render.progress import Progress
+
+    with Progress(fmt) as progress:  # on a terminal, for text, once reading or laying out takes over a second
+        progress.step("reading the entries" + (f" of {args.file}" if args.file else ""))
+        doc = build_doc(args, query, warm=fmt == "text", early=True)
+        shown = top_text.laid_out(doc, progress.step) if fmt == "text" else None
     if fmt != "json":
         warn_unreadable(doc)
-    from ctdoctor.render import top_text  # rich: warmed in a thread while the listing was read
-
-    _emit(doc, fmt, top_text.render, top_text.write_csv)
+    if shown is not None:
+        sys.stdout.write(shown)
+    else:
+        _emit(doc, fmt, top_text.render, top_text.write_csv)
     cleanup.skip_teardown()  # nothing left to write: the tables need not be freed one object at a time
     return 0
 
@@ -135,6 +142,8 @@ def _rate(args: Any, query: Query, fmt: str) -> int:
 
 def _watch(args: Any, query: Query) -> int:
     from ctdoctor.render.top_text import TopWatch, render  # rich: loaded when a frame is drawn
+    from ctdoctor.sources.incident import DEFAULT_DIR, recorder_history  # (tarfile: not on top's fast path)
 
-    state = TopWatch(args.watch, keys=sys.stdin.isatty())
+    state = TopWatch(args.watch, keys=sys.stdin.isatty(),  # a recorder running here: its counts start the trend
+                     history=recorder_history(DEFAULT_DIR) if getattr(args, "root", None) is None else {})
     return watch.run(lambda console: render(build_doc(args, query), width=console.width, watch=state), args.watch)

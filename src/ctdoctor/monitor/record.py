@@ -40,7 +40,7 @@ from ctdoctor.sources import children, files
 from ctdoctor.sources import netns as nsmod
 from ctdoctor.sources import pods as podmod
 from ctdoctor.sources.hostroot import HostRoot
-from ctdoctor.sources.incident import INCIDENT
+from ctdoctor.sources.incident import HISTORY_FORMAT, HISTORY_NAME, INCIDENT, LOCK_NAME
 from ctdoctor.sources.listing_files import tally_stream_multi
 from ctdoctor.sources.live import NetnsReader, parse_wanted
 from ctdoctor.write import files as outfiles
@@ -73,7 +73,7 @@ class Trigger:
     fill: float | None
 
 
-LOCK_NAME = ".ctdoctor-record.lock"
+HISTORY_EVERY = 1.0  # seconds between writes of DIR/history.json (at most)
 
 
 class Recorder:
@@ -91,6 +91,8 @@ class Recorder:
         self.queue: deque[Trigger] = deque()
         self.captured = 0
         self._lock_fd: int | None = None
+        self._history_at = 0.0
+        self._history_failed = False
 
     # ---- sampling and triggers ------------------------------------------------------------------------
 
@@ -126,7 +128,25 @@ class Recorder:
                 out.append(trig)
         for gone in set(self.watch) - seen:
             del self.watch[gone]
+        if now - self._history_at >= HISTORY_EVERY:
+            self.write_history(now)
         return out
+
+    def write_history(self, now: float) -> None:
+        """``DIR/history.json``: the samples kept of every netns, ``{"netns": {name: [[time, count, max],
+        ...]}}``, replaced atomically (``status --watch`` starts its trend from it while this recorder
+        holds the folder's lock). A failure is logged once; the recorder goes on."""
+        self._history_at = now
+        doc = {"format": HISTORY_FORMAT, "version": 1, "written": round(now, 3), "interval": self.interval,
+               "netns": {name: [[h["t"], h["count"], h["max"]] for h in w.history]
+                         for name, w in sorted(self.watch.items())}}
+        try:
+            outfiles.replace_in(self.dir, HISTORY_NAME, json.dumps(doc, separators=(",", ":")).encode(), 0o600)
+            self._history_failed = False
+        except Failure as e:
+            if not self._history_failed:
+                log(f"the history for status --watch is not kept: {e}")
+            self._history_failed = True
 
     def _pending(self, netns: str) -> bool:
         return any(t.netns == netns for t in self.queue) or (

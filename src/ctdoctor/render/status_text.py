@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ctdoctor.render import fmt
 from ctdoctor.render.table import Column, layout
@@ -44,7 +45,7 @@ class WatchState:
     keys: bool = True  # q quits (stdin is a terminal)
     height: int | None = None  # the terminal's rows: a frame never scrolls (None: piped, every line)
 
-    def observe(self, doc: dict, now: float | None = None) -> None:
+    def observe(self, doc: dict[str, Any], now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         for ns in doc["namespaces"]:
             if ns.get("count") is None:
@@ -52,6 +53,20 @@ class WatchState:
             hist = self.seen.setdefault(ns["name"], [])
             hist.append((now, int(ns["count"])))
             del hist[: -self.keep]
+
+    def seed(self, history: dict[str, list[tuple[float, int]]], wall: float | None = None,
+             mono: float | None = None) -> None:
+        """Start each netns's trend from a recorder's history (``{netns: [(unix time, count), ...]}``):
+        its samples become the watch's own, placed on the monotonic clock as long ago as they were
+        taken, so the first frame already has a sparkline (and a count rate against the last one)."""
+        wall = time.time() if wall is None else wall
+        mono = time.monotonic() if mono is None else mono
+        for name, samples in history.items():
+            past = [(mono - (wall - t), int(c)) for t, c in samples if t <= wall]
+            if past:
+                hist = self.seen.setdefault(name, [])
+                hist[:0] = [p for p in past if not hist or p[0] < hist[0][0]]
+                del hist[: -self.keep]
 
     def count_rate(self, name: str) -> float | None:
         hist = self.seen.get(name) or []
@@ -63,7 +78,7 @@ class WatchState:
         return [c for _, c in self.seen.get(name) or []]
 
 
-def _new_rate(ns: dict, watch: WatchState | None) -> tuple[float | None, str | None]:
+def _new_rate(ns: dict[str, Any], watch: WatchState | None) -> tuple[float | None, str | None]:
     """New entries per second and where it comes from: the kernel's insert counter while it still
     counts (before 5.x it did), else the change of the count between two frames of a watch."""
     stats, rates = ns.get("stats") or {}, ns.get("rates") or {}
@@ -76,7 +91,7 @@ def _new_rate(ns: dict, watch: WatchState | None) -> tuple[float | None, str | N
     return None, None
 
 
-def _counter(ns: dict, key: str, with_rate: bool) -> str:
+def _counter(ns: dict[str, Any], key: str, with_rate: bool) -> str:
     v = (ns.get("stats") or {}).get(key)
     if v is None:
         return fmt.MISSING
@@ -84,7 +99,7 @@ def _counter(ns: dict, key: str, with_rate: bool) -> str:
     return fmt.num(v) + (f" +{fmt.rate(r)}/s" if with_rate and r else "")
 
 
-def _table(doc: dict, width: int, watch: WatchState | None):
+def _table(doc: dict[str, Any], width: int, watch: WatchState | None) -> tuple[list[Any], set[str]]:
     spaces = doc["namespaces"]
     new = [_new_rate(ns, watch) for ns in spaces]
     kinds = {k for _, k in new if k}
@@ -132,7 +147,7 @@ def _items(items: list[str], width: int) -> list[str]:
     return out
 
 
-def _watch_header(doc: dict, watch: WatchState, kinds: set[str], width: int) -> list[str]:
+def _watch_header(doc: dict[str, Any], watch: WatchState, kinds: set[str], width: int) -> list[str]:
     how = {"insert": "insert counter", "count": "change of the count"}
     head = [f"ctdoctor status --watch  every {fmt.duration(watch.interval)}", time.strftime("%H:%M:%S")]
     full = max(doc["namespaces"], key=lambda ns: ns.get("fill") or 0, default=None)
@@ -145,7 +160,7 @@ def _watch_header(doc: dict, watch: WatchState, kinds: set[str], width: int) -> 
     return _items(head, width)
 
 
-def _host(h: dict, width: int) -> list[str]:
+def _host(h: dict[str, Any], width: int) -> list[str]:
     items = [h["hostname"] or "?", f"kernel {h['kernel'] or '?'}",
              h["source"] + (f" {h['root']}" if h["source"] != "live" else "")]
     if h.get("cpus"):
@@ -155,10 +170,10 @@ def _host(h: dict, width: int) -> list[str]:
     return _items(items, width)
 
 
-def _settings(s: dict, width: int) -> list:
+def _settings(s: dict[str, Any], width: int) -> list[Any]:
     from rich.text import Text
 
-    out: list = []
+    out: list[Any] = []
     if s["non_default"]:
         out.append(Text("settings not at the kernel default", style="bold"))
         for d in s["non_default"]:
@@ -173,9 +188,9 @@ def _settings(s: dict, width: int) -> list:
     return out
 
 
-def _below(doc: dict, width: int) -> list:
+def _below(doc: dict[str, Any], width: int) -> list[Any]:
     """Hash sizing, modules, settings, the kernel log's events and the notes, as wrapped prose."""
-    out: list = []
+    out: list[Any] = []
     ini = doc["namespaces"][0] if doc["namespaces"] else None
     if ini and ini.get("buckets") and ini.get("max"):
         out.extend(hang(f"{fmt.num(ini['buckets'])} buckets, max {fmt.num(ini['max'])} "
@@ -196,7 +211,7 @@ def _below(doc: dict, width: int) -> list:
     return out
 
 
-def _fullest_first(spaces: list[dict], rows: int) -> list[dict]:
+def _fullest_first(spaces: list[dict[str, Any]], rows: int) -> list[dict[str, Any]]:
     """``rows`` namespaces for a screen too short for all: the initial one, then the fullest."""
     if rows >= len(spaces):
         return spaces
@@ -205,7 +220,8 @@ def _fullest_first(spaces: list[dict], rows: int) -> list[dict]:
     return (init + rest)[: max(1, rows)]
 
 
-def render(doc: dict, console=None, width: int | None = None, watch: WatchState | None = None):
+def render(doc: dict[str, Any], console: Any = None, width: int | None = None,
+           watch: WatchState | None = None) -> Any:
     from rich.console import Console, Group
     from rich.text import Text
 
@@ -223,7 +239,7 @@ def render(doc: dict, console=None, width: int | None = None, watch: WatchState 
         doc = {**doc, "namespaces": shown}
         below = below[: max(0, rows - len(shown) - (1 if hidden else 0))]
     lines, kinds = _table(doc, width, watch)
-    parts: list = []
+    parts: list[Any] = []
     if watch is not None:
         parts.append(Text("\n".join(_watch_header(doc, watch, kinds, width)), style="bold"))
     parts.extend(Text(ln, style="bold" if i == 0 else "") for i, ln in enumerate(host))
@@ -240,7 +256,7 @@ def render(doc: dict, console=None, width: int | None = None, watch: WatchState 
     return Group(*parts)
 
 
-def print_status(doc: dict) -> None:
+def print_status(doc: dict[str, Any]) -> None:
     from rich.console import Console
 
     con = Console(highlight=False)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO, Any
 
 from ctdoctor.render import fmt
 from ctdoctor.render.table import Column, layout
 from ctdoctor.render.wrap import hang
 
 
-def _states(st: dict, total: int, n: int = 3) -> str:
+def _states(st: dict[str, int], total: int, n: int = 3) -> str:
     parts = [f"{k} {fmt.pct(v / total) if total else fmt.MISSING}" for k, v in list(st.items())[:n]]
     if len(st) > n:
         parts.append("…")
@@ -26,12 +28,15 @@ class TopWatch:
     interval: float
     rate: bool = False
     keys: bool = True  # q quits (stdin is a terminal)
-    prev: dict | None = None
+    prev: dict[tuple[tuple[str, Any], ...], int] | None = None
     totals: list[int] = field(default_factory=list)
     widths: dict[str, int] = field(default_factory=dict)
+    history: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # a running recorder's counts
 
-    def header(self, doc: dict, width: int) -> list[str]:
+    def header(self, doc: dict[str, Any], width: int) -> list[str]:
         total = doc.get("matched") if doc.get("matched") is not None else doc.get("total")
+        if not self.totals and not self.rate:
+            self.totals.extend(self._recorded(doc))
         if isinstance(total, int):
             self.totals.append(total)
             del self.totals[:-30]
@@ -42,6 +47,16 @@ class TopWatch:
         if self.keys:
             items.append("q quits")
         return _items(items, width)
+
+
+    def _recorded(self, doc: dict[str, Any]) -> list[int]:
+        """The counts a recorder saw of the one netns shown, when nothing is filtered out (then the
+        matched total is that netns's count): the trend starts from them."""
+        spaces = doc.get("namespaces") or []
+        if len(spaces) != 1 or doc.get("matched") != doc.get("total"):
+            return []
+        now = time.time()
+        return [c for t, c in self.history.get(str(spaces[0].get("netns")), []) if t <= now]
 
 
 def _items(items: list[str], width: int) -> list[str]:
@@ -62,7 +77,7 @@ def _items(items: list[str], width: int) -> list[str]:
 ADDRESSES = {"src", "dst", "reply_src", "reply_dst", "netns", "pod", "nat", "snat", "dnat", "zone", "mark"}
 
 
-def _key_columns(doc: dict) -> list[Column]:
+def _key_columns(doc: dict[str, Any]) -> list[Column]:
     keys = list(doc["rows"][0]["key"]) if doc["rows"] else list(doc["by"])
     cols = []
     for k in keys:
@@ -81,14 +96,15 @@ def _width(width: int | None) -> int:
     return Console().width
 
 
-def render(doc: dict, prev: dict | None = None, width: int | None = None, watch: TopWatch | None = None):
+def render(doc: dict[str, Any], prev: dict[tuple[tuple[str, Any], ...], int] | None = None,
+           width: int | None = None, watch: TopWatch | None = None) -> Any:
     from rich.console import Group
     from rich.text import Text
 
     width = _width(width)
     if watch is not None and prev is None:
         prev = watch.prev
-    lines: list = [Text(ln, style="bold") for ln in (watch.header(doc, width) if watch else [])]
+    lines: list[Any] = [Text(ln, style="bold") for ln in (watch.header(doc, width) if watch else [])]
     for h in doc["namespaces"]:
         fill = ""
         if h.get("count") is not None and h.get("max"):
@@ -123,7 +139,20 @@ def render(doc: dict, prev: dict | None = None, width: int | None = None, watch:
     return Group(*lines)
 
 
-def write_csv(doc: dict, out) -> None:
+def laid_out(doc: dict[str, Any], progress: Callable[[str], None] | None = None) -> str:
+    """``render``'s table as the terminal will show it (colours when it takes them), laid out while a
+    progress display can still say so: ``top --limit 0`` lays out every group."""
+    from rich.console import Console
+
+    if progress is not None:
+        progress(f"laying out {fmt.num(len(doc['rows']))} rows")
+    con = Console(highlight=False)
+    with con.capture() as cap:
+        con.print(render(doc))
+    return cap.get()
+
+
+def write_csv(doc: dict[str, Any], out: IO[str]) -> None:
     w = csv.writer(out)
     keys = list(doc["rows"][0]["key"]) if doc["rows"] else list(doc["by"])
     head = keys + ["count", "share", "states"] + (["packets", "bytes"] if doc["accounting"] else [])
@@ -136,13 +165,13 @@ def write_csv(doc: dict, out) -> None:
         w.writerow(row)
 
 
-def render_rate(doc: dict, width: int | None = None, watch: TopWatch | None = None):
+def render_rate(doc: dict[str, Any], width: int | None = None, watch: TopWatch | None = None) -> Any:
     """``top --rate``: new entries per second by key."""
     from rich.console import Group
     from rich.text import Text
 
     width = _width(width)
-    lines: list = [Text(ln, style="bold") for ln in (watch.header(doc, width) if watch else [])]
+    lines: list[Any] = [Text(ln, style="bold") for ln in (watch.header(doc, width) if watch else [])]
     for h in doc["namespaces"]:
         lines.append(Text.assemble((f"netns {h['netns']}", "bold"),
                                    f": {fmt.rate(h['new_per_second'])} new/s, {fmt.rate(h['destroyed_per_second'])} "
@@ -168,7 +197,7 @@ def render_rate(doc: dict, width: int | None = None, watch: TopWatch | None = No
     return Group(*lines)
 
 
-def write_rate_csv(doc: dict, out) -> None:
+def write_rate_csv(doc: dict[str, Any], out: IO[str]) -> None:
     w = csv.writer(out)
     keys = list(doc["rows"][0]["key"]) if doc["rows"] else list(doc["by"])
     w.writerow([*keys, "rate", "count", "share", "states"])

@@ -44,3 +44,39 @@ def with_source(text: str, source: str | None, width: int, indent: str = "", mor
     else:
         lines.append(Text(more + src, style="dim"))
     return lines
+
+
+def prose(text: str, width: int, indent: str = "", more: str | None = None) -> list[str]:
+    """``hang`` as plain strings: ``indent + text`` wrapped between words, the next lines under ``more``."""
+    return [t.plain for t in hang(text, width, indent, more)]
+
+
+def command(cmd: str, width: int, first: str = "", more: str | None = None) -> list[str]:
+    """A command the user is to paste, in lines of at most ``width`` where it can: broken only between
+    words (a quoted span is one word) with `` \\`` continuations, never wrapped by the terminal; the next
+    lines start with ``more`` (default: ``first``'s width and four spaces). A single longer word stays
+    whole."""
+    from ctdoctor.model.fixes import words
+
+    more = " " * len(first) + "    " if more is None else more
+    out: list[str] = []
+    cur = first
+    for w in words(cmd) or [cmd]:
+        fresh = cur in (first, more)
+        add = w if fresh else " " + w
+        if not fresh and len(cur) + len(add) + 2 > width:
+            out.append(cur + " \\")
+            cur = more + w
+        else:
+            cur += add
+    out.append(cur)
+    return out
+
+
+def commented(cmd: str, note: str, width: int, first: str = "") -> list[str]:
+    """``first + cmd   # note`` on one line when it fits, else the note as a comment line above the command
+    (a ``\\`` continuation cannot carry a trailing comment), the command broken as ``command`` does."""
+    one = f"{first}{cmd}   # {note}"
+    if len(one) <= width:
+        return [one]
+    return [*prose(note, width, first + "# ", first + "#   "), *command(cmd, width, first)]

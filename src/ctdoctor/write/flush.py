@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ class Selection:
     matched: int
     protected: int
     sample: list[dict[str, Any]]
-    delete: Callable[[socket.socket], tuple[int, int]]
+    delete: Callable[[socket.socket, Callable[[int, int], None] | None], tuple[int, int]]
 
 
 def _nets(cidrs: str | None) -> tuple[Net, ...] | None:
@@ -53,20 +52,29 @@ def selection_args(states: set[str], port: int | None, src: str | None, dst: str
 
 
 def flush(ref: Any, states: set[str], port: int | None, src: str | None, dst: str | None,
-          include_established: bool, dry_run: bool) -> dict[str, Any]:
-    """Select (and unless ``dry_run`` delete) the entries of netns ``ref``; the flush document."""
+          include_established: bool, dry_run: bool, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Select (and unless ``dry_run`` delete) the entries of netns ``ref``; the flush document. ``progress``
+    is told what is being done (the dump, then the entries deleted so far of all to delete)."""
+    say = progress or (lambda text: None)
+
     def sock() -> socket.socket:
         return socket.socket(fileno=nsmod.socket_in(ref, socket.AF_NETLINK, socket.SOCK_RAW,
                                                     ctnetlink.NETLINK_NETFILTER))
 
     args = selection_args(states, port, src, dst)
     select = _select_fast if accelerated() else _select_python
+    say(f"reading the entries of netns {ref.name}")
     sel = select(sock, make_aggregator(args), include_established)
     deleted = gone = 0
     if not dry_run and sel.matched:
         s = sock()
+
+        def show(done: int, of: int) -> None:
+            say(f"deleting entries: {done:,} of {of:,}")
+
+        show(0, sel.matched)
         try:
-            deleted, gone = sel.delete(s)
+            deleted, gone = sel.delete(s, show)
         finally:
             s.close()
     after = _count_now(ref) if not dry_run else sel.before
@@ -97,7 +105,7 @@ def _select_fast(sock: Callable[[], socket.socket], agg: Aggregator, include_est
         s.close()
     requests = b"".join(parts)
     return Selection(before, matched, protected, sample(agg),
-                     lambda sk: ctnetlink.send_deletes(sk, requests, progress=_progress(matched)))
+                     lambda sk, show: ctnetlink.send_deletes(sk, requests, progress=show))
 
 
 def _select_python(sock: Callable[[], socket.socket], agg: Aggregator, include_established: bool) -> Selection:
@@ -116,7 +124,19 @@ def _select_python(sock: Callable[[], socket.socket], agg: Aggregator, include_e
             agg.take(entry_fields(e), 1)
             matched.append(e)
     return Selection(len(entries), len(matched), protected, sample(agg),
-                     lambda sk: ctnetlink.delete_entries(sk, matched))
+                     lambda sk, show: _delete_in_parts(sk, matched, show))
+
+
+def _delete_in_parts(sk: socket.socket, entries: list[Entry], show: Callable[[int, int], None] | None,
+                     part: int = 16384) -> tuple[int, int]:
+    """``ctnetlink.delete_entries`` a part at a time, saying how many are done after each."""
+    deleted = gone = 0
+    for i in range(0, len(entries), part):
+        d, g = ctnetlink.delete_entries(sk, entries[i:i + part])
+        deleted, gone = deleted + d, gone + g
+        if show is not None:
+            show(min(i + part, len(entries)), len(entries))
+    return deleted, gone
 
 
 def matches(e: Entry, flt: Filter, include_established: bool) -> tuple[bool, bool]:
@@ -143,17 +163,6 @@ def what(proto: str, dport: int | None, states: dict[str, int]) -> str:
     port = f" port {dport}" if dport else ""
     mix = ", ".join(f"{k} {v:,}" for k, v in sorted(states.items(), key=lambda kv: -kv[1])[:3])
     return f"{proto}{port}" + (f" ({mix})" if mix else "")
-
-
-def _progress(total: int) -> Callable[[int, int], None] | None:
-    """Deleted so far, on stderr, when it is a terminal and the job is big enough to wait for."""
-    if total < 100_000 or not sys.stderr.isatty():
-        return None
-
-    def show(done: int, of: int) -> None:
-        print(f"\rdeleting: {done:,} of {of:,}", end="" if done < of else "\n", file=sys.stderr, flush=True)
-
-    return show
 
 
 def _count_now(ref: Any) -> int | None:
