@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ctdoctor.listing import canonical
 from ctdoctor.listing.fields import (
@@ -41,8 +41,23 @@ from ctdoctor.listing.fields import (
 from ctdoctor.listing.formats import is_noise, is_save_line
 from ctdoctor.listing.grammar import norm_addr, row_label, scan_line
 
-if TYPE_CHECKING:
-    from ctdoctor.listing.aggregate import PyAggregator
+
+class PyAggregator(Protocol):
+    """What this scanner needs of the table it feeds (``aggregate.PyAggregator``, which owns it:
+    a protocol here, so the two modules do not import each other)."""
+
+    fields: tuple[int, ...]
+    filter: Any  # aggregate.Filter: port_b, protos, src_nets, dst_nets
+    filtered: bool
+    counts: dict[bytes, int]
+    rows: dict[tuple[bytes, bytes], list[int]]
+    _accounting: bool
+    noise: bool
+    binary_line: int
+
+    def add_totals(self, total: int, matched: int) -> None: ...
+
+    def take(self, f: ScanFields, n: int) -> None: ...
 
 # A fold runs when this many distinct tuples are pending, or twice the table's size if that is
 # more: memory stays flat when nearly every line is distinct (packet counters, a port filter),
