@@ -430,11 +430,11 @@ def _flags_are_real(args: list[str]) -> None:
     """Every flag a deployment file passes is one the exporter accepts (its real parser, as main() builds it)."""
     import importlib
 
-    from ctdoctor import cli
+    from ctdoctor.commands import parser as cli_parser
 
-    commands = {"exporter": cli.COMMANDS["exporter"]}
-    parser = cli.build_parser(commands)
-    chosen, argv = cli.choose_command(list(args), commands)
+    commands = {"exporter": cli_parser.COMMANDS["exporter"]}
+    parser = cli_parser.build_parser(commands)
+    chosen, argv = cli_parser.choose_command(list(args), commands)
     assert chosen == "exporter"
     importlib.import_module(commands["exporter"][0]).add_arguments(
         parser._subparsers._group_actions[0].choices["exporter"])

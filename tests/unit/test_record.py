@@ -204,15 +204,15 @@ def test_record_unit_runs_record_with_real_flags():
     import configparser
     import importlib
 
-    from ctdoctor import cli
+    from ctdoctor.commands import parser as cli_parser
 
     cp = configparser.ConfigParser(strict=False, interpolation=None)
     cp.optionxform = str
     cp.read_string((Path(__file__).parent.parent.parent / "contrib/systemd/ctdoctor-record.service").read_text())
     argv = cp["Service"]["ExecStart"].split()[1:]
     assert argv[0] == "record" and cp["Service"]["NoNewPrivileges"] == "yes"
-    commands = {"record": cli.COMMANDS["record"]}
-    parser = cli.build_parser(commands)
+    commands = {"record": cli_parser.COMMANDS["record"]}
+    parser = cli_parser.build_parser(commands)
     importlib.import_module(commands["record"][0]).add_arguments(parser._subparsers._group_actions[0].choices["record"])
     got = parser.parse_args(argv)
     assert got.dir == "/var/lib/ctdoctor/incidents" and got.max_size == 2 << 30 and got.threshold == 0.8

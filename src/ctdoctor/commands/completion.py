@@ -17,7 +17,8 @@ import argparse
 import importlib
 from typing import Any
 
-from ctdoctor import __version__, cli
+from ctdoctor import __version__
+from ctdoctor.commands import parser as parser_mod
 from ctdoctor.commands.common import Needs, check_format
 from ctdoctor.diagnose.checks import MODULES, load
 from ctdoctor.errors import UsageError
@@ -38,8 +39,8 @@ def requires(args: argparse.Namespace) -> Needs:
 def model() -> dict[str, Any]:
     """{"global": [(option, choices)], "commands": {name: {"help": str, "options": [(option, choices)]}},
     "codes": [...]}: what the parser accepts, read from the parser."""
-    commands = dict(cli.COMMANDS)
-    parser = cli.build_parser(commands)
+    commands = dict(parser_mod.COMMANDS)
+    parser = parser_mod.build_parser(commands)
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
     def options(p: argparse.ArgumentParser, skip: set[str]) -> list[tuple[str, list[str]]]:
@@ -185,7 +186,7 @@ def man(m: dict[str, Any]) -> str:
 
 
 def _help_of(option: str) -> str:
-    p = cli.build_parser({})
+    p = parser_mod.build_parser({})
     for a in p._actions:
         if option in a.option_strings:
             return (a.help or "").replace("%%", "%")
