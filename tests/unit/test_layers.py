@@ -110,7 +110,7 @@ def test_a_netns_deleted_while_it_is_read_is_left_out_with_a_note(monkeypatch, t
     import pytest
 
     from ctdoctor.errors import Failure
-    from ctdoctor.sources import capture, snapshot
+    from ctdoctor.sources import capture, snapshot, views
     from ctdoctor.sources import netns as nsmod
 
     ghost = nsmod.NetnsRef("pod-gone", 4026599999, str(tmp_path / "no-such-netns"), "ip netns")
@@ -123,11 +123,11 @@ def test_a_netns_deleted_while_it_is_read_is_left_out_with_a_note(monkeypatch, t
 
     monkeypatch.setattr(nsmod, "call_in", boom)
     notes: list[str] = []
-    got = snapshot._read_all([(snapshot.LiveNetnsView(ghost), ghost.inode, "ip netns")], notes, with_rules=False)
+    got = snapshot._read_all([(views.LiveNetnsView(ghost), ghost.inode, "ip netns")], notes, with_rules=False)
     assert got == [] and notes == ["netns pod-gone went away while it was read: left out"]
     assert capture.read_in(ghost, ["proc/net/stat/nf_conntrack"], []) is None
     with pytest.raises(Failure):
-        snapshot._read_all([(snapshot.LiveNetnsView(alive), alive.inode, "ip netns")], [], with_rules=False)
+        snapshot._read_all([(views.LiveNetnsView(alive), alive.inode, "ip netns")], [], with_rules=False)
     with pytest.raises(Failure):
         capture.read_in(alive, ["proc/net/stat/nf_conntrack"], [])
 

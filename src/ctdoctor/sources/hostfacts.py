@@ -22,7 +22,8 @@ from ctdoctor.model.persisted import Persisted
 from ctdoctor.model.snapshot import Listener, ListingSummary, NetnsState
 from ctdoctor.sources.hostroot import HostRoot
 from ctdoctor.sources.listing_files import tally_stream_multi
-from ctdoctor.sources.snapshot import Listing, ref_of, view_of
+from ctdoctor.sources.snapshot import ref_of, view_of
+from ctdoctor.sources.views import Listing
 
 TUNNEL_PORTS = {"vxlan": 4789, "geneve": 6081, "vxlan-8472": 8472}
 
