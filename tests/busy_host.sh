@@ -3,7 +3,8 @@
 #   tests/busy_host.sh .venv/bin/python -m pytest -x -q tests/integration/test_status_live.py
 # Beside the command: (a) network namespaces appear and vanish in a loop (each with a rule that makes
 # conntrack track it), (b) a foreign netns is filled to nf_conntrack_max with ASSURED entries
-# (conntrack -R) and (c) new connections into it make the kernel log "table full" lines for that netns.
+# (conntrack -R), (c) new connections into it make the kernel log "table full" lines for that netns and
+# (d) a monitor in yet another netns dumps its table over ctnetlink every half second.
 # Host-wide settings are never changed; every namespace made here is deleted on exit, also on failure.
 set -u
 PREFIX="ctdbusy-$$-"
@@ -53,6 +54,17 @@ s = socket.socket(); s.settimeout(0.3)
 try: s.connect(('127.0.0.1', 9))
 except OSError: pass" 2>/dev/null
         sleep 1
+    done
+) &
+pids="$pids $!"
+
+# (d) a monitor elsewhere: a ctnetlink dump in another netns every half second (it frees the expired
+# entries of every netns it passes)
+ip netns add "${PREFIX}reader" && track "${PREFIX}reader" || exit 1
+(
+    while :; do
+        ip netns exec "${PREFIX}reader" conntrack -L >/dev/null 2>&1
+        sleep 0.5
     done
 ) &
 pids="$pids $!"

@@ -332,13 +332,18 @@ class GcLag(Scenario):
     def build(self, run: LabRun, scale: int) -> None:
         ns = run.netns
         ns.load(_udp_unreplied_lines(scale, timeout=2))
+        loaded_at = time.monotonic()  # every entry was made before conntrack -R returned
         loaded = ns.count()
         run.say(f"loaded {loaded} UDP entries with a 2 s timeout")
-        time.sleep(3)
+        # read the count just after the last entry expired: any ctnetlink dump on the host (conntrack -L,
+        # a monitor in another netns) frees the expired entries of every netns it passes, so on a busy
+        # host each moment of waiting lets someone else's read hide what this shows
+        time.sleep(max(0.0, loaded_at + 2.02 - time.monotonic()))
         before = ns.count()
         listed = ns.listed()
         after = ns.count()
-        run.say(f"3 s later: count {before}, lines listed {listed}, count after the listing {after}")
+        run.say(f"{time.monotonic() - loaded_at:.1f} s later: count {before}, lines listed {listed}, "
+                f"count after the listing {after}")
         run.observed.update({"loaded": loaded, "count_before_listing": before, "listed": listed,
                              "count_after_listing": after})
 
