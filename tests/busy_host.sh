@@ -17,7 +17,7 @@ cleanup() {
     trap - EXIT INT TERM
     for p in $pids; do kill "$p" 2>/dev/null; done
     for p in $pids; do wait "$p" 2>/dev/null; done
-    for n in $(ip netns list | awk -v p="$PREFIX" 'index($1, p) == 1 {print $1}'); do ip netns del "$n"; done
+    for n in $(ip netns list 2>/dev/null | awk -v p="$PREFIX" 'index($1, p) == 1 {print $1}'); do ip netns del "$n"; done
     rm -f "$LOADFILE"
 }
 trap cleanup EXIT
