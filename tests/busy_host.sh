@@ -15,7 +15,7 @@ pids=""
 
 cleanup() {
     trap - EXIT INT TERM
-    for p in $pids; do kill "$p" 2>/dev/null; done
+    for p in $pids; do kill -KILL "$p" 2>/dev/null; done  # the loops hold nothing: the names go below
     for p in $pids; do wait "$p" 2>/dev/null; done
     for n in $(ip netns list 2>/dev/null | awk -v p="$PREFIX" 'index($1, p) == 1 {print $1}'); do ip netns del "$n"; done
     rm -f "$LOADFILE"
@@ -47,6 +47,7 @@ echo "busy_host: $FULL holds $(ip netns exec "$FULL" sysctl -n net.netfilter.nf_
 
 # (c) new connections into the full table: the kernel drops them and logs "table full in netns N"
 (
+    trap - EXIT INT TERM  # the loops: not this script's cleanup
     while :; do
         ip netns exec "$FULL" "$PY" -c "
 import socket
@@ -62,6 +63,7 @@ pids="$pids $!"
 # entries of every netns it passes)
 ip netns add "${PREFIX}reader" && track "${PREFIX}reader" || exit 1
 (
+    trap - EXIT INT TERM  # the loops: not this script's cleanup
     while :; do
         ip netns exec "${PREFIX}reader" conntrack -L >/dev/null 2>&1
         sleep 0.5
@@ -71,6 +73,7 @@ pids="$pids $!"
 
 # (a) namespaces that appear and vanish
 (
+    trap - EXIT INT TERM  # the loops: not this script's cleanup
     while :; do
         n="${PREFIX}churn-$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')"
         ip netns add "$n" 2>/dev/null && track "$n" 2>/dev/null
