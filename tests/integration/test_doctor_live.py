@@ -1,4 +1,4 @@
-"""The doctor on the real kernel: lab incidents come out as findings, the idle host gives none."""
+"""The doctor on the real kernel: lab incidents come out as findings, a healthy netns gives none."""
 
 import json
 from pathlib import Path
@@ -23,12 +23,21 @@ def by(doc, code, netns=None):
     return [f for f in doc["findings"] if f["id"] == code and (netns is None or f["netns"] == netns)]
 
 
-def test_idle_host_has_no_warning_or_critical():
-    rc, doc = doctor("--interval", "0.5")
+def test_a_healthy_netns_has_no_warning_or_critical_while_another_is_full(lab, netns):
+    """A busy host is the normal case: another netns's full table (and its kernel log lines) is that
+    netns's problem, never a warning about this one."""
+    full = lab("table-full")
+    netns.load_established(300)
+    rc, doc = doctor("--netns", netns.name, "--interval", "0.5")
     bad = [f for f in doc["findings"] if f["severity"] in ("critical", "warning")]
     assert rc == 0 and not bad, bad
-    rc, out, _err = run_cli("--format", "nagios")
-    assert rc == 0 and out.startswith("CONNTRACK OK")
+    assert [n["name"] for n in doc["namespaces"]] == [netns.name]
+    rc, out, _err = run_cli("--netns", netns.name, "--format", "nagios")
+    assert rc == 0 and out.startswith("CONNTRACK OK"), out
+    # the same doctor over both names the full one, and only it
+    rc, doc = doctor("--netns", f"{netns.name},{full.netns.name}", "--interval", "0")
+    assert rc == 2 and by(doc, "CT001", full.netns.name)
+    assert not [f for f in doc["findings"] if f["netns"] == netns.name and f["severity"] in ("critical", "warning")]
 
 
 def test_table_full_gives_ct001_ct002_ct014_ct018_for_that_netns_by_name(lab):

@@ -240,16 +240,23 @@ def test_every_dashboard_query_parses_and_returns_data(full_netns, full_stack):
     wait_for(lambda: query(api, f'ctdoctor_conntrack_entries_by_state{{netns="{full_netns.name}"}}'), 30,
              "the refresh's state breakdown")
     drop_new_connections(full_netns)
-    time.sleep(3)  # two scrapes after the drops, so rates have data
     dash = json.loads((CONTRIB / "grafana" / "ctdoctor.json").read_text())
-    empty = []
-    for panel in dash["panels"]:
-        for t in panel["targets"]:
-            expr = (t["expr"].replace("$__rate_interval", "30s").replace("$instance", ".*")
-                    .replace("$netns", ".*"))
-            assert "$" not in expr, expr
-            if not query(api, expr):
-                empty.append(f"{panel['title']}: {expr}")
+
+    def empty_panels() -> list[str]:
+        empty = []
+        for panel in dash["panels"]:
+            for t in panel["targets"]:
+                expr = (t["expr"].replace("$__rate_interval", "30s").replace("$instance", ".*")
+                        .replace("$netns", ".*"))
+                assert "$" not in expr, expr
+                if not query(api, expr):
+                    empty.append(f"{panel['title']}: {expr}")
+        return empty
+
+    # rates have data after two scrapes that follow the drops: waited for, however slow the host
+    deadline = time.monotonic() + 30
+    while (empty := empty_panels()) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert not empty, empty
     for var in dash["templating"]["list"]:
         if var["type"] == "query":
@@ -306,7 +313,9 @@ def test_unprivileged_it_serves_what_it_can_see_and_says_what_it_cannot():
             "exporter", "--listen", f"127.0.0.1:{port}", "--refresh", "1"]
     with Server(argv, f"http://127.0.0.1:{port}/metrics", env={**os.environ, "HOME": "/"}) as exp:
         m = metrics(exp.url)
-        time.sleep(2.5)  # two refresh rounds: a failing refresh is reported once, not every round
+        # more refresh rounds: a failing refresh is reported once, not every round
+        wait_for(lambda: (value(metrics(exp.url), "ctdoctor_exporter_refreshes_total") or 0) >= 3, 60,
+                 "three refresh rounds")
         out = exp.output()
     assert value(m, "ctdoctor_conntrack_entries", netns="init") is not None
     assert value(m, "ctdoctor_conntrack_entries_limit", netns="init") > 0

@@ -203,11 +203,12 @@ def test_on_a_full_netns_the_doctor_plan_and_apply_name_one_max(lab, tmp_path):
     import re
 
     run = lab("table-full")
-    rc, out, err = run_cli("--netns", "all", "--format", "json", timeout=120)
+    # this run's full netns by name: another session's full lab netns (a busy host) has its own pick
+    rc, out, err = run_cli("--netns", run.netns.name, "--format", "json", timeout=120)
     doc = json.loads(out)
     named = {int(m.group(1)) for f in doc["findings"] if f["id"] in ("CT001", "CT018") and f["netns"] == run.netns.name
              for line in f["fix"] for m in re.finditer(r"(?:nf_conntrack_max=|--max )(\d+)", line)}
-    rc, out, err = run_cli("--netns", "all", "plan", "--format", "json", timeout=120)
+    rc, out, err = run_cli("--netns", run.netns.name, "plan", "--format", "json", timeout=120)
     assert rc == 0, err
     plan = json.loads(out)
     peak = next(c for c in plan["candidates"] if c["rule"] == "observed peak")

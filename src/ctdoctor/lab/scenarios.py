@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -316,6 +317,20 @@ class CountMismatch(Scenario):
         })
 
 
+# Sleeps until the CLOCK_MONOTONIC time argv[1], then prints the count, the lines listed, the count.
+_GC_LAG_PROBE = """
+import sys, time
+time.sleep(max(0.0, float(sys.argv[1]) - time.monotonic()))
+def count():
+    with open("/proc/sys/net/netfilter/nf_conntrack_count") as f:
+        return int(f.read())
+before = count()
+with open("/proc/net/nf_conntrack", "rb") as f:
+    listed = f.read().count(b"\\n")
+print(before, listed, count())
+"""
+
+
 class GcLag(Scenario):
     name = "gc-lag"
     summary = "expired entries still counted until the garbage collector (or a read of the table) frees them"
@@ -332,13 +347,18 @@ class GcLag(Scenario):
     def build(self, run: LabRun, scale: int) -> None:
         ns = run.netns
         ns.load(_udp_unreplied_lines(scale, timeout=2))
+        loaded_at = time.monotonic()  # every entry was made before conntrack -R returned
         loaded = ns.count()
         run.say(f"loaded {loaded} UDP entries with a 2 s timeout")
-        time.sleep(3)
-        before = ns.count()
-        listed = ns.listed()
-        after = ns.count()
-        run.say(f"3 s later: count {before}, lines listed {listed}, count after the listing {after}")
+        # the count is read the moment the last entry expired (an entry made at jiffy J expires at tick
+        # J + 2 s, at or before its making + 2 s; 3 ms for the clocks), by a process started in the netns
+        # before (CLOCK_MONOTONIC is the host's): any ctnetlink dump on the host (conntrack -L, a monitor
+        # in another netns) frees the expired entries of every netns it passes, so on a busy host each
+        # moment between the expiry and the read lets someone else's read hide what this shows
+        r = ns.exec(sys.executable, "-S", "-c", _GC_LAG_PROBE, repr(loaded_at + 2.003))
+        before, listed, after = (int(x) for x in r.stdout.split())
+        run.say(f"{time.monotonic() - loaded_at:.1f} s later: count {before}, lines listed {listed}, "
+                f"count after the listing {after}")
         run.observed.update({"loaded": loaded, "count_before_listing": before, "listed": listed,
                              "count_after_listing": after})
 

@@ -69,11 +69,20 @@ def discover(proc: str = "/proc", run_netns: str = "/run/netns") -> list[NetnsRe
     except OSError as e:
         _unless_starved(e)
         names = []
+    try:
+        nsfs: int | None = os.stat(f"{proc}/self/ns/net").st_dev
+    except OSError:
+        nsfs = None
     for name in names:
         p = f"{run_netns}/{name}"
-        ino = _inode_of(p)
-        if ino is not None and ino not in found:
-            found[ino] = NetnsRef(name, ino, p, "ip netns")
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        if nsfs is not None and st.st_dev != nsfs:
+            continue  # a name being added or deleted: a plain file for a moment, before its mount or after
+        if st.st_ino not in found:
+            found[st.st_ino] = NetnsRef(name, st.st_ino, p, "ip netns")
     try:
         pids = sorted(int(d) for d in os.listdir(proc) if d.isdigit())
     except OSError as e:
