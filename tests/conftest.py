@@ -423,3 +423,34 @@ def assert_exit_matches(rc: int, doc: dict) -> None:
     s = doc["summary"]
     want = 2 if s["critical"] else 1 if s["warning"] else 3 if any(u["id"] == "CT001" for u in doc["unknown"]) else 0
     assert rc == want, f"exit {rc}, but the report says {want}: {s}"
+
+
+def run_in_pty(argv: list[str], env: dict | None = None, timeout: float = 60) -> tuple[int, str]:
+    """Run ``argv`` on a terminal of its own (stdin, stdout and stderr on one pty): (exit code, the
+    screen as it was written). What a user at a terminal sees: colours, a pager, progress."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                         env={**os.environ, "TERM": "xterm", "COLUMNS": "80", **(env or {})})
+    os.close(slave)
+    out = b""
+    end = time.monotonic() + timeout
+    try:
+        while time.monotonic() < end:
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every end of the terminal is closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+    finally:
+        rc = p.wait(10)
+        os.close(master)
+    return rc, out.decode(errors="replace")

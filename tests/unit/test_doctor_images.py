@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ctdoctor.listing.entry import Entry, Tuple, format_entry
-from tests.conftest import IMAGES, assert_exit_matches, assert_one_line_error, run_cli
+from tests.conftest import IMAGES, assert_exit_matches, assert_one_line_error, run_cli, run_in_pty
 
 BASE = IMAGES / "bundle-vm-6.18"
 RHEL7 = IMAGES / "sosreport-gw01-rhel7"
@@ -570,32 +570,14 @@ def test_help_stays_light():
 
 
 def test_a_report_taller_than_the_terminal_goes_through_the_pager(tmp_path):
-    import os
-    import pty
-    import subprocess
     import sys
 
     got = tmp_path / "paged"
     pager = f"{sys.executable} -c \"import sys; open('{got}', 'wb').write(sys.stdin.buffer.read())\""
 
     def run(*extra):
-        master, slave = pty.openpty()
-        p = subprocess.Popen([sys.executable, "-m", "ctdoctor", "--root", str(RHEL7), *extra], stdin=slave,
-                             stdout=slave, stderr=slave, close_fds=True,
-                             env={**os.environ, "COLUMNS": "80", "LINES": "12", "TERM": "xterm", "PAGER": pager})
-        os.close(slave)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        p.wait(timeout=60)
-        os.close(master)
-        return out.decode(errors="replace")
+        return run_in_pty([sys.executable, "-m", "ctdoctor", "--root", str(RHEL7), *extra],
+                          env={"LINES": "12", "PAGER": pager})[1]
 
     run()
     assert got.exists() and b"CRIT CT001" in got.read_bytes()  # 12 lines: paged

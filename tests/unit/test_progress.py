@@ -3,12 +3,10 @@ JSON/CSV/Nagios, gone (transient) before the output."""
 
 from __future__ import annotations
 
-import os
-import pty
-import select
 import subprocess
 import sys
-import time
+
+from tests.conftest import run_in_pty
 
 SCRIPT = """
 import sys, time
@@ -25,29 +23,7 @@ print("done")
 
 
 def _in_pty(fmt: str) -> str:
-    master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-c", SCRIPT, fmt], stdin=slave, stdout=slave, stderr=slave,
-                         env={**os.environ, "TERM": "xterm", "COLUMNS": "80"}, close_fds=True)
-    os.close(slave)
-    out = b""
-    end = time.monotonic() + 20
-    try:
-        while time.monotonic() < end:
-            r, _, _ = select.select([master], [], [], 0.1)
-            if r:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif p.poll() is not None:
-                break
-    finally:
-        p.wait(10)
-        os.close(master)
-    return out.decode(errors="replace")
+    return run_in_pty([sys.executable, "-c", SCRIPT, fmt], timeout=20)[1]
 
 
 def test_progress_shows_on_a_terminal():

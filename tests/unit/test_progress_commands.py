@@ -5,13 +5,10 @@ step made 0.5 s slow, so a fast test machine still sees it), never when piped, n
 from __future__ import annotations
 
 import os
-import pty
-import select
 import subprocess
 import sys
-import time
 
-from tests.conftest import IMAGES
+from tests.conftest import IMAGES, run_in_pty
 
 # The CLI with the progress delay at 0 and, named by ``module:attr``, a function made 0.5 s slower
 SCRIPT = """
@@ -37,29 +34,7 @@ K8S = str(IMAGES / "sosreport-node7-k8s")
 
 def in_pty(argv: list[str], slow: str = "", timeout: float = 60) -> tuple[int, str]:
     """(exit code, the screen: stdout and stderr on one terminal)."""
-    master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-c", SCRIPT, slow, *argv], stdin=slave, stdout=slave, stderr=slave,
-                         env={**os.environ, "TERM": "xterm", "COLUMNS": "80", "LINES": "24"}, close_fds=True)
-    os.close(slave)
-    out = b""
-    end = time.monotonic() + timeout
-    try:
-        while time.monotonic() < end:
-            r, _, _ = select.select([master], [], [], 0.1)
-            if r:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif p.poll() is not None:
-                break
-    finally:
-        rc = p.wait(10)
-        os.close(master)
-    return rc, out.decode(errors="replace")
+    return run_in_pty([sys.executable, "-c", SCRIPT, slow, *argv], env={"LINES": "24"}, timeout=timeout)
 
 
 def piped(argv: list[str], slow: str = "", timeout: float = 60) -> tuple[int, str, str]:

@@ -181,15 +181,20 @@ def in_scope(line: str, *, image: str | None, netns: str | None, listed: set[str
 def lines(f: Fix, width: int = 80, indent: str = "    $ ") -> list[str]:
     """The command in lines of at most ``width`` where it can: broken between words with ``\\``
     continuations (one command when pasted); a single word longer than that stays whole."""
-    ws = words(f.text())
-    cont = " " * len(indent)
+    return continued(words(f.text()), width, indent, " " * len(indent))
+
+
+def continued(ws: list[str], width: int, first: str, more: str) -> list[str]:
+    """Words of one command in lines of at most ``width`` where it can, broken between words with
+    ``\\`` continuations; the first line starts with ``first``, the others with ``more``."""
     out: list[str] = []
-    cur = indent
+    cur = first
     for w in ws:
-        add = w if cur in (indent, cont) else " " + w
-        if len(cur) + len(add) + 2 > width and cur not in (indent, cont):
+        fresh = cur in (first, more)
+        add = w if fresh else " " + w
+        if not fresh and len(cur) + len(add) + 2 > width:
             out.append(cur + " \\")
-            cur = cont + w
+            cur = more + w
         else:
             cur += add
     out.append(cur)

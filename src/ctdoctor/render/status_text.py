@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ctdoctor.render import fmt
+from ctdoctor.render import fmt, wrap
 from ctdoctor.render.table import Column, layout
 from ctdoctor.render.wrap import hang, with_source
 
@@ -131,21 +131,6 @@ def _table(doc: dict[str, Any], width: int, watch: WatchState | None) -> tuple[l
     return lines, kinds
 
 
-def _items(items: list[str], width: int) -> list[str]:
-    """Short items on as few lines as fit the width, broken between items (never inside one)."""
-    out: list[str] = []
-    cur = ""
-    for item in items:
-        it = fmt.elide(item, width)
-        if cur and len(cur) + 2 + len(it) > width:
-            out.append(cur)
-            cur = it
-        else:
-            cur = f"{cur}  {it}" if cur else it
-    if cur:
-        out.append(cur)
-    return out
-
 
 def _watch_header(doc: dict[str, Any], watch: WatchState, kinds: set[str], width: int) -> list[str]:
     how = {"insert": "insert counter", "count": "change of the count"}
@@ -157,7 +142,7 @@ def _watch_header(doc: dict[str, Any], watch: WatchState, kinds: set[str], width
         head.append("new/s: " + ", ".join(how[k] for k in sorted(kinds, reverse=True)))
     if watch.keys:
         head.append("q quits")
-    return _items(head, width)
+    return wrap.items(head, width)
 
 
 def _host(h: dict[str, Any], width: int) -> list[str]:
@@ -167,7 +152,7 @@ def _host(h: dict[str, Any], width: int) -> list[str]:
         items.append(f"{fmt.num(h['cpus'])} CPUs")
     if h.get("mem_total"):
         items.append(f"{fmt.size(h['mem_total'])} RAM")
-    return _items(items, width)
+    return wrap.items(items, width)
 
 
 def _settings(s: dict[str, Any], width: int) -> list[Any]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from ctdoctor.render import fmt
+from ctdoctor.render import fmt, wrap
 from ctdoctor.render.table import Column, layout
 from ctdoctor.render.wrap import hang
 
@@ -46,7 +46,7 @@ class TopWatch:
             items.append(f"{'new' if self.rate else 'matched'} {fmt.sparkline(self.totals, 20)}")
         if self.keys:
             items.append("q quits")
-        return _items(items, width)
+        return wrap.items(items, width)
 
 
     def _recorded(self, doc: dict[str, Any]) -> list[int]:
@@ -58,20 +58,6 @@ class TopWatch:
         now = time.time()
         return [c for t, c in self.history.get(str(spaces[0].get("netns")), []) if t <= now]
 
-
-def _items(items: list[str], width: int) -> list[str]:
-    out: list[str] = []
-    cur = ""
-    for item in items:
-        it = fmt.elide(item, width)
-        if cur and len(cur) + 2 + len(it) > width:
-            out.append(cur)
-            cur = it
-        else:
-            cur = f"{cur}  {it}" if cur else it
-    if cur:
-        out.append(cur)
-    return out
 
 
 ADDRESSES = {"src", "dst", "reply_src", "reply_dst", "netns", "pod", "nat", "snat", "dnat", "zone", "mark"}

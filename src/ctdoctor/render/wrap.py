@@ -7,6 +7,9 @@ import textwrap
 
 from rich.text import Text
 
+from ctdoctor.model.fixes import continued, words
+from ctdoctor.render import fmt
+
 
 def hang(text: str, width: int, indent: str = "", more: str | None = None, label: str = "",
          label_style: str = "bold", style: str = "") -> list[Text]:
@@ -56,21 +59,8 @@ def command(cmd: str, width: int, first: str = "", more: str | None = None) -> l
     words (a quoted span is one word) with `` \\`` continuations, never wrapped by the terminal; the next
     lines start with ``more`` (default: ``first``'s width and four spaces). A single longer word stays
     whole."""
-    from ctdoctor.model.fixes import words
-
     more = " " * len(first) + "    " if more is None else more
-    out: list[str] = []
-    cur = first
-    for w in words(cmd) or [cmd]:
-        fresh = cur in (first, more)
-        add = w if fresh else " " + w
-        if not fresh and len(cur) + len(add) + 2 > width:
-            out.append(cur + " \\")
-            cur = more + w
-        else:
-            cur += add
-    out.append(cur)
-    return out
+    return continued(words(cmd) or [cmd], width, first, more)
 
 
 def commented(cmd: str, note: str, width: int, first: str = "") -> list[str]:
@@ -80,3 +70,19 @@ def commented(cmd: str, note: str, width: int, first: str = "") -> list[str]:
     if len(one) <= width:
         return [one]
     return [*prose(note, width, first + "# ", first + "#   "), *command(cmd, width, first)]
+
+
+def items(texts: list[str], width: int) -> list[str]:
+    """Short items on as few lines as fit the width, broken between items (never inside one)."""
+    out: list[str] = []
+    cur = ""
+    for item in texts:
+        it = fmt.elide(item, width)
+        if cur and len(cur) + 2 + len(it) > width:
+            out.append(cur)
+            cur = it
+        else:
+            cur = f"{cur}  {it}" if cur else it
+    if cur:
+        out.append(cur)
+    return out
