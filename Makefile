@@ -47,8 +47,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 
+# In-process unit and build tests on two workers; the real-kernel tests one at a time (namespaces,
+# host-wide counters, the session's host check).
 test: $(STAMP) system-deps lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 tests/unit tests/build
+	$(PY) -m pytest -q tests/integration
 
 # A binary wheel with the C scanner, for hosts without a compiler (same Python version and arch).
 wheel: $(STAMP)
